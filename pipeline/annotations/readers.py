@@ -1,0 +1,264 @@
+"""Parsers for the public data sets' own annotation files.
+
+Every parser reports problems as :class:`AnnotationError` naming the file and the line.
+Names (classes, species) are matched ignoring case and surrounding white space, because the
+public files disagree on case ("Being carried" vs "Being Carried").
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class AnnotationError(ValueError):
+    """A problem in an annotation file, located by file and line."""
+
+    def __init__(self, path, line: int | None, message: str):
+        where = f"{path}" if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class Entry:
+    """One listed video: its path relative to the video folder and its label ids."""
+    path: str
+    split: str
+    labels: tuple[int, ...]
+    species: tuple[int, ...] = ()
+    source: tuple[str, int] = ("", 0)
+
+
+@dataclass
+class NameTable:
+    """An id -> name table read from a class or species file."""
+    names: list[str]
+    path: str
+    extra: dict[str, list[str]] = field(default_factory=dict)  # other columns, by header
+
+    def lookup(self, name: str, where: tuple[str, int], what: str) -> int:
+        key = normalise(name)
+        index = self._index()
+        if key not in index:
+            raise AnnotationError(where[0], where[1],
+                                  f"unknown {what} name {name.strip()!r}: not in {self.path} "
+                                  f"(names are matched ignoring case); add it there or fix the name")
+        return index[key]
+
+    def check_id(self, value: str, where: tuple[str, int], what: str) -> int:
+        try:
+            i = int(value)
+        except ValueError:
+            raise AnnotationError(where[0], where[1], f"{what} id {value!r} is not an integer") from None
+        if not 0 <= i < len(self.names):
+            raise AnnotationError(where[0], where[1],
+                                  f"{what} id {i} is outside {self.path}, which has ids "
+                                  f"0..{len(self.names) - 1}")
+        return i
+
+    def _index(self) -> dict[str, int]:
+        if not hasattr(self, "_cache"):
+            self._cache = {normalise(n): i for i, n in enumerate(self.names)}
+        return self._cache
+
+
+def normalise(name: str) -> str:
+    return " ".join(name.strip().lower().split())
+
+
+def read_lines(path) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers; BOM and CR line ends removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(path, None, "file not found; check the path in config.yaml")
+    text = path.read_text(encoding="utf-8-sig")
+    return [(i, line.rstrip("\r")) for i, line in enumerate(text.split("\n"), 1)
+            if line.strip()]
+
+
+def read_name_table(path, what: str = "class") -> NameTable:
+    """A CSV with a header whose first column is the id and second the name.
+
+    Accepts the headers of all public files (``id,name``, ``label,name``, ``id,label``, and
+    Animal Kingdom's segment file ``id,action,...``). Ids must be exactly 0..N-1.
+    """
+    lines = read_lines(path)
+    if not lines:
+        raise AnnotationError(path, None, f"empty {what} file")
+    rows = list(csv.reader([text for _, text in lines]))
+    header = [h.strip().lower() for h in rows[0]]
+    if len(header) < 2 or header[0] not in ("id", "label"):
+        raise AnnotationError(path, lines[0][0],
+                              f"expected a header starting with 'id,name' (or 'label,name'); "
+                              f"got {lines[0][1]!r}")
+    by_id: dict[int, str] = {}
+    extra: dict[str, dict[int, str]] = {h: {} for h in header[2:]}
+    for (number, text), row in zip(lines[1:], rows[1:]):
+        if len(row) < 2:
+            raise AnnotationError(path, number, f"expected '<id>,<name>'; got {text!r}")
+        try:
+            i = int(row[0])
+        except ValueError:
+            raise AnnotationError(path, number, f"id {row[0]!r} is not an integer") from None
+        if i in by_id:
+            raise AnnotationError(path, number, f"id {i} appears twice")
+        by_id[i] = row[1].strip()
+        for h, value in zip(header[2:], row[2:]):
+            extra[h][i] = value.strip()
+    if sorted(by_id) != list(range(len(by_id))):
+        raise AnnotationError(path, None, f"{what} ids must be 0..{len(by_id) - 1} without gaps")
+    names = [by_id[i] for i in range(len(by_id))]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if normalise(n) in seen:
+            raise AnnotationError(path, None, f"{what} name {n!r} is given to ids {seen[normalise(n)]} "
+                                  f"and {i} (names are compared ignoring case)")
+        seen[normalise(n)] = i
+    return NameTable(names, str(path),
+                     {h: [col.get(i, "") for i in range(len(names))] for h, col in extra.items()})
+
+
+def read_segments(path, classes: NameTable) -> list[str]:
+    """Segment (head/middle/tail) per class from a file with columns id,...,segment."""
+    table = read_name_table(path, "segment")
+    if "segment" not in table.extra:
+        raise AnnotationError(path, 1, "no 'segment' column in the header")
+    if len(table.names) != len(classes.names):
+        raise AnnotationError(path, None, f"{len(table.names)} rows but the class file "
+                              f"{classes.path} has {len(classes.names)} classes")
+    for i, (a, b) in enumerate(zip(table.names, classes.names)):
+        if normalise(a) != normalise(b):
+            raise AnnotationError(path, None, f"id {i} is {a!r} here but {b!r} in {classes.path}")
+    segments = table.extra["segment"]
+    for i, s in enumerate(segments):
+        if not s:
+            raise AnnotationError(path, None, f"class id {i} has an empty segment")
+    return segments
+
+
+def read_relation(path, species: NameTable, classes: NameTable) -> list[tuple[int, int]]:
+    """``Species<TAB>[class ids]<TAB>count`` lines -> (species id, class id) pairs."""
+    pairs = []
+    for number, text in read_lines(path):
+        parts = text.split("\t")
+        if len(parts) < 2 or not re.fullmatch(r"\s*\[[\d,\s]*\]\s*", parts[1]):
+            raise AnnotationError(path, number,
+                                  f"expected '<species>\\t[<class ids>]\\t<count>'; got {text!r}")
+        s = species.lookup(parts[0], (str(path), number), "species")
+        for value in re.findall(r"\d+", parts[1]):
+            pairs.append((s, classes.check_id(value, (str(path), number), "class")))
+    return sorted(set(pairs))
+
+
+def _split_ws(text: str, number: int, path, n_min: int, n_max: int | None, form: str) -> list[str]:
+    parts = text.split()
+    if len(parts) < n_min or (n_max is not None and len(parts) > n_max):
+        raise AnnotationError(path, number, f"expected '{form}'; got {text.strip()!r}")
+    return parts
+
+
+def read_animal_kingdom(path, split: str, classes: NameTable) -> list[Entry]:
+    """``<video file> <label id> ...``, whitespace separated, possibly left-padded."""
+    entries = []
+    for number, text in read_lines(path):
+        where = (str(path), number)
+        video, *ids = _split_ws(text, number, path, 2, None, "<video file> <label id> ...")
+        labels = tuple(sorted({classes.check_id(v, where, "label") for v in ids}))
+        entries.append(Entry(video, split, labels, (), where))
+    return entries
+
+
+def read_animal_kingdom_species(path, split: str, classes: NameTable,
+                                species: NameTable) -> list[Entry]:
+    """``VIDEO.mp4<TAB>[('Species', 'Action'), ...]`` (Python-repr tuples, parsed as literals)."""
+    entries = []
+    for number, text in read_lines(path):
+        where = (str(path), number)
+        video, _, pairs_text = text.partition("\t")
+        try:
+            pairs = ast.literal_eval(pairs_text.strip())
+            ok = isinstance(pairs, list) and pairs and all(
+                isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                for p in pairs)
+        except (ValueError, SyntaxError):
+            ok = False
+        if not video.strip() or not ok:
+            raise AnnotationError(path, number, "expected "
+                                  "\"VIDEO.mp4<TAB>[('Species', 'Action'), ...]\"; got "
+                                  f"{text[:120]!r}")
+        labels = tuple(sorted({classes.lookup(a, where, "action") for _, a in pairs}))
+        sp = tuple(sorted({species.lookup(s, where, "species") for s, _ in pairs}))
+        entries.append(Entry(video.strip(), split, labels, sp, where))
+    return entries
+
+
+def read_mammalnet(path, split: str, classes: NameTable, species: NameTable | None) -> list[Entry]:
+    """``<video path> <label id> [<genus id>]``, space separated."""
+    entries = []
+    for number, text in read_lines(path):
+        where = (str(path), number)
+        parts = _split_ws(text, number, path, 2, 3, "<video path> <label id> [<genus id>]")
+        label = classes.check_id(parts[1], where, "label")
+        sp = ()
+        if len(parts) == 3:
+            if species is None:
+                raise AnnotationError(path, number, "this line has a genus id but the config "
+                                      "gives no species file (dataset.species.names)")
+            sp = (species.check_id(parts[2], where, "genus"),)
+        entries.append(Entry(parts[0], split, (label,), sp, where))
+    return entries
+
+
+def read_lote(path, split: str, classes: NameTable, species: NameTable | None) -> list[Entry]:
+    """``<Behaviour/Video.avi> <action id> <species id>`` (CRLF line ends)."""
+    entries = []
+    for number, text in read_lines(path):
+        where = (str(path), number)
+        parts = _split_ws(text, number, path, 2, 3, "<Behaviour/Video.avi> <action id> <species id>")
+        label = classes.check_id(parts[1], where, "action")
+        sp = (species.check_id(parts[2], where, "species"),) if species and len(parts) == 3 else ()
+        entries.append(Entry(parts[0], split, (label,), sp, where))
+    return entries
+
+
+def read_csv_annotations(path, classes: NameTable, species: NameTable | None) -> list[Entry]:
+    """``video,split,labels[,species]``; labels (and species) separated by ';', by name or id."""
+    lines = read_lines(path)
+    if not lines:
+        raise AnnotationError(path, None, "empty annotation file")
+    rows = list(csv.reader([t for _, t in lines]))
+    header = [h.strip().lower() for h in rows[0]]
+    for required in ("video", "split", "labels"):
+        if required not in header:
+            raise AnnotationError(path, lines[0][0], f"header needs the columns video,split,labels "
+                                  f"(and optionally species); got {lines[0][1]!r}")
+    col = {h: i for i, h in enumerate(header)}
+
+    def ids(value: str, table: NameTable, where, what) -> tuple[int, ...]:
+        out = set()
+        for item in filter(None, (v.strip() for v in value.split(";"))):
+            out.add(table.check_id(item, where, what) if item.isdigit()
+                    else table.lookup(item, where, what))
+        return tuple(sorted(out))
+
+    entries = []
+    for (number, text), row in zip(lines[1:], rows[1:]):
+        where = (str(path), number)
+        if len(row) <= max(col["video"], col["split"], col["labels"]):
+            raise AnnotationError(path, number, f"expected {len(header)} columns; got {text!r}")
+        labels = ids(row[col["labels"]], classes, where, "label")
+        if not labels:
+            raise AnnotationError(path, number, "no label given")
+        sp = ()
+        if "species" in col and col["species"] < len(row) and row[col["species"]].strip():
+            if species is None:
+                raise AnnotationError(path, number, "a species is given but the config has no "
+                                      "species file (dataset.species.names)")
+            sp = ids(row[col["species"]], species, where, "species")
+        split = row[col["split"]].strip()
+        if not split:
+            raise AnnotationError(path, number, "empty split")
+        entries.append(Entry(row[col["video"]].strip(), split, labels, sp, where))
+    return entries

@@ -1,0 +1,108 @@
+"""Validated access to config.yaml.
+
+The JSON schema (``pipeline/resources/config.schema.yaml``, also linked as
+``workflow/schemas/config.schema.yaml``) is the single description of every key. Validation
+fills defaults and turns the first problem into one line that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "resources" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError, sch: dict, source: str) -> str:
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        name = ".".join(filter(None, [_key(error.absolute_path).replace("(top level)", ""), extra[0]]))
+        return f"{source}: unknown key '{name}'; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "enum":
+        return (f"{source}: key '{key}' is {error.instance!r}; allowed values: "
+                f"{', '.join(map(repr, error.validator_value))}")
+    if error.validator == "required":
+        return f"{source}: {error.message} (in '{key}')"
+    if error.validator == "type":
+        want = error.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"{source}: key '{key}' must be of type {want}; got {error.instance!r}"
+    hint = error.schema.get("description", "")
+    return f"{source}: key '{key}': {error.message}" + (f" ({hint})" if hint else "")
+
+
+def validate_config(config: dict, source: str = "config.yaml") -> dict:
+    """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError."""
+    config = copy.deepcopy(dict(config))
+    sch = schema()
+    errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_message(errors[0], sch, source))
+    # Defaults of nested objects whose parent was defaulted are filled by a second pass.
+    _Validator(sch).validate(config)
+    ds = config["dataset"]
+    if ds["format"] in ("csv", "demo") and not ds.get("annotations"):
+        raise ConfigError(f"{source}: key 'dataset.annotations' is required for format "
+                          f"{ds['format']!r} (a CSV with video,split,labels)")
+    if ds["format"] not in ("csv", "demo") and not ds.get("splits"):
+        raise ConfigError(f"{source}: key 'dataset.splits' is required for format "
+                          f"{ds['format']!r} (split name -> list file)")
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate_config(raw, str(path))
+
+
+def section(name: str, given: dict | str | None = None) -> dict:
+    """One section (e.g. ``clip``) with defaults filled, from a dict or its JSON text."""
+    if isinstance(given, str):
+        given = json.loads(given)
+    given = copy.deepcopy(given or {})
+    sub = schema()["properties"][name]
+    errors = list(_Validator(sub).iter_errors(given))
+    if errors:
+        raise ConfigError(_message(errors[0], sub, f"{name} parameters"))
+    return given

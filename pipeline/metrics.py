@@ -1,0 +1,107 @@
+"""Evaluation metrics, with the definitions of DESIGN.md.
+
+* ``mAP``: macro mean of per-class average precision, classes without a positive in the split
+  left out (the Animal Kingdom benchmark's definition).
+* ``mAP_micro``: average precision over all (video, class) pairs flattened (what ViMoCLIP reports).
+* ``mAP_<segment>``: macro mAP restricted to the classes of one segment (head / middle / tail).
+* single-label sets: ``top1``, ``top5`` and ``mean_class_accuracy``.
+
+Average precision is the step-wise area of scikit-learn's ``average_precision_score``
+(ties in score are resolved as one threshold), computed here in NumPy so the per-class loop
+over 140 classes costs nothing.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["average_precision", "evaluate"]
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """AP of one ranking; None when there is no positive (AP is undefined then)."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    positives = np.asarray(positives).ravel().astype(bool)
+    n_pos = int(positives.sum())
+    if n_pos == 0:
+        return None
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], positives[order]
+    # One threshold per distinct score: tied items enter the ranking together.
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[last_of_tie]
+    fp = (last_of_tie + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    recall_gain = np.diff(np.r_[0.0, recall])
+    return float(np.sum(recall_gain * precision))
+
+
+def _multilabel(scores: np.ndarray, labels: np.ndarray, segments) -> dict:
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels have shape {labels.shape}, scores {scores.shape}: "
+                         "multi-label evaluation needs one 0/1 column per class")
+    per_class = [average_precision(scores[:, c], labels[:, c]) for c in range(scores.shape[1])]
+    defined = [ap for ap in per_class if ap is not None]
+    out = {
+        "mAP": float(np.mean(defined)) if defined else None,
+        "mAP_micro": average_precision(scores.ravel(), labels.ravel()),
+        "per_class_ap": per_class,
+        "n_classes_evaluated": len(defined),
+    }
+    if segments is not None:
+        if len(segments) != scores.shape[1]:
+            raise ValueError(f"{len(segments)} segment names for {scores.shape[1]} classes")
+        for name in dict.fromkeys(segments):  # first-seen order, unique
+            aps = [ap for ap, seg in zip(per_class, segments) if seg == name and ap is not None]
+            out[f"mAP_{name}"] = float(np.mean(aps)) if aps else None
+    return out
+
+
+def _singlelabel(scores: np.ndarray, labels: np.ndarray) -> dict:
+    labels = labels.astype(np.int64).ravel()
+    n, c = scores.shape
+    if labels.shape[0] != n:
+        raise ValueError(f"{labels.shape[0]} labels for {n} score rows")
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"class ids must lie in [0, {c}); got {labels.min()}..{labels.max()}")
+    # Rank of the true class = number of classes scored strictly higher (ties favour the truth
+    # no more than a stable sort would: count >=, excluding the class itself).
+    true_scores = scores[np.arange(n), labels][:, None]
+    rank = (scores > true_scores).sum(axis=1)
+    top1_hit = rank < 1
+    present = np.unique(labels)
+    per_class_acc = [float(top1_hit[labels == k].mean()) for k in present]
+    per_class = [average_precision(scores[:, k], labels == k) for k in range(c)]
+    defined = [ap for ap in per_class if ap is not None]
+    return {
+        "top1": float(top1_hit.mean()),
+        "top5": float((rank < min(5, c)).mean()),
+        "mean_class_accuracy": float(np.mean(per_class_acc)),
+        "mAP": float(np.mean(defined)) if defined else None,
+        "per_class_ap": per_class,
+    }
+
+
+def evaluate(scores, labels, multilabel: bool = True, segments: Sequence[str] | None = None) -> dict:
+    """Metrics for ``scores`` (N, C) against ``labels``.
+
+    ``labels`` is (N, C) of 0/1 when ``multilabel`` else (N,) class ids. ``segments`` gives a
+    segment name per class (e.g. head/middle/tail) and adds ``mAP_<segment>`` keys. All values
+    are fractions in [0, 1]; a metric that is undefined on the data (no positive at all) is None.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (N, C); got shape {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinity")
+    if multilabel:
+        return _multilabel(scores, labels, segments)
+    out = _singlelabel(scores, labels)
+    if segments is not None:
+        onehot = np.eye(scores.shape[1], dtype=np.int64)[labels.astype(np.int64).ravel()]
+        out.update({k: v for k, v in _multilabel(scores, onehot, segments).items()
+                    if k.startswith("mAP_") and k != "mAP_micro"})
+    return out

@@ -1,0 +1,43 @@
+import csv
+import json
+
+DS = config["dataset"]
+RESULTS = f"results/{DS['name']}"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+SHARDS = list(range(config["shards"]))
+
+
+def split_names():
+    """Split names are needed to build the DAG, before any rule runs."""
+    if DS["format"] == "demo":
+        return ["train", "val", "test"]
+    if DS["format"] == "csv":
+        with open(DS["annotations"], newline="", encoding="utf-8-sig") as f:
+            return sorted({row["split"].strip() for row in csv.DictReader(f)})
+    return list(DS["splits"])
+
+
+SPLITS = split_names()
+
+
+def as_json(*keys):
+    """A config section as compact JSON: the rule's params, and so its rerun trigger."""
+    value = config
+    for k in keys:
+        value = value[k]
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def per_shard(pattern):
+    return expand(pattern, split=SPLITS, shard=SHARDS)
+
+
+def annotation_inputs():
+    if DS["format"] == "demo":
+        return [DS["annotations"], DS["classes"]]
+    files = [DS["classes"]] + ([DS["annotations"]] if DS.get("annotations") else [])
+    files += list((DS.get("splits") or {}).values())
+    files += [f for f in [DS.get("segments")] if f]
+    files += [f for f in (DS.get("species") or {}).values() if f]
+    return files

@@ -1,0 +1,62 @@
+# Stage group "data": demo data set, sample tables, probing.
+
+if DS["format"] == "demo":
+
+    rule demo_data:
+        output:
+            annotations=DS["annotations"],
+            classes=DS["classes"],
+            videos=directory(DS["videos"]),
+        params:
+            demo=as_json("demo"),
+            out=lambda w, output: str(Path(output.annotations).parent),
+        log:
+            f"{LOGS}/demo_data.log",
+        benchmark:
+            f"{BENCH}/demo_data.tsv"
+        shell:
+            "python -m pipeline demo --out {params.out} --params {params.demo:q} 2> {log}"
+
+
+rule samples:
+    input:
+        annotation_inputs(),
+    output:
+        samples=f"{RESULTS}/samples.tsv",
+        classes=f"{RESULTS}/classes.tsv",
+        missing=f"{RESULTS}/missing.tsv",
+        info=f"{RESULTS}/dataset.json",
+    params:
+        dataset=as_json("dataset"),
+        shards=config["shards"],
+        out=RESULTS,
+    log:
+        f"{LOGS}/samples.log",
+    benchmark:
+        f"{BENCH}/samples.tsv"
+    shell:
+        "python -m pipeline samples --params {params.dataset:q} --shards {params.shards}"
+        " --out {params.out} 2> {log}"
+
+
+rule probe:
+    input:
+        samples=rules.samples.output.samples,
+    output:
+        f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+    params:
+        sampling=as_json("sampling"),
+        videos=DS["videos"],
+    log:
+        f"{LOGS}/probe/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/probe/{{split}}-{{shard}}.tsv"
+    shell:
+        "python -m pipeline probe --samples {input.samples} --videos {params.videos:q}"
+        " --split {wildcards.split} --shard {wildcards.shard} --params {params.sampling:q}"
+        " --out {output} 2> {log}"
+
+
+rule probed:
+    input:
+        per_shard(f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv"),

@@ -20,9 +20,10 @@ except ConfigError as e:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.probed.input,
+        rules.features.input,

@@ -72,8 +72,65 @@ def cmd_probe(a):
 # ---------------------------------------------------------------- model stages
 
 
+def _stage_inputs(a):
+    from .features.common import pick_device
+    from .video import read_probes
+    probes = read_probes(a.probe)
+    return probes, pick_device(a.device)
+
+
+def _report(stage: str, out, stats: dict) -> None:
+    fps = stats["frames"] / max(stats["seconds"], 1e-9)
+    log.info("%s: %d videos, %d frames in %.1f s (%.0f frames/s) -> %s", stage, stats["videos"],
+             stats["frames"], stats["seconds"], fps, out)
+    for vid, why in stats["failed"]:
+        log.warning("%s: video %s skipped: %s", stage, vid, why)
+
+
+def cmd_clip(a):
+    from .features.clip import extract_clip
+    probes, device = _stage_inputs(a)
+    _report("clip", a.out, extract_clip(probes, a.out, _params(a.params, "clip"), device))
+
+
+def cmd_flow(a):
+    from .features.flow import extract_flow
+    probes, device = _stage_inputs(a)
+    _report("flow", a.out, extract_flow(probes, a.out, _params(a.params, "flow"), device))
+
+
+def cmd_text(a):
+    from .annotations import read_classes
+    from .features.common import pick_device
+    from .features.text import extract_text
+    params = json.loads(a.params)
+    classes = [r["name"] for r in read_classes(a.classes)]
+    species = [r["name"] for r in read_classes(a.species)] if a.species else None
+    relation = None
+    if a.relation:
+        relation = [(int(r["species"]), int(r["class"])) for r in read_classes(a.relation)]
+    info = extract_text(classes, a.out, _params(params.get("text"), "text"),
+                        _params(params.get("clip"), "clip"), pick_device(a.device), species, relation)
+    log.info("text: %d prompts for %d classes (up to %d per class) -> %s", info["prompts"],
+             info["classes"], info["max_per_class"], a.out)
+
+
 def _add_model_commands(sub):
-    pass
+    for name, func, what in (("clip", cmd_clip, "frozen CLIP frame embeddings"),
+                             ("flow", cmd_flow, "optical flow (quantised, CLIP's field of view)")):
+        p = _add(sub, name, func, f"{what} of the planned frames of one probe shard -> HDF5")
+        p.add_argument("--probe", required=True, help="probe shard TSV (stage probe)")
+        p.add_argument("--out", required=True, help="feature shard (.h5) to write")
+        p.add_argument("--params", help=f"the {name}: config section as JSON")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+
+    p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
+    p.add_argument("--classes", required=True, help="classes.tsv (stage samples)")
+    p.add_argument("--species", help="species.tsv, for templates with {species}")
+    p.add_argument("--relation", help="relation.tsv (species, class pairs)")
+    p.add_argument("--params", required=True, help='JSON {"text": {...}, "clip": {...}}')
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
 
 
 # ---------------------------------------------------------------- parser
@@ -117,13 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # Libraries log chatter at INFO on the root logger; ours is the "pipeline" logger.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     from .annotations import AnnotationError
     from .config import ConfigError
+    from .features.common import WeightsError
+    from .features.text import TextError
+    from .store import StoreError
     try:
         args.func(args)
-    except (PipelineError, AnnotationError, ConfigError) as e:
+    except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

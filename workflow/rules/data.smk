@@ -6,6 +6,7 @@ if DS["format"] == "demo":
         output:
             annotations=DS["annotations"],
             classes=DS["classes"],
+            descriptions=str(Path(DS["annotations"]).parent / "descriptions.yaml"),
             videos=directory(DS["videos"]),
         params:
             demo=as_json("demo"),

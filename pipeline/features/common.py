@@ -1,0 +1,123 @@
+"""Shared machinery of the extraction stages: device choice, decode-ahead, cross-video batches."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+log = logging.getLogger("pipeline")
+
+
+class WeightsError(RuntimeError):
+    """Model weights that cannot be had; the message says how to point at a local file."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but no CUDA GPU is available here; "
+                           f"set device: auto or cpu")
+    return torch.device(name)
+
+
+def sha256_of(path: str | Path, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:limit] if limit else h.hexdigest()
+
+
+def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int = 8) -> Iterator:
+    """``(job, decode(job))`` in input order, decoding up to ``depth`` jobs ahead on threads.
+
+    OpenCV releases the GIL while decoding, so threads overlap decoding with the model.
+    A job whose decode raises yields ``(job, exception)`` instead of stopping the others.
+    """
+    def safe(job):
+        try:
+            return decode(job)
+        except Exception as e:  # noqa: BLE001 - reported per video by the caller
+            return e
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        it = iter(jobs)
+        for job in it:
+            pending.append((job, pool.submit(safe, job)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            job, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(safe, nxt)))
+            yield job, fut.result()
+
+
+def to_device(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (T, H, W, 3) host array -> device tensor, pinned + non-blocking on CUDA."""
+    t = torch.from_numpy(np.ascontiguousarray(frames))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def batched(segments: Iterable[tuple[object, torch.Tensor]], fn: Callable[[torch.Tensor], torch.Tensor],
+            batch_size: int) -> Iterator[tuple[object, np.ndarray]]:
+    """Run ``fn`` on batches of rows that span segment (video) boundaries.
+
+    ``segments`` yields ``(key, rows)``; the output yields ``(key, fn(rows) as numpy)`` per key,
+    in order, as soon as all of a key's rows have been through ``fn``. One device-to-host copy
+    per batch, not per video.
+    """
+    queue: list[tuple[object, torch.Tensor]] = []   # rows waiting for a batch
+    open_keys: deque = deque()                      # [key, n_rows, pieces] in order
+    queued = 0
+
+    def run(rows_needed_all: bool):
+        nonlocal queue, queued
+        while queued >= batch_size or (rows_needed_all and queued):
+            take, parts, owners = min(batch_size, queued), [], []
+            while take:
+                key, rows = queue[0]
+                n = min(take, rows.shape[0])
+                parts.append(rows[:n])
+                owners.append((key, n))
+                if n == rows.shape[0]:
+                    queue.pop(0)
+                else:
+                    queue[0] = (key, rows[n:])
+                take -= n
+                queued -= n
+            out = fn(torch.cat(parts)).float().cpu().numpy()
+            pos = 0
+            for key, n in owners:
+                for entry in open_keys:
+                    if entry[0] is key:
+                        entry[2].append(out[pos:pos + n])
+                        break
+                pos += n
+            yield from flush_done()
+
+    def flush_done():
+        while open_keys and sum(p.shape[0] for p in open_keys[0][2]) == open_keys[0][1]:
+            key, _, pieces = open_keys.popleft()
+            yield key, np.concatenate(pieces) if pieces else np.zeros((0,))
+
+    for key, rows in segments:
+        open_keys.append([key, rows.shape[0], []])
+        if rows.shape[0]:
+            queue.append((key, rows))
+            queued += rows.shape[0]
+        yield from run(False)
+        yield from flush_done()
+    yield from run(True)
+    yield from flush_done()

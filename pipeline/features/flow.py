@@ -1,0 +1,202 @@
+"""Optical flow (stage ``flow``): ptlflow models (RAFT by default) or OpenCV's DIS / Farneback.
+
+Flow row j of a video is the flow from sampled frame t to t + step in the original timeline
+(the last frames use t - step -> t). It is computed on the field of view CLIP sees (the centre
+square that CLIP's shortest-side resize + centre crop keeps), at ``work_size`` pixels, then
+resized to ``size`` x ``size`` with vectors in stored pixels, quantised to uint8 within
++-``bound`` and stored one frame per chunk, losslessly compressed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..store import FeatureWriter
+from ..video import Probe, read_frames
+from .common import WeightsError, decode_ahead, sha256_of
+
+log = logging.getLogger("pipeline")
+CLASSICAL = ("dis", "farneback")
+
+
+def pair_partners(sampled: list[int], frames: int, step: int) -> list[int]:
+    """The second frame of each flow pair: t + step, or t - step near the end (t itself if
+    the video is shorter than step, which gives zero flow)."""
+    out = []
+    for t in sampled:
+        if t + step < frames:
+            out.append(t + step)
+        elif t - step >= 0:
+            out.append(t - step)
+        else:
+            out.append(t)
+    return out
+
+
+def centre_square(frames: np.ndarray, work_size: int) -> np.ndarray:
+    """(T, H, W, 3) -> (T, work, work, 3): the centre square CLIP's crop keeps, resized."""
+    h, w = frames.shape[1:3]
+    side = min(h, w)
+    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    crop = frames[:, top:top + side, left:left + side]
+    if side == work_size:
+        return np.ascontiguousarray(crop)
+    interp = cv2.INTER_AREA if side > work_size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (work_size, work_size), interpolation=interp) for f in crop])
+
+
+def quantise(flow: np.ndarray, bound: float) -> np.ndarray:
+    """float flow (..., 2, H, W) in stored pixels -> uint8, 0..255 covering -bound..+bound."""
+    q = np.round(np.clip(flow, -bound, bound) / bound * 127.5 + 127.5)
+    return q.astype(np.uint8)
+
+
+def dequantise(q, bound: float):
+    """Inverse of :func:`quantise` (numpy or torch); error at most bound / 255."""
+    q = q.astype(np.float32) if isinstance(q, np.ndarray) else q.float()
+    return (q - 127.5) / 127.5 * bound
+
+
+def resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
+    """(T, 2, h, w) flow in working pixels -> (T, 2, size, size) in stored pixels."""
+    t = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))
+    if t.shape[-1] != size or t.shape[-2] != size:
+        scale = torch.tensor([size / t.shape[-1], size / t.shape[-2]]).view(1, 2, 1, 1)
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=t.shape[-1] > size) * scale
+    return t.numpy()
+
+
+# ---------------------------------------------------------------- backends
+
+def classical_flow(first: np.ndarray, second: np.ndarray, method: str) -> np.ndarray:
+    """(T, H, W, 3) RGB pairs -> (T, 2, H, W) float32 flow with OpenCV."""
+    out = np.empty((first.shape[0], 2, *first.shape[1:3]), np.float32)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
+    for i, (a, b) in enumerate(zip(first, second)):
+        ga, gb = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
+        if dis is not None:
+            f = dis.calc(ga, gb, None)
+        else:
+            f = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        out[i] = f.transpose(2, 0, 1)
+    return out
+
+
+def _ptlflow_weights(model_ref, checkpoint: str | None) -> tuple[str | None, str]:
+    """(what to give ptlflow, identity for provenance); fail fast when a download can't happen."""
+    if checkpoint is None:
+        log.warning("RANDOM WEIGHTS: flow model has no checkpoint (flow.checkpoint: null); "
+                    "fine for tests, flow is meaningless otherwise.")
+        return None, "random"
+    if Path(checkpoint).is_file():
+        return checkpoint, "sha256:" + sha256_of(checkpoint, 16)
+    tags = getattr(model_ref, "pretrained_checkpoints", {}) or {}
+    if checkpoint not in tags:
+        raise WeightsError(f"flow checkpoint {checkpoint!r} is neither a file nor a tag of "
+                           f"{model_ref.__name__} (tags: {', '.join(tags) or 'none'})")
+    url = tags[checkpoint]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if not cached.is_file():
+        from .clip import _reachable
+        host = urlparse(url).hostname or ""
+        if not _reachable(host):
+            raise WeightsError(f"flow checkpoint {checkpoint!r} is not in the local cache "
+                               f"({cached}) and {host} cannot be reached from here. Download "
+                               f"{url} on a machine with network and set flow.checkpoint to "
+                               f"the local file")
+    return checkpoint, checkpoint
+
+
+def load_flow_model(name: str, checkpoint: str | None, device):
+    import ptlflow
+    try:
+        model_ref = ptlflow.get_model_reference(name)
+    except Exception:  # noqa: BLE001
+        raise WeightsError(f"unknown ptlflow model {name!r}; e.g. raft, raft_small, rapidflow "
+                           f"(ptlflow.get_model_names())") from None
+    ckpt, identity = _ptlflow_weights(model_ref, checkpoint)
+    try:
+        model = ptlflow.get_model(name, ckpt_path=ckpt)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"could not load flow checkpoint {checkpoint!r} for {name}: "
+                           f"{str(e).splitlines()[0][:160]}") from None
+    return model.eval().requires_grad_(False).to(device), identity
+
+
+def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_size: int,
+                 half: bool) -> np.ndarray:
+    out = []
+    use_half = half and device.type == "cuda"
+    for s in range(0, first.shape[0], batch_size):
+        a = torch.from_numpy(first[s:s + batch_size]).to(device, non_blocking=True)
+        b = torch.from_numpy(second[s:s + batch_size]).to(device, non_blocking=True)
+        # ptlflow expects BGR in [0, 1], shaped (B, 2, 3, H, W)
+        pair = torch.stack([a, b], 1).permute(0, 1, 4, 2, 3).flip(2).float() / 255.0
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
+            flow = model({"images": pair})["flows"][:, 0]
+        out.append(flow.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2) + first.shape[1:3], np.float32)
+
+
+# ---------------------------------------------------------------- stage
+
+def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
+                 progress: bool = True) -> dict:
+    """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
+    from tqdm import tqdm
+    backend, step = cfg["backend"], cfg["step"]
+    size, bound, work = cfg["size"], float(cfg["bound"]), cfg["work_size"]
+    if backend == "ptlflow":
+        model, identity = load_flow_model(cfg["model"], cfg["checkpoint"], device)
+        name = cfg["model"]
+
+        def compute(a, b):
+            return ptlflow_flow(model, a, b, device, cfg["batch_size"], cfg["half"])
+    else:
+        name, identity = backend, "opencv-" + cv2.__version__
+
+        def compute(a, b):
+            return classical_flow(a, b, backend)
+    attrs = {"model": name, "weights": identity, "backend": backend, "step": step,
+             "bound": bound, "size": size, "work_size": work,
+             "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
+             "quantisation": "uint8 = round(clip(flow, -bound, bound) / bound * 127.5 + 127.5)",
+             "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
+
+    def decode(p: Probe):
+        partners = pair_partners(p.sampled, p.frames, step)
+        frames = read_frames(p.path, sorted(set(p.sampled) | set(partners)))
+        lookup = {i: k for k, i in enumerate(sorted(set(p.sampled) | set(partners)))}
+        sq = centre_square(frames, work)
+        # Always forward in time: t -> t + step, or t - step -> t at the end of the video.
+        first = [lookup[min(t, u)] for t, u in zip(p.sampled, partners)]
+        second = [lookup[max(t, u)] for t, u in zip(p.sampled, partners)]
+        return sq[first], sq[second]
+
+    total = sum(len(p.sampled) for p in probes)
+    stats = {"videos": 0, "frames": 0, "failed": []}
+    bar = tqdm(total=total, desc=f"flow {Path(out).parent.name}/{Path(out).stem}", unit="frame",
+               disable=not progress, smoothing=0.1)
+    start = time.perf_counter()
+    with FeatureWriter(out, "flow", (2, size, size), np.uint8, attrs, compression="gzip") as w:
+        for probe, got in decode_ahead(probes, decode, workers=cfg.get("decode_workers", 2)):
+            if isinstance(got, Exception):
+                log.warning("skipping %s: %s", probe.path, got)
+                stats["failed"].append((probe.video_id, str(got)))
+                continue
+            flow = resize_flow(compute(*got), size)
+            w.add(probe.video_id, probe.sampled, probe.timestamps(), quantise(flow, bound))
+            stats["videos"] += 1
+            stats["frames"] += len(probe.sampled)
+            bar.update(len(probe.sampled))
+    bar.close()
+    stats["seconds"] = time.perf_counter() - start
+    return stats

@@ -1,0 +1,294 @@
+"""The feature store: ragged per-frame features in HDF5, the one module that knows the layout.
+
+Layout (CSR style; no group per video, which is slow with tens of thousands of videos)::
+
+    /video_ids   (N,)      utf-8
+    /offsets     (N+1,)    int64, rows of video i are offsets[i]:offsets[i+1]
+    /frame_index (R,)      int32, source frame of each row
+    /timestamps  (R,)      float32 seconds
+    /data        (R, ...)  features
+    attrs: kind, schema_version, producer, complete, + provenance given by the producer
+
+A writer appends one video at a time into ``<name>.partial`` and renames it to the final name
+only when complete, so an interrupted job never leaves a file that looks finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+KINDS = ("clip", "flow", "motion", "text")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def _encode_attr(value):
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _decode_attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "{[n":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass
+class Rows:
+    video_id: str
+    frame_index: np.ndarray
+    timestamps: np.ndarray
+    data: np.ndarray
+
+
+class FeatureWriter:
+    """Append videos, then publish atomically. Use as a context manager."""
+
+    def __init__(self, path, kind: str, row_shape: tuple[int, ...], dtype, attrs: dict | None = None,
+                 compression: str | None = None, chunk_rows: int | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self._f = h5py.File(self.partial, "w")
+        row_shape = tuple(int(s) for s in row_shape)
+        chunk = chunk_rows or (1 if len(row_shape) > 1 else max(1, min(1024, 2 ** 16 // max(1, row_shape[0]))))
+        self._data = self._f.create_dataset(
+            "data", shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+            chunks=(chunk, *row_shape), compression=compression,
+            shuffle=compression is not None)
+        self._frame = self._f.create_dataset("frame_index", (0,), maxshape=(None,), dtype="int32",
+                                             chunks=(4096,))
+        self._time = self._f.create_dataset("timestamps", (0,), maxshape=(None,), dtype="float32",
+                                            chunks=(4096,))
+        self._ids: list[str] = []
+        self._offsets = [0]
+        for key, value in {"kind": kind, "schema_version": SCHEMA_VERSION,
+                           "producer": f"pipeline {__version__}", "complete": False,
+                           **(attrs or {})}.items():
+            self._f.attrs[key] = _encode_attr(value)
+
+    def add(self, video_id: str, frame_index, timestamps, data) -> None:
+        data = np.asarray(data)
+        n = data.shape[0]
+        if len(frame_index) != n or len(timestamps) != n:
+            raise ValueError(f"{video_id}: {n} rows but {len(frame_index)} frame indices")
+        if data.shape[1:] != self._data.shape[1:]:
+            raise ValueError(f"{video_id}: rows of shape {data.shape[1:]}, store has {self._data.shape[1:]}")
+        start = self._offsets[-1]
+        for ds in (self._data, self._frame, self._time):
+            ds.resize(start + n, axis=0)
+        self._data[start:start + n] = data
+        self._frame[start:start + n] = np.asarray(frame_index, dtype=np.int32)
+        self._time[start:start + n] = np.asarray(timestamps, dtype=np.float32)
+        self._ids.append(video_id)
+        self._offsets.append(start + n)
+
+    def close(self) -> Path:
+        """Write the index, mark complete and rename to the final name."""
+        f = self._f
+        f.create_dataset("video_ids", data=np.array(self._ids, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
+        f.attrs["complete"] = True
+        f.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self.partial.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def read_attrs(path) -> dict:
+    with _open(path) as f:
+        return {k: _decode_attr(v) for k, v in f.attrs.items()}
+
+
+def _open(path) -> h5py.File:
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: feature file not found; run the stage that writes it "
+                         f"(snakemake --cores N <file>)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise StoreError(f"{path}: not a readable HDF5 feature file (truncated or corrupt: "
+                         f"{str(e).splitlines()[0][:120]}); delete it and re-run its stage") from None
+
+
+class FeatureReader:
+    """Read videos or windows of rows from a list of shards without loading the rest.
+
+    ``expect`` maps attribute names to required values (e.g. the model identity): a shard
+    that disagrees is refused with a message naming the file and the attribute.
+    """
+
+    def __init__(self, paths: Iterable, kind: str | None = None, expect: dict | None = None):
+        self.paths = [Path(p) for p in paths]
+        self._index: dict[str, tuple[int, int, int]] = {}
+        self.attrs: dict = {}
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+        for k, path in enumerate(self.paths):
+            with _open(path) as f:
+                attrs = {a: _decode_attr(v) for a, v in f.attrs.items()}
+                self._check(path, f, attrs, kind, expect)
+                ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][:]]
+                offsets = f["offsets"][:]
+            if not self.attrs:
+                self.attrs = attrs
+            for i, vid in enumerate(ids):
+                if vid in self._index:
+                    other = self.paths[self._index[vid][0]]
+                    raise StoreError(f"{path}: video {vid!r} is also in {other}")
+                self._index[vid] = (k, int(offsets[i]), int(offsets[i + 1]))
+
+    @staticmethod
+    def _check(path, f, attrs, kind, expect):
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{path}: feature schema version {attrs.get('schema_version')}, this "
+                             f"pipeline reads version {SCHEMA_VERSION}; re-run its stage")
+        if kind is not None and attrs.get("kind") != kind:
+            raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected {kind!r}")
+        if not attrs.get("complete") or "offsets" not in f or "video_ids" not in f:
+            raise StoreError(f"{path}: incomplete feature file (its writer was interrupted); "
+                             f"delete it and re-run its stage")
+        if f["offsets"][-1] != f["data"].shape[0]:
+            raise StoreError(f"{path}: index covers {f['offsets'][-1]} rows but data has "
+                             f"{f['data'].shape[0]}; the file is damaged, re-run its stage")
+        for key, want in (expect or {}).items():
+            if attrs.get(key) != want:
+                raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but "
+                                 f"{want!r} is expected here; re-extract the features or point "
+                                 f"at matching ones")
+
+    def _file(self, k: int) -> h5py.File:
+        if self._pid != os.getpid():  # h5py handles must not cross a fork
+            self._files, self._pid = {}, os.getpid()
+        if k not in self._files:
+            self._files[k] = h5py.File(self.paths[k], "r")
+        return self._files[k]
+
+    @property
+    def video_ids(self) -> list[str]:
+        return list(self._index)
+
+    def __contains__(self, video_id) -> bool:
+        return video_id in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def n_rows(self, video_id: str) -> int:
+        _, a, b = self._locate(video_id)
+        return b - a
+
+    def _locate(self, video_id):
+        try:
+            return self._index[video_id]
+        except KeyError:
+            raise StoreError(f"video {video_id!r} is in none of {len(self.paths)} feature "
+                             f"shards (was it skipped as unreadable by the probe stage?)") from None
+
+    def window(self, video_id: str, start: int = 0, length: int | None = None) -> Rows:
+        """Rows start:start+length of one video (clipped to the video); reads only those."""
+        k, a, b = self._locate(video_id)
+        lo = a + max(0, start)
+        hi = b if length is None else min(b, lo + length)
+        f = self._file(k)
+        return Rows(video_id, f["frame_index"][lo:hi], f["timestamps"][lo:hi], f["data"][lo:hi])
+
+    def video(self, video_id: str) -> Rows:
+        return self.window(video_id)
+
+    def __iter__(self) -> Iterator[Rows]:
+        for vid in self._index:
+            yield self.video(vid)
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self._file(0)["data"].shape[1:])
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+# ---------------------------------------------------------------- text bank (not per video)
+
+def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: list[list[str]],
+                    sources: list[list[str]], class_names: list[str], attrs: dict) -> Path:
+    """Class text embeddings ``(C, K, D)`` with a ``(C, K)`` validity mask and the strings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    c, k = mask.shape
+    strings = h5py.string_dtype("utf-8")
+
+    def grid(rows):
+        return np.array([[r[j] if j < len(r) else "" for j in range(k)] for r in rows], dtype=object)
+
+    with h5py.File(partial, "w") as f:
+        f.create_dataset("embeddings", data=embeddings.astype(np.float32))
+        f.create_dataset("mask", data=mask.astype(bool))
+        f.create_dataset("prompts", data=grid(prompts), dtype=strings)
+        f.create_dataset("sources", data=grid(sources), dtype=strings)
+        f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=strings)
+        for key, value in {"kind": "text", "schema_version": SCHEMA_VERSION,
+                           "producer": f"pipeline {__version__}", "complete": True,
+                           **attrs}.items():
+            f.attrs[key] = _encode_attr(value)
+    os.replace(partial, path)
+    return path
+
+
+def read_text_bank(path, expect: dict | None = None) -> dict:
+    with _open(path) as f:
+        attrs = {a: _decode_attr(v) for a, v in f.attrs.items()}
+        if attrs.get("kind") != "text":
+            raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected 'text'")
+        for key, want in (expect or {}).items():
+            if attrs.get(key) != want:
+                raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but {want!r} "
+                                 f"is expected here; re-run the text stage")
+
+        def strs(name):
+            return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
+                                otypes=[object])(f[name][()])
+        return {"embeddings": f["embeddings"][()], "mask": f["mask"][()],
+                "prompts": strs("prompts"), "sources": strs("sources"),
+                "class_names": list(strs("class_names")), "attrs": attrs}

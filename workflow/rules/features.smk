@@ -1,0 +1,68 @@
+# Stage group "features": frozen CLIP frame embeddings, optical flow, class text embeddings.
+# clip and flow run per shard and ask for a GPU (resources.gpu), which a cluster profile maps.
+
+
+rule clip:
+    input:
+        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+    output:
+        f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
+    params:
+        clip=as_json("clip"),
+        device=config["device"],
+    resources:
+        gpu=1,
+    log:
+        f"{LOGS}/clip/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
+    shell:
+        "python -m pipeline clip --probe {input.probe} --out {output} --device {params.device}"
+        " --params {params.clip:q} 2> {log}"
+
+
+rule flow:
+    input:
+        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+    output:
+        f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+    params:
+        flow=as_json("flow"),
+        device=config["device"],
+    resources:
+        gpu=1 if config["flow"]["backend"] == "ptlflow" else 0,
+    log:
+        f"{LOGS}/flow/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
+    shell:
+        "python -m pipeline flow --probe {input.probe} --out {output} --device {params.device}"
+        " --params {params.flow:q} 2> {log}"
+
+
+rule text:
+    input:
+        classes=rules.samples.output.classes,
+        descriptions=[config["text"]["descriptions"]] if config["text"].get("descriptions") else [],
+    output:
+        f"{RESULTS}/features/text.h5",
+    params:
+        cfg=lambda w: json.dumps({"text": config["text"], "clip": config["clip"]}, sort_keys=True),
+        species=f"--species {RESULTS}/species.tsv --relation {RESULTS}/relation.tsv"
+        if (DS.get("species") or {}).get("names")
+        else "",
+        device=config["device"],
+    log:
+        f"{LOGS}/text.log",
+    benchmark:
+        f"{BENCH}/text.tsv"
+    shell:
+        "python -m pipeline text --classes {input.classes} {params.species} --out {output}"
+        " --device {params.device} --params {params.cfg:q} 2> {log}"
+
+
+rule features:
+    input:
+        per_shard(f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5"),
+        per_shard(f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5"),
+        f"{RESULTS}/features/text.h5",

@@ -115,7 +115,54 @@ def cmd_text(a):
              info["classes"], info["max_per_class"], a.out)
 
 
+def cmd_bench(a):
+    from .bench import format_table, run_bench, write_csv
+    from .features.common import pick_device
+    device = pick_device(a.device)
+    clip = _params({"model": a.clip_model, "pretrained": a.pretrained, "batch_size": a.batch_size},
+                   "clip")
+    flow = {"backend": "ptlflow", "model": a.flow_model, "checkpoint": a.flow_checkpoint}
+    if a.flow_model in ("dis", "farneback"):
+        flow = {"backend": a.flow_model}
+    flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
+                    "batch_size": a.flow_batch_size}, "flow")
+    sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
+    rows, bad = run_bench(a.videos, clip, flow, sampling, device)
+    for p in bad:
+        log.warning("skipped %s: %s", p.path, p.reason)
+    name = torch_device_name(device)
+    print(f"device: {name}; clip {a.clip_model} ({a.pretrained or 'random weights'}), "
+          f"flow {a.flow_model} at {a.flow_size}px")
+    print(format_table(rows))
+    if a.csv:
+        write_csv(rows, a.csv)
+
+
+def torch_device_name(device) -> str:
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
 def _add_model_commands(sub):
+    p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP and flow on the "
+             "given videos, on the current device")
+    p.add_argument("videos", nargs="+", help="video files or folders")
+    p.add_argument("--clip-model", default="ViT-B-32")
+    p.add_argument("--pretrained", default=None, help="weights tag or file (default: random, "
+                   "fine for timing)")
+    p.add_argument("--batch-size", type=int, default=256, help="CLIP batch size")
+    p.add_argument("--flow-model", default="raft", help="ptlflow model name, or dis / farneback")
+    p.add_argument("--flow-checkpoint", default=None, help="default: random weights (timing only)")
+    p.add_argument("--flow-size", type=int, default=256, help="flow working size (pixels)")
+    p.add_argument("--flow-store-size", type=int, default=112)
+    p.add_argument("--flow-batch-size", type=int, default=16)
+    p.add_argument("--max-frames", type=int, default=64, help="frames per video")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--csv", help="also write the table as CSV")
+
     for name, func, what in (("clip", cmd_clip, "frozen CLIP frame embeddings"),
                              ("flow", cmd_flow, "optical flow (quantised, CLIP's field of view)")):
         p = _add(sub, name, func, f"{what} of the planned frames of one probe shard -> HDF5")

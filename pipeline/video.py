@@ -17,6 +17,7 @@ import numpy as np
 # A file that announces N frames but yields fewer than this share of them broke mid-way.
 TRUNCATION_TOLERANCE = 0.9
 MAX_PIXELS = 8192 * 8192
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 @dataclass

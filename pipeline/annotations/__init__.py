@@ -17,7 +17,7 @@ __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "re
            "read_classes", "FORMATS"]
 
 FORMATS = ("animal_kingdom", "animal_kingdom_species", "mammalnet", "lote", "csv", "demo")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+from ..video import VIDEO_SUFFIXES as VIDEO_EXTENSIONS
 
 
 @dataclass

@@ -6,11 +6,13 @@ public files disagree on case ("Being carried" vs "Being Carried").
 """
 from __future__ import annotations
 
-import ast
 import csv
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("pipeline")
 
 
 class AnnotationError(ValueError):
@@ -121,20 +123,30 @@ def read_name_table(path, what: str = "class") -> NameTable:
 
 
 def read_segments(path, classes: NameTable) -> list[str]:
-    """Segment (head/middle/tail) per class from a file with columns id,...,segment."""
+    """Segment (head/middle/tail) per class from a file with columns id,name,...,segment.
+
+    Rows are matched to classes by *name*: Animal Kingdom's own segment file numbers a few
+    classes differently from its class list (e.g. ids 49/50 "Flapping its ears"/"Flapping
+    tail" are swapped), so trusting its ids would give classes the wrong segment.
+    """
     table = read_name_table(path, "segment")
     if "segment" not in table.extra:
         raise AnnotationError(path, 1, "no 'segment' column in the header")
-    if len(table.names) != len(classes.names):
-        raise AnnotationError(path, None, f"{len(table.names)} rows but the class file "
-                              f"{classes.path} has {len(classes.names)} classes")
-    for i, (a, b) in enumerate(zip(table.names, classes.names)):
-        if normalise(a) != normalise(b):
-            raise AnnotationError(path, None, f"id {i} is {a!r} here but {b!r} in {classes.path}")
-    segments = table.extra["segment"]
-    for i, s in enumerate(segments):
-        if not s:
-            raise AnnotationError(path, None, f"class id {i} has an empty segment")
+    segments: list[str | None] = [None] * len(classes.names)
+    renumbered = []
+    for i, name in enumerate(table.names):
+        c = classes.lookup(name, (str(path), i + 2), "class")
+        segments[c] = table.extra["segment"][i] or None
+        if c != i:
+            renumbered.append(f"{name!r} (id {i} here, {c} in the class file)")
+    absent = [classes.names[c] for c, seg in enumerate(segments) if seg is None]
+    if absent:
+        raise AnnotationError(path, None, f"no segment for {len(absent)} classes of "
+                              f"{classes.path}, e.g. {absent[0]!r}")
+    if renumbered:
+        log.warning("%s numbers %d classes differently from %s; matched by name: %s", path,
+                    len(renumbered), classes.path, "; ".join(renumbered[:4]) +
+                    (" ..." if len(renumbered) > 4 else ""))
     return segments
 
 
@@ -170,21 +182,31 @@ def read_animal_kingdom(path, split: str, classes: NameTable) -> list[Entry]:
     return entries
 
 
+_QUOTED = r"""(?:'(.*?)'|"(.*?)")"""
+_PAIR = re.compile(rf"\(\s*{_QUOTED}\s*,\s*{_QUOTED}\s*\)")
+_PAIR_LIST = re.compile(rf"\[\s*{_PAIR.pattern}(?:\s*,\s*{_PAIR.pattern})*\s*\]")
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]] | None:
+    """``[('Species', 'Action'), ...]`` as written by Python's repr, and also as found in the
+    public files, where a name with an apostrophe is left inside single quotes
+    (``('Russell's Viper', 'Keeping still')``), so ``eval`` cannot read it."""
+    text = text.strip()
+    if not _PAIR_LIST.fullmatch(text):
+        return None
+    return [(m.group(1) if m.group(1) is not None else m.group(2),
+             m.group(3) if m.group(3) is not None else m.group(4)) for m in _PAIR.finditer(text)]
+
+
 def read_animal_kingdom_species(path, split: str, classes: NameTable,
                                 species: NameTable) -> list[Entry]:
-    """``VIDEO.mp4<TAB>[('Species', 'Action'), ...]`` (Python-repr tuples, parsed as literals)."""
+    """``VIDEO.mp4<TAB>[('Species', 'Action'), ...]``."""
     entries = []
     for number, text in read_lines(path):
         where = (str(path), number)
         video, _, pairs_text = text.partition("\t")
-        try:
-            pairs = ast.literal_eval(pairs_text.strip())
-            ok = isinstance(pairs, list) and pairs and all(
-                isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)
-                for p in pairs)
-        except (ValueError, SyntaxError):
-            ok = False
-        if not video.strip() or not ok:
+        pairs = parse_pairs(pairs_text)
+        if not video.strip() or not pairs:
             raise AnnotationError(path, number, "expected "
                                   "\"VIDEO.mp4<TAB>[('Species', 'Action'), ...]\"; got "
                                   f"{text[:120]!r}")

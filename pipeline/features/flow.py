@@ -192,7 +192,13 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                 log.warning("skipping %s: %s", probe.path, got)
                 stats["failed"].append((probe.video_id, str(got)))
                 continue
-            flow = resize_flow(compute(*got), size)
+            flow = compute(*got)
+            if not np.all(np.isfinite(flow)):
+                raise RuntimeError(
+                    f"{probe.path}: the flow model gave NaN/inf. RAFT-style models need "
+                    f"flow.work_size >= 128 (their correlation pyramid divides the frame by 64); "
+                    f"now {work}")
+            flow = resize_flow(flow, size)
             w.add(probe.video_id, probe.sampled, probe.timestamps(), quantise(flow, bound))
             stats["videos"] += 1
             stats["frames"] += len(probe.sampled)

@@ -6,6 +6,7 @@ RESULTS = f"results/{DS['name']}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 SHARDS = list(range(config["shards"]))
+ENV = "../../envs/pipeline.yaml"
 
 
 def split_names():

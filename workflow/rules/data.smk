@@ -11,6 +11,8 @@ if DS["format"] == "demo":
         params:
             demo=as_json("demo"),
             out=lambda w, output: str(Path(output.annotations).parent),
+        conda:
+            ENV
         log:
             f"{LOGS}/demo_data.log",
         benchmark:
@@ -30,7 +32,9 @@ rule samples:
     params:
         dataset=as_json("dataset"),
         shards=config["shards"],
-        out=RESULTS,
+        out=lambda w, output: str(Path(output.samples).parent),
+    conda:
+        ENV
     log:
         f"{LOGS}/samples.log",
     benchmark:
@@ -48,6 +52,8 @@ rule probe:
     params:
         sampling=as_json("sampling"),
         videos=DS["videos"],
+    conda:
+        ENV
     log:
         f"{LOGS}/probe/{{split}}-{{shard}}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule clip:
         device=config["device"],
     resources:
         gpu=1,
+    conda:
+        ENV
     log:
         f"{LOGS}/clip/{{split}}-{{shard}}.log",
     benchmark:
@@ -31,6 +33,8 @@ rule flow:
         device=config["device"],
     resources:
         gpu=1 if config["flow"]["backend"] == "ptlflow" else 0,
+    conda:
+        ENV
     log:
         f"{LOGS}/flow/{{split}}-{{shard}}.log",
     benchmark:
@@ -52,6 +56,8 @@ rule text:
         if (DS.get("species") or {}).get("names")
         else "",
         device=config["device"],
+    conda:
+        ENV
     log:
         f"{LOGS}/text.log",
     benchmark:

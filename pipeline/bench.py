@@ -1,0 +1,87 @@
+"""``python -m pipeline bench``: frames/s and peak memory of each extraction stage.
+
+Runs the real stage code (the same functions the Snakemake rules call) on the given videos,
+on the current device, and prints one row per stage.
+"""
+from __future__ import annotations
+
+import csv
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .features.clip import extract_clip
+from .features.common import decode_ahead
+from .features.flow import extract_flow
+from .video import VIDEO_SUFFIXES, probe_video, read_frames
+
+COLUMNS = ["stage", "frames", "seconds", "frames_per_s", "peak_mem_mb", "memory"]
+
+
+def expand_videos(paths) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    if not out:
+        raise FileNotFoundError("no video found in the given paths")
+    return out
+
+
+def _peak(device) -> tuple[float, str]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20, "GPU peak allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
+def _reset(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, warmup: bool = True):
+    probes = [probe_video(v, v.stem, sampling) for v in expand_videos(videos)]
+    bad = [p for p in probes if not p.readable]
+    probes = [p for p in probes if p.readable]
+    if not probes:
+        raise RuntimeError("none of the videos could be read: " +
+                           "; ".join(f"{p.path}: {p.reason}" for p in bad))
+    frames = sum(len(p.sampled) for p in probes)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _reset(device)
+        t = time.perf_counter()
+        for _p, got in decode_ahead(probes, lambda p: read_frames(p.path, p.sampled),
+                                    workers=clip_cfg.get("decode_workers", 2)):
+            del got
+        rows.append(("decode", frames, time.perf_counter() - t, *_peak(device)))
+        for stage, fn, cfg in (("clip", extract_clip, clip_cfg), ("flow", extract_flow, flow_cfg)):
+            if warmup:  # model load, cudnn autotune and lazy init are not throughput
+                fn(probes[:1], Path(tmp) / f"warm-{stage}.h5", cfg, device, progress=False)
+            _reset(device)
+            stats = fn(probes, Path(tmp) / f"{stage}.h5", cfg, device, progress=False)
+            rows.append((stage, stats["frames"], stats["seconds"], *_peak(device)))
+    return [dict(zip(COLUMNS, (s, n, sec, n / max(sec, 1e-9), mem, kind)))
+            for s, n, sec, mem, kind in rows], bad
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'stage':<8}{'frames':>8}{'seconds':>10}{'frames/s':>11}{'peak MB':>10}  memory"]
+    for r in rows:
+        lines.append(f"{r['stage']:<8}{r['frames']:>8}{r['seconds']:>10.2f}{r['frames_per_s']:>11.1f}"
+                     f"{r['peak_mem_mb']:>10.0f}  {r['memory']}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)

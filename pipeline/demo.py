@@ -58,9 +58,10 @@ def _object(rng, label: int, cfg: dict) -> dict:
     side = min(w, h)
     x0 = (w - side) / 2  # keep objects inside the centre square that CLIP's crop sees
     size = rng.uniform(0.18, 0.28) * side
-    speed = rng.uniform(0.9, 1.3) * side / 64
-    travel = speed * (n - 1)
     margin = size * 0.75
+    # ~1 px/frame at 64 px, never so fast that the path leaves the square
+    speed = min(rng.uniform(0.9, 1.3) * side / 64, 0.9 * (side - 2 * margin) / max(n - 1, 1))
+    travel = speed * (n - 1)
     direction = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}.get(label, (0, 0))
     lo_x, hi_x = x0 + margin, x0 + side - margin
     lo_y, hi_y = margin, h - margin

@@ -21,9 +21,11 @@ except ConfigError as e:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/moclip.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.features.input,
+        rules.motion.input,

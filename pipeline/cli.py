@@ -146,7 +146,90 @@ def torch_device_name(device) -> str:
     return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+def _dataset_info(a):
+    from .annotations import read_classes, read_samples
+    info = json.loads(Path(a.dataset_info).read_text())
+    return read_samples(a.samples), len(read_classes(a.classes)), info["multilabel"]
+
+
+def cmd_moclip_train(a):
+    from .features.common import pick_device
+    from .moclip.train import open_data, train_student
+    params = json.loads(a.params)
+    cfg, clip = _params(params.get("moclip"), "moclip"), _params(params.get("clip"), "clip")
+    samples, n_classes, multilabel = _dataset_info(a)
+    data = open_data(a.clip_train, a.flow_train, a.clip_val or [], a.flow_val or [], samples,
+                     n_classes, multilabel, clip)
+    log.info("moclip: %d training and %d validation videos, %d classes (%s)",
+             len(data["train_videos"]), len(data["val_videos"]), n_classes,
+             "multi-label" if multilabel else "single-label")
+    result = train_student(data, cfg, clip, a.out, pick_device(a.device))
+    log.info("moclip: best epoch %d -> %s/student.pt", result["best_epoch"], a.out)
+
+
+def cmd_moclip_export(a):
+    from .features.common import pick_device
+    from .moclip.export import export_motion
+    cfg = _params(a.params, "moclip")
+    info = export_motion(a.student, a.flow, a.out, pick_device(a.device),
+                         after_adapter=cfg["export"] == "after_adapter")
+    log.info("moclip export: %d videos, %d rows -> %s", info["videos"], info["rows"], a.out)
+
+
+def cmd_moclip_probe(a):
+    import numpy as np
+    from .moclip.export import linear_probe, pooled
+    from .store import FeatureReader
+    samples, n_classes, multilabel = _dataset_info(a)
+    by_id = {r["video_id"]: r for r in samples}
+    result = {"metric": "macro mAP" if multilabel else "top-1"}
+    for name, train, evals in (("clip", a.clip_train, a.clip_eval),
+                               ("motion", a.motion_train, a.motion_eval)):
+        tr, ev = FeatureReader(train), FeatureReader(evals)
+
+        def y(videos):
+            if not multilabel:
+                return np.array([by_id[v]["labels"][0] for v in videos])
+            out = np.zeros((len(videos), n_classes))
+            for i, v in enumerate(videos):
+                out[i, by_id[v]["labels"]] = 1
+            return out
+        tv = [v for v in tr.video_ids if v in by_id]
+        evv = [v for v in ev.video_ids if v in by_id]
+        result[name] = linear_probe(pooled(tr, tv), y(tv), pooled(ev, evv), y(evv), multilabel)
+    result["n_train"], result["n_eval"] = len(tv), len(evv)
+    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    log.info("linear probe on time-pooled embeddings (%s, %d train / %d eval videos): "
+             "CLIP frames %.3f, MoCLIP motion %.3f", result["metric"], len(tv), len(evv),
+             result["clip"], result["motion"])
+
+
 def _add_model_commands(sub):
+    p = _add(sub, "moclip-train", cmd_moclip_train, "distil the motion student from cached flow "
+             "and CLIP features (resumes from its last epoch checkpoint)")
+    for name in ("clip-train", "flow-train"):
+        p.add_argument(f"--{name}", nargs="+", required=True, help="feature shards")
+    for name in ("clip-val", "flow-val"):
+        p.add_argument(f"--{name}", nargs="*", help="validation shards (best-epoch selection)")
+    for name in ("samples", "classes", "dataset-info"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--params", required=True, help='JSON {"moclip": {...}, "clip": {...}}')
+    p.add_argument("--out", required=True, help="output folder (student.pt, train_log.csv/png)")
+    p.add_argument("--device", default="auto")
+
+    p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
+    p.add_argument("--student", required=True)
+    p.add_argument("--flow", required=True, help="flow shard")
+    p.add_argument("--out", required=True, help="motion shard to write")
+    p.add_argument("--params", help="the moclip: config section as JSON")
+    p.add_argument("--device", default="auto")
+
+    p = _add(sub, "moclip-probe", cmd_moclip_probe, "linear probe: motion vs CLIP embeddings")
+    for name in ("clip-train", "motion-train", "clip-eval", "motion-eval"):
+        p.add_argument(f"--{name}", nargs="+", required=True)
+    for name in ("samples", "classes", "dataset-info", "out"):
+        p.add_argument(f"--{name}", required=True)
+
     p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP and flow on the "
              "given videos, on the current device")
     p.add_argument("videos", nargs="+", help="video files or folders")

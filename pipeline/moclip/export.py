@@ -1,0 +1,80 @@
+"""Export of per-frame motion embeddings (stage ``moclip_export``) and the linear probe that
+checks them against the CLIP frame embeddings (stage ``moclip_probe``)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..store import FeatureReader, FeatureWriter, StoreError
+from .train import FLOW_KEYS, build_student
+
+log = logging.getLogger("pipeline")
+
+
+def load_student(path, device):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    meta = ckpt["meta"]
+    student = build_student(meta["clip_model"], ckpt["clip_pretrained"], meta["flow"],
+                            meta["n_classes"], meta["config"])
+    student.load_state_dict(ckpt["state_dict"])
+    return student.eval().to(device), meta
+
+
+@torch.inference_mode()
+def export_motion(student_path, flow_shard, out, device, after_adapter: bool = False,
+                  batch_rows: int = 256, dtype=np.float16) -> dict:
+    student, meta = load_student(student_path, device)
+    flow = FeatureReader([flow_shard], kind="flow")
+    got = {k: flow.attrs.get(k) for k in FLOW_KEYS}
+    if got != meta["flow"]:
+        diff = {k: (got[k], meta["flow"][k]) for k in FLOW_KEYS if got[k] != meta["flow"][k]}
+        raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
+                         f"trained on (here vs student): {diff}; re-run moclip_train")
+    attrs = {"model": f"moclip:{meta['clip_model']}", "teacher": meta["teacher"],
+             "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
+             else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
+    n_rows = 0
+    with FeatureWriter(out, "motion", (meta["embed_dim"],), dtype, attrs) as w:
+        for rows in flow:
+            parts = []
+            for s in range(0, rows.data.shape[0], batch_rows):
+                x = torch.from_numpy(rows.data[s:s + batch_rows]).to(device)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+                    e = student.embed(x)
+                    if after_adapter:
+                        e = student.adapter(e)
+                parts.append(e.float().cpu().numpy())
+            w.add(rows.video_id, rows.frame_index, rows.timestamps,
+                  np.concatenate(parts).astype(dtype))
+            n_rows += rows.data.shape[0]
+    return {"videos": len(flow), "rows": n_rows}
+
+
+def pooled(reader: FeatureReader, videos) -> np.ndarray:
+    return np.stack([reader.video(v).data.astype(np.float32).mean(0) for v in videos])
+
+
+def linear_probe(train_x, train_y, test_x, test_y, multilabel: bool, seed: int = 0) -> float:
+    """Macro mAP (multi-label) or top-1 (single-label) of a logistic regression on standardised
+    time-pooled embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..metrics import evaluate
+    clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    if multilabel:
+        keep = (train_y.sum(0) > 0) & (train_y.sum(0) < len(train_y))
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(clf))
+        model.fit(train_x, train_y[:, keep])
+        scores = np.zeros(test_y.shape)
+        scores[:, keep] = model.predict_proba(test_x)
+        return evaluate(scores, test_y, multilabel=True)["mAP"]
+    model = make_pipeline(StandardScaler(), clf).fit(train_x, train_y)
+    scores = np.zeros((len(test_x), int(max(train_y.max(), test_y.max())) + 1))
+    scores[:, model.classes_] = model.predict_proba(test_x)
+    return evaluate(scores, test_y, multilabel=False)["top1"]

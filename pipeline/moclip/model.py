@@ -1,0 +1,131 @@
+"""The MoCLIP motion student: CLIP's image tower reading optical flow rendered as colour-wheel
+images, a zero-initialised residual adapter toward the teacher's RGB embedding, and a small
+classifier on the time-pooled embedding."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _colour_wheel() -> torch.Tensor:
+    """Middlebury colour wheel (55 hues: RY 15, YG 6, GC 4, CB 11, BM 13, MR 6), RGB in [0, 1]."""
+    segments = [(15, (1, 0, 0), (1, 1, 0)), (6, (1, 1, 0), (0, 1, 0)), (4, (0, 1, 0), (0, 1, 1)),
+                (11, (0, 1, 1), (0, 0, 1)), (13, (0, 0, 1), (1, 0, 1)), (6, (1, 0, 1), (1, 0, 0))]
+    rows = []
+    for n, a, b in segments:
+        t = torch.arange(n, dtype=torch.float32).unsqueeze(1) / n
+        rows.append(torch.tensor(a) * (1 - t) + torch.tensor(b) * t)
+    return torch.cat(rows)
+
+
+_WHEEL = _colour_wheel()
+
+
+def flow_to_rgb(flow: torch.Tensor, bound: float) -> torch.Tensor:
+    """(B, 2, H, W) flow in stored pixels -> (B, 3, H, W) colour-wheel image in [0, 1].
+
+    Hue is the direction, saturation the magnitude relative to the fixed quantisation ``bound``
+    (not per-image maximum, so the same motion always looks the same). Zero flow is white.
+    """
+    wheel = _WHEEL.to(flow.device, flow.dtype)
+    u, v = flow[:, 0], flow[:, 1]
+    radius = torch.sqrt(u * u + v * v) / bound
+    angle = torch.atan2(-v, -u) / math.pi                 # [-1, 1]
+    pos = (angle + 1) / 2 * (wheel.shape[0] - 1)
+    k0 = pos.floor().long().clamp(0, wheel.shape[0] - 1)
+    k1 = (k0 + 1) % wheel.shape[0]
+    f = (pos - k0).unsqueeze(1)
+    col = wheel[k0].permute(0, 3, 1, 2) * (1 - f) + wheel[k1].permute(0, 3, 1, 2) * f
+    r = radius.unsqueeze(1)
+    inside = 1 - r.clamp(max=1) * (1 - col)               # saturate with magnitude
+    return torch.where(r <= 1, inside, col * 0.75)
+
+
+class Adapter(nn.Module):
+    """x + alpha * MLP(x), with the MLP's output layer zero-initialised (identity at start)."""
+
+    def __init__(self, dim: int, hidden: int, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = alpha
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x):
+        return x + self.alpha * self.mlp(x)
+
+
+class MotionStudent(nn.Module):
+    def __init__(self, visual: nn.Module, n_classes: int, input_size: int, mean, std,
+                 bound: float, train_blocks="all", adapter_alpha: float = 1.0):
+        super().__init__()
+        self.visual = visual
+        dim = visual.output_dim
+        self.adapter = Adapter(dim, dim * 2, adapter_alpha)
+        self.classifier = nn.Linear(dim, n_classes)
+        self.input_size, self.bound = input_size, float(bound)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        set_trainable(visual, train_blocks)
+
+    def images(self, flow_uint8: torch.Tensor) -> torch.Tensor:
+        """Quantised flow (N, 2, h, w) uint8 -> normalised colour-wheel images at input size."""
+        flow = (flow_uint8.float() - 127.5) / 127.5 * self.bound
+        rgb = flow_to_rgb(flow, self.bound)
+        if rgb.shape[-1] != self.input_size:
+            rgb = F.interpolate(rgb, size=(self.input_size, self.input_size), mode="bilinear",
+                                align_corners=False)
+        return (rgb - self.mean) / self.std
+
+    def embed(self, flow_uint8: torch.Tensor) -> torch.Tensor:
+        """Per-frame student embeddings (before the adapter)."""
+        return self.visual(self.images(flow_uint8))
+
+    def forward(self, flow_uint8: torch.Tensor, mask: torch.Tensor):
+        """flow (B, T, 2, h, w), mask (B, T) -> (embeddings, adapted embeddings, logits)."""
+        b, t = mask.shape
+        emb = self.embed(flow_uint8.flatten(0, 1)).view(b, t, -1)
+        adapted = self.adapter(emb)
+        m = mask.unsqueeze(-1).to(emb.dtype)
+        pooled = (emb * m).sum(1) / m.sum(1).clamp(min=1)
+        return emb, adapted, self.classifier(pooled)
+
+
+def set_trainable(visual: nn.Module, train_blocks) -> None:
+    """``all``, ``none`` (frozen tower, adapter only) or N: the last N transformer blocks
+    (plus the final norm and projection)."""
+    if train_blocks == "all":
+        visual.requires_grad_(True)
+        return
+    visual.requires_grad_(False)
+    if train_blocks == "none":
+        return
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is None:
+        raise ValueError("moclip.train_blocks: N needs a ViT image tower (transformer.resblocks)")
+    n = int(train_blocks)
+    if not 0 < n <= len(blocks):
+        raise ValueError(f"moclip.train_blocks: {n} is outside 1..{len(blocks)} blocks")
+    for block in list(blocks)[-n:]:
+        block.requires_grad_(True)
+    for name in ("ln_post", "proj"):
+        part = getattr(visual, name, None)
+        if isinstance(part, nn.Module):
+            part.requires_grad_(True)
+        elif isinstance(part, nn.Parameter):
+            part.requires_grad_(True)
+
+
+def distill_loss(adapted: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, kind: str):
+    """Mean over valid rows of 1 - cos (or MSE); finite for all-zero inputs."""
+    if kind == "cosine":
+        per_row = 1 - (F.normalize(adapted.float(), dim=-1, eps=1e-6)
+                       * F.normalize(teacher.float(), dim=-1, eps=1e-6)).sum(-1)
+    else:
+        per_row = ((adapted.float() - teacher.float()) ** 2).mean(-1)
+    m = mask.to(per_row.dtype)
+    return (per_row * m).sum() / m.sum().clamp(min=1)

@@ -1,0 +1,312 @@
+"""Distillation training of the motion student (stage ``moclip_train``).
+
+Windows of consecutive rows are read from the cached flow and clip shards (only the window,
+never the whole video). The plan of every epoch (video order, window starts) is drawn from
+``(seed, epoch)``, so an interrupted run resumed from its last epoch checkpoint ends with
+exactly the weights of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..metrics import evaluate
+from ..store import FeatureReader, StoreError
+from .model import MotionStudent, distill_loss
+
+log = logging.getLogger("pipeline")
+FLOW_KEYS = ("model", "weights", "backend", "bound", "size", "step", "work_size")
+
+
+class Windows(Dataset):
+    """Items ``(video_id, start)`` -> a window of flow rows, teacher rows and the labels."""
+
+    def __init__(self, items, flow: FeatureReader, clip: FeatureReader, targets: dict, seq_len: int):
+        self.items, self.flow, self.clip = items, flow, clip
+        self.targets, self.seq_len = targets, seq_len
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        vid, start = self.items[i]
+        f = self.flow.window(vid, start, self.seq_len)
+        c = self.clip.window(vid, start, self.seq_len)
+        if not np.array_equal(f.frame_index, c.frame_index):
+            raise StoreError(f"flow and clip rows of {vid!r} describe different frames; "
+                             f"re-extract both from the same probe table")
+        return f.data, c.data.astype(np.float32), self.targets[vid]
+
+
+def collate(batch, seq_len: int):
+    """Pad windows to ``seq_len`` rows with a validity mask."""
+    b = len(batch)
+    fshape, d = batch[0][0].shape[1:], batch[0][1].shape[1]
+    flow = torch.zeros((b, seq_len, *fshape), dtype=torch.uint8)
+    teacher = torch.zeros((b, seq_len, d))
+    mask = torch.zeros((b, seq_len), dtype=torch.bool)
+    for i, (f, c, _) in enumerate(batch):
+        n = f.shape[0]
+        flow[i, :n] = torch.from_numpy(np.ascontiguousarray(f))
+        teacher[i, :n] = torch.from_numpy(c)
+        mask[i, :n] = True
+    targets = torch.from_numpy(np.stack([t for _, _, t in batch]))
+    return flow, teacher, mask, targets
+
+
+def epoch_plan(videos: list[str], lengths: dict, seq_len: int, seed: int, epoch: int):
+    rng = np.random.default_rng([seed, epoch])
+    order = [videos[i] for i in rng.permutation(len(videos))]
+    return [(v, int(rng.integers(0, max(1, lengths[v] - seq_len + 1)))) for v in order]
+
+
+def centre_plan(videos, lengths, seq_len):
+    return [(v, max(0, (lengths[v] - seq_len) // 2)) for v in videos]
+
+
+def config_hash(cfg: dict, teacher: dict) -> str:
+    return hashlib.sha256(json.dumps([cfg, teacher], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int, cfg: dict):
+    from ..features.clip import load_clip, preprocess_cfg
+    teacher = load_clip(clip_model, pretrained, "cpu")
+    pcfg = preprocess_cfg(teacher)
+    visual = copy.deepcopy(teacher.visual)
+    del teacher
+    return MotionStudent(visual, n_classes, pcfg["size"], pcfg["mean"], pcfg["std"],
+                         flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"])
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def load_targets(samples: list[dict], n_classes: int, multilabel: bool) -> dict:
+    out = {}
+    for r in samples:
+        if multilabel:
+            y = np.zeros(n_classes, np.float32)
+            y[r["labels"]] = 1
+        else:
+            y = np.int64(r["labels"][0])
+        out[r["video_id"]] = y
+    return out
+
+
+def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, device,
+                  progress: bool = True) -> dict:
+    """``data``: train/val readers and targets (see :func:`open_data`). Writes student.pt,
+    train_log.csv, train_log.png under ``out_dir``; checkpoints under out_dir/checkpoints."""
+    from tqdm import tqdm
+    out_dir = Path(out_dir)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    teacher_id = {"model": data["clip_attrs"]["model"], "weights": data["clip_attrs"]["weights"]}
+    flow_attrs = {k: data["flow_attrs"].get(k) for k in FLOW_KEYS}
+    chash = config_hash(cfg, {**teacher_id, **flow_attrs})
+    multilabel, n_classes = data["multilabel"], data["n_classes"]
+
+    torch.manual_seed(cfg["seed"])
+    student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, n_classes,
+                            cfg).to(device)
+    tower = [p for p in student.visual.parameters() if p.requires_grad]
+    heads = list(student.adapter.parameters()) + list(student.classifier.parameters())
+    groups = [{"params": heads, "lr": cfg["head_lr"]}]
+    if tower:
+        groups.insert(0, {"params": tower, "lr": cfg["lr"]})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+    train_videos, val_videos = data["train_videos"], data["val_videos"]
+    steps_per_epoch = math.ceil(math.ceil(len(train_videos) / cfg["batch_size"]) / cfg["accumulate"])
+    total = steps_per_epoch * cfg["epochs"]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total, min(total, steps_per_epoch * cfg["warmup_epochs"])))
+    pos_weight = None
+    if multilabel and cfg["pos_weight"] is not None:
+        y = np.stack([data["targets"][v] for v in train_videos])
+        pos = y.sum(0)
+        auto = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, cfg["pos_weight_max"])
+        pw = auto if cfg["pos_weight"] == "auto" else np.full(n_classes, float(cfg["pos_weight"]))
+        pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
+
+    history, start_epoch, best = [], 0, {"score": None, "epoch": None}
+    last, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt.get("config_hash") == chash:
+            student.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+            log.info("resuming from %s: epoch %d of %d done", last, start_epoch, cfg["epochs"])
+        else:
+            log.info("ignoring %s: it was trained with other settings or features", last)
+
+    def amp():
+        if device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+    lengths = data["lengths"]
+
+    def loader(items):
+        ds = Windows(items, data["flow"], data["clip"], data["targets"], cfg["seq_len"])
+        return DataLoader(ds, batch_size=cfg["batch_size"], shuffle=False,
+                          num_workers=cfg["num_workers"], pin_memory=device.type == "cuda",
+                          collate_fn=lambda b: collate(b, cfg["seq_len"]),
+                          persistent_workers=False)
+
+    def losses(batch):
+        flow, teacher, mask, targets = (x.to(device, non_blocking=True) for x in batch)
+        with amp():
+            emb, adapted, logits = student(flow, mask)
+        d = distill_loss(adapted, teacher, mask, cfg["distill"])
+        if multilabel:
+            c = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
+        else:
+            c = F.cross_entropy(logits.float(), targets)
+        return d, c, logits.float()
+
+    for epoch in range(start_epoch, cfg["epochs"]):
+        student.train()
+        plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch)
+        sums, n_batches = [0.0, 0.0], 0
+        opt.zero_grad(set_to_none=True)
+        batches = loader(plan)
+        bar = tqdm(batches, desc=f"moclip epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
+                   leave=False)
+        for i, batch in enumerate(bar):
+            d, c, _ = losses(batch)
+            ((d + cfg["cls_weight"] * c) / cfg["accumulate"]).backward()
+            if (i + 1) % cfg["accumulate"] == 0 or i + 1 == len(batches):
+                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg["grad_clip"])
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            sums[0] += d.item()
+            sums[1] += c.item()
+            n_batches += 1
+        row = {"epoch": epoch + 1, "distill_loss": sums[0] / n_batches, "cls_loss": sums[1] / n_batches,
+               "lr": opt.param_groups[0]["lr"]}
+        row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
+        history.append(row)
+        score = row["val_mAP"] if cfg["select_by"] == "val_mAP" else (
+            None if row["val_distill_loss"] is None else -row["val_distill_loss"])
+        if score is None:
+            score = -row["distill_loss"]  # no validation split: the training loss decides
+        if best["score"] is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1}
+            _atomic_save(student.state_dict(), best_path)
+        _atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "history": history, "best": best,
+                      "epoch": epoch, "config_hash": chash}, last)
+        log.info("epoch %d: distill %.4f, cls %.4f, val distill %s, val mAP %s", epoch + 1,
+                 row["distill_loss"], row["cls_loss"], _fmt(row["val_distill_loss"]),
+                 _fmt(row["val_mAP"]))
+
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    meta = {"teacher": teacher_id, "flow": flow_attrs, "clip_model": clip_cfg["model"],
+            "n_classes": n_classes, "multilabel": multilabel, "config": cfg,
+            "best_epoch": best["epoch"], "config_hash": chash,
+            "input_size": student.input_size, "embed_dim": student.visual.output_dim}
+    _atomic_save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
+                 out_dir / "student.pt")
+    write_log(history, out_dir / "train_log.csv")
+    plot_log(history, out_dir / "train_log.png")
+    return {"history": history, "best_epoch": best["epoch"]}
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.4f}"
+
+
+@torch.no_grad()
+def validate(student, loader, losses, videos, lengths, cfg, data) -> dict:
+    if not videos:
+        return {"val_distill_loss": None, "val_mAP": None}
+    student.eval()
+    d_sum, n, scores, targets = 0.0, 0, [], []
+    for batch in loader(centre_plan(videos, lengths, cfg["seq_len"])):
+        d, _, logits = losses(batch)
+        d_sum += d.item()
+        n += 1
+        scores.append(torch.sigmoid(logits).cpu().numpy() if data["multilabel"]
+                      else torch.softmax(logits, -1).cpu().numpy())
+        targets.append(batch[3].numpy())
+    m = evaluate(np.concatenate(scores), np.concatenate(targets), multilabel=data["multilabel"])
+    return {"val_distill_loss": d_sum / n, "val_mAP": m["mAP"]}
+
+
+def write_log(history: list[dict], path: Path) -> None:
+    keys = ["epoch", "distill_loss", "cls_loss", "val_distill_loss", "val_mAP", "lr"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def plot_log(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [h["distill_loss"] for h in history], label="distillation (train)")
+    a.plot(ep, [h["cls_loss"] for h in history], label="classification (train)")
+    if history and history[0]["val_distill_loss"] is not None:
+        a.plot(ep, [h["val_distill_loss"] for h in history], "--", label="distillation (val)")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend(fontsize=8)
+    if history and history[0]["val_mAP"] is not None:
+        b.plot(ep, [h["val_mAP"] for h in history], "o-")
+    b.set_xlabel("epoch"), b.set_ylabel("val macro mAP"), b.set_ylim(0, 1)
+    fig.suptitle("MoCLIP student training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def open_data(clip_train, flow_train, clip_val, flow_val, samples: list[dict], n_classes: int,
+              multilabel: bool, clip_cfg: dict) -> dict:
+    """Readers over the cached shards, checked to come from the configured teacher."""
+    clip = FeatureReader(list(clip_train) + list(clip_val), kind="clip")
+    teacher = {"model": clip.attrs["model"], "weights": clip.attrs["weights"]}
+    from ..features.clip import weights_identity
+    want = {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"])}
+    if teacher != want:
+        raise StoreError(f"the clip features were made by {teacher}, but the student would be "
+                         f"initialised from {want} (clip: in config); re-extract or fix the config")
+    clip = FeatureReader(list(clip_train) + list(clip_val), kind="clip", expect=teacher)
+    flow = FeatureReader(list(flow_train) + list(flow_val), kind="flow")
+    flow = FeatureReader(flow.paths, kind="flow",
+                         expect={k: flow.attrs.get(k) for k in FLOW_KEYS})
+    by_id = {r["video_id"]: r for r in samples}
+    train_ids = {v for p in clip_train for v in FeatureReader([p]).video_ids}
+    val_ids = {v for p in clip_val for v in FeatureReader([p]).video_ids}
+    ok = [v for v in clip.video_ids if v in flow and v in by_id and by_id[v]["labels"]]
+    return {"clip": clip, "flow": flow, "clip_attrs": clip.attrs, "flow_attrs": flow.attrs,
+            "train_videos": sorted(v for v in ok if v in train_ids),
+            "val_videos": sorted(v for v in ok if v in val_ids),
+            "lengths": {v: clip.n_rows(v) for v in ok},
+            "targets": load_targets([by_id[v] for v in ok], n_classes, multilabel),
+            "multilabel": multilabel, "n_classes": n_classes}

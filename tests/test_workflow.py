@@ -32,7 +32,7 @@ def demo_config(**overrides):
 def demo_run(tmp_path_factory):
     work = copy_workflow(tmp_path_factory.mktemp("wf"))
     (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
-    snakemake(work, "features")
+    snakemake(work)
     return work
 
 
@@ -87,5 +87,34 @@ def test_feature_rows_align_with_the_probe_plan(demo_run):
 
 
 def test_rerun_does_nothing(demo_run):
-    out = snakemake(demo_run, "features", "-n")
+    out = snakemake(demo_run, "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_moclip_stage_logs_the_linear_probe(demo_run):
+    import json
+    res = demo_run / "results" / "demo"
+    probe = json.loads((res / "models" / "moclip" / "probe.json").read_text())
+    assert probe["motion"] > probe["clip"]
+    log = (res / "logs" / "moclip_probe.log").read_text()
+    assert "CLIP frames" in log and "MoCLIP motion" in log
+    assert (res / "features" / "motion" / "test" / "shard-0.h5").exists()
+    assert "epoch 1:" in (res / "logs" / "moclip_train.log").read_text()
+
+
+def jobs_of_dry_run(workdir, cfg) -> set:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(workdir, "-n").stdout
+    return {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+            if line.strip() and not line.startswith("total")}
+
+
+def test_student_parameter_change_reruns_student_not_extraction(demo_run):
+    cfg = demo_config()
+    cfg["moclip"]["epochs"] += 1
+    try:
+        jobs = jobs_of_dry_run(demo_run, cfg)
+    finally:
+        (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    assert {"moclip_train", "moclip_export", "moclip_probe"} <= jobs
+    assert not jobs & {"demo_data", "samples", "probe", "clip", "flow", "text"}

@@ -34,6 +34,11 @@ def per_shard(pattern):
     return expand(pattern, split=SPLITS, shard=SHARDS)
 
 
+def split_shards(kind, split):
+    """All shards of one feature kind for one split."""
+    return expand(f"{RESULTS}/features/{kind}/{split}/shard-{{shard}}.h5", shard=SHARDS)
+
+
 def annotation_inputs():
     if DS["format"] == "demo":
         return [DS["annotations"], DS["classes"]]

@@ -5,10 +5,6 @@ TRAIN = DS["train_split"]
 VAL = config["moclip"]["val_split"]
 
 
-def split_shards(kind, split):
-    return expand(f"{RESULTS}/features/{kind}/{split}/shard-{{shard}}.h5", shard=SHARDS)
-
-
 rule moclip_train:
     input:
         clip_train=split_shards("clip", TRAIN),

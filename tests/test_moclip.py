@@ -1,0 +1,180 @@
+"""The MoCLIP student on the demo data with a tiny config."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from pipeline.annotations import build_samples, read_samples, write_samples
+from pipeline.config import section
+from pipeline.features.clip import extract_clip
+from pipeline.features.flow import extract_flow
+from pipeline.moclip.export import export_motion, linear_probe, pooled
+from pipeline.moclip.model import MotionStudent, distill_loss, flow_to_rgb
+from pipeline.moclip.train import Windows, epoch_plan, open_data, train_student
+from pipeline.store import FeatureReader, StoreError
+from pipeline.video import probe_video
+
+CPU = torch.device("cpu")
+CLIP = {"model": "demo-tiny-ViT", "pretrained": None}
+TINY = {"seq_len": 4, "batch_size": 6, "epochs": 3, "lr": 5e-4, "head_lr": 2e-3, "cls_weight": 1.0}
+
+
+@pytest.fixture(scope="module")
+def feats(demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("feats")
+    s = build_samples({"format": "demo", "videos": str(demo_dir / "videos"),
+                       "classes": str(demo_dir / "classes.csv"),
+                       "annotations": str(demo_dir / "annotations.csv")}, 1)
+    write_samples(s, out)
+    paths = {}
+    for split in ("train", "val", "test"):
+        probes = [probe_video(demo_dir / "videos" / r["path"], r["video_id"],
+                              {"mode": "uniform", "frames": 8, "max_frames": 64})
+                  for r in s.rows if r["split"] == split]
+        paths[("clip", split)] = out / f"clip-{split}.h5"
+        paths[("flow", split)] = out / f"flow-{split}.h5"
+        extract_clip(probes, paths[("clip", split)], section("clip", CLIP), CPU, progress=False)
+        extract_flow(probes, paths[("flow", split)],
+                     section("flow", {"backend": "dis", "work_size": 64, "size": 32, "bound": 4}),
+                     CPU, progress=False)
+    samples = read_samples(out / "samples.tsv")
+    return {"dir": out, "paths": paths, "samples": samples, "n_classes": 6}
+
+
+def data_for(feats, clip=CLIP):
+    p = feats["paths"]
+    return open_data([p[("clip", "train")]], [p[("flow", "train")]], [p[("clip", "val")]],
+                     [p[("flow", "val")]], feats["samples"], feats["n_classes"], True,
+                     section("clip", clip))
+
+
+def test_windows_come_from_the_right_rows(feats):
+    data = data_for(feats)
+    vid = data["train_videos"][3]
+    ds = Windows([(vid, 2)], data["flow"], data["clip"], data["targets"], 4)
+    flow, teacher, target = ds[0]
+    whole_f, whole_c = data["flow"].video(vid), data["clip"].video(vid)
+    assert np.array_equal(flow, whole_f.data[2:6]) and np.allclose(teacher, whole_c.data[2:6])
+    assert target.sum() >= 1
+    plan = epoch_plan(data["train_videos"], data["lengths"], 4, seed=0, epoch=1)
+    assert sorted(v for v, _ in plan) == sorted(data["train_videos"])
+    assert all(0 <= s <= data["lengths"][v] - 4 for v, s in plan)
+    assert plan == epoch_plan(data["train_videos"], data["lengths"], 4, seed=0, epoch=1)
+    assert plan != epoch_plan(data["train_videos"], data["lengths"], 4, seed=0, epoch=2)
+
+
+def test_distillation_is_zero_gradient_safe():
+    from pipeline.features.clip import load_clip, preprocess_cfg
+    teacher = load_clip("demo-tiny-ViT", None)
+    cfg = preprocess_cfg(teacher)
+    student = MotionStudent(teacher.visual, 3, cfg["size"], cfg["mean"], cfg["std"], 4.0)
+    zero_flow = torch.full((2, 4, 2, 32, 32), 128, dtype=torch.uint8)  # ~zero motion
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    emb, adapted, logits = student(zero_flow, mask)
+    for kind in ("cosine", "mse"):
+        loss = distill_loss(adapted, torch.zeros_like(adapted), mask, kind)
+        zero = distill_loss(torch.zeros_like(adapted, requires_grad=True),
+                            torch.zeros_like(adapted), mask, kind)
+        zero.backward()
+        assert torch.isfinite(loss) and torch.isfinite(zero)
+    student.zero_grad()
+    distill_loss(adapted, torch.zeros_like(adapted), mask, "cosine").backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+    assert torch.allclose(flow_to_rgb(torch.zeros(1, 2, 4, 4), 4.0), torch.ones(1, 3, 4, 4))
+
+
+def test_adapter_starts_as_identity():
+    from pipeline.moclip.model import Adapter
+    x = torch.randn(5, 16)
+    assert torch.equal(Adapter(16, 32)(x), x)
+
+
+def test_loss_falls_and_logs(feats, tmp_path):
+    result = train_student(data_for(feats), section("moclip", {**TINY, "epochs": 4}), section("clip", CLIP),
+                           tmp_path, CPU, progress=False)
+    h = result["history"]
+    assert h[-1]["distill_loss"] < h[0]["distill_loss"]
+    assert h[-1]["distill_loss"] + h[-1]["cls_loss"] < h[0]["distill_loss"] + h[0]["cls_loss"]
+    assert (tmp_path / "train_log.csv").read_text().startswith("epoch,distill_loss,cls_loss,val_distill_loss,val_mAP")
+    assert (tmp_path / "train_log.png").stat().st_size > 1000
+    ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
+    assert ckpt["meta"]["teacher"] == {"model": "demo-tiny-ViT", "weights": "random"}
+
+
+def test_resume_after_kill_gives_the_same_weights(feats, tmp_path):
+    cfg = section("moclip", {**TINY, "epochs": 4})
+    train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path / "straight", CPU, progress=False)
+    p = feats["paths"]
+    script = f"""
+import sys, json, torch
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pipeline.annotations import read_samples
+from pipeline.config import section
+from pipeline.moclip.train import open_data, train_student
+data = open_data([{str(p[('clip','train')])!r}], [{str(p[('flow','train')])!r}],
+                 [{str(p[('clip','val')])!r}], [{str(p[('flow','val')])!r}],
+                 read_samples({str(feats['dir'] / 'samples.tsv')!r}), 6, True, section('clip', {CLIP!r}))
+train_student(data, section('moclip', {json.loads(json.dumps(cfg))!r}), section('clip', {CLIP!r}),
+              {str(tmp_path / 'resumed')!r}, torch.device('cpu'), progress=False)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    last = tmp_path / "resumed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, weights_only=False)["epoch"] >= 1:
+            proc.kill()  # SIGKILL in the middle of epoch 3
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -9, "training finished before it could be interrupted"
+    assert not (tmp_path / "resumed" / "student.pt").exists()
+    result = train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path / "resumed", CPU,
+                           progress=False)
+    assert len(result["history"]) == 4
+    a = torch.load(tmp_path / "straight" / "student.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "resumed" / "student.pt", weights_only=False)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_teacher_identity_is_enforced(feats, tmp_path):
+    with pytest.raises(StoreError, match="made by"):
+        data_for(feats, clip={"model": "ViT-B-32", "pretrained": None})
+
+
+def test_export_aligns_and_motion_beats_clip_in_a_linear_probe(feats, tmp_path):
+    cfg = section("moclip", {**TINY, "epochs": 6})
+    train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    p = feats["paths"]
+    for split in ("train", "test"):
+        export_motion(tmp_path / "student.pt", p[("flow", split)], tmp_path / f"motion-{split}.h5", CPU)
+    motion = {s: FeatureReader([tmp_path / f"motion-{s}.h5"], kind="motion") for s in ("train", "test")}
+    clip = {s: FeatureReader([p[("clip", s)]]) for s in ("train", "test")}
+    for v in clip["test"].video_ids:
+        assert np.array_equal(motion["test"].video(v).frame_index, clip["test"].video(v).frame_index)
+    assert motion["test"].attrs["embedding"] == "before adapter"
+    by_id = {r["video_id"]: r for r in feats["samples"]}
+
+    def xy(reader):
+        vids = reader.video_ids
+        y = np.zeros((len(vids), 6))
+        for i, v in enumerate(vids):
+            y[i, by_id[v]["labels"]] = 1
+        return pooled(reader, vids), y
+    scores = {}
+    for name, r in (("clip", clip), ("motion", motion)):
+        (xtr, ytr), (xte, yte) = xy(r["train"]), xy(r["test"])
+        scores[name] = linear_probe(xtr, ytr, xte, yte, multilabel=True)
+    assert scores["motion"] > scores["clip"] + 0.15, scores
+    # flow made with other settings than the student saw is refused
+    from pipeline.store import FeatureWriter
+    other = tmp_path / "other-flow.h5"
+    with FeatureWriter(other, "flow", (2, 32, 32), np.uint8, {"bound": 9.0}) as w:
+        w.add("v", [0], [0.0], np.zeros((1, 2, 32, 32), np.uint8))
+    with pytest.raises(StoreError, match="other settings"):
+        export_motion(tmp_path / "student.pt", other, tmp_path / "m.h5", CPU)

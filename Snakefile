@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/moclip.smk"
+include: "workflow/rules/heads.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
     input:
         rules.features.input,
         rules.motion.input,
+        rules.report.output,

@@ -204,7 +204,51 @@ def cmd_moclip_probe(a):
              result["clip"], result["motion"])
 
 
+def cmd_head(a):
+    from .annotations import read_classes
+    from .features.common import pick_device
+    from .heads import run_head
+    samples, _, multilabel = _dataset_info(a)
+    shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in ("clip", "motion")
+              for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
+    splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
+    m = run_head(a.name, json.loads(a.params or "{}"), shards, samples, read_classes(a.classes),
+                 multilabel, a.out, pick_device(a.device), splits)
+    keys = ("mAP", "mAP_micro") if multilabel else ("top1", "top5", "mean_class_accuracy")
+    log.info("head %s on %s: %s", a.name, a.eval_split,
+             ", ".join(f"{k} {100 * m[k]:.2f}" for k in keys if m.get(k) is not None))
+
+
+def cmd_report(a):
+    from .report import summary
+    info = json.loads(Path(a.dataset_info).read_text())
+    path = summary(a.metrics, a.out, a.probe, info.get("segments_source"))
+    print(path.read_text())
+
+
 def _add_model_commands(sub):
+    from .heads.models import HEADS
+    p = _add(sub, "head", cmd_head, "train one head on cached features; write head.pt, "
+             "train_log.csv, predictions/<split>.csv, metrics.json and plots")
+    p.add_argument("--name", required=True, choices=sorted(HEADS))
+    p.add_argument("--params", help="the head's parameters (heads.<name> in config) as JSON")
+    for kind in ("clip", "motion"):
+        for role in ("train", "val", "eval"):
+            p.add_argument(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--eval-split", default="test")
+    for name in ("samples", "classes", "dataset-info"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--out", required=True, help="heads/<name> folder")
+    p.add_argument("--device", default="auto")
+
+    p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
+    p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")
+    p.add_argument("--probe", help="models/moclip/probe.json")
+    p.add_argument("--dataset-info", required=True)
+    p.add_argument("--out", required=True, help="reports folder")
+
     p = _add(sub, "moclip-train", cmd_moclip_train, "distil the motion student from cached flow "
              "and CLIP features (resumes from its last epoch checkpoint)")
     for name in ("clip-train", "flow-train"):

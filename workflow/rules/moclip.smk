@@ -2,7 +2,7 @@
 
 MOCLIP = f"{RESULTS}/models/moclip"
 TRAIN = DS["train_split"]
-VAL = config["moclip"]["val_split"]
+VAL = DS["val_split"]
 
 
 rule moclip_train:

@@ -1,0 +1,230 @@
+"""Heads on cached per-frame features. Every head maps ``(rgb, motion, mask)`` to class logits:
+``rgb`` (B, T, D) CLIP frame embeddings, ``motion`` (B, T, Dm) MoCLIP embeddings of the same
+frames (or None), ``mask`` (B, T) True where a row is real. Padding never changes an output:
+attention ignores padded keys and pooling averages valid rows only."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+def sinusoid(t: int, dim: int, device) -> torch.Tensor:
+    pos = torch.arange(t, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1e4) / dim))
+    pe = torch.zeros(t, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return pe
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def mlp_classifier(width: int, n_classes: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, width),
+                         nn.GELU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+
+class FusionBlock(nn.Module):
+    """Self-attention over RGB, cross-attention RGB -> motion, feed-forward; each residual +
+    layer norm (post-norm, as in ViMoCLIP's TFAM)."""
+
+    def __init__(self, width: int, heads: int, ff_mult: int, dropout: float, cross: bool):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True) if cross else None
+        self.ff = nn.Sequential(nn.Linear(width, width * ff_mult), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(width * ff_mult, width))
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3 if cross else 2))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, pad, memory=None, memory_pad=None):
+        x = self.norms[0](x + self.drop(self.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]))
+        if self.cross_attn is not None:
+            y = self.cross_attn(x, memory, memory, key_padding_mask=memory_pad, need_weights=False)[0]
+            x = self.norms[1](x + self.drop(y))
+        return self.norms[-1](x + self.drop(self.ff(x)))
+
+
+class FusionHead(nn.Module):
+    """TFAM (ViMoCLIP): RGB attends to itself and to motion. ``mode``: ``cross`` (default),
+    ``temporal_concat`` (both sequences side by side in time, self-attention only) or
+    ``channel_concat`` (per-frame concatenation projected to the width)."""
+
+    def __init__(self, rgb_dim, motion_dim, n_classes, layers=4, heads=8, width=None, ff_mult=4,
+                 dropout=0.1, mode="cross", positions=False, **_):
+        super().__init__()
+        width = width or rgb_dim
+        self.mode, self.positions, self.width = mode, positions, width
+        in_dim = rgb_dim + motion_dim if mode == "channel_concat" else rgb_dim
+        self.rgb_in = nn.Linear(in_dim, width) if in_dim != width else nn.Identity()
+        self.motion_in = nn.Linear(motion_dim, width) if motion_dim != width else nn.Identity()
+        self.type_embed = nn.Parameter(torch.zeros(2, width)) if mode == "temporal_concat" else None
+        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, mode == "cross")
+                                    for _ in range(layers))
+        self.classifier = mlp_classifier(width, n_classes, dropout)
+
+    def forward(self, rgb, motion, mask):
+        pad = ~mask
+        if self.mode == "channel_concat":
+            x = self.rgb_in(torch.cat([rgb, motion], -1))
+        else:
+            x = self.rgb_in(rgb)
+        m = self.motion_in(motion) if self.mode != "channel_concat" else None
+        if self.positions:
+            pe = sinusoid(x.shape[1], self.width, x.device)
+            x = x + pe
+            m = m + pe if m is not None else None
+        if self.mode == "temporal_concat":
+            x = torch.cat([x + self.type_embed[0], m + self.type_embed[1]], 1)
+            pad, mask = torch.cat([pad, pad], 1), torch.cat([mask, mask], 1)
+        for block in self.blocks:
+            x = block(x, pad, m, pad) if self.mode == "cross" else block(x, pad)
+        return self.classifier(masked_mean(x, mask))
+
+
+class TemporalHead(nn.Module):
+    """Single-stream baseline (``rgb_only`` / ``motion_only``): a temporal transformer over one
+    stream, masked mean, MLP classifier."""
+
+    def __init__(self, in_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4, dropout=0.1,
+                 positions=True, stream="rgb", **_):
+        super().__init__()
+        width = width or in_dim
+        self.stream, self.positions, self.width = stream, positions, width
+        self.proj = nn.Linear(in_dim, width) if in_dim != width else nn.Identity()
+        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False) for _ in range(layers))
+        self.classifier = mlp_classifier(width, n_classes, dropout)
+
+    def forward(self, rgb, motion, mask):
+        x = self.proj(rgb if self.stream == "rgb" else motion)
+        if self.positions:
+            x = x + sinusoid(x.shape[1], self.width, x.device)
+        for block in self.blocks:
+            x = block(x, ~mask)
+        return self.classifier(masked_mean(x, mask))
+
+
+class LinearProbe(nn.Module):
+    """Mean-pooled features of one stream -> one linear layer (``rgb_linear`` / ``motion_linear``)."""
+
+    def __init__(self, in_dim, n_classes, stream="rgb", **_):
+        super().__init__()
+        self.stream = stream
+        self.norm = nn.LayerNorm(in_dim)
+        self.linear = nn.Linear(in_dim, n_classes)
+
+    def forward(self, rgb, motion, mask):
+        return self.linear(self.norm(masked_mean(rgb if self.stream == "rgb" else motion, mask)))
+
+
+def aggregation_steps(n_steps: int, scheme: str, k: int = 2, n_sparse: int = 3) -> list[int]:
+    """Time steps whose classifier outputs are averaged: ``dense`` all, ``semi_dense`` every
+    k-th, ``sparse`` n evenly spaced."""
+    if scheme == "dense":
+        return list(range(n_steps))
+    if scheme == "semi_dense":
+        return list(range(0, n_steps, k))
+    if scheme == "sparse":
+        n = min(n_sparse, n_steps)
+        return sorted({int((i + 0.5) * n_steps / n) for i in range(n)})
+    raise ValueError(f"unknown aggregation {scheme!r}; use dense, semi_dense, sparse or all")
+
+
+class InterleaveHead(nn.Module):
+    """AnimalMotionCLIP: rgb_1, motion_1, rgb_2, motion_2, ... through a temporal transformer;
+    a classifier on every time step (each rgb+motion pair), outputs averaged over the steps a
+    scheme selects (``dense``, ``semi_dense``, ``sparse``, or ``all`` = the mean of the three)."""
+
+    def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4,
+                 dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3, **_):
+        super().__init__()
+        width = width or rgb_dim
+        self.width, self.aggregation = width, aggregation
+        self.k, self.n_sparse = semi_dense_k, sparse_n
+        self.rgb_in = nn.Linear(rgb_dim, width) if rgb_dim != width else nn.Identity()
+        self.motion_in = nn.Linear(motion_dim, width)
+        self.type_embed = nn.Parameter(torch.zeros(2, width))
+        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False) for _ in range(layers))
+        self.step_classifier = mlp_classifier(width, n_classes, dropout)
+
+    def per_step_logits(self, rgb, motion, mask):
+        b, t = mask.shape
+        x = torch.stack([self.rgb_in(rgb) + self.type_embed[0],
+                         self.motion_in(motion) + self.type_embed[1]], 2)   # (B, T, 2, W)
+        x = x + sinusoid(t, self.width, x.device).view(1, t, 1, -1)
+        x = x.reshape(b, 2 * t, self.width)                                # interleaved
+        pad = ~mask.repeat_interleave(2, dim=1)
+        for block in self.blocks:
+            x = block(x, pad)
+        return self.step_classifier(x.view(b, t, 2, self.width).mean(2))   # (B, T, C)
+
+    def aggregate(self, logits, mask, scheme):
+        """Average the logits of the scheme's steps, counted among each video's valid rows."""
+        out = []
+        for i in range(mask.shape[0]):
+            n = int(mask[i].sum())
+            steps = aggregation_steps(n, scheme, self.k, self.n_sparse)
+            out.append(logits[i, steps].mean(0))
+        return torch.stack(out)
+
+    def forward(self, rgb, motion, mask):
+        logits = self.per_step_logits(rgb, motion, mask)
+        if self.aggregation == "all":
+            return torch.stack([self.aggregate(logits, mask, s)
+                                for s in ("dense", "semi_dense", "sparse")]).mean(0)
+        return self.aggregate(logits, mask, self.aggregation)
+
+
+class Standardised(nn.Module):
+    """Per-dimension standardisation of each stream with training-set statistics, then the head.
+
+    Frame embeddings share a large common direction (strongly so for random or fine-tuned
+    towers); removing it is what lets small heads learn from few videos."""
+
+    def __init__(self, head: nn.Module, rgb_dim: int, motion_dim: int):
+        super().__init__()
+        self.head = head
+        for name, dim in (("rgb", rgb_dim), ("motion", motion_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(max(dim, 1)))
+            self.register_buffer(f"{name}_std", torch.ones(max(dim, 1)))
+
+    def set_stats(self, name: str, mean, std):
+        getattr(self, f"{name}_mean").copy_(torch.as_tensor(mean))
+        getattr(self, f"{name}_std").copy_(torch.as_tensor(std).clamp(min=1e-6))
+
+    def forward(self, rgb, motion, mask):
+        if rgb is not None:
+            rgb = (rgb - self.rgb_mean) / self.rgb_std
+        if motion is not None:
+            motion = (motion - self.motion_mean) / self.motion_std
+        return self.head(rgb, motion, mask)
+
+
+# name -> (class, needs rgb, needs motion, defaults)
+HEADS = {
+    "fusion": (FusionHead, True, True, {"layers": 4, "heads": 8, "ff_mult": 4, "lr": 1e-4,
+                                         "weight_decay": 0.1, "mode": "cross", "positions": False}),
+    "interleave": (InterleaveHead, True, True, {"layers": 2, "heads": 8, "lr": 1e-4,
+                                                 "weight_decay": 0.1, "aggregation": "dense"}),
+    "rgb_only": (TemporalHead, True, False, {"layers": 2, "heads": 8, "lr": 1e-4,
+                                              "weight_decay": 0.1, "stream": "rgb"}),
+    "motion_only": (TemporalHead, False, True, {"layers": 2, "heads": 8, "lr": 1e-4,
+                                                 "weight_decay": 0.1, "stream": "motion"}),
+    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "rgb"}),
+    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "motion"}),
+}
+
+
+def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict) -> nn.Module:
+    cls, _, _, _ = HEADS[name]
+    if cls in (FusionHead, InterleaveHead):
+        head = cls(rgb_dim, motion_dim, n_classes, **params)
+    else:
+        in_dim = rgb_dim if params.get("stream", "rgb") == "rgb" else motion_dim
+        head = cls(in_dim, n_classes, **params)
+    return Standardised(head, rgb_dim, motion_dim)

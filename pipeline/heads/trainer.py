@@ -1,0 +1,133 @@
+"""One trainer for every head: padded/masked batches of cached features, AdamW with a cosine
+schedule, autocast on GPU, early stopping on the validation metric, best checkpoint kept."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..metrics import evaluate
+from .data import SplitFeatures, batches
+from .models import HEADS, build_head
+
+log = logging.getLogger("pipeline")
+
+TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
+                  "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
+                  "dropout": 0.1, "warmup_epochs": 1, "grad_clip": 1.0}
+TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}
+
+
+def head_params(name: str, given: dict | None) -> dict:
+    """Defaults of the head, then the trainer's, overridden by the config's."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; heads: {', '.join(HEADS)}")
+    return {**TRAIN_DEFAULTS, **HEADS[name][3], **(given or {})}
+
+
+def model_kwargs(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in TRAIN_KEYS}
+
+
+def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
+    logits = logits.float()
+    if not multilabel:
+        return F.cross_entropy(logits, targets, label_smoothing=params["label_smoothing"])
+    if params["loss"] == "focal":
+        p = torch.sigmoid(logits)
+        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p_t = p * targets + (1 - p) * (1 - targets)
+        return (ce * (1 - p_t) ** params["focal_gamma"]).mean()
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
+
+
+def _amp(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model, split: SplitFeatures, params: dict, multilabel: bool, device) -> np.ndarray:
+    """Scores (N, C): sigmoid for multi-label sets, softmax otherwise; centred frame sampling."""
+    model.eval()
+    out = []
+    for rgb, motion, mask, _ in batches(split, params["frames"], 256, None, None, device):
+        with _amp(device):
+            logits = model(rgb, motion, mask).float()
+        out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, -1)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def main_metric(scores, targets, multilabel) -> float:
+    m = evaluate(scores, targets, multilabel=multilabel)
+    return (m["mAP"] or 0.0) if multilabel else m["top1"]
+
+
+def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
+               n_classes: int, multilabel: bool, device, progress: bool = True):
+    """Returns (best model, history). ``params`` as given by :func:`head_params`."""
+    from tqdm import tqdm
+    torch.manual_seed(params["seed"])
+    rgb_dim = train.rgb.shape[-1] if train.rgb is not None else 0
+    motion_dim = train.motion.shape[-1] if train.motion is not None else 0
+    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params))
+    for stream in ("rgb", "motion"):
+        feats = getattr(train, stream)
+        if feats is not None:
+            valid = np.arange(feats.shape[1])[None, :] < train.lengths[:, None]
+            rows = feats[valid].astype(np.float64)
+            model.set_stats(stream, rows.mean(0), rows.std(0))
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    steps = math.ceil(len(train) / params["batch_size"])
+    total, warm = steps * params["epochs"], steps * params["warmup_epochs"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else
+                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    pos_weight = None
+    if multilabel and params["pos_weight"] is not None:
+        pos = train.targets.sum(0)
+        pw = (np.clip((len(train) - pos) / np.maximum(pos, 1), 1, 10) if params["pos_weight"] == "auto"
+              else np.full(n_classes, float(params["pos_weight"])))
+        pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
+
+    history, best, best_state, stale = [], -1.0, None, 0
+    bar = tqdm(range(params["epochs"]), desc=f"head {name}", disable=not progress)
+    for epoch in bar:
+        model.train()
+        rng = np.random.default_rng([params["seed"], epoch])
+        total_loss, n = 0.0, 0
+        for rgb, motion, mask, targets in batches(train, params["frames"], params["batch_size"], rng,
+                                                  rng.permutation(len(train)), device):
+            with _amp(device):
+                logits = model(rgb, motion, mask)
+            loss = loss_fn(logits, targets, multilabel, params, pos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(targets)
+            n += len(targets)
+        row = {"epoch": epoch + 1, "train_loss": total_loss / n, "lr": opt.param_groups[0]["lr"],
+               "val_metric": None}
+        if val is not None:
+            row["val_metric"] = main_metric(predict(model, val, params, multilabel, device),
+                                            val.targets, multilabel)
+        history.append(row)
+        score = row["val_metric"] if row["val_metric"] is not None else -row["train_loss"]
+        if best_state is None or score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=row["val_metric"])
+        if val is not None and stale >= params["patience"]:
+            log.info("head %s: early stop after epoch %d (no gain for %d epochs)", name, epoch + 1, stale)
+            break
+    model.load_state_dict(best_state)
+    return model, history

@@ -1,0 +1,144 @@
+"""Tables and plots: per head (per-class AP, precision-recall, training curves) and the summary
+of all heads side by side (``reports/summary.md``)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+SEGMENT_COLOURS = {"head": "#1f77b4", "middle": "#ff7f0e", "tail": "#2ca02c"}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_per_class_ap(metrics: dict, class_names, segments, path) -> None:
+    plt = _plt()
+    ap = [(a, n, s) for a, n, s in zip(metrics["per_class_ap"], class_names,
+                                          segments or [None] * len(class_names)) if a is not None]
+    ap.sort(key=lambda t: -t[0])
+    fig, ax = plt.subplots(figsize=(max(5, 0.12 * len(ap) + 2), 3.8))
+    colours = [SEGMENT_COLOURS.get(s, "#7f7f7f") for _, _, s in ap]
+    ax.bar(range(len(ap)), [a for a, _, _ in ap], color=colours)
+    if len(ap) <= 40:
+        ax.set_xticks(range(len(ap)), [n for _, n, _ in ap], rotation=70, fontsize=7, ha="right")
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(ap)} classes, sorted")
+    if segments:
+        from matplotlib.patches import Patch
+        present = [s for s in SEGMENT_COLOURS if s in set(segments)]
+        ax.legend(handles=[Patch(color=SEGMENT_COLOURS[s], label=s) for s in present], fontsize=8)
+    ax.set_ylabel("average precision")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{metrics['head']}: per-class AP on {metrics['split']} "
+                 f"(macro mAP {metrics.get('mAP') or 0:.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pr_curves(scores, labels_onehot, metrics, class_names, path, n: int = 3) -> None:
+    from sklearn.metrics import precision_recall_curve
+    plt = _plt()
+    ap = [(a, c) for c, a in enumerate(metrics["per_class_ap"]) if a is not None]
+    ap.sort()
+    chosen = ap[-n:][::-1] + ap[:n] if len(ap) > 2 * n else ap[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for rank, (a, c) in enumerate(chosen):
+        p, r, _ = precision_recall_curve(labels_onehot[:, c], scores[:, c])
+        ax.step(r, p, where="post", ls="-" if rank < n else "--",
+                label=f"{class_names[c]} (AP {a:.2f})")
+    ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_ylim(0, 1.02)
+    ax.set_title(f"{metrics['head']}: best (solid) and worst (dashed) classes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training(history: list[dict], name: str, path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["train_loss"] for h in history], label="train loss")
+    ax.set_xlabel("epoch"), ax.set_ylabel("loss")
+    if history and history[0].get("val_metric") is not None:
+        ax2 = ax.twinx()
+        ax2.plot(ep, [h["val_metric"] for h in history], "o-", color="#d62728", ms=3,
+                 label="validation metric")
+        ax2.set_ylabel("validation metric"), ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{name}: training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_predictions(path, video_ids, scores, targets, class_names, multilabel: bool, k: int = 5):
+    k = min(k, scores.shape[1])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    top = np.argsort(-scores, axis=1)[:, :k]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "labels"] + [x for i in range(1, k + 1) for x in (f"top{i}", f"score{i}")])
+        for vid, s, t, y in zip(video_ids, scores, top, targets):
+            truth = [class_names[c] for c in (np.flatnonzero(y) if multilabel else [int(y)])]
+            w.writerow([vid, ";".join(truth)] + [x for c in t for x in (class_names[c], f"{s[c]:.4f}")])
+
+
+# ---------------------------------------------------------------- summary of all heads
+
+COLUMNS_MULTI = [("mAP", "macro mAP"), ("mAP_micro", "micro mAP")]
+COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc."),
+                  ("mAP", "macro mAP")]
+
+
+def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(Path(p).read_text()) for p in metrics_files]
+    if not rows:
+        raise ValueError("no head metrics to summarise")
+    multilabel = "mAP_micro" in rows[0]
+    cols = list(COLUMNS_MULTI if multilabel else COLUMNS_SINGLE)
+    segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
+    cols += [(s, f"{s[4:]} mAP") for s in segs]
+    order = sorted(rows, key=lambda r: -(r.get(cols[0][0]) or 0))
+    lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", "",
+             "Macro mAP averages per-class AP over classes with a positive (Animal Kingdom's "
+             "definition); micro mAP pools all (video, class) pairs (what ViMoCLIP reports)."
+             if multilabel else "Single-label: top-1/top-5 accuracy, mean per-class accuracy.", ""]
+    if segs:
+        lines += [f"Segment mAP uses {segments_source or 'the data set segment file'}.", ""]
+    lines += ["| head | " + " | ".join(c[1] for c in cols) + " |",
+              "|---" * (len(cols) + 1) + "|"]
+    for r in order:
+        cells = ["-" if r.get(k) is None else f"{100 * r[k]:.2f}" for k, _ in cols]
+        lines.append(f"| {r['head']} | " + " | ".join(cells) + " |")
+    lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
+              "`reports/heads.png`."]
+    if probe_file and Path(probe_file).exists():
+        p = json.loads(Path(probe_file).read_text())
+        lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "
+                  f"{100 * p['clip']:.2f}, MoCLIP motion {100 * p['motion']:.2f}."]
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(order) + 1.5))
+    key = cols[0][0]
+    ax.barh([r["head"] for r in order][::-1], [r.get(key) or 0 for r in order][::-1], color="#1f77b4")
+    ax.set_xlabel(cols[0][1]), ax.set_xlim(0, 1)
+    ax.set_title(f"heads on {rows[0]['split']}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "heads.png", dpi=100)
+    plt.close(fig)
+    return path

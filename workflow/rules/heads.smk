@@ -1,0 +1,79 @@
+# Stage group "heads": one job per head named in config (heads:), then the report.
+
+HEADS_DIR = f"{RESULTS}/heads"
+EVAL = DS["eval_split"]
+MOTION_HEADS = {"fusion", "interleave", "motion_only", "motion_linear"}
+RGB_HEADS = {"fusion", "interleave", "rgb_only", "rgb_linear"}
+
+
+def head_inputs(w):
+    kinds = (["clip"] if w.head in RGB_HEADS else []) + (["motion"] if w.head in MOTION_HEADS else [])
+    roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
+    return {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
+
+
+def head_args(w, input):
+    return " ".join(f"--{key.replace('_', '-')} {' '.join(input[key])}"
+                    for key in input.keys() if key.startswith(("clip_", "motion_")))
+
+
+rule head:
+    input:
+        unpack(head_inputs),
+        samples=rules.samples.output.samples,
+        classes=rules.samples.output.classes,
+        info=rules.samples.output.info,
+    output:
+        model=f"{HEADS_DIR}/{{head}}/head.pt",
+        log=f"{HEADS_DIR}/{{head}}/train_log.csv",
+        metrics=f"{HEADS_DIR}/{{head}}/metrics.json",
+        predictions=f"{HEADS_DIR}/{{head}}/predictions/{EVAL}.csv",
+        ap=report(f"{HEADS_DIR}/{{head}}/per_class_ap.png", category="Heads", subcategory="{head}",
+                  caption="../report/per_class_ap.rst"),
+        pr=report(f"{HEADS_DIR}/{{head}}/pr_curves.png", category="Heads", subcategory="{head}",
+                  caption="../report/pr_curves.rst"),
+        training=report(f"{HEADS_DIR}/{{head}}/training.png", category="Heads",
+                        subcategory="{head}", caption="../report/training.rst"),
+    wildcard_constraints:
+        head="|".join(config["heads"]),
+    params:
+        head=lambda w: json.dumps(config["heads"][w.head], sort_keys=True),
+        shards=head_args,
+        splits=f"--train-split {TRAIN} --val-split {VAL} --eval-split {EVAL}",
+        out=lambda w, output: str(Path(output.model).parent),
+        device=config["device"],
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    log:
+        f"{LOGS}/heads/{{head}}.log",
+    benchmark:
+        f"{BENCH}/heads/{{head}}.tsv"
+    shell:
+        "python -m pipeline head --name {wildcards.head} --params {params.head:q} {params.shards}"
+        " {params.splits} --samples {input.samples} --classes {input.classes}"
+        " --dataset-info {input.info} --out {params.out} --device {params.device} 2> {log}"
+
+
+rule report:
+    input:
+        metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=list(config["heads"])),
+        probe=f"{MOCLIP}/probe.json",
+        info=rules.samples.output.info,
+    output:
+        summary=report(f"{RESULTS}/reports/summary.md", category="Summary",
+                       caption="../report/summary.rst"),
+        plot=report(f"{RESULTS}/reports/heads.png", category="Summary",
+                    caption="../report/heads.rst"),
+    params:
+        out=lambda w, output: str(Path(output.summary).parent),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    shell:
+        "python -m pipeline report --metrics {input.metrics} --probe {input.probe}"
+        " --dataset-info {input.info} --out {params.out} > {log} 2>&1"

@@ -85,3 +85,62 @@ def write_csv(rows: list[dict], path) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
+
+
+# ---------------------------------------------------------------- heads
+
+HEAD_COLUMNS = ["head", "params_m", "samples_per_s", "epoch_s", "peak_mem_mb", "memory"]
+
+
+def bench_heads(heads, n_videos=24000, n_classes=140, frames=32, dim=512, steps=20,
+                batch_size=64, device=None, seed=0) -> list[dict]:
+    """Training throughput of each head at data-set scale, on synthetic random features held
+    in memory like the real ones (float16, one padded array per stream)."""
+    import numpy as np
+
+    from .heads.data import SplitFeatures, batches
+    from .heads.trainer import _amp, head_params, loss_fn, model_kwargs
+    from .heads.models import build_head
+    rng = np.random.default_rng(seed)
+    shape = (n_videos, frames, dim)
+    feats = SplitFeatures([f"v{i}" for i in range(n_videos)],
+                          rng.standard_normal(shape, dtype=np.float32).astype(np.float16),
+                          rng.standard_normal(shape, dtype=np.float32).astype(np.float16),
+                          rng.integers(frames // 2, frames + 1, n_videos),
+                          (rng.random((n_videos, n_classes)) < 0.03).astype(np.float32), {})
+    rows = []
+    for name in heads:
+        params = head_params(name, {"frames": frames, "batch_size": batch_size})
+        model = build_head(name, dim, dim, n_classes, model_kwargs(params)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        order = rng.permutation(n_videos)[: batch_size * (steps + 2)]
+        _reset(device)
+        it = batches(feats, frames, batch_size, rng, order, device)
+        for i, (rgb, motion, mask, y) in enumerate(it):
+            if i == 2:  # first steps warm up kernels and the allocator
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+            with _amp(device):
+                logits = model(rgb, motion, mask)
+            loss = loss_fn(logits, y, True, params)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        sec = time.perf_counter() - t
+        sps = steps * batch_size / sec
+        mem, kind = _peak(device)
+        rows.append(dict(zip(HEAD_COLUMNS, (name, sum(p.numel() for p in model.parameters()) / 1e6,
+                                            sps, n_videos / sps, mem, kind))))
+        del model, opt
+    return rows
+
+
+def format_heads_table(rows: list[dict]) -> str:
+    lines = [f"{'head':<15}{'params (M)':>11}{'samples/s':>11}{'s/epoch':>10}{'peak MB':>10}  memory"]
+    for r in rows:
+        lines.append(f"{r['head']:<15}{r['params_m']:>11.2f}{r['samples_per_s']:>11.0f}"
+                     f"{r['epoch_s']:>10.1f}{r['peak_mem_mb']:>10.0f}  {r['memory']}")
+    return "\n".join(lines)

@@ -226,6 +226,22 @@ def cmd_report(a):
     print(path.read_text())
 
 
+def cmd_bench_heads(a):
+    from .bench import bench_heads, format_heads_table
+    from .features.common import pick_device
+    device = pick_device(a.device)
+    print(f"device: {torch_device_name(device)}; {a.videos} videos x {a.frames} frames x "
+          f"{a.dim}-d, {a.classes} classes, batch {a.batch_size}, {a.steps} timed steps per head")
+    rows = bench_heads(a.heads, a.videos, a.classes, a.frames, a.dim, a.steps, a.batch_size, device)
+    print(format_heads_table(rows))
+    if a.csv:
+        import csv as _csv
+        with open(a.csv, "w", newline="") as f:
+            w = _csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
 def _add_model_commands(sub):
     from .heads.models import HEADS
     p = _add(sub, "head", cmd_head, "train one head on cached features; write head.pt, "
@@ -242,6 +258,18 @@ def _add_model_commands(sub):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--out", required=True, help="heads/<name> folder")
     p.add_argument("--device", default="auto")
+
+    p = _add(sub, "bench-heads", cmd_bench_heads, "training samples/s and peak memory of each head "
+             "at Animal Kingdom scale, on synthetic random features")
+    p.add_argument("--heads", nargs="+", default=sorted(HEADS), choices=sorted(HEADS))
+    p.add_argument("--videos", type=int, default=24000)
+    p.add_argument("--classes", type=int, default=140)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per head")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--csv")
 
     p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
     p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")

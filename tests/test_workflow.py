@@ -6,7 +6,7 @@ import h5py
 import pytest
 import yaml
 
-from conftest import ROOT, SMALL_DEMO, copy_workflow
+from conftest import ROOT, copy_workflow
 from pipeline.annotations import read_samples
 from pipeline.video import read_probes
 
@@ -22,14 +22,15 @@ def snakemake(workdir, *args, check=True):
 
 
 def demo_config(**overrides):
+    """The default job's config (the shipped config.yaml), with overrides."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["demo"] = dict(SMALL_DEMO)
     cfg.update(overrides)
     return cfg
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """The default job, end to end, exactly as `snakemake --cores 2` runs it."""
     work = copy_workflow(tmp_path_factory.mktemp("wf"))
     (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     snakemake(work)
@@ -59,12 +60,13 @@ def test_bad_config_stops_with_the_key(tmp_path):
 def test_probe_stage_outputs(demo_run):
     res = demo_run / "results" / "demo"
     samples = read_samples(res / "samples.tsv")
-    assert len(samples) == SMALL_DEMO["n_videos"]
+    demo = demo_config()["demo"]
+    assert len(samples) == demo["n_videos"]
     assert {s["split"] for s in samples} == {"train", "val", "test"}
     probes = [p for split in ("train", "val", "test") for k in (0, 1)
               for p in read_probes(res / "probe" / split / f"shard-{k}.tsv")]
     assert sorted(p.video_id for p in probes) == sorted(s["video_id"] for s in samples)
-    assert all(p.frames == SMALL_DEMO["frames"] and len(p.sampled) == 12 for p in probes)
+    assert all(p.frames == demo["frames"] and len(p.sampled) == 12 for p in probes)
     for log in ("samples.log", "probe/train-0.log"):
         assert (res / "logs" / log).stat().st_size > 0
     assert (res / "benchmarks" / "probe" / "train-0.tsv").exists()
@@ -118,3 +120,43 @@ def test_student_parameter_change_reruns_student_not_extraction(demo_run):
         (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     assert {"moclip_train", "moclip_export", "moclip_probe"} <= jobs
     assert not jobs & {"demo_data", "samples", "probe", "clip", "flow", "text"}
+
+
+def test_motion_aware_heads_beat_rgb_only_heads(demo_run):
+    """The demo's label is the motion: heads that see motion must be clearly better."""
+    import json
+    heads = demo_run / "results" / "demo" / "heads"
+    m = {h: json.loads((heads / h / "metrics.json").read_text()) for h in
+         ("fusion", "interleave", "motion_only", "rgb_only", "rgb_linear", "motion_linear")}
+    for h, v in m.items():
+        assert v["head"] == h and v["split"] == "test" and v["n_videos"] == 24
+        assert 0 <= v["mAP"] <= 1 and 0 <= v["mAP_micro"] <= 1 and len(v["per_class_ap"]) == 6
+    best_rgb = max(m["rgb_only"]["mAP"], m["rgb_linear"]["mAP"])
+    for h in ("fusion", "interleave", "motion_only"):
+        assert m[h]["mAP"] > best_rgb + 0.2, (h, m[h]["mAP"], best_rgb)
+
+
+def test_report_files(demo_run):
+    res = demo_run / "results" / "demo"
+    summary = (res / "reports" / "summary.md").read_text()
+    for h in ("fusion", "interleave", "motion_only", "rgb_only", "rgb_linear", "motion_linear"):
+        assert f"| {h} |" in summary
+    assert "macro mAP" in summary and "micro mAP" in summary
+    for f in ("per_class_ap.png", "pr_curves.png", "training.png", "head.pt", "train_log.csv"):
+        assert (res / "heads" / "fusion" / f).stat().st_size > 0
+    pred = (res / "heads" / "fusion" / "predictions" / "test.csv").read_text().splitlines()
+    assert pred[0].startswith("video_id,labels,top1,score1") and len(pred) == 25
+    assert (res / "heads" / "fusion" / "predictions" / "val.csv").exists()
+    snakemake(demo_run, "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert "summary.md" in html and "per_class_ap.png" in html
+
+
+def test_head_parameter_change_reruns_only_that_head_and_the_report(demo_run):
+    cfg = demo_config()
+    cfg["heads"]["fusion"]["lr"] = 5.0e-4
+    try:
+        jobs = jobs_of_dry_run(demo_run, cfg)
+    finally:
+        (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    assert jobs == {"head", "report", "all"}, jobs

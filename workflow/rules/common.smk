@@ -20,6 +20,11 @@ def split_names():
 
 
 SPLITS = split_names()
+TRAIN, VAL, EVAL = DS["train_split"], DS["val_split"], DS["eval_split"]
+MOCLIP = f"{RESULTS}/models/moclip"
+HEADS_DIR = f"{RESULTS}/heads"
+MOTION_HEADS = {"fusion", "interleave", "motion_only", "motion_linear"}
+RGB_HEADS = {"fusion", "interleave", "rgb_only", "rgb_linear"}
 
 
 def as_json(*keys):
@@ -47,3 +52,14 @@ def annotation_inputs():
     files += [f for f in [DS.get("segments")] if f]
     files += [f for f in (DS.get("species") or {}).values() if f]
     return files
+
+
+def head_inputs(w):
+    kinds = (["clip"] if w.head in RGB_HEADS else []) + (["motion"] if w.head in MOTION_HEADS else [])
+    roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
+    return {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
+
+
+def head_args(w, input):
+    return " ".join(f"--{key.replace('_', '-')} {' '.join(input[key])}"
+                    for key in input.keys() if key.startswith(("clip_", "motion_")))

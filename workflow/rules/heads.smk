@@ -1,22 +1,5 @@
 # Stage group "heads": one job per head named in config (heads:), then the report.
 
-HEADS_DIR = f"{RESULTS}/heads"
-EVAL = DS["eval_split"]
-MOTION_HEADS = {"fusion", "interleave", "motion_only", "motion_linear"}
-RGB_HEADS = {"fusion", "interleave", "rgb_only", "rgb_linear"}
-
-
-def head_inputs(w):
-    kinds = (["clip"] if w.head in RGB_HEADS else []) + (["motion"] if w.head in MOTION_HEADS else [])
-    roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
-    return {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
-
-
-def head_args(w, input):
-    return " ".join(f"--{key.replace('_', '-')} {' '.join(input[key])}"
-                    for key in input.keys() if key.startswith(("clip_", "motion_")))
-
-
 rule head:
     input:
         unpack(head_inputs),

@@ -1,9 +1,5 @@
 # Stage group "moclip": distil the motion student, export motion embeddings, probe them.
 
-MOCLIP = f"{RESULTS}/models/moclip"
-TRAIN = DS["train_split"]
-VAL = DS["val_split"]
-
 
 rule moclip_train:
     input:

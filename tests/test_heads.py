@@ -1,0 +1,124 @@
+"""Heads and their trainer on synthetic cached features (no video decoding anywhere)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from pipeline.heads.data import SplitFeatures, sample_indices
+from pipeline.heads.models import HEADS, InterleaveHead, aggregation_steps, build_head
+from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict, train_head
+
+SMALL = {"layers": 1, "heads": 2, "width": 16, "dropout": 0.0}
+
+
+def make_split(n=40, t=10, d=8, c=4, multilabel=True, seed=0, signal=True):
+    """Synthetic features whose motion stream carries the class (as in the demo)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    rgb = rng.normal(size=(n, t, d)).astype(np.float16)
+    motion = rng.normal(size=(n, t, d)).astype(np.float32)
+    if signal:
+        motion[np.arange(n), :, y] += 3.0
+    lengths = rng.integers(3, t + 1, n)
+    targets = np.eye(c, dtype=np.float32)[y] if multilabel else y.astype(np.int64)
+    return SplitFeatures([f"v{i}" for i in range(n)], rgb, motion.astype(np.float16), lengths,
+                         targets, {})
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_padding_never_changes_a_prediction(name):
+    torch.manual_seed(0)
+    model = build_head(name, 8, 8, 4, model_kwargs(head_params(name, SMALL))).eval()
+    rgb, motion = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        alone = model(rgb, motion, mask)
+        # the same video padded to 9 rows with garbage, beside a longer video
+        pad_rgb = torch.cat([rgb, 100 * torch.randn(1, 4, 8)], 1)
+        pad_motion = torch.cat([motion, -50 * torch.randn(1, 4, 8)], 1)
+        pad_mask = torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1)
+        batch = model(torch.cat([pad_rgb, torch.randn(1, 9, 8)]), torch.cat([pad_motion, torch.randn(1, 9, 8)]),
+                      torch.cat([pad_mask, torch.ones(1, 9, dtype=torch.bool)]))
+    assert torch.allclose(alone[0], batch[0], atol=1e-5), name
+
+
+def test_frame_sampling_uniform_with_offsets_and_masks():
+    idx, mask = sample_indices(np.array([16, 3]), 4, None)
+    assert idx[0].tolist() == [2, 6, 10, 14] and mask[0].all()
+    assert idx[1].tolist() == [0, 1, 2, 2] and mask[1].tolist() == [True, True, True, False]
+    rng = np.random.default_rng(0)
+    idx, _ = sample_indices(np.array([16]), 4, rng)
+    assert all(4 * k <= i < 4 * (k + 1) for k, i in enumerate(idx[0]))  # one per segment
+
+
+@pytest.mark.parametrize("scheme, n, want", [("dense", 6, [0, 1, 2, 3, 4, 5]),
+                                             ("semi_dense", 6, [0, 2, 4]),
+                                             ("sparse", 6, [1, 3, 5]),
+                                             ("sparse", 2, [0, 1])])
+def test_aggregation_steps(scheme, n, want):
+    assert aggregation_steps(n, scheme, k=2, n_sparse=3) == want
+
+
+@pytest.mark.parametrize("scheme", ["dense", "semi_dense", "sparse", "all"])
+def test_interleave_aggregates_per_step_logits(scheme):
+    torch.manual_seed(0)
+    head = InterleaveHead(8, 8, 3, layers=1, heads=2, width=16, dropout=0.0, aggregation=scheme).eval()
+    rgb, motion = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    with torch.no_grad():
+        steps = head.per_step_logits(rgb, motion, mask)
+        out = head(rgb, motion, mask)
+    for i, n in enumerate((6, 4)):
+        schemes = ["dense", "semi_dense", "sparse"] if scheme == "all" else [scheme]
+        want = torch.stack([steps[i, aggregation_steps(n, s, 2, 3)].mean(0) for s in schemes]).mean(0)
+        assert torch.allclose(out[i], want, atol=1e-6)
+
+
+def test_interleave_really_interleaves():
+    """Token 2t is rgb_t and 2t+1 motion_t: changing motion_1 changes token 3 only."""
+    head = InterleaveHead(4, 4, 2, layers=1, heads=1, width=4, dropout=0.0)
+    seen = []
+    head.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    rgb, motion = torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    head(rgb, motion, mask)
+    motion[0, 1] = 5.0
+    head(rgb, motion, mask)
+    changed = (seen[1][0] - seen[0][0]).abs().sum(-1)
+    assert changed[3] > 0 and torch.count_nonzero(changed) == 1
+
+
+def test_losses_single_and_multi_label():
+    logits = torch.tensor([[2.0, -1.0, 0.0]])
+    assert torch.isclose(loss_fn(logits, torch.tensor([0]), False, head_params("fusion", {})),
+                         torch.nn.functional.cross_entropy(logits, torch.tensor([0])))
+    y = torch.tensor([[1.0, 0.0, 1.0]])
+    bce = loss_fn(logits, y, True, head_params("fusion", {}))
+    focal = loss_fn(logits, y, True, head_params("fusion", {"loss": "focal"}))
+    assert torch.isclose(bce, torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
+    assert focal < bce  # the focal term down-weights easy examples
+    smooth = loss_fn(logits, torch.tensor([0]), False, head_params("fusion", {"label_smoothing": 0.2}))
+    assert smooth > loss_fn(logits, torch.tensor([0]), False, head_params("fusion", {}))
+
+
+@pytest.mark.parametrize("multilabel", [True, False])
+def test_training_learns_and_keeps_the_best_epoch(multilabel):
+    train, val = make_split(multilabel=multilabel), make_split(seed=1, multilabel=multilabel)
+    params = head_params("motion_only", {**SMALL, "epochs": 25, "lr": 3e-3, "frames": 6, "batch_size": 8})
+    model, history = train_head("motion_only", params, train, val, 4, multilabel, torch.device("cpu"),
+                                progress=False)
+    scores = predict(model, val, params, multilabel, torch.device("cpu"))
+    assert scores.shape == (40, 4)
+    best = max(h["val_metric"] for h in history)
+    from pipeline.heads.trainer import main_metric
+    assert main_metric(scores, val.targets, multilabel) == pytest.approx(best)
+    assert best > 0.8
+
+
+def test_bench_heads_prints_samples_per_second():
+    proc = run_cli("bench-heads", "--videos", "64", "--classes", "10", "--frames", "8", "--dim", "32",
+                   "--steps", "2", "--batch-size", "8", "--heads", "fusion", "rgb_linear", "--device", "cpu")
+    assert "samples/s" in proc.stdout and "fusion" in proc.stdout and "rgb_linear" in proc.stdout

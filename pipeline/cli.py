@@ -90,13 +90,15 @@ def _report(stage: str, out, stats: dict) -> None:
 def cmd_clip(a):
     from .features.clip import extract_clip
     probes, device = _stage_inputs(a)
-    _report("clip", a.out, extract_clip(probes, a.out, _params(a.params, "clip"), device))
+    _report("clip", a.out, extract_clip(probes, a.out, _params(a.params, "clip"), device,
+                                        sampling=_params(a.sampling, "sampling")))
 
 
 def cmd_flow(a):
     from .features.flow import extract_flow
     probes, device = _stage_inputs(a)
-    _report("flow", a.out, extract_flow(probes, a.out, _params(a.params, "flow"), device))
+    _report("flow", a.out, extract_flow(probes, a.out, _params(a.params, "flow"), device,
+                                        sampling=_params(a.sampling, "sampling")))
 
 
 def cmd_text(a):
@@ -242,6 +244,19 @@ def cmd_bench_heads(a):
             w.writerows(rows)
 
 
+def cmd_predict(a):
+    from .features.common import pick_device
+    from .predict import format_results, predict_videos
+    results = predict_videos(a.videos, a.run, a.head, a.top_k, pick_device(a.device),
+                             timeline=Path(a.timeline_dir) if a.timeline else None,
+                             window_s=a.window)
+    print(format_results(results))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
+    if not any("error" not in r for r in results):
+        raise PipelineError("no video could be read")
+
+
 def _add_model_commands(sub):
     from .heads.models import HEADS
     p = _add(sub, "head", cmd_head, "train one head on cached features; write head.pt, "
@@ -270,6 +285,19 @@ def _add_model_commands(sub):
     p.add_argument("--steps", type=int, default=20, help="timed training steps per head")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv")
+
+    p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "
+             "flow, student and head in one process, with the run's own settings")
+    p.add_argument("videos", nargs="+", help="video files or folders")
+    p.add_argument("--run", required=True, help="a finished run: results/<name>")
+    p.add_argument("--head", default="fusion", help="which trained head (default fusion)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--timeline", action="store_true", help="score 1 s sliding windows and plot "
+                   "a per-second action timeline (PNG) per video")
+    p.add_argument("--window", type=float, default=2.0, help="timeline window (seconds)")
+    p.add_argument("--timeline-dir", default=".", help="where timeline PNGs go")
+    p.add_argument("--device", default="auto")
 
     p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
     p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")
@@ -325,6 +353,7 @@ def _add_model_commands(sub):
         p.add_argument("--probe", required=True, help="probe shard TSV (stage probe)")
         p.add_argument("--out", required=True, help="feature shard (.h5) to write")
         p.add_argument("--params", help=f"the {name}: config section as JSON")
+        p.add_argument("--sampling", help="the sampling: config section (recorded as provenance)")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
 
     p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
@@ -385,10 +414,12 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .features.common import WeightsError
     from .features.text import TextError
+    from .predict import RunError
     from .store import StoreError
     try:
         args.func(args)
-    except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError) as e:
+    except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError,
+            RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

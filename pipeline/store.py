@@ -239,6 +239,10 @@ class FeatureReader:
             yield self.video(vid)
 
     @property
+    def row_dtype(self):
+        return self._file(0)["data"].dtype
+
+    @property
     def row_shape(self) -> tuple[int, ...]:
         return tuple(self._file(0)["data"].shape[1:])
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -63,3 +64,27 @@ def copy_workflow(dest: Path) -> Path:
         else:
             shutil.copy(src, dest / name)
     return dest
+
+
+def snakemake(workdir, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
+    return proc
+
+
+def demo_config(**overrides):
+    """The default job's config (the shipped config.yaml), with overrides."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The default job, end to end, exactly as `snakemake --cores 2` runs it."""
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    snakemake(work)
+    return work

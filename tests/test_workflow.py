@@ -6,35 +6,11 @@ import h5py
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow
+from conftest import ROOT, copy_workflow, demo_config, snakemake
 from pipeline.annotations import read_samples
 from pipeline.video import read_probes
 
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
-    return proc
-
-
-def demo_config(**overrides):
-    """The default job's config (the shipped config.yaml), with overrides."""
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg.update(overrides)
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The default job, end to end, exactly as `snakemake --cores 2` runs it."""
-    work = copy_workflow(tmp_path_factory.mktemp("wf"))
-    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
-    snakemake(work)
-    return work
 
 
 def test_dry_run_lists_the_whole_dag():

@@ -154,13 +154,14 @@ def autocast(device: torch.device):
 
 
 def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, sampling: dict | None = None) -> dict:
     """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
     from tqdm import tqdm
     model = load_clip(cfg["model"], cfg["pretrained"], device)
     pcfg = preprocess_cfg(model)
     dim = model.visual.output_dim
     attrs = {"model": cfg["model"], "weights": weights_identity(cfg["pretrained"]),
+             "weights_source": cfg["pretrained"], "sampling": sampling,
              "preprocessing": {k: pcfg[k] for k in ("size", "mean", "std", "interpolation",
                                                     "resize_mode")},
              "normalised": False, "embed_dim": dim}

@@ -151,7 +151,7 @@ def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_siz
 # ---------------------------------------------------------------- stage
 
 def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, sampling: dict | None = None) -> dict:
     """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
     from tqdm import tqdm
     backend, step = cfg["backend"], cfg["step"]
@@ -168,6 +168,8 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
         def compute(a, b):
             return classical_flow(a, b, backend)
     attrs = {"model": name, "weights": identity, "backend": backend, "step": step,
+             "weights_source": cfg.get("checkpoint") if backend == "ptlflow" else None,
+             "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
              "bound": bound, "size": size, "work_size": work,
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
              "quantisation": "uint8 = round(clip(flow, -bound, bound) / bound * 127.5 + 127.5)",

@@ -9,6 +9,7 @@ rule clip:
         f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
     params:
         clip=as_json("clip"),
+        sampling=as_json("sampling"),
         device=config["device"],
     resources:
         gpu=1,
@@ -20,7 +21,7 @@ rule clip:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
         "python -m pipeline clip --probe {input.probe} --out {output} --device {params.device}"
-        " --params {params.clip:q} 2> {log}"
+        " --params {params.clip:q} --sampling {params.sampling:q} 2> {log}"
 
 
 rule flow:
@@ -30,6 +31,7 @@ rule flow:
         f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
     params:
         flow=as_json("flow"),
+        sampling=as_json("sampling"),
         device=config["device"],
     resources:
         gpu=1 if config["flow"]["backend"] == "ptlflow" else 0,
@@ -41,7 +43,7 @@ rule flow:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
         "python -m pipeline flow --probe {input.probe} --out {output} --device {params.device}"
-        " --params {params.flow:q} 2> {log}"
+        " --params {params.flow:q} --sampling {params.sampling:q} 2> {log}"
 
 
 rule text:

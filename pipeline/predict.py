@@ -1,0 +1,195 @@
+"""``python -m pipeline predict``: label new videos with a trained run, in one process.
+
+Every setting comes from the run's own files, never re-typed: the frame sampling, CLIP model
+and weights, and flow settings from the feature files' provenance; the student and the head
+from their checkpoints. The features are computed by the very functions the stages use, so
+they equal the pipeline's own (within float16 rounding).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import read_classes
+from .bench import expand_videos
+from .features.clip import extract_clip, weights_identity
+from .features.flow import extract_flow
+from .heads import load_head
+from .heads.data import SplitFeatures
+from .heads.models import HEADS
+from .heads.trainer import predict as predict_scores
+from .moclip.export import export_motion
+from .store import FeatureReader, StoreError, read_attrs
+from .video import probe_video
+
+log = logging.getLogger("pipeline")
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def _first_shard(run: Path, kind: str) -> Path:
+    found = sorted(glob(str(run / "features" / kind / "*" / "shard-*.h5")))
+    if not found:
+        raise RunError(f"{run}: no {kind} features; is this a finished run (results/<name>)?")
+    return Path(found[0])
+
+
+def load_run(run, head: str) -> dict:
+    """The settings and models of a finished run, read from its files."""
+    run = Path(run)
+    head_path = run / "heads" / head / "head.pt"
+    if not head_path.exists():
+        trained = sorted(p.parent.name for p in run.glob("heads/*/head.pt"))
+        raise RunError(f"{head_path} not found; trained heads in {run}: {', '.join(trained) or 'none'}")
+    clip_attrs = read_attrs(_first_shard(run, "clip"))
+    flow_attrs = read_attrs(_first_shard(run, "flow"))
+    if clip_attrs.get("sampling") is None:
+        raise RunError(f"{run}: its features carry no sampling provenance (made by an older "
+                       f"version); re-run the clip and flow stages")
+    source = clip_attrs["weights_source"]
+    if weights_identity(source) != clip_attrs["weights"]:
+        raise RunError(f"CLIP weights {source!r} are not the ones the run used "
+                       f"({clip_attrs['weights']}); restore that file to predict with this run")
+    clip_cfg = {"model": clip_attrs["model"], "pretrained": source, "batch_size": 256,
+                "decode_workers": 2,
+                "dtype": "float16" if FeatureReader([_first_shard(run, "clip")]).row_dtype == np.float16 else "float32"}
+    flow_cfg = {k: flow_attrs[k] for k in ("backend", "step", "work_size", "size", "bound",
+                                           "batch_size", "half")}
+    flow_cfg.update({"model": flow_attrs["model"], "checkpoint": flow_attrs["weights_source"],
+                     "decode_workers": 2})
+    model, ckpt = load_head(head_path)
+    return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
+            "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"],
+            "student": run / "models" / "moclip" / "student.pt",
+            "classes": [c["name"] for c in read_classes(run / "classes.tsv")]}
+
+
+def compute_features(probes, r: dict, device, tmp: Path) -> dict:
+    """clip / flow / motion readers for ``probes``, made by the stage functions."""
+    _, need_rgb, need_motion, _ = HEADS[r["head"]]
+    out = {}
+    extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False, sampling=r["sampling"])
+    out["clip"] = FeatureReader([tmp / "clip.h5"], kind="clip", expect=r["ckpt"]["identity"].get("clip"))
+    if need_motion:
+        extract_flow(probes, tmp / "flow.h5", r["flow_cfg"], device, progress=False, sampling=r["sampling"])
+        import torch
+        meta = torch.load(r["student"], map_location="cpu", weights_only=False)["meta"]
+        export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device,
+                      after_adapter=meta["config"]["export"] == "after_adapter")
+        out["motion"] = FeatureReader([tmp / "motion.h5"], kind="motion",
+                                      expect=r["ckpt"]["identity"].get("motion"))
+    return out
+
+
+def _split(feats: dict, videos: list[str], rows: dict | None = None) -> SplitFeatures:
+    """In-memory features of ``videos`` (optionally only ``rows[v]`` of each)."""
+    def stack(reader):
+        if reader is None:
+            return None
+        arrays = [reader.video(v).data if rows is None else reader.video(v).data[rows[v]] for v in videos]
+        lmax = max(a.shape[0] for a in arrays)
+        out = np.zeros((len(videos), lmax, arrays[0].shape[1]), np.float16)
+        for i, a in enumerate(arrays):
+            out[i, : a.shape[0]] = a
+        return out
+    base = feats.get("clip")
+    lengths = np.array([(base.n_rows(v) if rows is None else len(rows[v])) for v in videos])
+    return SplitFeatures(videos, stack(feats.get("clip")), stack(feats.get("motion")), lengths,
+                         np.zeros(len(videos), np.int64), {})
+
+
+def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5, device=None,
+                   timeline: Path | None = None, window_s: float = 2.0) -> list[dict]:
+    import torch
+    device = device or torch.device("cpu")
+    r = load_run(run, head)
+    r["model"].to(device)
+    params, multilabel = r["ckpt"]["params"], r["ckpt"]["multilabel"]
+    videos = expand_videos(paths)
+    sampling = r["sampling"]
+    if timeline is not None:  # dense rows, then sliding windows
+        sampling = {"mode": "fps", "fps": max(2.0, params["frames"] / window_s), "max_frames": 100000}
+    probes = {}
+    for i, v in enumerate(videos):
+        p = probe_video(v, f"{i:04d}_{v.stem}", sampling)
+        probes[p.video_id] = p
+        if not p.readable:
+            log.warning("skipping %s: %s", v, p.reason)
+    readable = [p for p in probes.values() if p.readable]
+    results = [{"video": str(p.path), "error": p.reason} for p in probes.values() if not p.readable]
+    if not readable:
+        return results
+    with tempfile.TemporaryDirectory() as tmp:
+        feats = compute_features(readable, r, device, Path(tmp))
+        ids = [p.video_id for p in readable]
+        scores = predict_scores(r["model"], _split(feats, ids), params, multilabel, device)
+        for p, s in zip(readable, scores):
+            order = np.argsort(-s)[:top_k]
+            item = {"video": str(p.path), "frames": p.frames, "fps": p.fps, "head": head,
+                    "top": [{"class": r["classes"][c], "score": float(s[c])} for c in order]}
+            if timeline is not None:
+                item["timeline"] = _timeline(feats, p, r, params, multilabel, device, window_s,
+                                             Path(timeline))
+            results.append(item)
+    return results
+
+
+def _timeline(feats, probe, r, params, multilabel, device, window_s, out_dir: Path) -> str:
+    """Scores of sliding windows (one per second) -> a per-second action timeline plot."""
+    t = feats["clip"].video(probe.video_id).timestamps
+    starts = np.arange(0.0, max(float(t[-1]) - window_s, 0.0) + 1.0, 1.0)
+    rows = {f"w{i}": np.flatnonzero((t >= s) & (t < s + window_s)) for i, s in enumerate(starts)}
+    rows = {k: v for k, v in rows.items() if len(v)}
+    split = _split({k: _Alias(feats[k], probe.video_id) for k in feats}, list(rows), rows)
+    scores = predict_scores(r["model"], split, params, multilabel, device)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    top = np.argsort(-scores.max(0))[: min(8, scores.shape[1])]
+    fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(rows) + 2), 0.4 * len(top) + 1.5))
+    im = ax.imshow(scores[:, top].T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                   extent=(0, len(rows), len(top) - 0.5, -0.5))
+    ax.set_yticks(range(len(top)), [r["classes"][c] for c in top])
+    ax.set_xlabel("time (s), window start"), fig.colorbar(im, ax=ax, label="score")
+    ax.set_title(f"{Path(probe.path).name}: {r['head']}, {window_s:g} s windows")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{Path(probe.path).stem}.timeline.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+class _Alias:
+    """A reader that answers every video id with the rows of one video (for windows)."""
+
+    def __init__(self, reader, video_id):
+        self.reader, self.video_id = reader, video_id
+
+    def video(self, _):
+        return self.reader.video(self.video_id)
+
+    def n_rows(self, _):
+        return self.reader.n_rows(self.video_id)
+
+
+def format_results(results: list[dict]) -> str:
+    lines = []
+    for item in results:
+        if "error" in item:
+            lines.append(f"{item['video']}: skipped ({item['error']})")
+            continue
+        lines.append(f"{item['video']}  ({item['frames']} frames, {item['fps']:.1f} fps, head {item['head']})")
+        lines.append(f"  {'rank':<6}{'action':<34}{'score':>7}")
+        for k, t in enumerate(item["top"], 1):
+            lines.append(f"  {k:<6}{t['class']:<34}{t['score']:>7.3f}")
+        if item.get("timeline"):
+            lines.append(f"  timeline: {item['timeline']}")
+    return "\n".join(lines)

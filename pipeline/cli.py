@@ -129,7 +129,7 @@ def cmd_bench(a):
     flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
-    rows, bad = run_bench(a.videos, clip, flow, sampling, device)
+    rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline)
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     name = torch_device_name(device)
@@ -330,8 +330,9 @@ def _add_model_commands(sub):
     for name in ("samples", "classes", "dataset-info", "out"):
         p.add_argument(f"--{name}", required=True)
 
-    p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP and flow on the "
-             "given videos, on the current device")
+    p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP, flow and the "
+             "student on the given videos, against the model alone (floor) and the "
+             "straightforward path (baseline), on the current device")
     p.add_argument("videos", nargs="+", help="video files or folders")
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--pretrained", default=None, help="weights tag or file (default: random, "
@@ -344,6 +345,7 @@ def _add_model_commands(sub):
     p.add_argument("--flow-batch-size", type=int, default=16)
     p.add_argument("--max-frames", type=int, default=64, help="frames per video")
     p.add_argument("--decode-workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="also write the table as CSV")
 

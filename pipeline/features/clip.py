@@ -135,16 +135,22 @@ def crop_box(height: int, width: int, size: int, resize_mode: str = "shortest"):
 def preprocess(frames: torch.Tensor, cfg: dict) -> torch.Tensor:
     """uint8 (T, H, W, 3) RGB on any device -> normalised float (T, 3, S, S) on that device."""
     size = cfg["size"]
-    x = frames.permute(0, 3, 1, 2).float()
+    x = frames.permute(0, 3, 1, 2)
     new_h, new_w, top, left = crop_box(x.shape[2], x.shape[3], size, cfg["resize_mode"])
     mode = "bicubic" if cfg["interpolation"] == "bicubic" else "bilinear"
     if (new_h, new_w) != tuple(x.shape[2:]):
-        x = F.interpolate(x, size=(new_h, new_w), mode=mode, antialias=True, align_corners=False)
-        x = x.round_().clamp_(0, 255)  # PIL rounds and clips to uint8 after resizing
-    x = x[:, :, top:top + size, left:left + size]
+        if x.device.type == "cpu":
+            # uint8 antialiased resize (channels-last SIMD kernel): ~15x faster than float on
+            # CPU, rounds and clips like PIL does
+            x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(new_h, new_w),
+                              mode=mode, antialias=True)
+        else:
+            x = F.interpolate(x.float(), size=(new_h, new_w), mode=mode, antialias=True,
+                              align_corners=False).round_().clamp_(0, 255)
+    x = x[:, :, top:top + size, left:left + size].float()
     mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1) * 255
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous()
 
 
 def autocast(device: torch.device):

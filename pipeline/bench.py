@@ -85,7 +85,7 @@ def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
     b = np.roll(a, 2, axis=2)
     if cfg["backend"] == "ptlflow":
         ta = torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 255
-        pair = torch.stack([ta, torch.from_numpy(b).to(device).permute(0, 3, 1, 2).float() / 255], 1)
+        pair = torch.stack([ta, torch.from_numpy(b).to(device).permute(0, 3, 1, 2).float() / 255], 1).contiguous()
         use_half = cfg["half"] and device.type == "cuda"
 
         def run():

@@ -23,7 +23,6 @@ def load_student(path, device):
     return student.eval().to(device), meta
 
 
-@torch.inference_mode()
 def export_motion(student_path, flow_shard, out, device, after_adapter: bool = False,
                   batch_rows: int = 256, dtype=np.float16) -> dict:
     student, meta = load_student(student_path, device)
@@ -36,19 +35,22 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
     attrs = {"model": f"moclip:{meta['clip_model']}", "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
+    from ..features.common import batched
+
+    @torch.inference_mode()
+    def embed(x):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            e = student.embed(x)
+            return student.adapter(e) if after_adapter else e
+
+    def segments():  # rows of many videos share a batch
+        for rows in flow:
+            yield rows, torch.from_numpy(rows.data).to(device, non_blocking=True)
+
     n_rows = 0
     with FeatureWriter(out, "motion", (meta["embed_dim"],), dtype, attrs) as w:
-        for rows in flow:
-            parts = []
-            for s in range(0, rows.data.shape[0], batch_rows):
-                x = torch.from_numpy(rows.data[s:s + batch_rows]).to(device)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                    e = student.embed(x)
-                    if after_adapter:
-                        e = student.adapter(e)
-                parts.append(e.float().cpu().numpy())
-            w.add(rows.video_id, rows.frame_index, rows.timestamps,
-                  np.concatenate(parts).astype(dtype))
+        for rows, emb in batched(segments(), embed, batch_rows):
+            w.add(rows.video_id, rows.frame_index, rows.timestamps, emb.astype(dtype))
             n_rows += rows.data.shape[0]
     return {"videos": len(flow), "rows": n_rows}
 

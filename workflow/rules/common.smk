@@ -39,6 +39,31 @@ def per_shard(pattern):
     return expand(pattern, split=SPLITS, shard=SHARDS)
 
 
+def gpus(rule_uses_gpu=True):
+    return config["cluster"]["gpus"] if rule_uses_gpu and config["device"] != "cpu" else 0
+
+
+def mem_mb(rule):
+    table = config["cluster"]["mem_mb"]
+    return table.get(rule, table.get("default", 4000))
+
+
+def runtime(rule):
+    """Minutes: the rule's base plus its per-video cost times the videos in the job's shard."""
+    base = config["cluster"]["runtime_min"]
+    per_video = config["cluster"]["runtime_per_video_s"].get(rule, 0)
+
+    def minutes(wildcards, input, attempt):
+        n = 0
+        if per_video and input:
+            path = Path(input[0])
+            if path.suffix == ".tsv" and path.exists():
+                n = sum(1 for _ in open(path)) - 1
+        return int((base.get(rule, base.get("default", 30)) + per_video * n / 60) * attempt)
+
+    return minutes
+
+
 def split_shards(kind, split):
     """All shards of one feature kind for one split."""
     return expand(f"{RESULTS}/features/{kind}/{split}/shard-{{shard}}.h5", shard=SHARDS)

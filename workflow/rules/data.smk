@@ -11,6 +11,10 @@ if DS["format"] == "demo":
         params:
             demo=as_json("demo"),
             out=lambda w, output: str(Path(output.annotations).parent),
+        resources:
+            gpu=0,
+            mem_mb=mem_mb("demo_data"),
+            runtime=runtime("demo_data"),
         conda:
             ENV
         log:
@@ -33,6 +37,10 @@ rule samples:
         dataset=as_json("dataset"),
         shards=config["shards"],
         out=lambda w, output: str(Path(output.samples).parent),
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("samples"),
+        runtime=runtime("samples"),
     conda:
         ENV
     log:
@@ -52,6 +60,10 @@ rule probe:
     params:
         sampling=as_json("sampling"),
         videos=DS["videos"],
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("probe"),
+        runtime=runtime("probe"),
     conda:
         ENV
     log:

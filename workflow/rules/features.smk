@@ -12,7 +12,9 @@ rule clip:
         sampling=as_json("sampling"),
         device=config["device"],
     resources:
-        gpu=1,
+        gpu=gpus(),
+        mem_mb=mem_mb("clip"),
+        runtime=runtime("clip"),
     conda:
         ENV
     log:
@@ -34,7 +36,9 @@ rule flow:
         sampling=as_json("sampling"),
         device=config["device"],
     resources:
-        gpu=1 if config["flow"]["backend"] == "ptlflow" else 0,
+        gpu=gpus(config["flow"]["backend"] == "ptlflow"),
+        mem_mb=mem_mb("flow"),
+        runtime=runtime("flow"),
     conda:
         ENV
     log:
@@ -58,6 +62,10 @@ rule text:
         if (DS.get("species") or {}).get("names")
         else "",
         device=config["device"],
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("text"),
+        runtime=runtime("text"),
     conda:
         ENV
     log:

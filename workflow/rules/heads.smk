@@ -26,7 +26,9 @@ rule head:
         out=lambda w, output: str(Path(output.model).parent),
         device=config["device"],
     resources:
-        gpu=1,
+        gpu=gpus(),
+        mem_mb=mem_mb("head"),
+        runtime=runtime("head"),
     conda:
         ENV
     log:
@@ -51,6 +53,10 @@ rule report:
                     caption="../report/heads.rst"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("report"),
+        runtime=runtime("report"),
     conda:
         ENV
     log:

@@ -21,7 +21,9 @@ rule moclip_train:
         device=config["device"],
         out=lambda w, output: str(Path(output.student).parent),
     resources:
-        gpu=1,
+        gpu=gpus(),
+        mem_mb=mem_mb("moclip_train"),
+        runtime=runtime("moclip_train"),
     conda:
         ENV
     log:
@@ -45,7 +47,9 @@ rule moclip_export:
         moclip=as_json("moclip"),
         device=config["device"],
     resources:
-        gpu=1,
+        gpu=gpus(),
+        mem_mb=mem_mb("moclip_export"),
+        runtime=runtime("moclip_export"),
     conda:
         ENV
     log:
@@ -68,6 +72,10 @@ rule moclip_probe:
         info=rules.samples.output.info,
     output:
         f"{MOCLIP}/probe.json",
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("moclip_probe"),
+        runtime=runtime("moclip_probe"),
     conda:
         ENV
     log:

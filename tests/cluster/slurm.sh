@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, for the tests (root, no systemd):
+#   tests/cluster/slurm.sh up      install (Debian packages) if needed, configure, start
+#   tests/cluster/slurm.sh down    stop every daemon by its pid file
+# The node offers this machine's CPUs and memory and one fake GPU (gres on /dev/null), in the
+# partition "test". Accounting is off: tell the executor plugin --slurm-no-account and
+# --slurm-status-command squeue.
+set -euo pipefail
+ROOT=${SLURM_TEST_ROOT:-/tmp/pipeline-slurm}
+ACTION=${1:-up}
+
+install() {
+    command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v sbatch >/dev/null && return
+    echo "installing slurmctld slurmd munge slurm-client (Debian packages)..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        slurmctld slurmd munge slurm-client >/dev/null
+}
+
+stop_pid() {
+    [ -f "$1" ] || return 0
+    local pid; pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$1"
+}
+
+down() {
+    stop_pid "$ROOT/run/slurmd.pid"
+    stop_pid "$ROOT/run/slurmctld.pid"
+    stop_pid "$ROOT/run/munged.pid"
+}
+
+up() {
+    install
+    down
+    mkdir -p "$ROOT"/{state,spool,log,run} /etc/slurm /run/munge /var/log/munge /var/lib/munge
+    local cpus mem
+    cpus=$(nproc)
+    mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
+    cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=pipeline-test
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=$ROOT/state
+SlurmdSpoolDir=$ROOT/spool
+SlurmctldPidFile=$ROOT/run/slurmctld.pid
+SlurmdPidFile=$ROOT/run/slurmd.pid
+SlurmctldLogFile=$ROOT/log/slurmctld.log
+SlurmdLogFile=$ROOT/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+MpiDefault=none
+ReturnToService=2
+MinJobAge=300
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+    echo "Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+    if [ ! -s /etc/munge/munge.key ]; then
+        mkdir -p /etc/munge
+        dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    fi
+    chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
+    chmod 400 /etc/munge/munge.key
+    runuser -u munge -- /usr/sbin/munged --pid-file="$ROOT/run/munged.pid" 2>/dev/null \
+        || runuser -u munge -- /usr/sbin/munged
+    [ -f "$ROOT/run/munged.pid" ] || pgrep -u munge munged > "$ROOT/run/munged.pid"
+    /usr/sbin/slurmctld
+    /usr/sbin/slurmd -N localhost
+    for _ in $(seq 100); do
+        if sinfo -h -o "%T" 2>/dev/null | grep -qE "idle|mix"; then
+            echo "slurm up: partition test, $cpus CPUs, ${mem} MB, 1 gpu (fake)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "slurm did not come up; logs in $ROOT/log" >&2
+    tail -5 "$ROOT"/log/*.log >&2 || true
+    return 1
+}
+
+case "$ACTION" in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -424,4 +424,10 @@ def main(argv=None) -> int:
             RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e} while running '{args.command}'. Outputs already "
+              f"finished are kept and this one was not published; free space or fix the device "
+              f"and re-run.", file=sys.stderr)
+        return 3
     return 0

@@ -71,9 +71,10 @@ CONF
     fi
     chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
     chmod 400 /etc/munge/munge.key
-    runuser -u munge -- /usr/sbin/munged --pid-file="$ROOT/run/munged.pid" 2>/dev/null \
-        || runuser -u munge -- /usr/sbin/munged
-    [ -f "$ROOT/run/munged.pid" ] || pgrep -u munge munged > "$ROOT/run/munged.pid"
+    if ! pgrep -u munge munged >/dev/null; then
+        runuser -u munge -- /usr/sbin/munged
+    fi
+    pgrep -u munge munged | head -1 > "$ROOT/run/munged.pid"
     /usr/sbin/slurmctld
     /usr/sbin/slurmd -N localhost
     for _ in $(seq 100); do

@@ -1,0 +1,115 @@
+"""The demo pipeline through a real SLURM (tests/cluster/slurm.sh) and interruption of a run."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, copy_workflow, demo_config, snakemake
+
+SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
+SMALL = {"demo": {"n_videos": 24, "frames": 16, "width": 80, "height": 64, "seed": 1},
+         "shards": 1, "heads": {"rgb_linear": {"epochs": 5}, "motion_linear": {"epochs": 5}},
+         "moclip": {"epochs": 2, "seq_len": 4, "batch_size": 8}}
+
+
+def small_config():
+    cfg = demo_config()
+    cfg.update({k: v for k, v in SMALL.items() if k != "moclip"})
+    cfg["moclip"].update(SMALL["moclip"])
+    return cfg
+
+
+def arrays(run: Path) -> dict:
+    out = {}
+    for f in sorted((run / "results" / "demo" / "features").rglob("*.h5")):
+        if f.name == "text.h5":
+            continue
+        with h5py.File(f) as h:
+            out[str(f.relative_to(run))] = (h["data"][()], h["frame_index"][()])
+    return out
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if os.geteuid() != 0 or shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("a local SLURM needs root and Debian's packages")
+    proc = subprocess.run(["bash", str(SLURM_SH), "up"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print("\n" + "!" * 70 + "\nSLURM COULD NOT BE STARTED: the cluster test is SKIPPED\n"
+              + proc.stderr[-2000:] + "\n" + "!" * 70, file=sys.stderr)
+        pytest.skip("SLURM could not be installed or started (see the loud message above)")
+    yield
+    subprocess.run(["bash", str(SLURM_SH), "down"])
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
+    (tmp_path / "local").mkdir()
+    (tmp_path / "cluster").mkdir()
+    local = copy_workflow(tmp_path / "local")
+    cluster = copy_workflow(tmp_path / "cluster")
+    for work in (local, cluster):
+        (work / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    snakemake(local, "--workflow-profile", "workflow/profiles/default")
+    # The README's command, with the test cluster's partition and its lack of accounting
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
+         "--default-resources", "slurm_partition=test", "mem_mb=1000", "--slurm-no-account",
+         "--slurm-status-command", "squeue", "--slurm-keep-successful-logs", "--jobs", "4"],
+        cwd=cluster, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "SLURM" in text and "jobid" in text.lower() or "Job " in text
+    logs = list((cluster / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert logs, "no SLURM job logs: the jobs did not go through SLURM"
+    job_ids = {p.stem.split("_")[0] for p in logs}
+    shown = subprocess.run(["scontrol", "show", "job", sorted(job_ids)[0]], capture_output=True, text=True)
+    assert "JobState=COMPLETED" in shown.stdout, shown.stdout + shown.stderr
+    gpu_logs = [p for p in logs if "rule_clip" in str(p)]
+    assert gpu_logs and "gpu" in subprocess.run(
+        ["scontrol", "show", "job", gpu_logs[0].stem.split("_")[0]], capture_output=True, text=True).stdout.lower()
+    a, b = arrays(local), arrays(cluster)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert np.array_equal(a[k][1], b[k][1]) and np.array_equal(a[k][0], b[k][0]), k
+    for head in ("rgb_linear", "motion_linear"):
+        m = [(w / "results" / "demo" / "heads" / head / "metrics.json").read_text() for w in (local, cluster)]
+        assert m[0] == m[1]
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
+    """A flow job is SIGKILLed while writing its shard; the re-run redoes it and the features
+    equal those of the uninterrupted default run."""
+    (tmp_path / "w").mkdir()
+    work = copy_workflow(tmp_path / "w")
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "features"], cwd=work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed, deadline = None, time.time() + 300
+    while time.time() < deadline and run.poll() is None and killed is None:
+        partial = list((work / "results").rglob("shard-*.h5.partial"))
+        if partial:
+            for pid in map(int, subprocess.run(["pgrep", "-f", "pipeline (flow|clip) --probe"],
+                                               capture_output=True, text=True).stdout.split()):
+                os.kill(pid, signal.SIGKILL)
+                killed = partial[0]
+        time.sleep(0.01)
+    run.wait()
+    assert killed is not None, "no shard was caught mid-write"
+    final = Path(str(killed)[: -len(".partial")])
+    assert not final.exists(), "a killed job left a file at the final name"
+    snakemake(work, "features", "--rerun-incomplete")
+    a, b = arrays(work), arrays(demo_run)
+    assert a.keys() <= b.keys() and len(a) == 12
+    for k in a:
+        assert np.array_equal(a[k][0], b[k][0]), k

@@ -64,7 +64,8 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
          "--default-resources", "slurm_partition=test", "mem_mb=1000", "--slurm-no-account",
-         "--slurm-status-command", "squeue", "--slurm-keep-successful-logs", "--jobs", "4"],
+         "--slurm-status-command", "squeue", "--slurm-keep-successful-logs", "--jobs", "4",
+         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "3"],
         cwd=cluster, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout + proc.stderr

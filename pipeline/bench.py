@@ -69,7 +69,7 @@ def _batches(n: int, bs: int):
 
 @torch.inference_mode()
 def clip_floor(model, size: int, frames: int, bs: int, device) -> float:
-    from .features.clip import autocast
+    from .features.common import autocast
     x = torch.randn(bs, 3, size, size, device=device)
     with autocast(device):
         model.encode_image(x[:2])
@@ -101,7 +101,7 @@ def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
 
 @torch.inference_mode()
 def student_floor(student, size: int, frames: int, bs: int, device) -> float:
-    from .features.clip import autocast
+    from .features.common import autocast
     x = torch.randint(0, 256, (bs, 2, size, size), dtype=torch.uint8, device=device)
     with autocast(device):
         student.embed(x[:2])

@@ -7,7 +7,6 @@ they equal the pipeline's own (within float16 rounding).
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from glob import glob
@@ -24,7 +23,7 @@ from .heads.data import SplitFeatures
 from .heads.models import HEADS
 from .heads.trainer import predict as predict_scores
 from .moclip.export import export_motion
-from .store import FeatureReader, StoreError, read_attrs
+from .store import FeatureReader, read_attrs
 from .video import probe_video
 
 log = logging.getLogger("pipeline")

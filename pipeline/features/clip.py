@@ -5,7 +5,6 @@ transform (shortest-side bicubic resize, centre crop, normalise) without PIL on 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe, read_frames
-from .common import WeightsError, batched, decode_ahead, sha256_of, to_device
+from .common import (WeightsError, autocast, batched, count_done, decode_ahead, sha256_of,
+                     skip_failed, to_device)
 
 log = logging.getLogger("pipeline")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "resources" / "open_clip"
@@ -153,12 +153,6 @@ def preprocess(frames: torch.Tensor, cfg: dict) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
                  progress: bool = True, sampling: dict | None = None) -> dict:
     """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
@@ -178,12 +172,9 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                disable=not progress, smoothing=0.1)
 
     def segments():
-        for probe, frames in decode_ahead(probes, lambda p: read_frames(p.path, p.sampled),
-                                          workers=cfg.get("decode_workers", 2)):
-            if isinstance(frames, Exception):
-                log.warning("skipping %s: %s", probe.path, frames)
-                stats["failed"].append((probe.video_id, str(frames)))
-                continue
+        decoded = decode_ahead(probes, lambda p: read_frames(p.path, p.sampled),
+                               workers=cfg.get("decode_workers", 2))
+        for probe, frames in skip_failed(decoded, stats):
             yield probe, preprocess(to_device(frames, device), pcfg)
 
     @torch.inference_mode()
@@ -195,9 +186,7 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     with FeatureWriter(out, "clip", (dim,), dtype, attrs) as writer:
         for probe, emb in batched(segments(), encode, cfg["batch_size"]):
             writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb.astype(dtype))
-            stats["videos"] += 1
-            stats["frames"] += len(probe.sampled)
-            bar.update(len(probe.sampled))
+            count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start
     return stats

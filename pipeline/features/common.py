@@ -1,6 +1,7 @@
 """Shared machinery of the extraction stages: device choice, decode-ahead, cross-video batches."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import deque
@@ -25,6 +26,30 @@ def pick_device(name: str = "auto") -> torch.device:
         raise RuntimeError(f"device {name!r} asked for, but no CUDA GPU is available here; "
                            f"set device: auto or cpu")
     return torch.device(name)
+
+
+def autocast(device: torch.device, dtype=torch.float16):
+    """Mixed precision on CUDA, plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def skip_failed(decoded: Iterable, stats: dict) -> Iterator:
+    """Pass on ``(probe, frames)`` from :func:`decode_ahead`; a video whose decoding raised is
+    logged and listed in ``stats["failed"]``, and the others go on."""
+    for probe, got in decoded:
+        if isinstance(got, Exception):
+            log.warning("skipping %s: %s", probe.path, got)
+            stats["failed"].append((probe.video_id, str(got)))
+            continue
+        yield probe, got
+
+
+def count_done(stats: dict, bar, probe) -> None:
+    stats["videos"] += 1
+    stats["frames"] += len(probe.sampled)
+    bar.update(len(probe.sampled))
 
 
 def sha256_of(path: str | Path, limit: int | None = None) -> str:
@@ -95,7 +120,7 @@ def batched(segments: Iterable[tuple[object, torch.Tensor]], fn: Callable[[torch
     queued = 0
 
     def run(rows_needed_all: bool):
-        nonlocal queue, queued
+        nonlocal queued
         while queued >= batch_size or (rows_needed_all and queued):
             take, parts, owners = min(batch_size, queued), [], []
             while take:

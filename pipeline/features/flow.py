@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe, read_frames
-from .common import WeightsError, decode_ahead, sha256_of
+from .common import WeightsError, count_done, decode_ahead, sha256_of, skip_failed
 
 log = logging.getLogger("pipeline")
 CLASSICAL = ("dis", "farneback")
@@ -191,11 +191,8 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                disable=not progress, smoothing=0.1)
     start = time.perf_counter()
     with FeatureWriter(out, "flow", (2, size, size), np.uint8, attrs, compression="gzip") as w:
-        for probe, got in decode_ahead(probes, decode, workers=cfg.get("decode_workers", 2)):
-            if isinstance(got, Exception):
-                log.warning("skipping %s: %s", probe.path, got)
-                stats["failed"].append((probe.video_id, str(got)))
-                continue
+        decoded = decode_ahead(probes, decode, workers=cfg.get("decode_workers", 2))
+        for probe, got in skip_failed(decoded, stats):
             flow = compute(*got)
             if not np.all(np.isfinite(flow)):
                 raise RuntimeError(
@@ -204,9 +201,7 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                     f"now {work}")
             flow = resize_flow(flow, size)
             w.add(probe.video_id, probe.sampled, probe.timestamps(), quantise(flow, bound))
-            stats["videos"] += 1
-            stats["frames"] += len(probe.sampled)
-            bar.update(len(probe.sampled))
+            count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start
     return stats

@@ -13,7 +13,8 @@ import torch
 
 from ..annotations.readers import normalise
 from ..store import write_text_bank
-from .clip import _open_clip, autocast, load_clip, weights_identity
+from .clip import _open_clip, load_clip, weights_identity
+from .common import autocast
 
 log = logging.getLogger("pipeline")
 

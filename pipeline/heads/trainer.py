@@ -2,7 +2,6 @@
 schedule, autocast on GPU, early stopping on the validation metric, best checkpoint kept."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..features.common import autocast
 from ..metrics import evaluate
 from .data import SplitFeatures, batches
 from .models import HEADS, build_head
@@ -47,9 +47,7 @@ def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
 
 
 def _amp(device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return autocast(device, torch.bfloat16)
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ checks them against the CLIP frame embeddings (stage ``moclip_probe``)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,11 +34,11 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
     attrs = {"model": f"moclip:{meta['clip_model']}", "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
-    from ..features.common import batched
+    from ..features.common import autocast, batched
 
     @torch.inference_mode()
     def embed(x):
-        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        with autocast(device):
             e = student.embed(x)
             return student.adapter(e) if after_adapter else e
 

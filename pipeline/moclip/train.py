@@ -7,7 +7,6 @@ exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import hashlib
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..features.common import autocast
 from ..metrics import evaluate
 from ..store import FeatureReader, StoreError
 from .model import MotionStudent, distill_loss
@@ -164,10 +164,6 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
         else:
             log.info("ignoring %s: it was trained with other settings or features", last)
 
-    def amp():
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
     lengths = data["lengths"]
 
     def loader(items):
@@ -179,7 +175,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
 
     def losses(batch):
         flow, teacher, mask, targets = (x.to(device, non_blocking=True) for x in batch)
-        with amp():
+        with autocast(device, torch.bfloat16):
             emb, adapted, logits = student(flow, mask)
         d = distill_loss(adapted, teacher, mask, cfg["distill"])
         if multilabel:

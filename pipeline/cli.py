@@ -215,7 +215,7 @@ def cmd_head(a):
               for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
     splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
     m = run_head(a.name, json.loads(a.params or "{}"), shards, samples, read_classes(a.classes),
-                 multilabel, a.out, pick_device(a.device), splits)
+                 multilabel, a.out, pick_device(a.device), splits, a.text)
     keys = ("mAP", "mAP_micro") if multilabel else ("top1", "top5", "mean_class_accuracy")
     log.info("head %s on %s: %s", a.name, a.eval_split,
              ", ".join(f"{k} {100 * m[k]:.2f}" for k in keys if m.get(k) is not None))
@@ -271,6 +271,7 @@ def _add_model_commands(sub):
     p.add_argument("--eval-split", default="test")
     for name in ("samples", "classes", "dataset-info"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--text", help="text.h5 (the prompt heads' text bank)")
     p.add_argument("--out", required=True, help="heads/<name> folder")
     p.add_argument("--device", default="auto")
 

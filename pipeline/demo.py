@@ -5,6 +5,9 @@ background and position are drawn at random, independent of the label; only how 
 moves (left, right, up, down, rotating, still) says which class it is. A model that looks at
 single frames therefore does poorly, one that sees motion does well. Everything is
 deterministic given the seed.
+
+The shapes are the demo's *species*: each shape performs only some motions (``RELATION``, written
+as an Animal Kingdom style relation file), so a species prior has something to say.
 """
 from __future__ import annotations
 
@@ -16,6 +19,15 @@ import numpy as np
 
 CLASSES = ["moving left", "moving right", "moving up", "moving down", "rotating", "staying still"]
 SHAPES = ("square", "triangle", "bar", "cross")
+# species (shape) -> the classes it performs
+RELATION = {"square": [0, 1, 2, 3, 5], "triangle": [0, 1, 4, 5], "bar": [2, 3, 4, 5],
+            "cross": [0, 1, 2, 3, 4]}
+SPECIES_DESCRIPTIONS = {
+    "square": ["A shape with four equal sides and four right angles."],
+    "triangle": ["A shape with three straight sides and three corners."],
+    "bar": ["A long thin rectangle, like a stick."],
+    "cross": ["Two bars crossing at right angles, like a plus sign."],
+}
 DESCRIPTIONS = {
     "moving left": ["An animal travels steadily towards the left side of the frame.",
                     "The body shifts leftwards while the background stays still."],
@@ -68,15 +80,17 @@ def _object(rng, label: int, cfg: dict) -> dict:
     # Start so that the whole path stays inside the square.
     sx = rng.uniform(lo_x + max(0, -direction[0]) * travel, hi_x - max(0, direction[0]) * travel)
     sy = rng.uniform(lo_y + max(0, -direction[1]) * travel, hi_y - max(0, direction[1]) * travel)
-    return {"label": label, "shape": SHAPES[rng.integers(len(SHAPES))], "size": size,
+    shapes = [sh for sh in SHAPES if label in RELATION[sh]]
+    return {"label": label, "shape": shapes[rng.integers(len(shapes))], "size": size,
             "colour": tuple(int(c) for c in rng.integers(0, 256, size=3)),
             "start": (sx, sy), "velocity": (direction[0] * speed, direction[1] * speed),
             "angle0": rng.uniform(0, np.pi),
             "spin": (rng.choice([-1, 1]) * rng.uniform(0.12, 0.2)) if label == 4 else 0.0}
 
 
-def render_clip(rng, labels: list[int], cfg: dict) -> np.ndarray:
-    """(frames, H, W, 3) uint8 RGB frames of one clip with one object per label."""
+def render_clip(rng, labels: list[int], cfg: dict) -> tuple[np.ndarray, list[str]]:
+    """(frames, H, W, 3) uint8 RGB frames of one clip with one object per label, and the
+    objects' shapes."""
     bg = _background(rng, cfg["height"], cfg["width"])
     objects = [_object(rng, lab, cfg) for lab in labels]
     frames = []
@@ -90,7 +104,7 @@ def render_clip(rng, labels: list[int], cfg: dict) -> np.ndarray:
             cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], o["colour"],
                          lineType=cv2.LINE_AA, shift=4)
         frames.append(img)
-    return np.stack(frames)
+    return np.stack(frames), [o["shape"] for o in objects]
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -104,7 +118,8 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def make_demo(out: str | Path, cfg: dict) -> dict:
-    """Write the demo data set under ``out``: videos/, classes.csv, annotations.csv, descriptions.yaml."""
+    """Write the demo data set under ``out``: videos/, classes.csv, annotations.csv (with
+    species), species.csv, relation.tsv, descriptions.yaml, species_descriptions.yaml."""
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.get("seed", 0))
@@ -118,12 +133,19 @@ def make_demo(out: str | Path, cfg: dict) -> dict:
         # 60/20/20 split, balanced over the primary class; small sets still get every split.
         split = ("train", "val", "test", "train", "train")[(i // len(CLASSES)) % 5]
         name = f"clip_{i:03d}.mp4"
-        write_video(out / "videos" / name, render_clip(rng, labels, cfg), cfg["fps"])
-        rows.append((name, split, ";".join(CLASSES[c] for c in sorted(set(labels)))))
+        frames, shapes = render_clip(rng, labels, cfg)
+        write_video(out / "videos" / name, frames, cfg["fps"])
+        rows.append((name, split, ";".join(CLASSES[c] for c in sorted(set(labels))),
+                     ";".join(sorted(set(shapes)))))
     with open(out / "classes.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([("id", "name"), *enumerate(CLASSES)])
     with open(out / "annotations.csv", "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([("video", "split", "labels"), *rows])
+        csv.writer(f, lineterminator="\n").writerows([("video", "split", "labels", "species"), *rows])
+    with open(out / "species.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([("id", "name"), *enumerate(SHAPES)])
+    (out / "relation.tsv").write_text("".join(f"{sh}\t{RELATION[sh]}\t{len(RELATION[sh])}\n"
+                                              for sh in SHAPES))
     import yaml
     (out / "descriptions.yaml").write_text(yaml.safe_dump(DESCRIPTIONS, sort_keys=False))
+    (out / "species_descriptions.yaml").write_text(yaml.safe_dump(SPECIES_DESCRIPTIONS, sort_keys=False))
     return {"videos": n, "classes": len(CLASSES)}

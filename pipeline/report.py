@@ -105,7 +105,14 @@ COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", 
 def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(Path(p).read_text()) for p in metrics_files]
+    rows = []
+    for p in metrics_files:
+        m = json.loads(Path(p).read_text())
+        if "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
+            rows.append({**m, "head": f"{m['head']} (predicted species)"})
+            rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)"})
+        else:
+            rows.append(m)
     if not rows:
         raise ValueError("no head metrics to summarise")
     multilabel = "mAP_micro" in rows[0]
@@ -126,6 +133,17 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         lines.append(f"| {r['head']} | " + " | ".join(cells) + " |")
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
+    if any("oracle_species" in r for r in rows):
+        lines += ["", "*Oracle species* rows are given the ground-truth species of each test video "
+                  "(an upper bound, not a result); *predicted species* rows use the head's own "
+                  "species prediction."]
+    for r in rows:
+        b2n = r.get("base_to_novel")
+        if b2n and "oracle" not in r["head"]:
+            lines += ["", f"Base-to-novel ({r['head']}): {b2n['base_classes']} base classes "
+                      f"{100 * b2n['base']:.2f}, {b2n['novel_classes']} novel classes (never "
+                      f"trained on) {100 * b2n['novel']:.2f}, harmonic mean "
+                      f"{100 * b2n['harmonic_mean']:.2f}."]
     if probe_file and Path(probe_file).exists():
         p = json.loads(Path(probe_file).read_text())
         lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "

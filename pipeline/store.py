@@ -254,24 +254,32 @@ class FeatureReader:
 
 # ---------------------------------------------------------------- text bank (not per video)
 
-def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: list[list[str]],
-                    sources: list[list[str]], class_names: list[str], attrs: dict) -> Path:
-    """Class text embeddings ``(C, K, D)`` with a ``(C, K)`` validity mask and the strings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    c, k = mask.shape
+def _write_bank(g, embeddings, mask, prompts, sources, class_names):
+    k = mask.shape[1]
     strings = h5py.string_dtype("utf-8")
 
     def grid(rows):
         return np.array([[r[j] if j < len(r) else "" for j in range(k)] for r in rows], dtype=object)
 
+    g.create_dataset("embeddings", data=embeddings.astype(np.float32))
+    g.create_dataset("mask", data=mask.astype(bool))
+    g.create_dataset("prompts", data=grid(prompts), dtype=strings)
+    g.create_dataset("sources", data=grid(sources), dtype=strings)
+    g.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=strings)
+
+
+def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: list[list[str]],
+                    sources: list[list[str]], class_names: list[str], attrs: dict,
+                    species: dict | None = None) -> Path:
+    """Class text embeddings ``(C, K, D)`` with a ``(C, K)`` validity mask and the strings;
+    ``species`` (same keys) is the species bank, stored in group ``/species``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
     with h5py.File(partial, "w") as f:
-        f.create_dataset("embeddings", data=embeddings.astype(np.float32))
-        f.create_dataset("mask", data=mask.astype(bool))
-        f.create_dataset("prompts", data=grid(prompts), dtype=strings)
-        f.create_dataset("sources", data=grid(sources), dtype=strings)
-        f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=strings)
+        _write_bank(f, embeddings, mask, prompts, sources, class_names)
+        if species is not None:
+            _write_bank(f.create_group("species"), **species)
         for key, value in {"kind": "text", "schema_version": SCHEMA_VERSION,
                            "producer": f"pipeline {__version__}", "complete": True,
                            **attrs}.items():
@@ -290,9 +298,11 @@ def read_text_bank(path, expect: dict | None = None) -> dict:
                 raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but {want!r} "
                                  f"is expected here; re-run the text stage")
 
-        def strs(name):
-            return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
-                                otypes=[object])(f[name][()])
-        return {"embeddings": f["embeddings"][()], "mask": f["mask"][()],
-                "prompts": strs("prompts"), "sources": strs("sources"),
-                "class_names": list(strs("class_names")), "attrs": attrs}
+        def bank(g):
+            def strs(name):
+                return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
+                                    otypes=[object])(g[name][()])
+            return {"embeddings": g["embeddings"][()], "mask": g["mask"][()],
+                    "prompts": strs("prompts"), "sources": strs("sources"),
+                    "class_names": list(strs("class_names"))}
+        return {**bank(f), "attrs": attrs, "species": bank(f["species"]) if "species" in f else None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ class TextError(ValueError):
     pass
 
 
-def read_descriptions(path, class_names: list[str]) -> dict[int, list[str]]:
-    """A JSON or YAML mapping class name -> list of sentences, keyed by class id."""
+def read_descriptions(path, class_names: list[str], what: str = "class") -> dict[int, list[str]]:
+    """A JSON or YAML mapping name -> list of texts, as sentences keyed by id. What is dropped
+    (refusals, empty entries, boilerplate openers) or split is logged, with the file."""
     import yaml
     path = Path(path)
     try:
@@ -34,49 +36,119 @@ def read_descriptions(path, class_names: list[str]) -> dict[int, list[str]]:
     except (ValueError, yaml.YAMLError) as e:
         raise TextError(f"{path}: not valid JSON/YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise TextError(f"{path}: expected a mapping 'class name: [sentences]'")
+        raise TextError(f"{path}: expected a mapping '{what} name: [sentences]'")
     index = {normalise(n): i for i, n in enumerate(class_names)}
     out: dict[int, list[str]] = {}
-    for name, sentences in raw.items():
+    dropped: dict[str, int] = {}
+    for name, texts in raw.items():
         if normalise(str(name)) not in index:
-            raise TextError(f"{path}: key {name!r} is not a class name of this data set "
-                            f"(classes.tsv; names are matched ignoring case)")
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        if not isinstance(sentences, list):
+            raise TextError(f"{path}: key {name!r} is not a {what} name of this data set "
+                            f"(names are matched ignoring case)")
+        if texts is None or isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list):
             raise TextError(f"{path}: key {name!r} must map to a list of sentences")
-        kept = [s.strip() for s in sentences if isinstance(s, str) and s.strip()
-                and s.strip().lower() not in ("null", "none")]
-        out.setdefault(index[normalise(str(name))], []).extend(kept)
+        out.setdefault(index[normalise(str(name))], []).extend(
+            split_sentences(texts, f"{path}:{name}", dropped=dropped))
+    if dropped:
+        log.info("text: %s: %s", path, ", ".join(f"{n} {k}" for k, n in sorted(dropped.items())))
+    return out
+
+
+# LLM answers open with these, or refuse; neither describes an action.
+REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "i can not", "as an ai",
+            "i'm unable", "i am unable", "i apologize", "i apologise")
+BOILERPLATE = ("as a biologist", "as an expert", "as a zoologist", "as an ethologist", "sure",
+               "certainly", "here are", "here is", "of course", "below are", "the following")
+MAX_TOKENS = 75  # CLIP reads 77 tokens, two of which are start and end
+
+
+def _n_tokens(text: str) -> int:
+    return len(_open_clip().tokenizer._tokenizer.encode(text))
+
+
+def _chunks(sentence: str, limit: int) -> list[str]:
+    """A sentence longer than ``limit`` tokens, cut at clause boundaries, then between words."""
+    if _n_tokens(sentence) <= limit:
+        return [sentence]
+    parts = [p.strip() for p in re.split(r"(?<=[,;:])\s+", sentence) if p.strip()]
+    if len(parts) == 1:
+        words = sentence.split()
+        half = max(1, len(words) // 2)
+        parts = [" ".join(words[:half]), " ".join(words[half:])] if len(words) > 1 else [sentence[:200]]
+        if len(words) <= 1:
+            return parts
+    out, current = [], ""
+    for part in parts:
+        joined = f"{current} {part}".strip()
+        if current and _n_tokens(joined) > limit:
+            out.extend(_chunks(current, limit))
+            current = part
+        else:
+            current = joined
+    return out + (_chunks(current, limit) if current else [])
+
+
+def split_sentences(texts: list[str], where: str = "", limit: int = MAX_TOKENS,
+                    dropped: dict | None = None) -> list[str]:
+    """Description texts -> sentences of at most ``limit`` tokens. Refusals, empty and "null"
+    entries and boilerplate openers are dropped and counted in ``dropped`` by reason."""
+    dropped = {} if dropped is None else dropped
+    out = []
+    for text in texts:
+        if not isinstance(text, str) or text.strip().lower() in ("", "null", "none", "n/a"):
+            dropped["empty"] = dropped.get("empty", 0) + 1
+            continue
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", text.strip()):
+            sentence = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", sentence).strip().strip('"')
+            low = sentence.lower()
+            if len(sentence) < 3 or low in ("null", "none"):
+                dropped["empty"] = dropped.get("empty", 0) + bool(sentence)
+                continue
+            if low.startswith(REFUSALS) or "as an ai" in low:
+                dropped["refusal"] = dropped.get("refusal", 0) + 1
+                continue
+            if low.startswith(BOILERPLATE):
+                dropped["boilerplate"] = dropped.get("boilerplate", 0) + 1
+                continue
+            chunks = _chunks(sentence, limit)
+            if len(chunks) > 1:
+                dropped["split (too long)"] = dropped.get("split (too long)", 0) + 1
+            out.extend(chunks)
     return out
 
 
 def build_prompts(class_names, templates, descriptions=None, species_names=None,
                   relation=None) -> tuple[list[list[str]], list[list[str]]]:
-    """Per class: its prompts and where each came from (``template:<i>`` / ``description``)."""
+    """Per class: the bare name, its templates, description sentences and, for templates with
+    ``{species}``, one prompt per species of the relation file; with where each came from
+    (``name`` / ``template:<i>`` / ``description``). Duplicates are kept once."""
     prompts, sources = [], []
     pairs: dict[int, list[int]] = {}
     for s, c in relation or []:
         pairs.setdefault(c, []).append(s)
     for c, name in enumerate(class_names):
-        p, src = [], []
         action = name.replace("_", " ").strip().lower()
+        p, src = [action], ["name"]
         for i, t in enumerate(templates):
             if "{species}" in t:
-                for s in pairs.get(c, []) if species_names else []:
-                    p.append(t.format(action=action, species=species_names[s]))
-                    src.append(f"template:{i}")
+                texts = [t.format(action=action, species=species_names[s])
+                         for s in pairs.get(c, []) if species_names]
             else:
-                p.append(t.format(action=action))
+                texts = [t.format(action=action)]
+            for text in texts:
+                p.append(text)
                 src.append(f"template:{i}")
         for sentence in (descriptions or {}).get(c, []):
             p.append(sentence)
             src.append("description")
-        if not p:
-            raise TextError(f"class {name!r} has no prompt: give at least one template "
-                            f"without {{species}}")
-        prompts.append(p)
-        sources.append(src)
+        seen, keep = set(), []
+        for j, text in enumerate(p):
+            if text not in seen:
+                seen.add(text)
+                keep.append(j)
+        prompts.append([p[j] for j in keep])
+        sources.append([src[j] for j in keep])
     return prompts, sources
 
 
@@ -95,6 +167,20 @@ def encode_texts(model, model_name: str, texts: list[str], device, batch_size: i
     return np.concatenate(out) if out else np.zeros((0, model.text_projection.shape[-1]), np.float32)
 
 
+def encode_bank(model, model_name: str, prompts: list[list[str]], device):
+    """Prompts per class -> ``(C, K, D)`` embeddings and a ``(C, K)`` mask."""
+    flat = [p for row in prompts for p in row]
+    emb = encode_texts(model, model_name, flat, device)
+    c, k, d = len(prompts), max(len(r) for r in prompts), emb.shape[1]
+    bank, mask = np.zeros((c, k, d), np.float32), np.zeros((c, k), bool)
+    pos = 0
+    for i, row in enumerate(prompts):
+        bank[i, :len(row)] = emb[pos:pos + len(row)]
+        mask[i, :len(row)] = True
+        pos += len(row)
+    return bank, mask
+
+
 def extract_text(class_names, out, text_cfg: dict, clip_cfg: dict, device,
                  species_names=None, relation=None) -> dict:
     descriptions = (read_descriptions(text_cfg["descriptions"], class_names)
@@ -102,17 +188,21 @@ def extract_text(class_names, out, text_cfg: dict, clip_cfg: dict, device,
     prompts, sources = build_prompts(class_names, text_cfg["templates"], descriptions,
                                      species_names, relation)
     model = load_clip(clip_cfg["model"], clip_cfg["pretrained"], device)
-    flat = [p for row in prompts for p in row]
-    emb = encode_texts(model, clip_cfg["model"], flat, device)
-    c, k, d = len(class_names), max(len(r) for r in prompts), emb.shape[1]
-    bank, mask = np.zeros((c, k, d), np.float32), np.zeros((c, k), bool)
-    pos = 0
-    for i, row in enumerate(prompts):
-        bank[i, :len(row)] = emb[pos:pos + len(row)]
-        mask[i, :len(row)] = True
-        pos += len(row)
+    bank, mask = encode_bank(model, clip_cfg["model"], prompts, device)
+    species = None
+    if species_names:
+        sp_desc = (read_descriptions(text_cfg["species_descriptions"], species_names, "species")
+                   if text_cfg.get("species_descriptions") else None)
+        sp_prompts, sp_sources = build_prompts(species_names, text_cfg["species_templates"], sp_desc)
+        sp_bank, sp_mask = encode_bank(model, clip_cfg["model"], sp_prompts, device)
+        species = {"embeddings": sp_bank, "mask": sp_mask, "prompts": sp_prompts,
+                   "sources": sp_sources, "class_names": list(species_names)}
     write_text_bank(out, bank, mask, prompts, sources, list(class_names),
                     {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"]),
-                     "prompt_hash": prompt_hash(prompts), "templates": list(text_cfg["templates"]),
-                     "normalised": False})
-    return {"classes": c, "prompts": len(flat), "max_per_class": k}
+                     "pretrained": clip_cfg["pretrained"] or "",
+                     "prompt_hash": prompt_hash(prompts + (species or {}).get("prompts", [])),
+                     "templates": list(text_cfg["templates"]), "normalised": False,
+                     "relation": [list(map(int, pair)) for pair in relation or []]},
+                    species=species)
+    return {"classes": len(class_names), "prompts": int(mask.sum()), "max_per_class": mask.shape[1],
+            "species": len(species_names or [])}

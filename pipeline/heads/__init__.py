@@ -1,12 +1,14 @@
 """Heads trained on cached features: TFAM fusion, interleaved frames+motion, single-stream
-baselines and linear probes (``models``), one trainer (``trainer``), and :func:`run_head`, the
-stage that trains one head and writes its checkpoint, predictions, metrics and plots."""
+baselines and linear probes (``models``), prompt classifiers against a text bank (``prompt``),
+one trainer (``trainer``), and :func:`run_head`, the stage that trains one head and writes its
+checkpoint, predictions, metrics and plots."""
 from __future__ import annotations
 
 import csv
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,38 +16,102 @@ import torch
 
 from ..metrics import evaluate
 from .data import load_split
-from .models import HEADS
+from .models import HEADS, PROMPT_HEADS, streams
+from .prompt import clip_for, load_text
 from .trainer import head_params, predict, train_head
 
 log = logging.getLogger("pipeline")
 __all__ = ["HEADS", "run_head", "load_head"]
 
 
+def novel_classes(spec, names: list[str], seed: int = 0) -> list[int]:
+    """``base_to_novel``: a list of class names, or a fraction of classes drawn with the seed."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not 0 < spec < 1:
+            raise ValueError(f"base_to_novel: a fraction must lie in (0, 1); got {spec}")
+        n = max(1, round(spec * len(names)))
+        return sorted(np.random.default_rng(seed).permutation(len(names))[:n].tolist())
+    index = {n.lower(): i for i, n in enumerate(names)}
+    missing = [n for n in spec if str(n).lower() not in index]
+    if missing:
+        raise ValueError(f"base_to_novel: {missing} are not class names (classes.tsv)")
+    return sorted(index[str(n).lower()] for n in spec)
+
+
+def restrict(split, keep: list[int], multilabel: bool):
+    """The videos of a split with a label among ``keep``, targets over ``keep`` only."""
+    if split is None:
+        return None
+    if multilabel:
+        targets = split.targets[:, keep]
+        rows = np.flatnonzero(targets.sum(1) > 0)
+    else:
+        remap = {c: i for i, c in enumerate(keep)}
+        rows = np.flatnonzero(np.isin(split.targets, keep))
+        targets = np.array([remap[c] for c in split.targets[rows]], np.int64)
+    return replace(split, video_ids=[split.video_ids[i] for i in rows],
+                   rgb=None if split.rgb is None else split.rgb[rows],
+                   motion=None if split.motion is None else split.motion[rows],
+                   lengths=split.lengths[rows], targets=targets if multilabel else targets,
+                   species=None if split.species is None else split.species[rows])
+
+
+def _subset_text(text: dict, keep: list[int]) -> dict:
+    return {**text, "protos": text["protos"][keep], "class_names": [text["class_names"][c] for c in keep],
+            "relation": None if text["relation"] is None else text["relation"][:, keep]}
+
+
+def _main(m: dict, multilabel: bool):
+    return m["mAP"] if multilabel else m["top1"]
+
+
 def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes: list[dict],
-             multilabel: bool, out: str | Path, device, splits: dict) -> dict:
+             multilabel: bool, out: str | Path, device, splits: dict, text_path=None) -> dict:
     """``shards``: {(kind, role): [paths]} with kind clip/motion and role train/val/eval;
-    ``splits``: {role: split name}."""
+    ``splits``: {role: split name}; ``text_path``: the text bank, for the prompt heads."""
     from ..report import plot_per_class_ap, plot_pr_curves, plot_training, write_predictions
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = head_params(name, given)
-    _, need_rgb, need_motion, _ = HEADS[name]
+    need_rgb, need_motion = streams(name, params)
     by_id = {r["video_id"]: r for r in samples}
     names = [c["name"] for c in classes]
     segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
+    text, n_species = None, 0
 
     def load(role, expect=None):
         if not shards.get(("clip", role)) and not shards.get(("motion", role)):
             return None
         return load_split(shards.get(("clip", role)), shards.get(("motion", role)), by_id,
-                          len(names), multilabel, need_rgb, need_motion, expect)
+                          len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
 
+    if name in PROMPT_HEADS:
+        if not text_path:
+            raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
+        clip_id = load_split(shards[("clip", "train")], None, by_id, len(names), multilabel,
+                             True, False, max_rows=1).identity["clip"]
+        text = load_text(text_path, clip_id, params.get("text_mode") == "learnable", device)
+        if text["class_names"] != names:
+            raise ValueError(f"{text_path}: its classes differ from classes.tsv; re-run the text stage")
+        n_species = 0 if text["species_protos"] is None else len(text["species_protos"])
     train = load("train")
     val = load("val", train.identity)
-    model, history = train_head(name, params, train, val, len(names), multilabel, device)
+    novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
+    base = [c for c in range(len(names)) if c not in novel]
+    if novel:
+        if name != "prompt":
+            raise ValueError("base_to_novel is an option of the prompt head")
+        log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
+                 len(novel), ", ".join(names[c] for c in novel))
+        train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
+    model, history = train_head(name, params, train, val, len(base), multilabel, device,
+                                text=_subset_text(text, base) if novel else text)
+    if novel:
+        model.set_classes(text["protos"], text["relation"], names)
     ckpt = {"state_dict": model.state_dict(), "name": name, "params": params,
             "identity": train.identity, "n_classes": len(names), "class_names": names,
-            "multilabel": multilabel,
+            "multilabel": multilabel, "n_species": n_species,
+            "text": None if text is None else {k: text[k] for k in ("attrs", "species_names")},
             "dims": {"rgb": 0 if train.rgb is None else train.rgb.shape[-1],
                      "motion": 0 if train.motion is None else train.motion.shape[-1]}}
     tmp = out / "head.pt.partial"
@@ -59,7 +125,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
 
     result = None
     for role in ("val", "eval"):
-        split = val if role == "val" else load("eval", train.identity)
+        split = load(role, train.identity) if role == "eval" or novel else val
         if split is None:
             continue
         scores = predict(model, split, params, multilabel, device)
@@ -68,6 +134,17 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         if role == "eval":
             metrics = evaluate(scores, split.targets, multilabel=multilabel, segments=segments)
             metrics.update({"split": splits["eval"], "n_videos": len(split), "head": name})
+            if novel:
+                metrics["base_to_novel"] = base_to_novel_metrics(scores, split, base, novel, multilabel)
+            if getattr(model, "species_mode", "none") != "none" and split.species is not None \
+                    and split.species.any():
+                metrics["species_source"] = "predicted"
+                metrics["relation_gamma"] = float(model.gamma)
+                model.oracle = True
+                oracle = evaluate(predict(model, split, params, multilabel, device), split.targets,
+                                  multilabel=multilabel, segments=segments)
+                model.oracle = False
+                metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
             (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
             onehot = split.targets if multilabel else np.eye(len(names))[split.targets]
             plot_per_class_ap(metrics, names, segments, out / "per_class_ap.png")
@@ -76,11 +153,36 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     return result
 
 
+def base_to_novel_metrics(scores, split, base, novel, multilabel) -> dict:
+    """Base classes scored among base classes on their videos, novel among novel, and the
+    harmonic mean (the protocol of ViFi-CLIP / X-CLIP)."""
+    out = {"base_classes": len(base), "novel_classes": len(novel)}
+    for key, keep in (("base", base), ("novel", novel)):
+        part = restrict(replace(split, rgb=None, motion=None), keep, multilabel)
+        rows = [split.video_ids.index(v) for v in part.video_ids]
+        sub = scores[np.ix_(rows, keep)]
+        if not multilabel:
+            sub = sub / sub.sum(1, keepdims=True).clip(min=1e-12)
+        out[key] = _main(evaluate(sub, part.targets, multilabel=multilabel), multilabel)
+    b, n = out["base"] or 0.0, out["novel"] or 0.0
+    out["harmonic_mean"] = 2 * b * n / (b + n) if b + n else 0.0
+    return out
+
+
 def load_head(path, device="cpu"):
+    """A trained head and its checkpoint dict. Prompt heads come back with their classes; a
+    head in the learnable text mode reloads the CLIP model its text bank was made with."""
     from .models import build_head
     from .trainer import model_kwargs
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    text = None
+    if ckpt["name"] in PROMPT_HEADS:
+        d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)
+        text = {"protos": torch.zeros(ckpt["n_classes"], d), "class_names": ckpt["class_names"],
+                "species_protos": torch.zeros(s, d) if s else None, "relation": None,
+                "clip": (clip_for(ckpt["text"]["attrs"], device)
+                         if ckpt["params"].get("text_mode") == "learnable" else None)}
     model = build_head(ckpt["name"], ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
-                       model_kwargs(ckpt["params"]))
+                       model_kwargs(ckpt["params"]), text, ckpt["multilabel"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device), ckpt

@@ -24,6 +24,7 @@ class SplitFeatures:
     lengths: np.ndarray           # (N,) valid rows
     targets: np.ndarray           # (N, C) 0/1 or (N,) class ids
     identity: dict                # provenance of the features, checked by later users
+    species: np.ndarray | None = None  # (N, S) 0/1 species of each video, where known
 
     def __len__(self):
         return len(self.video_ids)
@@ -44,7 +45,7 @@ def _padded(reader: FeatureReader, videos: list[str], max_rows: int) -> np.ndarr
 
 def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, multilabel: bool,
                need_rgb: bool = True, need_motion: bool = True, expect: dict | None = None,
-               max_rows: int | None = None) -> SplitFeatures:
+               max_rows: int | None = None, n_species: int = 0) -> SplitFeatures:
     """Read the shards of one split. ``expect`` (``{"clip": {...}, "motion": {...}}``) refuses
     features of another model than the one a head was trained on."""
     expect = expect or {}
@@ -73,9 +74,14 @@ def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, mu
         identity["clip"] = identity_of(clip, "clip")
     if motion is not None:
         identity["motion"] = identity_of(motion, "motion")
+    species = None
+    if n_species:
+        species = np.zeros((len(videos), n_species), np.float32)
+        for i, v in enumerate(videos):
+            species[i, samples_by_id[v].get("species") or []] = 1.0
     return SplitFeatures(videos, _padded(clip, videos, lmax) if need_rgb else None,
                          _padded(motion, videos, lmax) if motion is not None else None,
-                         lengths, targets, identity)
+                         lengths, targets, identity, species)
 
 
 def sample_indices(lengths: np.ndarray, frames: int, rng: np.random.Generator | None):
@@ -93,7 +99,8 @@ def sample_indices(lengths: np.ndarray, frames: int, rng: np.random.Generator | 
 
 
 def batches(split: SplitFeatures, frames: int, batch_size: int, rng=None, order=None, device="cpu"):
-    """Yield ``(rgb, motion, mask, targets)`` tensors (None for a stream a head does not use)."""
+    """Yield ``(rgb, motion, mask, targets, species)`` tensors (None for a stream a head does
+    not use, or species where the data set has none)."""
     order = np.arange(len(split)) if order is None else order
     for s in range(0, len(order), batch_size):
         sel = order[s:s + batch_size]
@@ -106,4 +113,5 @@ def batches(split: SplitFeatures, frames: int, batch_size: int, rng=None, order=
             x[~mask] = 0.0
             return torch.from_numpy(x).to(device, non_blocking=True)
         yield (take(split.rgb), take(split.motion), torch.from_numpy(mask).to(device),
-               torch.from_numpy(split.targets[sel]).to(device))
+               torch.from_numpy(split.targets[sel]).to(device),
+               None if split.species is None else torch.from_numpy(split.species[sel]).to(device))

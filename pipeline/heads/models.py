@@ -205,7 +205,8 @@ class Standardised(nn.Module):
         return self.head(rgb, motion, mask)
 
 
-# name -> (class, needs rgb, needs motion, defaults)
+# name -> (class, needs rgb, needs motion, defaults); ``prompt`` needs motion when its
+# ``motion`` parameter says so (see :func:`streams`).
 HEADS = {
     "fusion": (FusionHead, True, True, {"layers": 4, "heads": 8, "ff_mult": 4, "lr": 1e-4,
                                          "weight_decay": 0.1, "mode": "cross", "positions": False}),
@@ -217,10 +218,29 @@ HEADS = {
                                                  "weight_decay": 0.1, "stream": "motion"}),
     "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "rgb"}),
     "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "motion"}),
+    "zero_shot": (None, True, False, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
+    "prompt": (None, True, False, {"layers": 1, "heads": 8, "lr": 1e-3, "weight_decay": 0.05,
+                                   "motion": False, "refine": "mlp", "conditioning": True,
+                                   "species": "classifier", "relation_prior": True,
+                                   "text_mode": "bank", "n_ctx": 4, "softmax_weight": 0.5,
+                                   "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
+                                   "base_to_novel": None}),
 }
+PROMPT_HEADS = ("zero_shot", "prompt")
 
 
-def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict) -> nn.Module:
+def streams(name: str, params: dict) -> tuple[bool, bool]:
+    """(needs rgb, needs motion) of a head with these parameters."""
+    _, rgb, motion, _ = HEADS[name]
+    return rgb, motion or (name == "prompt" and bool(params.get("motion")))
+
+
+def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
+               text: dict | None = None, multilabel: bool = True) -> nn.Module:
+    """``text`` (class prototypes etc., see :func:`prompt.build_prompt_head`) is used by the
+    prompt heads only."""
+    if name in PROMPT_HEADS:
+        return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
     cls, _, _, _ = HEADS[name]
     if cls in (FusionHead, InterleaveHead):
         head = cls(rgb_dim, motion_dim, n_classes, **params)
@@ -228,3 +248,6 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
         in_dim = rgb_dim if params.get("stream", "rgb") == "rgb" else motion_dim
         head = cls(in_dim, n_classes, **params)
     return Standardised(head, rgb_dim, motion_dim)
+
+
+from .prompt import build_prompt_head  # noqa: E402  (prompt builds on masked_mean above)

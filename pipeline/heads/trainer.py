@@ -35,9 +35,17 @@ def model_kwargs(params: dict) -> dict:
 
 
 def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
+    """BCE, focal or asymmetric loss (``asl``, Ridnik et al.: easy negatives down-weighted and
+    clipped) for multi-label sets; label-smoothed cross-entropy otherwise."""
     logits = logits.float()
     if not multilabel:
         return F.cross_entropy(logits, targets, label_smoothing=params["label_smoothing"])
+    if params["loss"] == "asl":
+        p = torch.sigmoid(logits)
+        p_neg = (p - 0.05).clamp(min=0)
+        pos = targets * torch.log(p.clamp(min=1e-8))
+        neg = (1 - targets) * p_neg ** 4 * torch.log((1 - p_neg).clamp(min=1e-8))
+        return -(pos + neg).sum(-1).mean() / targets.shape[-1]
     if params["loss"] == "focal":
         p = torch.sigmoid(logits)
         ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -50,14 +58,21 @@ def _amp(device):
     return autocast(device, torch.bfloat16)
 
 
+def forward(model, rgb, motion, mask, species=None):
+    """Prompt heads also take the videos' species (used only by the oracle ablation)."""
+    if getattr(model, "takes_species", False):
+        return model(rgb, motion, mask, species=species)
+    return model(rgb, motion, mask)
+
+
 @torch.no_grad()
 def predict(model, split: SplitFeatures, params: dict, multilabel: bool, device) -> np.ndarray:
     """Scores (N, C): sigmoid for multi-label sets, softmax otherwise; centred frame sampling."""
     model.eval()
     out = []
-    for rgb, motion, mask, _ in batches(split, params["frames"], 256, None, None, device):
+    for rgb, motion, mask, _, species in batches(split, params["frames"], 256, None, None, device):
         with _amp(device):
-            logits = model(rgb, motion, mask).float()
+            logits = forward(model, rgb, motion, mask, species).float()
         out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, -1)).cpu().numpy())
     return np.concatenate(out)
 
@@ -67,14 +82,28 @@ def main_metric(scores, targets, multilabel) -> float:
     return (m["mAP"] or 0.0) if multilabel else m["top1"]
 
 
+@torch.no_grad()
+def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
+    """Shared bias of a multi-label prompt head: logit(mean positive rate) minus the mean
+    logit on the training set, so sigmoids start unsaturated."""
+    model.eval()
+    logits = []
+    for rgb, motion, mask, _, species in batches(train, params["frames"], 256, None, None, device):
+        logits.append(forward(model, rgb, motion, mask, species).float().mean())
+    rate = float(np.clip(train.targets.mean(), 1e-4, 1 - 1e-4))
+    model.bias.fill_(math.log(rate / (1 - rate)) - float(torch.stack(logits).mean()))
+
+
 def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
-               n_classes: int, multilabel: bool, device, progress: bool = True):
-    """Returns (best model, history). ``params`` as given by :func:`head_params`."""
+               n_classes: int, multilabel: bool, device, progress: bool = True,
+               text: dict | None = None):
+    """Returns (best model, history). ``params`` as given by :func:`head_params`; ``text``
+    (class prototypes, species bank) for the prompt heads."""
     from tqdm import tqdm
     torch.manual_seed(params["seed"])
     rgb_dim = train.rgb.shape[-1] if train.rgb is not None else 0
     motion_dim = train.motion.shape[-1] if train.motion is not None else 0
-    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params))
+    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel)
     for stream in ("rgb", "motion"):
         feats = getattr(train, stream)
         if feats is not None:
@@ -82,6 +111,10 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
             rows = feats[valid].astype(np.float64)
             model.set_stats(stream, rows.mean(0), rows.std(0))
     model = model.to(device)
+    if params["epochs"] == 0:
+        return model.eval(), []
+    if multilabel and isinstance(getattr(model, "bias", None), torch.nn.Parameter):
+        init_bias(model, train, params, device)
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     steps = math.ceil(len(train) / params["batch_size"])
     total, warm = steps * params["epochs"], steps * params["warmup_epochs"]
@@ -100,11 +133,13 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         model.train()
         rng = np.random.default_rng([params["seed"], epoch])
         total_loss, n = 0.0, 0
-        for rgb, motion, mask, targets in batches(train, params["frames"], params["batch_size"], rng,
-                                                  rng.permutation(len(train)), device):
+        for rgb, motion, mask, targets, species in batches(
+                train, params["frames"], params["batch_size"], rng, rng.permutation(len(train)), device):
             with _amp(device):
-                logits = model(rgb, motion, mask)
+                logits = forward(model, rgb, motion, mask, species)
             loss = loss_fn(logits, targets, multilabel, params, pos_weight)
+            if hasattr(model, "aux_loss"):
+                loss = loss + model.aux_loss(logits, targets, species, params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])

@@ -71,7 +71,7 @@ def split_shards(kind, split):
 
 def annotation_inputs():
     if DS["format"] == "demo":
-        return [DS["annotations"], DS["classes"]]
+        return [DS["annotations"], DS["classes"]] + [f for f in (DS.get("species") or {}).values() if f]
     files = [DS["classes"]] + ([DS["annotations"]] if DS.get("annotations") else [])
     files += list((DS.get("splits") or {}).values())
     files += [f for f in [DS.get("segments")] if f]
@@ -79,12 +79,20 @@ def annotation_inputs():
     return files
 
 
+PROMPT_HEADS = {"zero_shot", "prompt"}
+
+
 def head_inputs(w):
-    kinds = (["clip"] if w.head in RGB_HEADS else []) + (["motion"] if w.head in MOTION_HEADS else [])
+    motion = w.head in MOTION_HEADS or (w.head == "prompt" and config["heads"][w.head].get("motion"))
+    kinds = (["clip"] if w.head in RGB_HEADS | PROMPT_HEADS else []) + (["motion"] if motion else [])
     roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
-    return {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
+    files = {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
+    if w.head in PROMPT_HEADS:
+        files["text"] = f"{RESULTS}/features/text.h5"
+    return files
 
 
 def head_args(w, input):
-    return " ".join(f"--{key.replace('_', '-')} {' '.join(input[key])}"
-                    for key in input.keys() if key.startswith(("clip_", "motion_")))
+    args = [f"--{key.replace('_', '-')} {' '.join(input[key])}"
+            for key in input.keys() if key.startswith(("clip_", "motion_"))]
+    return " ".join(args + ([f"--text {input.text}"] if "text" in input.keys() else []))

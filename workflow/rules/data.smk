@@ -7,6 +7,9 @@ if DS["format"] == "demo":
             annotations=DS["annotations"],
             classes=DS["classes"],
             descriptions=str(Path(DS["annotations"]).parent / "descriptions.yaml"),
+            species=str(Path(DS["annotations"]).parent / "species.csv"),
+            relation=str(Path(DS["annotations"]).parent / "relation.tsv"),
+            species_descriptions=str(Path(DS["annotations"]).parent / "species_descriptions.yaml"),
             videos=directory(DS["videos"]),
         params:
             demo=as_json("demo"),

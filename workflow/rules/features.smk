@@ -53,7 +53,8 @@ rule flow:
 rule text:
     input:
         classes=rules.samples.output.classes,
-        descriptions=[config["text"]["descriptions"]] if config["text"].get("descriptions") else [],
+        descriptions=[config["text"][k] for k in ("descriptions", "species_descriptions")
+                      if config["text"].get(k)],
     output:
         f"{RESULTS}/features/text.h5",
     params:

@@ -1,0 +1,322 @@
+"""Prompt-classifier heads (ActionCLIP / X-CLIP / Animal-CLIP family) on cached features.
+
+``zero_shot``: video = mean of normalised frame embeddings, class = mean of its normalised text
+bank rows, score = cosine. ``prompt`` (trained) adds, each starting as a no-op so that at step 0
+it *is* ``zero_shot``: a temporal transformer on the frames (zero-initialised output), a class
+prototype refiner shared by all classes (so it applies to classes never trained on),
+video-conditioned prompts (class tokens cross-attend to frame, motion and species tokens), a
+species token from a *predicted* species distribution with a relation prior
+``gamma * log(p_species @ R)``, a learnable scale and, for multi-label sets, a shared bias.
+
+Classes are data, not weights: :meth:`PromptHead.set_classes` swaps in the prototypes of other
+classes (open vocabulary, base-to-novel) without retraining.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .models import masked_mean
+
+CLIP_SCALE = 100.0  # CLIP's trained logit scale
+
+
+def prototypes(bank, mask) -> torch.Tensor:
+    """``(C, K, D)`` bank rows and ``(C, K)`` mask -> ``(C, D)`` normalised mean of normalised rows."""
+    bank, mask = torch.as_tensor(bank, dtype=torch.float32), torch.as_tensor(mask)
+    rows = F.normalize(bank, dim=-1) * mask[..., None]
+    return F.normalize(rows.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
+
+
+def relation_matrix(pairs, n_species: int, n_classes: int) -> torch.Tensor:
+    """(S, C) with 1 for known species-action pairs; species without any pair get a row of
+    ones, so the prior is neutral where nothing is known."""
+    r = torch.zeros(n_species, n_classes)
+    for s, c in pairs:
+        r[s, c] = 1.0
+    r[r.sum(1) == 0] = 1.0
+    return r
+
+
+def video_embedding(rgb, mask) -> torch.Tensor:
+    return F.normalize(masked_mean(F.normalize(rgb.float(), dim=-1), mask), dim=-1)
+
+
+def _zero(linear: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+    return linear
+
+
+class ZeroShotHead(nn.Module):
+    """CLIP's zero-shot classifier; nothing to train."""
+    takes_species = False
+
+    def __init__(self, rgb_dim: int, n_classes: int, **_):
+        super().__init__()
+        self.register_buffer("protos", torch.zeros(n_classes, rgb_dim))
+
+    def set_classes(self, protos, relation=None, names=None):
+        self.protos = torch.as_tensor(protos, dtype=torch.float32, device=self.protos.device)
+
+    def set_stats(self, *_):
+        pass  # CLIP's space is used as it is
+
+    def forward(self, rgb, motion, mask, species=None):
+        return CLIP_SCALE * video_embedding(rgb, mask) @ self.protos.T
+
+
+class CoopText(nn.Module):
+    """CoOp: shared learnable context vectors before the class-name tokens, through the frozen
+    CLIP text tower. The tower is held outside the module tree, so it is neither trained nor
+    saved; only ``ctx`` is."""
+
+    def __init__(self, clip_model, tokenizer, class_names: list[str], n_ctx: int = 4,
+                 init: str = "a video of an animal"):
+        super().__init__()
+        object.__setattr__(self, "clip", clip_model)
+        self.tokenizer, self.n_ctx = tokenizer, n_ctx
+        with torch.no_grad():
+            init_ids = tokenizer([init])[0]
+            n_init = int((init_ids > 0).sum()) - 2
+            ctx = clip_model.token_embedding(init_ids[1:1 + n_init].to(
+                clip_model.token_embedding.weight.device)).float()
+            if n_init >= n_ctx:
+                ctx = ctx[:n_ctx]
+            else:
+                ctx = torch.cat([ctx, 0.02 * torch.randn(n_ctx - n_init, ctx.shape[1], device=ctx.device)])
+        self.ctx = nn.Parameter(ctx.clone())
+        self.set_names(class_names)
+
+    def set_names(self, class_names: list[str]):
+        placeholder = " ".join(["X"] * self.n_ctx)
+        tokens = self.tokenizer([f"{placeholder} {n.replace('_', ' ')}." for n in class_names])
+        self.register_buffer("tokens", tokens.to(self.ctx.device), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        m = self.clip
+        if m.token_embedding.weight.device != self.ctx.device:
+            m.to(self.ctx.device)
+        x = m.token_embedding(self.tokens).float()
+        x = torch.cat([x[:, :1], self.ctx[None].expand(len(x), -1, -1).to(x.dtype),
+                       x[:, 1 + self.n_ctx:]], 1)
+        x = x + m.positional_embedding.float()
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        x = m.ln_final(x)
+        x = x[torch.arange(len(x), device=x.device), self.tokens.argmax(-1)]
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+        return F.normalize(x.float(), dim=-1)
+
+
+class PromptHead(nn.Module):
+    """See the module docstring. ``species``: ``none``, ``zero_shot`` (against the species bank)
+    or ``classifier`` (zero-shot plus a trained correction, supervised by the annotation's
+    species). ``oracle`` (set only for the labelled ablation) replaces the prediction by the
+    ground-truth species passed to :meth:`forward`."""
+    takes_species = True
+
+    def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, heads=8,
+                 dropout=0.1, max_frames=64, use_motion=False, refine="mlp", conditioning=True,
+                 species="classifier", relation_prior=True, multilabel=True, coop=None, **_):
+        super().__init__()
+        d = rgb_dim
+        if d % heads:
+            raise ValueError(f"prompt head: heads={heads} must divide the embedding width {d}")
+        self.multilabel, self.oracle = multilabel, False
+        self.register_buffer("protos", torch.zeros(n_classes, d))
+        self.pos = nn.Parameter(0.01 * torch.randn(max_frames, d))
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True, norm_first=True)
+        self.temporal = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_proj = _zero(nn.Linear(d, d))
+        self.motion_in = nn.Linear(motion_dim, d) if use_motion and motion_dim else None
+        self.type_embed = nn.Parameter(torch.zeros(2, d))
+        self.register_buffer("motion_mean", torch.zeros(max(motion_dim, 1)))
+        self.register_buffer("motion_std", torch.ones(max(motion_dim, 1)))
+        # prototype refinement, one module for all classes
+        self.refine_kind = refine
+        if refine == "attention":
+            self.refine_norm = nn.LayerNorm(d)
+            self.refine = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            _zero(self.refine.out_proj)
+        else:
+            self.refine = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), _zero(nn.Linear(d, d)))
+        self.refine_scale = nn.Parameter(torch.full((d,), 0.1))
+        # video-conditioned prompts (X-CLIP)
+        self.cond = None
+        if conditioning:
+            self.cond_norm = nn.LayerNorm(d)
+            self.cond = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            _zero(self.cond.out_proj)
+            self.cond_scale = nn.Parameter(torch.full((d,), 0.1))
+        # species
+        self.species_mode = species if n_species else "none"
+        self.register_buffer("species_protos", torch.zeros(max(n_species, 1), d))
+        self.register_buffer("relation", torch.ones(max(n_species, 1), n_classes))
+        self.use_prior = relation_prior and self.species_mode != "none"
+        if self.species_mode == "classifier":
+            self.species_delta = _zero(nn.Linear(d, n_species))
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(CLIP_SCALE)))
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.coop = coop
+        self.aux = {}
+
+    # -- classes -----------------------------------------------------------------------------
+    def set_classes(self, protos, relation=None, names=None):
+        """Score these classes from now on: ``protos`` (C, D) from :func:`prototypes`;
+        ``relation`` (S, C) or None (neutral); ``names`` for the learnable text mode."""
+        dev = self.protos.device
+        self.protos = torch.as_tensor(protos, dtype=torch.float32, device=dev)
+        c = self.protos.shape[0]
+        self.relation = (torch.as_tensor(relation, dtype=torch.float32, device=dev) if relation is not None
+                         else torch.ones(self.relation.shape[0], c, device=dev))
+        if self.coop is not None and names is not None:
+            self.coop.set_names(names)
+
+    def set_species(self, protos, relation):
+        self.species_protos = torch.as_tensor(protos, dtype=torch.float32, device=self.protos.device)
+        self.relation = torch.as_tensor(relation, dtype=torch.float32, device=self.protos.device)
+
+    def set_stats(self, name, mean, std):
+        if name == "motion":
+            self.motion_mean.copy_(torch.as_tensor(mean))
+            self.motion_std.copy_(torch.as_tensor(std).clamp(min=1e-6))
+
+    def class_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base prototypes, refined prototypes), both (C, D)."""
+        base = self.coop() if self.coop is not None else self.protos
+        if self.refine_kind == "attention":
+            q = self.refine_norm(base)[None]
+            delta = self.refine(q, q, q, need_weights=False)[0][0]
+        else:
+            delta = self.refine(base)
+        return base, base + self.refine_scale * delta
+
+    # -- video -------------------------------------------------------------------------------
+    def species_distribution(self, video, species=None):
+        if self.species_mode == "none":
+            return None, None
+        logits = CLIP_SCALE * video @ self.species_protos.T
+        if self.species_mode == "classifier":
+            logits = logits + self.species_delta(video)
+        p = torch.softmax(logits.float(), -1)
+        if self.oracle and species is not None:
+            known = species.sum(-1, keepdim=True) > 0
+            p = torch.where(known, species / species.sum(-1, keepdim=True).clamp(min=1), p)
+        return p, logits
+
+    def forward(self, rgb, motion, mask, species=None):
+        b, t, _ = rgb.shape
+        frames = F.normalize(rgb.float(), dim=-1)
+        zs = F.normalize(masked_mean(frames, mask), dim=-1)
+        tokens, tok_mask = frames + self.pos[:t], mask
+        if self.motion_in is not None:
+            m = self.motion_in((motion.float() - self.motion_mean) / self.motion_std) + self.pos[:t]
+            tokens = torch.cat([tokens + self.type_embed[0], m + self.type_embed[1]], 1)
+            tok_mask = torch.cat([mask, mask], 1)
+        h = self.temporal(tokens, src_key_padding_mask=~tok_mask)
+        video = F.normalize(zs + self.out_proj(masked_mean(h, tok_mask)), dim=-1)
+
+        base, refined = self.class_embeddings()
+        p_species, species_logits = self.species_distribution(zs, species)
+        cls = refined[None].expand(b, -1, -1)
+        if self.cond is not None:
+            memory, mem_mask = h, tok_mask
+            if p_species is not None:
+                token = F.normalize(p_species @ self.species_protos, dim=-1)[:, None]
+                memory = torch.cat([memory, token.to(memory.dtype)], 1)
+                mem_mask = torch.cat([mem_mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], 1)
+            q = self.cond_norm(cls)
+            cls = cls + self.cond_scale * self.cond(q, memory, memory, key_padding_mask=~mem_mask,
+                                                    need_weights=False)[0]
+        cos = (F.normalize(cls.float(), dim=-1) * video[:, None]).sum(-1)
+        logits = self.logit_scale.exp() * cos + (self.bias if self.multilabel else 0.0)
+        if self.use_prior and p_species is not None:
+            logits = logits + self.gamma * torch.log((p_species @ self.relation).clamp(min=1e-4))
+        self.aux = {"species_logits": species_logits,
+                    "anchor": ((refined - base) ** 2).sum(-1).mean()}
+        return logits
+
+    def aux_loss(self, logits, targets, species, params) -> torch.Tensor:
+        """Multi-positive softmax (multi-label sets), species and anchor terms."""
+        loss = logits.new_zeros(())
+        if self.multilabel and params["softmax_weight"]:
+            t = targets.float()
+            pos = t.sum(-1)
+            ce = -(t * torch.log_softmax(logits.float(), -1)).sum(-1) / pos.clamp(min=1)
+            loss = loss + params["softmax_weight"] * ce[pos > 0].mean() if (pos > 0).any() else loss
+        sl = self.aux.get("species_logits")
+        if sl is not None and species is not None and self.species_mode == "classifier" \
+                and params["species_weight"]:
+            known = species.sum(-1) > 0
+            if known.any():
+                target = species[known] / species[known].sum(-1, keepdim=True)
+                loss = loss + params["species_weight"] * -(target * torch.log_softmax(
+                    sl[known].float(), -1)).sum(-1).mean()
+        return loss + params["anchor_weight"] * self.aux["anchor"]
+
+
+def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu") -> dict:
+    """What the prompt heads need from ``text.h5``: class and species prototypes, the relation
+    matrix (S, C), the class names, and for the learnable mode the CLIP model and tokenizer.
+    Refuses a bank made with another CLIP model than the frame features."""
+    from ..store import read_text_bank
+    bank = read_text_bank(path, expect={"model": clip_identity["model"],
+                                        "weights": clip_identity["weights"]})
+    sp = bank["species"]
+    text = {"protos": prototypes(bank["embeddings"], bank["mask"]), "class_names": bank["class_names"],
+            "species_protos": None if sp is None else prototypes(sp["embeddings"], sp["mask"]),
+            "species_names": None if sp is None else sp["class_names"], "relation": None,
+            "attrs": {k: bank["attrs"].get(k) for k in ("model", "weights", "pretrained", "templates",
+                                                        "prompt_hash")}, "clip": None}
+    if sp is not None:
+        text["relation"] = relation_matrix(bank["attrs"].get("relation") or [], len(sp["class_names"]),
+                                           len(bank["class_names"]))
+    if learnable:
+        text["clip"] = clip_for(text["attrs"], device)
+    return text
+
+
+def clip_for(attrs: dict, device="cpu"):
+    """(model, tokenizer) of the CLIP model a text bank was made with."""
+    from ..features.clip import _open_clip, load_clip
+    model = load_clip(attrs["model"], attrs.get("pretrained") or None, device)
+    return model, _open_clip().get_tokenizer(attrs["model"])
+
+
+def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict | None,
+                      multilabel: bool = True):
+    """``text`` as :func:`load_text` gives it (``protos`` (C, D), ``species_protos`` (S, D) or
+    None, ``relation`` (S, C) or None, ``class_names``, ``clip`` for the learnable mode)."""
+    if name == "zero_shot":
+        head = ZeroShotHead(rgb_dim, n_classes)
+    else:
+        n_species = 0 if text is None or text.get("species_protos") is None else len(text["species_protos"])
+        coop = None
+        if params.get("text_mode") == "learnable":
+            if text is None or text.get("clip") is None:
+                raise ValueError("prompt head: text_mode learnable needs the CLIP model of the text bank")
+            model, tokenizer = text["clip"]
+            coop = CoopText(model, tokenizer, text["class_names"], params.get("n_ctx", 4))
+        kwargs = {k: v for k, v in params.items() if k not in ("multilabel", "use_motion", "coop")}
+        head = PromptHead(rgb_dim, motion_dim, n_classes, n_species, coop=coop, multilabel=multilabel,
+                          use_motion=params.get("motion", False), **kwargs)
+        if n_species:
+            relation = text.get("relation")
+            head.set_species(text["species_protos"],
+                             torch.ones(n_species, n_classes) if relation is None else relation)
+    if text is not None and text.get("protos") is not None:
+        head.set_classes(text["protos"], getattr(head, "relation", None), text.get("class_names"))
+    return head
+
+
+def species_targets(samples: list[dict], n_species: int) -> np.ndarray:
+    out = np.zeros((len(samples), n_species), np.float32)
+    for i, s in enumerate(samples):
+        out[i, s.get("species") or []] = 1.0
+    return out

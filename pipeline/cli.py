@@ -117,6 +117,15 @@ def cmd_text(a):
              info["classes"], info["max_per_class"], a.out)
 
 
+def cmd_describe(a):
+    from .describe import describe, read_names, write_descriptions
+    kind = "species" if a.species else "action"
+    found = describe(read_names(a.classes), a.endpoint, a.model, a.n, kind, a.cache, a.retries,
+                     a.timeout, a.api_key_env)
+    path = write_descriptions(found, a.out)
+    log.info("describe: %d %s descriptions -> %s", sum(map(len, found.values())), kind, path)
+
+
 def cmd_bench(a):
     from .bench import format_table, run_bench, write_csv
     from .features.common import pick_device
@@ -367,6 +376,21 @@ def _add_model_commands(sub):
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
 
+    p = _add(sub, "describe", cmd_describe, "visual descriptions of each action (or species) from "
+             "an OpenAI-compatible chat endpoint -> a description file for text.descriptions")
+    p.add_argument("--classes", required=True,
+                   help="class file (id,name CSV, classes.tsv or one name per line)")
+    p.add_argument("--species", action="store_true", help="the file holds species: describe their looks")
+    p.add_argument("--endpoint", required=True, help="API base, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", required=True, help="model name the server knows")
+    p.add_argument("--n", type=int, default=10, help="descriptions per name")
+    p.add_argument("--out", default="descriptions.yaml")
+    p.add_argument("--cache", default=".cache/describe", help="answers already had (re-runs ask nothing twice)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (never written anywhere)")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+
 
 # ---------------------------------------------------------------- parser
 
@@ -417,12 +441,13 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .features.common import WeightsError
     from .features.text import TextError
+    from .describe import DescribeError
     from .predict import RunError
     from .store import StoreError
     try:
         args.func(args)
     except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError,
-            RunError) as e:
+            RunError, DescribeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept

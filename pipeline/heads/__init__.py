@@ -17,7 +17,7 @@ import torch
 from ..metrics import evaluate
 from .data import load_split
 from .models import HEADS, PROMPT_HEADS, streams
-from .prompt import clip_for, load_text
+from .prompt import add_classes, clip_for, load_text
 from .trainer import head_params, predict, train_head
 
 log = logging.getLogger("pipeline")
@@ -124,14 +124,20 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         w.writerows(history)
     plot_training(history, name, out / "training.png")
 
+    all_names = names
+    if params.get("extra_classes"):  # open vocabulary: scored and written, not evaluated
+        all_names = add_classes(model, names, params["extra_classes"], text["attrs"], device)
+        log.info("head %s: %d extra classes scored at evaluation: %s", name,
+                 len(all_names) - len(names), ", ".join(all_names[len(names):]))
     result = None
     for role in ("val", "eval"):
         split = load(role, train.identity) if role == "eval" or novel else val
         if split is None:
             continue
-        scores = predict(model, split, params, multilabel, device)
-        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, scores,
-                          split.targets, names, multilabel)
+        scores_all = predict(model, split, params, multilabel, device)
+        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, scores_all,
+                          split.targets, all_names, multilabel)
+        scores = scores_all[:, :len(names)]
         if role == "eval":
             metrics = evaluate(scores, split.targets, multilabel=multilabel, segments=segments)
             metrics.update({"split": splits["eval"], "n_videos": len(split), "head": name})
@@ -142,8 +148,8 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                 metrics["species_source"] = "predicted"
                 metrics["relation_gamma"] = float(model.gamma)
                 model.oracle = True
-                oracle = evaluate(predict(model, split, params, multilabel, device), split.targets,
-                                  multilabel=multilabel, segments=segments)
+                oracle = evaluate(predict(model, split, params, multilabel, device)[:, :len(names)],
+                                  split.targets, multilabel=multilabel, segments=segments)
                 model.oracle = False
                 metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
             (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

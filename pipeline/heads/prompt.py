@@ -289,6 +289,30 @@ def clip_for(attrs: dict, device="cpu"):
     return model, _open_clip().get_tokenizer(attrs["model"])
 
 
+def encode_classes(names: list[str], attrs: dict, device="cpu") -> torch.Tensor:
+    """(E, D) prototypes of classes known by name only: the bank's CLIP text tower and
+    templates (those without ``{species}``), encoded now."""
+    from ..features.text import build_prompts, encode_bank
+    clip, _ = clip_for(attrs, device)
+    prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
+    bank, mask = encode_bank(clip, attrs["model"], prompts, device)
+    return prototypes(bank, mask)
+
+
+def add_classes(model, known: list[str], names: list[str], attrs: dict, device="cpu") -> list[str]:
+    """Let a trained prompt head also score ``names`` (those not in ``known``), without
+    retraining; nothing is known of their species, so their prior is neutral. Returns all names."""
+    new = [n for n in names if n.lower() not in {k.lower() for k in known}]
+    if not new:
+        return list(known)
+    protos = torch.cat([model.protos.cpu(), encode_classes(new, attrs, device).cpu()])
+    relation = getattr(model, "relation", None)
+    if relation is not None:
+        relation = torch.cat([relation.cpu(), torch.ones(len(relation), len(new))], 1)
+    model.set_classes(protos, relation, list(known) + new)
+    return list(known) + new
+
+
 def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict | None,
                       multilabel: bool = True):
     """``text`` as :func:`load_text` gives it (``protos`` (C, D), ``species_protos`` (S, D) or

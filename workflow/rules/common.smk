@@ -80,6 +80,8 @@ def annotation_inputs():
 
 
 PROMPT_HEADS = {"zero_shot", "prompt"}
+# CLIP's zero-shot classifier is every run's baseline, named in heads: or not.
+HEAD_NAMES = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
 
 
 def head_inputs(w):

@@ -18,9 +18,9 @@ rule head:
         training=report(f"{HEADS_DIR}/{{head}}/training.png", category="Heads",
                         subcategory="{head}", caption="../report/training.rst"),
     wildcard_constraints:
-        head="|".join(config["heads"]),
+        head="|".join(HEAD_NAMES),
     params:
-        head=lambda w: json.dumps(config["heads"][w.head], sort_keys=True),
+        head=lambda w: json.dumps(config["heads"].get(w.head, {}), sort_keys=True),
         shards=head_args,
         splits=f"--train-split {TRAIN} --val-split {VAL} --eval-split {EVAL}",
         out=lambda w, output: str(Path(output.model).parent),
@@ -43,7 +43,7 @@ rule head:
 
 rule report:
     input:
-        metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=list(config["heads"])),
+        metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
         probe=f"{MOCLIP}/probe.json",
         info=rules.samples.output.info,
     output:

@@ -138,7 +138,8 @@ def cmd_bench(a):
     flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
-    rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline)
+    rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
+                          repeats=a.repeats)
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     name = torch_device_name(device)
@@ -361,8 +362,10 @@ def _add_model_commands(sub):
     p.add_argument("--flow-store-size", type=int, default=112)
     p.add_argument("--flow-batch-size", type=int, default=16)
     p.add_argument("--max-frames", type=int, default=64, help="frames per video")
-    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="decoding threads (default: 2 on CPU, up to 8 beside a GPU)")
     p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
+    p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="also write the table as CSV")
 

@@ -57,12 +57,12 @@ def load_run(run, head: str) -> dict:
         raise RunError(f"CLIP weights {source!r} are not the ones the run used "
                        f"({clip_attrs['weights']}); restore that file to predict with this run")
     clip_cfg = {"model": clip_attrs["model"], "pretrained": source, "batch_size": 256,
-                "decode_workers": 2,
+                "decode_workers": None,
                 "dtype": "float16" if FeatureReader([_first_shard(run, "clip")]).row_dtype == np.float16 else "float32"}
     flow_cfg = {k: flow_attrs[k] for k in ("backend", "step", "work_size", "size", "bound",
                                            "batch_size", "half")}
     flow_cfg.update({"model": flow_attrs["model"], "checkpoint": flow_attrs["weights_source"],
-                     "decode_workers": 2})
+                     "decode_workers": None})
     model, ckpt = load_head(head_path)
     return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
             "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import hashlib
 import logging
 from collections import deque
@@ -99,12 +100,12 @@ def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int 
             yield job, fut.result()
 
 
-def to_device(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (T, H, W, 3) host array -> device tensor, pinned + non-blocking on CUDA."""
-    t = torch.from_numpy(np.ascontiguousarray(frames))
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+def decode_workers(cfg: dict, device: torch.device) -> int:
+    """``decode_workers`` of a stage's config; null = 2 beside a CPU model (which needs the
+    cores itself), up to 8 feeding a GPU."""
+    if cfg.get("decode_workers"):
+        return int(cfg["decode_workers"])
+    return 2 if device.type != "cuda" else max(2, min(8, (os.cpu_count() or 4) - 2))
 
 
 def batched(segments: Iterable[tuple[object, torch.Tensor]], fn: Callable[[torch.Tensor], torch.Tensor],

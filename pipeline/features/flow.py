@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe, read_frames
-from .common import WeightsError, count_done, decode_ahead, sha256_of, skip_failed
+from .common import WeightsError, count_done, decode_ahead, decode_workers, sha256_of, skip_failed
 
 log = logging.getLogger("pipeline")
 CLASSICAL = ("dis", "farneback")
@@ -52,8 +52,11 @@ def centre_square(frames: np.ndarray, work_size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (work_size, work_size), interpolation=interp) for f in crop])
 
 
-def quantise(flow: np.ndarray, bound: float) -> np.ndarray:
-    """float flow (..., 2, H, W) in stored pixels -> uint8, 0..255 covering -bound..+bound."""
+def quantise(flow, bound: float):
+    """float flow (..., 2, H, W) in stored pixels -> uint8, 0..255 covering -bound..+bound
+    (numpy, or torch on any device)."""
+    if isinstance(flow, torch.Tensor):
+        return torch.round(flow.float().clamp(-bound, bound) / bound * 127.5 + 127.5).to(torch.uint8)
     q = np.round(np.clip(flow, -bound, bound) / bound * 127.5 + 127.5)
     return q.astype(np.uint8)
 
@@ -64,14 +67,15 @@ def dequantise(q, bound: float):
     return (q - 127.5) / 127.5 * bound
 
 
-def resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
-    """(T, 2, h, w) flow in working pixels -> (T, 2, size, size) in stored pixels."""
-    t = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))
+def resize_flow(flow, size: int):
+    """(T, 2, h, w) flow in working pixels -> (T, 2, size, size) in stored pixels (numpy, or
+    torch on any device)."""
+    t = flow if isinstance(flow, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))
     if t.shape[-1] != size or t.shape[-2] != size:
-        scale = torch.tensor([size / t.shape[-1], size / t.shape[-2]]).view(1, 2, 1, 1)
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+        scale = torch.tensor([size / t.shape[-1], size / t.shape[-2]], device=t.device).view(1, 2, 1, 1)
+        t = F.interpolate(t.float(), size=(size, size), mode="bilinear", align_corners=False,
                           antialias=t.shape[-1] > size) * scale
-    return t.numpy()
+    return t if isinstance(flow, torch.Tensor) else t.numpy()
 
 
 # ---------------------------------------------------------------- backends
@@ -134,7 +138,9 @@ def load_flow_model(name: str, checkpoint: str | None, device):
 
 
 def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_size: int,
-                 half: bool) -> np.ndarray:
+                 half: bool, finish=None) -> np.ndarray:
+    """Flow of frame pairs; ``finish`` (a function of the device tensor) runs on the device
+    before the copy back, so only stored-size uint8 rows cross the bus."""
     out = []
     use_half = half and device.type == "cuda"
     for s in range(0, first.shape[0], batch_size):
@@ -143,8 +149,8 @@ def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_siz
         # ptlflow expects BGR in [0, 1], shaped (B, 2, 3, H, W)
         pair = torch.stack([a, b], 1).permute(0, 1, 4, 2, 3).flip(2).float() / 255.0
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
-            flow = model({"images": pair})["flows"][:, 0]
-        out.append(flow.float().cpu().numpy())
+            flow = model({"images": pair})["flows"][:, 0].float()
+            out.append((flow if finish is None else finish(flow)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2) + first.shape[1:3], np.float32)
 
 
@@ -160,13 +166,20 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
         model, identity = load_flow_model(cfg["model"], cfg["checkpoint"], device)
         name = cfg["model"]
 
-        def compute(a, b):
-            return ptlflow_flow(model, a, b, device, cfg["batch_size"], cfg["half"])
+        def finish(flow):
+            if not torch.isfinite(flow).all():
+                raise RuntimeError(
+                    f"the flow model gave NaN/inf. RAFT-style models need flow.work_size >= 128 "
+                    f"(their correlation pyramid divides the frame by 64); now {work}")
+            return quantise(resize_flow(flow, size), bound)
+
+        def compute(a, b):  # on the device, batched
+            return ptlflow_flow(model, a, b, device, cfg["batch_size"], cfg["half"], finish)
     else:
         name, identity = backend, "opencv-" + cv2.__version__
 
-        def compute(a, b):
-            return classical_flow(a, b, backend)
+        def compute(a, b):  # on the decode threads, in parallel
+            return quantise(resize_flow(classical_flow(a, b, backend), size), bound)
     attrs = {"model": name, "weights": identity, "backend": backend, "step": step,
              "weights_source": cfg.get("checkpoint") if backend == "ptlflow" else None,
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
@@ -183,7 +196,7 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
         # Always forward in time: t -> t + step, or t - step -> t at the end of the video.
         first = [lookup[min(t, u)] for t, u in zip(p.sampled, partners)]
         second = [lookup[max(t, u)] for t, u in zip(p.sampled, partners)]
-        return sq[first], sq[second]
+        return compute(sq[first], sq[second]) if backend != "ptlflow" else (sq[first], sq[second])
 
     total = sum(len(p.sampled) for p in probes)
     stats = {"videos": 0, "frames": 0, "failed": []}
@@ -191,16 +204,13 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                disable=not progress, smoothing=0.1)
     start = time.perf_counter()
     with FeatureWriter(out, "flow", (2, size, size), np.uint8, attrs, compression="gzip") as w:
-        decoded = decode_ahead(probes, decode, workers=cfg.get("decode_workers", 2))
+        decoded = decode_ahead(probes, decode, workers=decode_workers(cfg, device))
         for probe, got in skip_failed(decoded, stats):
-            flow = compute(*got)
-            if not np.all(np.isfinite(flow)):
-                raise RuntimeError(
-                    f"{probe.path}: the flow model gave NaN/inf. RAFT-style models need "
-                    f"flow.work_size >= 128 (their correlation pyramid divides the frame by 64); "
-                    f"now {work}")
-            flow = resize_flow(flow, size)
-            w.add(probe.video_id, probe.sampled, probe.timestamps(), quantise(flow, bound))
+            try:
+                rows = compute(*got) if backend == "ptlflow" else got
+            except RuntimeError as e:
+                raise RuntimeError(f"{probe.path}: {e}") from None
+            w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
             count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start

@@ -139,7 +139,7 @@ def cmd_bench(a):
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
     rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
-                          repeats=a.repeats)
+                          repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames)
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     name = torch_device_name(device)
@@ -366,6 +366,8 @@ def _add_model_commands(sub):
                    help="decoding threads (default: 2 on CPU, up to 8 beside a GPU)")
     p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
     p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
+    p.add_argument("--baseline-flow-frames", type=int, default=128,
+                   help="the pair-by-pair flow baseline is timed on this many frames")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", help="also write the table as CSV")
 

@@ -37,7 +37,9 @@ def _read_entries(cfg: dict, classes: NameTable, species: NameTable | None) -> l
         if not cfg.get("annotations"):
             raise AnnotationError("config.yaml", None, f"dataset.annotations (a CSV file with "
                                   f"video,split,labels) is required for format {fmt!r}")
-        return readers.read_csv_annotations(cfg["annotations"], classes, species)
+        # The demo's species (its shapes) are an option: without dataset.species they are unused.
+        return readers.read_csv_annotations(cfg["annotations"], classes, species,
+                                            ignore_species=fmt == "demo" and species is None)
     splits = cfg.get("splits") or {}
     if not splits:
         raise AnnotationError("config.yaml", None, f"dataset.splits (split name -> list file) is "

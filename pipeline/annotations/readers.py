@@ -245,7 +245,8 @@ def read_lote(path, split: str, classes: NameTable, species: NameTable | None) -
     return entries
 
 
-def read_csv_annotations(path, classes: NameTable, species: NameTable | None) -> list[Entry]:
+def read_csv_annotations(path, classes: NameTable, species: NameTable | None,
+                         ignore_species: bool = False) -> list[Entry]:
     """``video,split,labels[,species]``; labels (and species) separated by ';', by name or id."""
     lines = read_lines(path)
     if not lines:
@@ -274,7 +275,8 @@ def read_csv_annotations(path, classes: NameTable, species: NameTable | None) ->
         if not labels:
             raise AnnotationError(path, number, "no label given")
         sp = ()
-        if "species" in col and col["species"] < len(row) and row[col["species"]].strip():
+        if "species" in col and col["species"] < len(row) and row[col["species"]].strip() \
+                and not ignore_species:
             if species is None:
                 raise AnnotationError(path, number, "a species is given but the config has no "
                                       "species file (dataset.species.names)")

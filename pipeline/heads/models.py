@@ -224,7 +224,7 @@ HEADS = {
                                    "species": "classifier", "relation_prior": True,
                                    "text_mode": "bank", "n_ctx": 4, "softmax_weight": 0.5,
                                    "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
-                                   "base_to_novel": None}),
+                                   "base_to_novel": None, "label_smoothing": 0.1}),
 }
 PROMPT_HEADS = ("zero_shot", "prompt")
 

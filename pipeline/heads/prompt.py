@@ -212,6 +212,9 @@ class PromptHead(nn.Module):
 
     def forward(self, rgb, motion, mask, species=None):
         b, t, _ = rgb.shape
+        if t > len(self.pos):
+            raise ValueError(f"prompt head: {t} frames per video, but max_frames is {len(self.pos)}; "
+                             f"raise heads.prompt.max_frames or lower frames")
         frames = F.normalize(rgb.float(), dim=-1)
         zs = F.normalize(masked_mean(frames, mask), dim=-1)
         tokens, tok_mask = frames + self.pos[:t], mask

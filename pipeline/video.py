@@ -150,7 +150,10 @@ def iter_frames(path: str, indices: Iterable[int]) -> Iterator[tuple[int, np.nda
         cap.release()
 
 
-def read_frames(path: str, indices: list[int]) -> np.ndarray:
-    """The wanted frames as one (T, H, W, 3) uint8 array, in the order of ``indices``."""
-    got = dict(iter_frames(path, indices))
+def read_frames(path: str, indices: list[int], transform=None) -> np.ndarray:
+    """The wanted frames as one (T, H, W, 3) uint8 array, in the order of ``indices``.
+    ``transform`` (frame -> array) is applied to each frame as it is decoded, so a 720p video
+    never sits in memory at full size when only a small crop of it is used."""
+    frames = iter_frames(path, indices)
+    got = {i: transform(f) for i, f in frames} if transform else dict(frames)
     return np.stack([got[i] for i in indices]) if indices else np.zeros((0, 0, 0, 3), np.uint8)

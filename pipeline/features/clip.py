@@ -186,8 +186,11 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     bar = tqdm(total=total, desc=f"clip {Path(out).parent.name}/{Path(out).stem}", unit="frame",
                disable=not progress, smoothing=0.1)
 
+    def small(frame: np.ndarray) -> np.ndarray:
+        return resize_crop(torch.from_numpy(frame)[None], pcfg)[0].numpy()
+
     def load(p: Probe) -> torch.Tensor:  # on a decode thread: decode, resize, crop, pin
-        x = resize_crop(torch.from_numpy(read_frames(p.path, p.sampled)), pcfg)
+        x = torch.from_numpy(read_frames(p.path, p.sampled, small))
         return x.pin_memory() if device.type == "cuda" else x
 
     def segments():

@@ -190,9 +190,9 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
 
     def decode(p: Probe):
         partners = pair_partners(p.sampled, p.frames, step)
-        frames = read_frames(p.path, sorted(set(p.sampled) | set(partners)))
-        lookup = {i: k for k, i in enumerate(sorted(set(p.sampled) | set(partners)))}
-        sq = centre_square(frames, work)
+        wanted = sorted(set(p.sampled) | set(partners))
+        sq = read_frames(p.path, wanted, lambda f: centre_square(f[None], work)[0])
+        lookup = {i: k for k, i in enumerate(wanted)}
         # Always forward in time: t -> t + step, or t - step -> t at the end of the video.
         first = [lookup[min(t, u)] for t, u in zip(p.sampled, partners)]
         second = [lookup[max(t, u)] for t, u in zip(p.sampled, partners)]

@@ -246,8 +246,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         clip_bs = batch_size_for(clip_cfg["batch_size"], device)
         rows["clip"]["floor"] = _best(lambda: clip_floor(model, pcfg["size"], frames, clip_bs, device), repeats)
         rows["flow"]["floor"] = _best(lambda: flow_floor(flow_cfg, frames, device, flow_model), repeats)
-        rows["student"]["floor"] = _best(lambda: student_floor(student, flow_cfg["size"], frames, 256, device),
-                                         repeats)
+        rows["student"]["floor"] = _best(lambda: student_floor(student, flow_cfg["size"], frames,
+                                                               batch_size_for(256, device), device), repeats)
         _log_rows(rows)  # as measured, should a slow baseline be cut short
         if baseline:
             rows["decode"]["baseline"] = _best(lambda: frames / _timed(

@@ -34,6 +34,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
     attrs = {"model": f"moclip:{meta['clip_model']}", "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
+    from ..features.clip import batch_size_for
     from ..features.common import autocast, batched
 
     @torch.inference_mode()
@@ -48,7 +49,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
 
     n_rows = 0
     with FeatureWriter(out, "motion", (meta["embed_dim"],), dtype, attrs) as w:
-        for rows, emb in batched(segments(), embed, batch_rows):
+        for rows, emb in batched(segments(), embed, batch_size_for(batch_rows, device)):
             w.add(rows.video_id, rows.frame_index, rows.timestamps, emb.astype(dtype))
             n_rows += rows.data.shape[0]
     return {"videos": len(flow), "rows": n_rows}

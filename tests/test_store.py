@@ -35,6 +35,20 @@ def test_round_trip_windows_and_iteration(tmp_path):
     assert attrs["kind"] == "clip" and attrs["complete"] and attrs["producer"].startswith("pipeline")
 
 
+@pytest.mark.parametrize("block_rows", [1, 4, 6, 1000])
+def test_iteration_in_blocks_gives_every_video_exactly(tmp_path, block_rows):
+    a = write(tmp_path / "a.h5", [("v1", 3), ("v2", 5), ("v3", 2), ("v4", 1)])
+    b = write(tmp_path / "b.h5", [("v5", 4), ("v6", 3)])
+    r = FeatureReader([a, b])
+    r.block_bytes = block_rows * 4 * 2  # rows of 4 float16
+    got = list(r)
+    assert [x.video_id for x in got] == ["v1", "v2", "v3", "v4", "v5", "v6"]
+    for x in got:
+        ref = FeatureReader([a, b]).video(x.video_id)
+        assert np.array_equal(x.data, ref.data) and np.array_equal(x.frame_index, ref.frame_index)
+        assert np.array_equal(x.timestamps, ref.timestamps)
+
+
 def test_refuses_wrong_kind_model_and_unknown_video(tmp_path):
     a = write(tmp_path / "a.h5", [("v1", 2)])
     with pytest.raises(StoreError, match="holds 'clip' features, expected 'flow'"):

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from ..metrics import evaluate
-from .data import load_split
+from ..store import FeatureReader
+from .data import identity_of, load_split
 from .models import HEADS, PROMPT_HEADS, streams
 from .prompt import add_classes, clip_for, load_text
-from .trainer import head_params, predict, train_head
+from .trainer import head_params, main_metric, predict, train_head
 
 log = logging.getLogger("pipeline")
 __all__ = ["HEADS", "run_head", "load_head"]
@@ -62,10 +63,6 @@ def _subset_text(text: dict, keep: list[int]) -> dict:
             "relation": None if text["relation"] is None else text["relation"][:, keep]}
 
 
-def _main(m: dict, multilabel: bool):
-    return m["mAP"] if multilabel else m["top1"]
-
-
 def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes: list[dict],
              multilabel: bool, out: str | Path, device, splits: dict, text_path=None) -> dict:
     """``shards``: {(kind, role): [paths]} with kind clip/motion and role train/val/eval;
@@ -89,8 +86,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     if name in PROMPT_HEADS:
         if not text_path:
             raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
-        clip_id = load_split(shards[("clip", "train")], None, by_id, len(names), multilabel,
-                             True, False, max_rows=1).identity["clip"]
+        clip_id = identity_of(FeatureReader(shards[("clip", "train")], kind="clip"), "clip")
         text = load_text(text_path, clip_id, params.get("text_mode") == "learnable", device)
         if text["class_names"] != names:
             raise ValueError(f"{text_path}: its classes differ from classes.tsv; re-run the text stage")
@@ -170,8 +166,8 @@ def base_to_novel_metrics(scores, split, base, novel, multilabel) -> dict:
         sub = scores[np.ix_(rows, keep)]
         if not multilabel:
             sub = sub / sub.sum(1, keepdims=True).clip(min=1e-12)
-        out[key] = _main(evaluate(sub, part.targets, multilabel=multilabel), multilabel)
-    b, n = out["base"] or 0.0, out["novel"] or 0.0
+        out[key] = main_metric(sub, part.targets, multilabel)
+    b, n = out["base"], out["novel"]
     out["harmonic_mean"] = 2 * b * n / (b + n) if b + n else 0.0
     return out
 

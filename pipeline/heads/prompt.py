@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -341,9 +340,3 @@ def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict |
         head.set_classes(text["protos"], getattr(head, "relation", None), text.get("class_names"))
     return head
 
-
-def species_targets(samples: list[dict], n_species: int) -> np.ndarray:
-    out = np.zeros((len(samples), n_species), np.float32)
-    for i, s in enumerate(samples):
-        out[i, s.get("species") or []] = 1.0
-    return out

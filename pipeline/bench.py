@@ -97,11 +97,13 @@ def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
         run_small = lambda: ptlflow_flow(model, a[:1], b[:1], device, 1, cfg["half"])  # noqa: E731
         run_small()
         return frames / _timed(run, device)
-    # the stage runs classical flow on its decode threads, so its floor gets as many threads
+    # the stage runs classical flow on its decode threads, so its floor gets as many threads;
+    # its input is grey
     from concurrent.futures import ThreadPoolExecutor
     reps = -(-frames // len(a))
+    ga, gb = np.ascontiguousarray(a[..., 0]), np.ascontiguousarray(b[..., 0])
     with ThreadPoolExecutor(decode_workers(cfg, device)) as pool:
-        sec = _timed(lambda: list(pool.map(lambda _: classical_flow(a, b, cfg["backend"]), range(reps))), device)
+        sec = _timed(lambda: list(pool.map(lambda _: classical_flow(ga, gb, cfg["backend"]), range(reps))), device)
     return reps * len(a) / sec
 
 
@@ -190,10 +192,26 @@ def _first_frames(probes, n: int) -> list:
     return out
 
 
-def _best(measure, repeats: int) -> float:
-    """The best of ``repeats`` frames/s measurements: shared machines jitter by tens of per
-    cent, and interference only ever slows a run down (the timeit convention)."""
-    return max(measure() for _ in range(max(1, repeats)))
+def _rounds(measures: dict, repeats: int) -> dict:
+    """The best frames/s of each measurement over ``repeats`` rounds. A round runs the stage,
+    its floor and its baseline one after the other, so all three see the same machine state:
+    shared machines drift by tens of per cent over minutes, and interference only ever slows
+    a run down (the timeit convention)."""
+    best: dict = {}
+    for _ in range(max(1, repeats)):
+        for key, measure in measures.items():
+            best[key] = max(best.get(key, 0.0), measure())
+    return best
+
+
+def _stage_run(fn, device, peaks: list):
+    """A measurement of a stage's own clock (frames/s) that also records its peak memory."""
+    def run():
+        _reset(device)
+        fps = fn()
+        peaks.append(_peak(device))
+        return fps
+    return run
 
 
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
@@ -223,45 +241,55 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         # warm-up on one video: model load, cudnn autotune and lazy init are not throughput
         extract_clip(probes[:1], tmp / "w-clip.h5", clip_cfg, device, progress=False)
         extract_flow(probes[:1], tmp / "w-flow.h5", flow_cfg, device, progress=False)
-        _reset(device)
-        fps = _best(lambda: frames / _timed(lambda: [None for _ in decode_ahead(
-            probes, lambda p: read_frames(p.path, p.sampled), workers=decode_workers(clip_cfg, device))],
-            device), repeats)
-        rows["decode"] = {"frames_per_s": fps, "peak": _peak(device)}
-        for stage, fn, cfg in (("clip", extract_clip, clip_cfg), ("flow", extract_flow, flow_cfg)):
-            _reset(device)
+        few = _first_frames(probes, baseline_flow_frames)
+        n_few = sum(len(p.sampled) for p in few)
 
-            def run(fn=fn, cfg=cfg, stage=stage):
-                st = fn(probes, tmp / f"{stage}.h5", cfg, device, progress=False)
+        def rate(fn, n=frames):
+            return lambda: n / _timed(fn, device)
+
+        def stage_rate(fn, cfg, name):
+            def run():
+                st = fn(probes, tmp / f"{name}.h5", cfg, device, progress=False)
                 return st["frames"] / st["seconds"]
-            rows[stage] = {"frames_per_s": _best(run, repeats), "peak": _peak(device)}
+            return run
+
+        peaks = {k: [] for k in ("decode", "clip", "flow", "student")}
+        decode = {"frames_per_s": _stage_run(rate(lambda: [None for _ in decode_ahead(
+            probes, lambda p: read_frames(p.path, p.sampled), workers=decode_workers(clip_cfg, device))]),
+            device, peaks["decode"])}
+        if baseline:
+            decode["baseline"] = rate(lambda: [read_frames(p.path, p.sampled) for p in probes])
+        rows["decode"] = _rounds(decode, repeats)
+        clip_bs = batch_size_for(clip_cfg["batch_size"], device)
+        clip = {"frames_per_s": _stage_run(stage_rate(extract_clip, clip_cfg, "clip"), device, peaks["clip"]),
+                "floor": lambda: clip_floor(model, pcfg["size"], frames, clip_bs, device)}
+        if baseline:
+            clip["baseline"] = rate(lambda: baseline_clip(probes, model, transform, device))
+        rows["clip"] = _rounds(clip, repeats)
+        _log_rows(rows)
+        rows["flow"] = _rounds({"frames_per_s": _stage_run(stage_rate(extract_flow, flow_cfg, "flow"), device,
+                                                            peaks["flow"]),
+                                "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
+        if baseline:  # pair by pair: slow enough to time once; it also writes the student's mp4s
+            rows["flow"]["baseline"] = rate(lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), n_few)()
+        _log_rows(rows)
         student = MotionStudent(load_clip(clip_cfg["model"], clip_cfg["pretrained"], device).visual, 2,
                                 pcfg["size"], pcfg["mean"], pcfg["std"], flow_cfg["bound"]).to(device).eval()
         torch.save({"state_dict": student.state_dict(), "clip_pretrained": clip_cfg["pretrained"],
                     "meta": _student_meta(tmp / "flow.h5", clip_cfg, pcfg, student)}, tmp / "student.pt")
-        _reset(device)
+
         def export():  # the stage's own clock: rows/s after the student is loaded
             st = export_motion(tmp / "student.pt", tmp / "flow.h5", tmp / "motion.h5", device)
             _sync(device)
             return st["rows"] / st["seconds"]
-        rows["student"] = {"frames_per_s": _best(export, repeats), "peak": _peak(device)}
-        clip_bs = batch_size_for(clip_cfg["batch_size"], device)
-        rows["clip"]["floor"] = _best(lambda: clip_floor(model, pcfg["size"], frames, clip_bs, device), repeats)
-        rows["flow"]["floor"] = _best(lambda: flow_floor(flow_cfg, frames, device, flow_model), repeats)
-        rows["student"]["floor"] = _best(lambda: student_floor(student, flow_cfg["size"], frames,
-                                                               batch_size_for(256, device), device), repeats)
-        _log_rows(rows)  # as measured, should a slow baseline be cut short
+        measures = {"frames_per_s": _stage_run(export, device, peaks["student"]),
+                    "floor": lambda: student_floor(student, flow_cfg["size"], frames,
+                                                   batch_size_for(256, device), device)}
         if baseline:
-            rows["decode"]["baseline"] = _best(lambda: frames / _timed(
-                lambda: [read_frames(p.path, p.sampled) for p in probes], device), repeats)
-            rows["clip"]["baseline"] = _best(lambda: frames / _timed(
-                lambda: baseline_clip(probes, model, transform, device), device), repeats)
-            few = _first_frames(probes, baseline_flow_frames)
-            n_few = sum(len(p.sampled) for p in few)
-            rows["flow"]["baseline"] = n_few / _timed(  # pair by pair: slow enough to time once
-                lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), device)
-            rows["student"]["baseline"] = _best(lambda: n_few / _timed(
-                lambda: baseline_student(few, student, transform, device, tmp), device), repeats)
+            measures["baseline"] = rate(lambda: baseline_student(few, student, transform, device, tmp), n_few)
+        rows["student"] = _rounds(measures, repeats)
+        for stage, r in rows.items():
+            r["peak"] = max(peaks[stage])
         _log_rows(rows)
     out = []
     for stage, r in rows.items():

@@ -124,8 +124,9 @@ class DecodeError(RuntimeError):
     pass
 
 
-def iter_frames(path: str, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, frame)`` for the wanted frame indices in increasing order, RGB uint8.
+def iter_frames(path: str, indices: Iterable[int], colour: str = "rgb") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` for the wanted frame indices in increasing order, RGB uint8
+    (``colour="bgr"``: as decoded, for callers that crop or convert to grey before anything else).
 
     Frames in between are ``grab``-bed (decoded but not converted), so memory stays at one frame.
     Raises DecodeError when the video ends before a wanted frame.
@@ -145,15 +146,15 @@ def iter_frames(path: str, indices: Iterable[int]) -> Iterator[tuple[int, np.nda
             if not ok:
                 raise DecodeError(f"{path}: video ended at frame {pos}, before frame {index}")
             pos += 1
-            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield index, bgr if colour == "bgr" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
         cap.release()
 
 
-def read_frames(path: str, indices: list[int], transform=None) -> np.ndarray:
+def read_frames(path: str, indices: list[int], transform=None, colour: str = "rgb") -> np.ndarray:
     """The wanted frames as one (T, H, W, 3) uint8 array, in the order of ``indices``.
     ``transform`` (frame -> array) is applied to each frame as it is decoded, so a 720p video
     never sits in memory at full size when only a small crop of it is used."""
-    frames = iter_frames(path, indices)
+    frames = iter_frames(path, indices, colour)
     got = {i: transform(f) for i, f in frames} if transform else dict(frames)
     return np.stack([got[i] for i in indices]) if indices else np.zeros((0, 0, 0, 3), np.uint8)

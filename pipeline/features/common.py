@@ -100,6 +100,46 @@ def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int 
             yield job, fut.result()
 
 
+def prefetch(items: Iterable, depth: int = 4) -> Iterator:
+    """``items`` pulled on a background thread, up to ``depth`` ahead, so reading and
+    decompressing the next block overlaps the model on this one. Order is kept; an error in
+    ``items`` is raised here."""
+    import queue
+    import threading
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def fill():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except Exception as e:  # noqa: BLE001 - handed to the consumer
+            q.put((end, e))
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def decode_workers(cfg: dict, device: torch.device) -> int:
     """``decode_workers`` of a stage's config; null = 2 beside a CPU model (which needs the
     cores itself), up to 8 feeding a GPU."""

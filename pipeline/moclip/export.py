@@ -37,7 +37,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
     from ..features.clip import batch_size_for
-    from ..features.common import autocast, batched
+    from ..features.common import autocast, batched, prefetch
 
     @torch.inference_mode()
     def embed(x):
@@ -46,7 +46,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool = F
             return student.adapter(e) if after_adapter else e
 
     def segments():  # rows of many videos share a batch
-        for rows in flow:
+        for rows in prefetch(flow):
             yield rows, torch.from_numpy(rows.data).to(device, non_blocking=True)
 
     n_rows, start = 0, time.perf_counter()  # throughput, not model loading

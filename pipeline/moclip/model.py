@@ -72,10 +72,22 @@ class MotionStudent(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         set_trainable(visual, train_blocks)
 
+    def _wheel_table(self, device) -> torch.Tensor:
+        """(3, 256 * 256): the colour of every pair of quantised (dx, dy) values. Flow arrives
+        as uint8, so a lookup gives exactly flow_to_rgb's colours for a fraction of its work."""
+        tables = self.__dict__.setdefault("_tables", {})
+        if device not in tables:
+            q = torch.arange(256, dtype=torch.float32, device=device)
+            grid = torch.stack(torch.meshgrid(q, q, indexing="ij"))[None]  # [0] = dx, [1] = dy
+            tables[device] = flow_to_rgb((grid - 127.5) / 127.5 * self.bound, self.bound)[0].reshape(3, -1)
+        return tables[device]
+
     def images(self, flow_uint8: torch.Tensor) -> torch.Tensor:
         """Quantised flow (N, 2, h, w) uint8 -> normalised colour-wheel images at input size."""
-        flow = (flow_uint8.float() - 127.5) / 127.5 * self.bound
-        rgb = flow_to_rgb(flow, self.bound)
+        n, _, h, w = flow_uint8.shape
+        index = flow_uint8[:, 0].long() * 256 + flow_uint8[:, 1].long()
+        table = self._wheel_table(flow_uint8.device)
+        rgb = table[:, index.flatten()].view(3, n, h, w).transpose(0, 1).contiguous()
         if rgb.shape[-1] != self.input_size:
             rgb = F.interpolate(rgb, size=(self.input_size, self.input_size), mode="bilinear",
                                 align_corners=False)

@@ -198,6 +198,7 @@ def test_bench_names_what_limits_a_stage():
     assert _limit(117.0, 248.0, 244.0, cpu) == "decode + model (shared cores)"
     assert _limit(117.0, 248.0, 244.0, gpu) == "pipeline overhead"
     assert _limit(60.0, 248.0, 244.0, cpu) == "pipeline overhead"
+    assert _limit(2400.0, 3364.0, None, cpu) == "pipeline overhead"  # the student decodes nothing
 
 
 def test_random_weights_are_the_same_in_every_process(micro_clip):

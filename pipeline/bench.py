@@ -346,9 +346,13 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['stage']:<9}{r['frames_per_s']:>10.1f}{_f(r['floor_frames_per_s'], '>10.1f')}"
                      f"{_f(r['baseline_frames_per_s'], '>10.1f')}{_f(r['floor_fraction'], '>10.2f')}"
-                     f"{_f(r['speedup'], '>8.1f')}x{r['peak_mem_mb']:>9.0f}  {r['limit']}")
+                     f"{_f(r['speedup'], '>8.1f') + 'x' if r['speedup'] else format('-', '>9')}"
+                     f"{r['peak_mem_mb']:>9.0f}  {r['limit']}")
     lines.append(f"floor: the model alone on ready-made tensors; baseline: per-frame PIL preprocessing, "
                  f"one call per video, flow pair by pair via an mp4; memory: {rows[0]['memory']}")
+    if any(r["limit"].endswith("(shared cores)") for r in rows):
+        lines.append("decode + model (shared cores): decoding and the model take turns on the same "
+                     "CPU cores; the stage wastes nothing beyond paying for both")
     return "\n".join(lines)
 
 

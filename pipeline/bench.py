@@ -300,8 +300,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         fps, floor, base = r["frames_per_s"], r.get("floor"), r.get("baseline")
         frac = fps / floor if floor else None
         # the student reads the flow shard, it decodes no video
-        decode = rows["decode"]["frames_per_s"] if stage in ("clip", "flow") else None
-        limit = "decode" if stage == "decode" else _limit(fps, floor, decode, device)
+        decode_fps = rows["decode"]["frames_per_s"] if stage in ("clip", "flow") else None
+        limit = "decode" if stage == "decode" else _limit(fps, floor, decode_fps, device)
         out.append({"stage": stage, "frames": frames, "frames_per_s": fps,
                     "floor_frames_per_s": floor, "baseline_frames_per_s": base,
                     "floor_fraction": frac, "speedup": fps / base if base else None,

@@ -201,6 +201,19 @@ def test_bench_names_what_limits_a_stage():
     assert _limit(2400.0, 3364.0, None, cpu) == "pipeline overhead"  # the student decodes nothing
 
 
+def test_prefetch_keeps_order_and_raises_the_readers_error():
+    from pipeline.features.common import prefetch
+
+    def reader():
+        yield from range(7)
+        raise OSError("corrupt block")
+    got = []
+    with pytest.raises(OSError, match="corrupt block"):
+        for item in prefetch(reader(), depth=3):
+            got.append(item)
+    assert got == list(range(7))
+
+
 def test_random_weights_are_the_same_in_every_process(micro_clip):
     a, b = load_clip(micro_clip, None), load_clip(micro_clip, None)
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -102,42 +102,14 @@ def decode_ahead(jobs: Iterable, decode: Callable, workers: int = 2, depth: int 
 
 def prefetch(items: Iterable, depth: int = 4) -> Iterator:
     """``items`` pulled on a background thread, up to ``depth`` ahead, so reading and
-    decompressing the next block overlaps the model on this one. Order is kept; an error in
-    ``items`` is raised here."""
-    import queue
-    import threading
-    q: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-    end = object()
-
-    def fill():
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((end, None))
-        except Exception as e:  # noqa: BLE001 - handed to the consumer
-            q.put((end, e))
-
-    thread = threading.Thread(target=fill, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
+    decompressing the next block overlaps the model on this one. One thread keeps the order;
+    an error in ``items`` is raised here."""
+    it, end = iter(items), object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = deque(pool.submit(next, it, end) for _ in range(depth))
+        while (item := pending.popleft().result()) is not end:
+            pending.append(pool.submit(next, it, end))
             yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def decode_workers(cfg: dict, device: torch.device) -> int:

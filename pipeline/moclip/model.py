@@ -71,11 +71,12 @@ class MotionStudent(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         set_trainable(visual, train_blocks)
+        self._wheel_tables: dict = {}  # per device; derived from bound, so not in the state dict
 
     def _wheel_table(self, device) -> torch.Tensor:
         """(3, 256 * 256): the colour of every pair of quantised (dx, dy) values. Flow arrives
         as uint8, so a lookup gives exactly flow_to_rgb's colours for a fraction of its work."""
-        tables = self.__dict__.setdefault("_tables", {})
+        tables = self._wheel_tables
         if device not in tables:
             q = torch.arange(256, dtype=torch.float32, device=device)
             grid = torch.stack(torch.meshgrid(q, q, indexing="ij"))[None]  # [0] = dx, [1] = dy

@@ -1,10 +1,12 @@
-"""Evaluation metrics, with the definitions of DESIGN.md.
+"""Evaluation metrics (the definitions every report and paper comparison uses).
 
 * ``mAP``: macro mean of per-class average precision, classes without a positive in the split
   left out (the Animal Kingdom benchmark's definition).
 * ``mAP_micro``: average precision over all (video, class) pairs flattened (what ViMoCLIP reports).
 * ``mAP_<segment>``: macro mAP restricted to the classes of one segment (head / middle / tail).
-* single-label sets: ``top1``, ``top5`` and ``mean_class_accuracy``.
+* single-label sets: ``top1``, ``top5`` and ``mean_class_accuracy``. A tie with the true
+  class gives the expected share of a hit under a random tie-break, never a free hit: a model
+  that scores all C classes equally gets top-1 = 1/C.
 
 Average precision is the step-wise area of scikit-learn's ``average_precision_score``
 (ties in score are resolved as one threshold), computed here in NumPy so the per-class loop
@@ -59,6 +61,12 @@ def _multilabel(scores: np.ndarray, labels: np.ndarray, segments) -> dict:
     return out
 
 
+def topk_hit(above: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
+    """Probability that the true class is in the top ``k`` when ``above`` classes score higher
+    and ``tied`` others score the same, ties broken uniformly at random."""
+    return np.clip((k - above) / (tied + 1.0), 0.0, 1.0)
+
+
 def _singlelabel(scores: np.ndarray, labels: np.ndarray) -> dict:
     labels = labels.astype(np.int64).ravel()
     n, c = scores.shape
@@ -66,18 +74,17 @@ def _singlelabel(scores: np.ndarray, labels: np.ndarray) -> dict:
         raise ValueError(f"{labels.shape[0]} labels for {n} score rows")
     if labels.size and (labels.min() < 0 or labels.max() >= c):
         raise ValueError(f"class ids must lie in [0, {c}); got {labels.min()}..{labels.max()}")
-    # Rank of the true class = number of classes scored strictly higher (ties favour the truth
-    # no more than a stable sort would: count >=, excluding the class itself).
     true_scores = scores[np.arange(n), labels][:, None]
-    rank = (scores > true_scores).sum(axis=1)
-    top1_hit = rank < 1
+    above = (scores > true_scores).sum(axis=1)
+    tied = (scores == true_scores).sum(axis=1) - 1  # other classes tied with the truth
+    top1_hit = topk_hit(above, tied, 1)
     present = np.unique(labels)
     per_class_acc = [float(top1_hit[labels == k].mean()) for k in present]
     per_class = [average_precision(scores[:, k], labels == k) for k in range(c)]
     defined = [ap for ap in per_class if ap is not None]
     return {
         "top1": float(top1_hit.mean()),
-        "top5": float((rank < min(5, c)).mean()),
+        "top5": float(topk_hit(above, tied, min(5, c)).mean()),
         "mean_class_accuracy": float(np.mean(per_class_acc)),
         "mAP": float(np.mean(defined)) if defined else None,
         "per_class_ap": per_class,

@@ -63,3 +63,15 @@ def test_bad_input_is_a_clear_error():
         evaluate([[np.nan]], [[1]])
     with pytest.raises(ValueError, match="shape"):
         evaluate(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+def test_single_label_ties_do_not_favour_the_true_class():
+    """A model scoring every class equally is at chance, not perfect (expected share of ties)."""
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    flat = evaluate(np.full((8, 4), 0.25), labels, multilabel=False)
+    assert flat["top1"] == pytest.approx(0.25) and flat["mean_class_accuracy"] == pytest.approx(0.25)
+    assert flat["top5"] == pytest.approx(1.0)  # 4 classes: the top 5 holds them all
+    # the truth tied with one other class at the top: half a hit; strictly first: a hit
+    scores = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]])
+    out = evaluate(scores, np.array([0, 0]), multilabel=False)
+    assert out["top1"] == pytest.approx((0.5 + 1.0) / 2)

@@ -386,9 +386,9 @@ def bench_heads(heads, n_videos=24000, n_classes=140, frames=32, dim=512, steps=
                           (rng.random((n_videos, n_classes)) < 0.03).astype(np.float32), {})
     rows = []
     for name in heads:
-        params = head_params(name, {"frames": frames, "batch_size": batch_size})
         if name == "zero_shot":
             continue  # nothing to train
+        params = head_params(name, {"frames": frames, "batch_size": batch_size})
         text = {"protos": torch.nn.functional.normalize(torch.randn(n_classes, dim), dim=-1)}
         model = build_head(name, dim, dim, n_classes, model_kwargs(params), text).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -96,6 +96,18 @@ def load_config(path: str | Path) -> dict:
     return validate_config(raw, str(path))
 
 
+def head_section(name: str, given: dict | str | None = None) -> dict:
+    """A head's parameters checked against that head's own schema (``heads.<name>``)."""
+    if isinstance(given, str):
+        given = json.loads(given)
+    given = copy.deepcopy(given or {})
+    sub = schema()["properties"]["heads"]["properties"][name]
+    errors = list(_Validator(sub).iter_errors(given))
+    if errors:
+        raise ConfigError(_message(errors[0], sub, f"heads.{name}"))
+    return given
+
+
 def section(name: str, given: dict | str | None = None) -> dict:
     """One section (e.g. ``clip``) with defaults filled, from a dict or its JSON text."""
     if isinstance(given, str):

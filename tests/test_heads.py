@@ -26,21 +26,43 @@ def make_split(n=40, t=10, d=8, c=4, multilabel=True, seed=0, signal=True):
                          targets, {})
 
 
+def small(name: str, **more) -> dict:
+    """SMALL's keys that this head takes (a linear probe has no layers or dropout)."""
+    from pipeline.config import schema
+    keys = schema()["properties"]["heads"]["properties"][name]["properties"]
+    return head_params(name, {k: v for k, v in {**SMALL, **more}.items() if k in keys})
+
+
+def _text(d=8, c=4):
+    g = torch.Generator().manual_seed(0)
+    return {"protos": torch.nn.functional.normalize(torch.randn(c, d, generator=g), dim=-1),
+            "species_protos": None, "relation": None, "class_names": [f"c{i}" for i in range(c)]}
+
+
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_padding_never_changes_a_prediction(name):
     torch.manual_seed(0)
-    model = build_head(name, 8, 8, 4, model_kwargs(head_params(name, SMALL))).eval()
+    model = build_head(name, 8, 8, 4, model_kwargs(small(name)), _text()).eval()
     rgb, motion = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
     mask = torch.ones(1, 5, dtype=torch.bool)
     with torch.no_grad():
         alone = model(rgb, motion, mask)
+        other = model(torch.randn(1, 5, 8), torch.randn(1, 5, 8), mask)
         # the same video padded to 9 rows with garbage, beside a longer video
         pad_rgb = torch.cat([rgb, 100 * torch.randn(1, 4, 8)], 1)
         pad_motion = torch.cat([motion, -50 * torch.randn(1, 4, 8)], 1)
         pad_mask = torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1)
         batch = model(torch.cat([pad_rgb, torch.randn(1, 9, 8)]), torch.cat([pad_motion, torch.randn(1, 9, 8)]),
                       torch.cat([pad_mask, torch.ones(1, 9, dtype=torch.bool)]))
+    assert not torch.allclose(alone, other, atol=1e-3), f"{name}: the output ignores its input"
     assert torch.allclose(alone[0], batch[0], atol=1e-5), name
+
+
+def test_dropout_reaches_the_model():
+    for name in ("fusion", "interleave", "rgb_only", "prompt"):
+        model = build_head(name, 8, 8, 4, model_kwargs(small(name, dropout=0.37)), _text())
+        rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        assert rates == {0.37}, (name, rates)
 
 
 def test_frame_sampling_uniform_with_offsets_and_masks():

@@ -56,7 +56,7 @@ class FusionHead(nn.Module):
     ``channel_concat`` (per-frame concatenation projected to the width)."""
 
     def __init__(self, rgb_dim, motion_dim, n_classes, layers=4, heads=8, width=None, ff_mult=4,
-                 dropout=0.1, mode="cross", positions=False, **_):
+                 dropout=0.1, mode="cross", positions=False):
         super().__init__()
         width = width or rgb_dim
         self.mode, self.positions, self.width = mode, positions, width
@@ -92,7 +92,7 @@ class TemporalHead(nn.Module):
     stream, masked mean, MLP classifier."""
 
     def __init__(self, in_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4, dropout=0.1,
-                 positions=True, stream="rgb", **_):
+                 positions=True, stream="rgb"):
         super().__init__()
         width = width or in_dim
         self.stream, self.positions, self.width = stream, positions, width
@@ -112,7 +112,7 @@ class TemporalHead(nn.Module):
 class LinearProbe(nn.Module):
     """Mean-pooled features of one stream -> one linear layer (``rgb_linear`` / ``motion_linear``)."""
 
-    def __init__(self, in_dim, n_classes, stream="rgb", **_):
+    def __init__(self, in_dim, n_classes, stream="rgb"):
         super().__init__()
         self.stream = stream
         self.norm = nn.LayerNorm(in_dim)
@@ -141,7 +141,7 @@ class InterleaveHead(nn.Module):
     scheme selects (``dense``, ``semi_dense``, ``sparse``, or ``all`` = the mean of the three)."""
 
     def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4,
-                 dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3, **_):
+                 dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3):
         super().__init__()
         width = width or rgb_dim
         self.width, self.aggregation = width, aggregation
@@ -205,26 +205,30 @@ class Standardised(nn.Module):
         return self.head(rgb, motion, mask)
 
 
-# name -> (class, needs rgb, needs motion, defaults); ``prompt`` needs motion when its
-# ``motion`` parameter says so (see :func:`streams`).
+# name -> (class, needs rgb, needs motion, defaults). The defaults hold every model key a head
+# takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config schema lists, per head,
+# exactly these keys, so a key meant for another head is refused instead of ignored.
+_TRANSFORMER = {"layers": 2, "heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
 HEADS = {
-    "fusion": (FusionHead, True, True, {"layers": 4, "heads": 8, "ff_mult": 4, "lr": 1e-4,
-                                         "weight_decay": 0.1, "mode": "cross", "positions": False}),
-    "interleave": (InterleaveHead, True, True, {"layers": 2, "heads": 8, "lr": 1e-4,
-                                                 "weight_decay": 0.1, "aggregation": "dense"}),
-    "rgb_only": (TemporalHead, True, False, {"layers": 2, "heads": 8, "lr": 1e-4,
-                                              "weight_decay": 0.1, "stream": "rgb"}),
-    "motion_only": (TemporalHead, False, True, {"layers": 2, "heads": 8, "lr": 1e-4,
-                                                 "weight_decay": 0.1, "stream": "motion"}),
-    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "rgb"}),
-    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4, "stream": "motion"}),
+    "fusion": (FusionHead, True, True, {**_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
+                                         "mode": "cross", "positions": False}),
+    "interleave": (InterleaveHead, True, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                                 "aggregation": "dense", "semi_dense_k": 2,
+                                                 "sparse_n": 3}),
+    "rgb_only": (TemporalHead, True, False, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                              "positions": True}),
+    "motion_only": (TemporalHead, False, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                                 "positions": True}),
+    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4}),
+    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4}),
     "zero_shot": (None, True, False, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
-    "prompt": (None, True, False, {"layers": 1, "heads": 8, "lr": 1e-3, "weight_decay": 0.05,
-                                   "motion": False, "refine": "mlp", "conditioning": True,
-                                   "species": "classifier", "relation_prior": True,
-                                   "text_mode": "bank", "n_ctx": 4, "softmax_weight": 0.5,
-                                   "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
-                                   "base_to_novel": None, "label_smoothing": 0.1}),
+    "prompt": (None, True, False, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3,
+                                   "weight_decay": 0.05, "motion": False, "refine": "mlp",
+                                   "conditioning": True, "species": "classifier",
+                                   "relation_prior": True, "text_mode": "bank", "n_ctx": 4,
+                                   "softmax_weight": 0.5, "species_weight": 0.5,
+                                   "anchor_weight": 1.0, "max_frames": 64, "base_to_novel": None,
+                                   "label_smoothing": 0.1}),
 }
 PROMPT_HEADS = ("zero_shot", "prompt")
 
@@ -241,12 +245,12 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
     prompt heads only."""
     if name in PROMPT_HEADS:
         return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
-    cls, _, _, _ = HEADS[name]
+    cls, needs_rgb, _, _ = HEADS[name]
     if cls in (FusionHead, InterleaveHead):
         head = cls(rgb_dim, motion_dim, n_classes, **params)
     else:
-        in_dim = rgb_dim if params.get("stream", "rgb") == "rgb" else motion_dim
-        head = cls(in_dim, n_classes, **params)
+        stream = "rgb" if needs_rgb else "motion"
+        head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)
     return Standardised(head, rgb_dim, motion_dim)
 
 

@@ -56,7 +56,7 @@ class ZeroShotHead(nn.Module):
     """CLIP's zero-shot classifier; nothing to train."""
     takes_species = False
 
-    def __init__(self, rgb_dim: int, n_classes: int, **_):
+    def __init__(self, rgb_dim: int, n_classes: int):
         super().__init__()
         self.register_buffer("protos", torch.zeros(n_classes, rgb_dim))
 
@@ -121,7 +121,7 @@ class PromptHead(nn.Module):
 
     def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, heads=8,
                  dropout=0.1, max_frames=64, use_motion=False, refine="mlp", conditioning=True,
-                 species="classifier", relation_prior=True, multilabel=True, coop=None, **_):
+                 species="classifier", relation_prior=True, multilabel=True, coop=None):
         super().__init__()
         d = rgb_dim
         if d % heads:
@@ -329,7 +329,7 @@ def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict |
                 raise ValueError("prompt head: text_mode learnable needs the CLIP model of the text bank")
             model, tokenizer = text["clip"]
             coop = CoopText(model, tokenizer, text["class_names"], params.get("n_ctx", 4))
-        kwargs = {k: v for k, v in params.items() if k not in ("multilabel", "use_motion", "coop")}
+        kwargs = {k: v for k, v in params.items() if k not in ("motion", "text_mode", "n_ctx")}
         head = PromptHead(rgb_dim, motion_dim, n_classes, n_species, coop=coop, multilabel=multilabel,
                           use_motion=params.get("motion", False), **kwargs)
         if n_species:

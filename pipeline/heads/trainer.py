@@ -19,15 +19,19 @@ log = logging.getLogger("pipeline")
 
 TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
                   "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
-                  "dropout": 0.1, "warmup_epochs": 1, "grad_clip": 1.0}
-TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}
+                  "warmup_epochs": 1, "grad_clip": 1.0}
+# Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
+TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
+                                    "anchor_weight", "base_to_novel", "extra_classes"}
 
 
 def head_params(name: str, given: dict | None) -> dict:
-    """Defaults of the head, then the trainer's, overridden by the config's."""
+    """Defaults of the head, then the trainer's, overridden by the config's. ``given`` is
+    checked against the head's own schema: a key that does not reach this head is an error."""
+    from ..config import head_section
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; heads: {', '.join(HEADS)}")
-    return {**TRAIN_DEFAULTS, **HEADS[name][3], **(given or {})}
+    return {**TRAIN_DEFAULTS, **HEADS[name][3], **head_section(name, given)}
 
 
 def model_kwargs(params: dict) -> dict:
@@ -50,7 +54,8 @@ def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
         p = torch.sigmoid(logits)
         ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         p_t = p * targets + (1 - p) * (1 - targets)
-        return (ce * (1 - p_t) ** params["focal_gamma"]).mean()
+        # clamped: (1 - p_t) ** gamma has an infinite gradient at p_t = 1 when gamma < 1
+        return (ce * (1 - p_t).clamp(min=1e-6) ** params["focal_gamma"]).mean()
     return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
 
 

@@ -172,3 +172,55 @@ def test_segments_are_matched_by_name_not_id(tmp_path, caplog):
     assert classes.names[49] == "Flapping tail" and segments[49] == "middle"
     assert classes.names[50] == "Flapping its ears" and segments[50] == "tail"
     assert "matched by name" in caplog.text
+
+
+def _csv_set(tmp_path, classes: str, rows: str, videos=("a.mp4", "b.mp4")):
+    (tmp_path / "v").mkdir(exist_ok=True)
+    for v in videos:
+        (tmp_path / "v" / v).touch()
+    (tmp_path / "classes.csv").write_text(classes)
+    (tmp_path / "ann.csv").write_bytes(rows.encode() if isinstance(rows, str) else rows)
+    return {"format": "csv", "videos": str(tmp_path / "v"), "classes": str(tmp_path / "classes.csv"),
+            "annotations": str(tmp_path / "ann.csv")}
+
+
+def test_a_class_named_like_a_number_is_read_by_name(tmp_path):
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n1,eating\n2,flying\n3,2\n",
+                   "video,split,labels\na.mp4,train,2\nb.mp4,train,walking\n")
+    rows = {r["path"]: r["labels"] for r in build_samples(cfg).rows}
+    assert rows == {"a.mp4": [3], "b.mp4": [0]}  # "2" is the class named "2" (id 3), not id 2
+    # a number that is no name, where names are numbers that are not their ids: ambiguous
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n1,eating\n2,flying\n3,2\n",
+                   "video,split,labels\na.mp4,train,1\n")
+    with pytest.raises(AnnotationError, match=r"ann.csv, line 2: label '1' is ambiguous"):
+        build_samples(cfg)
+    # plain ids still work when no name is numeric
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n1,eating\n", "video,split,labels\na.mp4,train,1\n")
+    assert build_samples(cfg).rows[0]["labels"] == [1]
+
+
+def test_files_differing_only_in_suffix_keep_it_in_their_ids(tmp_path, caplog):
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n",
+                   "video,split,labels\nclip.mkv,train,0\nclip.mov,train,0\nother.mp4,train,0\n",
+                   videos=("clip.mkv", "clip.mov", "other.mp4"))
+    ids = sorted(r["video_id"] for r in build_samples(cfg).rows)
+    assert ids == ["clip.mkv", "clip.mov", "other"]
+    assert "differ only in their suffix" in caplog.text
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n", "video,split,labels\na.mp4,train,0\na.mp4,test,0\n")
+    with pytest.raises(AnnotationError, match="line 3: video 'a.mp4' is listed twice"):
+        build_samples(cfg)
+
+
+def test_latin1_annotation_file_is_named_with_its_line(tmp_path):
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n",
+                   "video,split,labels\na.mp4,train,0\nb\xe9.mp4,train,0\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"ann.csv, line 3: not UTF-8 text"):
+        build_samples(cfg)
+
+
+def test_splits_differing_only_in_case_are_warned_about(tmp_path, caplog):
+    cfg = _csv_set(tmp_path, "id,name\n0,walking\n",
+                   "Video, Split, Labels\na.mp4,train,0\nb.mp4,Train,0\n   \n")
+    s = build_samples(cfg)
+    assert {r["split"] for r in s.rows} == {"train", "Train"}
+    assert "differ only in case" in caplog.text and "['Train', 'train']" in caplog.text

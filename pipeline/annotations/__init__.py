@@ -1,17 +1,21 @@
 """Data set adapters: the public annotation formats -> one sample table (stage ``samples``).
 
 ``build_samples(dataset_cfg, shards)`` reads the files named in the ``dataset:`` section of the
-config and returns a :class:`SampleSet`; ``write_samples`` writes the tables of DESIGN.md.
+config and returns a :class:`SampleSet`; ``write_samples`` writes the tables every later stage
+reads (samples.tsv, classes.tsv, missing.tsv, dataset.json, species.tsv, relation.tsv).
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import readers
 from .readers import AnnotationError, Entry, NameTable
+
+log = logging.getLogger("pipeline")
 
 __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "read_samples",
            "read_classes", "FORMATS"]
@@ -71,6 +75,42 @@ def video_id_of(path: str) -> str:
     return str(p.with_suffix("")) if p.suffix.lower() in VIDEO_EXTENSIONS else str(p)
 
 
+def unique_ids(entries: list[Entry]) -> dict[str, Entry]:
+    """Video id -> entry. Ids are paths without their suffix, unless two listed files differ
+    only in suffix (clip.mkv, clip.mov): those keep it. A file listed twice is an error."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        key = e.path.replace("\\", "/")
+        if key in by_path:
+            first = by_path[key]
+            raise AnnotationError(e.source[0], e.source[1],
+                                  f"video {e.path!r} is listed twice (first at {first.source[0]}, "
+                                  f"line {first.source[1]}, split {first.split!r}); each video "
+                                  f"must appear once")
+        by_path[key] = e
+    stems: dict[str, list[str]] = {}
+    for key in by_path:
+        stems.setdefault(video_id_of(key), []).append(key)
+    out = {}
+    for stem, keys in stems.items():
+        if len(keys) > 1:
+            log.warning("%s differ only in their suffix: their video ids keep it", ", ".join(keys))
+        for key in keys:
+            out[stem if len(keys) == 1 else key] = by_path[key]
+    return out
+
+
+def warn_case_splits(splits) -> None:
+    """``Train`` beside ``train`` is two splits: almost always a typo, so say it."""
+    by_lower: dict[str, set] = {}
+    for s in splits:
+        by_lower.setdefault(s.lower(), set()).add(s)
+    for names in by_lower.values():
+        if len(names) > 1:
+            log.warning("split names %s differ only in case: they are different splits; "
+                        "fix the annotation file if they are meant to be one", sorted(names))
+
+
 def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
     """Read a data set's annotation files as described by the ``dataset:`` config section."""
     classes = readers.read_name_table(cfg["classes"], "class")
@@ -85,16 +125,7 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         relation = readers.read_relation(sp_cfg["relation"], species, classes)
     entries = _read_entries(cfg, classes, species)
 
-    seen: dict[str, Entry] = {}
-    for e in entries:
-        vid = video_id_of(e.path)
-        if vid in seen:
-            first = seen[vid]
-            raise AnnotationError(e.source[0], e.source[1],
-                                  f"video {vid!r} is listed twice (first at {first.source[0]}, "
-                                  f"line {first.source[1]}, split {first.split!r}); each video "
-                                  f"must appear once")
-        seen[vid] = e
+    seen = unique_ids(entries)
     videos = Path(cfg["videos"])
     rows, missing = [], []
     for vid, e in seen.items():
@@ -108,6 +139,7 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         raise AnnotationError(cfg["videos"], None,
                               f"none of the {len(seen)} listed videos was found in this folder; "
                               f"check dataset.videos (list entries are relative to it)")
+    warn_case_splits({r["split"] for r in rows})
     # Round-robin over sorted ids per split: even shards, independent of list order.
     rows.sort(key=lambda r: (r["split"], r["video_id"]))
     counters: dict[str, int] = {}

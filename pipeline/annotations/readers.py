@@ -60,6 +60,25 @@ class NameTable:
                                   f"0..{len(self.names) - 1}")
         return i
 
+    def has_name(self, name: str) -> bool:
+        return normalise(name) in self._index()
+
+    def resolve(self, token: str, where: tuple[str, int], what: str) -> int:
+        """A name or an id. A name wins over an id ("2" is the class named "2" when there is
+        one); a number that is no name, in a table whose names include numbers that are not
+        their own ids, is ambiguous and refused."""
+        if self.has_name(token):
+            return self._index()[normalise(token)]
+        if token.strip().isdigit():
+            numeric = [n for i, n in enumerate(self.names) if n.strip().isdigit() and int(n) != i]
+            if numeric:
+                raise AnnotationError(where[0], where[1], f"{what} {token.strip()!r} is ambiguous: it is "
+                                      f"no {what} name, and {self.path} has numeric names ("
+                                      f"{', '.join(map(repr, numeric[:3]))}) that are not their ids; "
+                                      f"write {what}s by name in this file")
+            return self.check_id(token, where, what)
+        return self.lookup(token, where, what)
+
     def _index(self) -> dict[str, int]:
         if not hasattr(self, "_cache"):
             self._cache = {normalise(n): i for i, n in enumerate(self.names)}
@@ -75,7 +94,13 @@ def read_lines(path) -> list[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(path, None, "file not found; check the path in config.yaml")
-    text = path.read_text(encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise AnnotationError(path, line, f"not UTF-8 text (byte {raw[e.start]:#x}); save the file "
+                              f"as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     return [(i, line.rstrip("\r")) for i, line in enumerate(text.split("\n"), 1)
             if line.strip()]
 
@@ -262,8 +287,7 @@ def read_csv_annotations(path, classes: NameTable, species: NameTable | None,
     def ids(value: str, table: NameTable, where, what) -> tuple[int, ...]:
         out = set()
         for item in filter(None, (v.strip() for v in value.split(";"))):
-            out.add(table.check_id(item, where, what) if item.isdigit()
-                    else table.lookup(item, where, what))
+            out.add(table.resolve(item, where, what))
         return tuple(sorted(out))
 
     entries = []

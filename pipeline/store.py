@@ -7,13 +7,16 @@ Layout (CSR style; no group per video, which is slow with tens of thousands of v
     /frame_index (R,)      int32, source frame of each row
     /timestamps  (R,)      float32 seconds
     /data        (R, ...)  features
-    attrs: kind, schema_version, producer, complete, + provenance given by the producer
+    attrs: kind, schema_version, producer, complete, content_sha256, + provenance given by
+           the producer (content_sha256 covers ids, frame indices and data: a later stage can
+           tell "same features" from "re-extracted, different" without reading them)
 
 A writer appends one video at a time into ``<name>.partial`` and renames it to the final name
 only when complete, so an interrupted job never leaves a file that looks finished.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -83,6 +86,7 @@ class FeatureWriter:
                                             chunks=(4096,))
         self._ids: list[str] = []
         self._offsets = [0]
+        self._sha = hashlib.sha256()
         for key, value in {"kind": kind, "schema_version": SCHEMA_VERSION,
                            "producer": f"pipeline {__version__}", "complete": False,
                            **(attrs or {})}.items():
@@ -103,6 +107,9 @@ class FeatureWriter:
         self._time[start:start + n] = np.asarray(timestamps, dtype=np.float32)
         self._ids.append(video_id)
         self._offsets.append(start + n)
+        for part in (video_id.encode(), np.asarray(frame_index, np.int32).tobytes(),
+                     np.ascontiguousarray(data).tobytes()):
+            self._sha.update(part)
 
     def close(self) -> Path:
         """Write the index, mark complete and rename to the final name."""
@@ -110,6 +117,7 @@ class FeatureWriter:
         f.create_dataset("video_ids", data=np.array(self._ids, dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
+        f.attrs["content_sha256"] = self._sha.hexdigest()
         f.attrs["complete"] = True
         f.close()
         os.replace(self.partial, self.path)

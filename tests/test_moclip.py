@@ -158,6 +158,39 @@ train_student(data, section('moclip', {json.loads(json.dumps(cfg))!r}), section(
         assert torch.equal(a[k], b[k]), k
 
 
+def test_changed_labels_or_features_never_resume_an_old_student(feats, tmp_path, caplog):
+    """A finished run, then the labels change (or the shards are re-extracted from other
+    videos): training starts over instead of republishing the old student."""
+    import logging
+    cfg = section("moclip", {**TINY, "epochs": 2})
+    train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    first = (tmp_path / "student.pt").read_bytes()
+    caplog.set_level(logging.INFO, logger="pipeline")
+    relabelled = [{**r, "labels": [(r["labels"][0] + 1) % 6]} for r in feats["samples"]]
+    p = feats["paths"]
+    data = open_data([p[("clip", "train")]], [p[("flow", "train")]], [p[("clip", "val")]],
+                     [p[("flow", "val")]], relabelled, 6, True, section("clip", CLIP))
+    result = train_student(data, cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    assert "not resuming" in caplog.text and "epoch 2 of 2 done" not in caplog.text
+    assert len(result["history"]) == 2 and (tmp_path / "student.pt").read_bytes() != first
+    # the same labels and shards: a finished run is resumed (nothing left to train)
+    caplog.clear()
+    train_student(data, cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    assert "resuming from" in caplog.text and "not resuming" not in caplog.text
+    # other features under the same file names (the train shards swapped for the test ones)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    import shutil
+    shutil.copy(p[("clip", "test")], swapped / "clip.h5")
+    shutil.copy(p[("flow", "test")], swapped / "flow.h5")
+    test_as_train = [{**r, "split": "train"} if r["split"] == "test" else r for r in feats["samples"]]
+    data = open_data([swapped / "clip.h5"], [swapped / "flow.h5"], [p[("clip", "val")]],
+                     [p[("flow", "val")]], test_as_train, 6, True, section("clip", CLIP))
+    caplog.clear()
+    train_student(data, cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    assert "not resuming" in caplog.text
+
+
 def test_teacher_identity_is_enforced(feats, tmp_path):
     with pytest.raises(StoreError, match="made by"):
         data_for(feats, clip={"model": "ViT-B-32", "pretrained": None})

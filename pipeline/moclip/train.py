@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..features.common import autocast
 from ..metrics import evaluate
-from ..store import FeatureReader, StoreError
+from ..store import FeatureReader, StoreError, read_attrs
 from .model import MotionStudent, distill_loss
 
 log = logging.getLogger("pipeline")
@@ -76,8 +76,25 @@ def centre_plan(videos, lengths, seq_len):
     return [(v, max(0, (lengths[v] - seq_len) // 2)) for v in videos]
 
 
-def config_hash(cfg: dict, teacher: dict) -> str:
-    return hashlib.sha256(json.dumps([cfg, teacher], sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(cfg: dict, teacher: dict, data: str = "") -> str:
+    """What a resume must match: the settings, the teacher and the data (:func:`data_key`)."""
+    return hashlib.sha256(json.dumps([cfg, teacher, data], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_key(data: dict) -> str:
+    """The training data as a resume sees it: which videos, their targets and row counts, and
+    the content of every shard read (its writer's content hash, else its size and mtime)."""
+    h = hashlib.sha256()
+    for role in ("train_videos", "val_videos"):
+        for v in data[role]:
+            h.update(f"{role}|{v}|{data['lengths'][v]}|".encode())
+            h.update(np.asarray(data["targets"][v]).tobytes())
+    for reader in (data["clip"], data["flow"]):
+        for path in reader.paths:
+            attrs = read_attrs(path)
+            st = path.stat()
+            h.update(str(attrs.get("content_sha256") or f"{st.st_size}:{st.st_mtime_ns}").encode())
+    return h.hexdigest()
 
 
 def _atomic_save(obj, path: Path):
@@ -126,7 +143,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     teacher_id = {"model": data["clip_attrs"]["model"], "weights": data["clip_attrs"]["weights"]}
     flow_attrs = {k: data["flow_attrs"].get(k) for k in FLOW_KEYS}
-    chash = config_hash(cfg, {**teacher_id, **flow_attrs})
+    chash = config_hash(cfg, {**teacher_id, **flow_attrs}, data_key(data))
     multilabel, n_classes = data["multilabel"], data["n_classes"]
 
     torch.manual_seed(cfg["seed"])
@@ -162,7 +179,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
             log.info("resuming from %s: epoch %d of %d done", last, start_epoch, cfg["epochs"])
         else:
-            log.info("ignoring %s: it was trained with other settings or features", last)
+            log.info("not resuming from %s: it was trained with other settings, features or "
+                     "labels; training from the start", last)
 
     lengths = data["lengths"]
 

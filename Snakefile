@@ -3,6 +3,8 @@
 Thin on purpose: validate the config, include one rule file per stage group, name the targets.
 Every computation lives in the `pipeline` package (rules call `python -m pipeline <command>`).
 """
+import json
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -11,7 +13,6 @@ from pipeline.config import ConfigError, validate_config
 
 configfile: "config.yaml"
 
-
 try:
     config.update(validate_config(config))
 except ConfigError as e:
@@ -19,6 +20,20 @@ except ConfigError as e:
 
 
 include: "workflow/rules/common.smk"
+
+
+# Speed-only settings reach the jobs in the environment (see pipeline.cli.apply_runtime), so
+# changing the device or a batch size re-runs nothing.
+RUNTIME = json.dumps({"device": config["device"],
+                      **{s: {k: v for k, v in config[s].items() if k in RUNTIME_ONLY}
+                         for s in ("clip", "flow", "moclip")}}, sort_keys=True)
+# Rules run `python -m pipeline`: the package is found in this workflow's own folder, so a
+# conda env (--software-deployment-method conda) needs only the dependencies, not the package.
+_prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
+           f"export PIPELINE_RUNTIME={shlex.quote(RUNTIME)}; ")
+shell.prefix(_prefix.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/moclip.smk"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,8 +35,7 @@ def cmd_demo(a):
 
 
 def cmd_samples(a):
-    from .annotations import build_samples, write_samples
-    from .config import ConfigError
+    from .annotations import build_samples, split_roles, write_samples
     ds = json.loads(a.params)
     s = build_samples(ds, a.shards)
     write_samples(s, a.out)
@@ -45,10 +45,8 @@ def cmd_samples(a):
     log.info("%d videos in %s; %d listed but missing (see missing.tsv); %d classes; %s",
              len(s.rows), ", ".join(f"{sp}: {sum(r['split'] == sp for r in s.rows)}" for sp in splits),
              len(s.missing), len(s.classes.names), "multi-label" if s.multilabel else "single-label")
-    for want in (ds.get("train_split"), ds.get("eval_split")):
-        if want and want not in splits:
-            raise ConfigError(f"config.yaml: dataset split {want!r} (train_split/eval_split) has no "
-                              f"video; splits found: {', '.join(splits)}")
+    if "train_split" in ds:  # the workflow checks the roles when it builds the DAG
+        split_roles(ds, splits)
 
 
 def cmd_probe(a):
@@ -87,17 +85,42 @@ def _report(stage: str, out, stats: dict) -> None:
         log.warning("%s: video %s skipped: %s", stage, vid, why)
 
 
+DEVICE_HELP = "auto | cpu | cuda[:N] (default: the workflow's device setting, else auto)"
+RUNTIME_ENV = "PIPELINE_RUNTIME"
+
+
+def apply_runtime(args) -> None:
+    """Fill unset speed-only options (device, batch sizes, workers) from the workflow's
+    runtime settings, which the Snakefile passes in the environment: they change how fast a
+    job runs, never its output, so they are kept out of the rules' params (no re-runs)."""
+    runtime = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+    if hasattr(args, "device") and args.device is None:
+        args.device = runtime.get("device", "auto")
+    section = {"clip": "clip", "flow": "flow", "moclip-train": "moclip"}.get(args.command)
+    for key in ("batch_size", "decode_workers", "num_workers"):
+        if section and getattr(args, key, "absent") is None:
+            setattr(args, key, runtime.get(section, {}).get(key))
+
+
+def _with_runtime(a, name: str) -> dict:
+    """The section from --params, plus the knobs that change speed, not features."""
+    given = json.loads(a.params or "{}")
+    given.update({k: v for k, v in (("batch_size", a.batch_size), ("decode_workers", a.decode_workers))
+                  if v is not None})
+    return _params(json.dumps(given), name)
+
+
 def cmd_clip(a):
     from .features.clip import extract_clip
     probes, device = _stage_inputs(a)
-    _report("clip", a.out, extract_clip(probes, a.out, _params(a.params, "clip"), device,
+    _report("clip", a.out, extract_clip(probes, a.out, _with_runtime(a, "clip"), device,
                                         sampling=_params(a.sampling, "sampling")))
 
 
 def cmd_flow(a):
     from .features.flow import extract_flow
     probes, device = _stage_inputs(a)
-    _report("flow", a.out, extract_flow(probes, a.out, _params(a.params, "flow"), device,
+    _report("flow", a.out, extract_flow(probes, a.out, _with_runtime(a, "flow"), device,
                                         sampling=_params(a.sampling, "sampling")))
 
 
@@ -105,14 +128,13 @@ def cmd_text(a):
     from .annotations import read_classes
     from .features.common import pick_device
     from .features.text import extract_text
-    params = json.loads(a.params)
     classes = [r["name"] for r in read_classes(a.classes)]
-    species = [r["name"] for r in read_classes(a.species)] if a.species else None
-    relation = None
-    if a.relation:
-        relation = [(int(r["species"]), int(r["class"])) for r in read_classes(a.relation)]
-    info = extract_text(classes, a.out, _params(params.get("text"), "text"),
-                        _params(params.get("clip"), "clip"), pick_device(a.device), species, relation)
+    species = relation = None
+    if a.species:  # species.tsv relation.tsv
+        species = [r["name"] for r in read_classes(a.species[0])]
+        relation = [(int(r["species"]), int(r["class"])) for r in read_classes(a.species[1])]
+    info = extract_text(classes, a.out, _params(a.text, "text"), _params(a.clip, "clip"),
+                        pick_device(a.device), species, relation)
     log.info("text: %d prompts for %d classes (up to %d per class) -> %s", info["prompts"],
              info["classes"], info["max_per_class"], a.out)
 
@@ -168,7 +190,8 @@ def cmd_moclip_train(a):
     from .features.common import pick_device
     from .moclip.train import open_data, train_student
     params = json.loads(a.params)
-    cfg, clip = _params(params.get("moclip"), "moclip"), _params(params.get("clip"), "clip")
+    moclip = {**params.get("moclip", {}), **({"num_workers": a.num_workers} if a.num_workers is not None else {})}
+    cfg, clip = _params(moclip, "moclip"), _params(params.get("clip"), "clip")
     samples, n_classes, multilabel = _dataset_info(a)
     data = open_data(a.clip_train, a.flow_train, a.clip_val or [], a.flow_val or [], samples,
                      n_classes, multilabel, clip)
@@ -232,9 +255,11 @@ def cmd_head(a):
 
 
 def cmd_report(a):
-    from .report import summary
+    from .report import split_counts, summary
     info = json.loads(Path(a.dataset_info).read_text())
-    path = summary(a.metrics, a.out, a.probe, info.get("segments_source"))
+    metrics = json.loads(Path(a.metrics[0]).read_text())
+    counts = split_counts(metrics["split"], a.missing, a.probes) if a.probes else None
+    path = summary(a.metrics, a.out, a.probe, info.get("segments_source"), counts)
     print(path.read_text())
 
 
@@ -282,13 +307,13 @@ def _add_model_commands(sub):
         for role in ("train", "val", "eval"):
             p.add_argument(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
     p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
+    p.add_argument("--val-split", default=None, help="none: select on the training loss")
     p.add_argument("--eval-split", default="test")
     for name in ("samples", "classes", "dataset-info"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--text", help="text.h5 (the prompt heads' text bank)")
     p.add_argument("--out", required=True, help="heads/<name> folder")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "bench-heads", cmd_bench_heads, "training samples/s and peak memory of each head "
              "at Animal Kingdom scale, on synthetic random features")
@@ -299,7 +324,7 @@ def _add_model_commands(sub):
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed training steps per head")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--csv")
 
     p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "
@@ -307,7 +332,7 @@ def _add_model_commands(sub):
     p.add_argument("videos", nargs="+", help="video files or folders")
     p.add_argument("--run", required=True, help="a finished run: results/<name>")
     p.add_argument("--head", default="fusion", help="which trained head (default fusion)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per video")
     p.add_argument("--json", help="also write the results as JSON")
     p.add_argument("--timeline", action="store_true", help="score 1 s sliding windows and plot "
                    "a per-second action timeline (PNG) per video")
@@ -315,12 +340,14 @@ def _add_model_commands(sub):
     p.add_argument("--extra-classes", help="open vocabulary (prompt heads): more classes to score, "
                    "a file (one name per line, or id,name) or a comma-separated list")
     p.add_argument("--timeline-dir", default=".", help="where timeline PNGs go")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
     p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")
     p.add_argument("--probe", help="models/moclip/probe.json")
     p.add_argument("--dataset-info", required=True)
+    p.add_argument("--missing", help="missing.tsv (videos listed but not found)")
+    p.add_argument("--probes", nargs="*", help="probe tables of the evaluation split (skipped videos)")
     p.add_argument("--out", required=True, help="reports folder")
 
     p = _add(sub, "moclip-train", cmd_moclip_train, "distil the motion student from cached flow "
@@ -332,15 +359,16 @@ def _add_model_commands(sub):
     for name in ("samples", "classes", "dataset-info"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--params", required=True, help='JSON {"moclip": {...}, "clip": {...}}')
+    p.add_argument("--num-workers", type=_optional_int, help="DataLoader workers (moclip.num_workers)")
     p.add_argument("--out", required=True, help="output folder (student.pt, train_log.csv/png)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
     p.add_argument("--student", required=True)
     p.add_argument("--flow", required=True, help="flow shard")
     p.add_argument("--out", required=True, help="motion shard to write")
     p.add_argument("--params", help="the moclip: config section as JSON")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "moclip-probe", cmd_moclip_probe, "linear probe: motion vs CLIP embeddings")
     for name in ("clip-train", "motion-train", "clip-eval", "motion-eval"):
@@ -368,7 +396,7 @@ def _add_model_commands(sub):
     p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
     p.add_argument("--baseline-flow-frames", type=int, default=128,
                    help="the pair-by-pair flow baseline is timed on this many frames")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--csv", help="also write the table as CSV")
 
     for name, func, what in (("clip", cmd_clip, "frozen CLIP frame embeddings"),
@@ -378,15 +406,19 @@ def _add_model_commands(sub):
         p.add_argument("--out", required=True, help="feature shard (.h5) to write")
         p.add_argument("--params", help=f"the {name}: config section as JSON")
         p.add_argument("--sampling", help="the sampling: config section (recorded as provenance)")
-        p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+        p.add_argument("--device", help=DEVICE_HELP)
+        p.add_argument("--batch-size", type=_optional_int, help=f"{name}.batch_size (no effect "
+                       "on the features, so not part of --params)")
+        p.add_argument("--decode-workers", type=_optional_int, help="decoding threads")
 
     p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
     p.add_argument("--classes", required=True, help="classes.tsv (stage samples)")
-    p.add_argument("--species", help="species.tsv, for templates with {species}")
-    p.add_argument("--relation", help="relation.tsv (species, class pairs)")
-    p.add_argument("--params", required=True, help='JSON {"text": {...}, "clip": {...}}')
+    p.add_argument("--species", nargs="*", metavar="TSV",
+                   help="species.tsv relation.tsv, for templates with {species} and the species bank")
+    p.add_argument("--text", help="the text: config section as JSON")
+    p.add_argument("--clip", help="the clip: config section (model, pretrained) as JSON")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "describe", cmd_describe, "visual descriptions of each action (or species) from "
              "an OpenAI-compatible chat endpoint -> a description file for text.descriptions")
@@ -405,6 +437,21 @@ def _add_model_commands(sub):
 
 
 # ---------------------------------------------------------------- parser
+
+def _optional_int(text: str):
+    """An integer, or None/null (a config value left unset)."""
+    return None if text in ("None", "null", "") else int(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more; got {value}")
+    return value
+
 
 def _add(sub, name, func, help_):
     p = sub.add_parser(name, help=help_, description=help_)
@@ -427,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "samples", cmd_samples, "read a data set's annotation files into samples.tsv, "
              "classes.tsv, missing.tsv (+ species.tsv, relation.tsv)")
     p.add_argument("--params", required=True, help="the dataset: config section as JSON")
-    p.add_argument("--shards", type=int, default=1, help="shards per split")
+    p.add_argument("--shards", type=_positive_int, default=1, help="shards per split")
     p.add_argument("--out", required=True, help="results/<name> folder")
 
     p = _add(sub, "probe", cmd_probe, "decode every video of one shard: real frame count, fps, "
@@ -445,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    apply_runtime(args)
     # Libraries log chatter at INFO on the root logger; ours is the "pipeline" logger.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")

@@ -1,7 +1,7 @@
 """Validated access to config.yaml.
 
-The JSON schema (``pipeline/resources/config.schema.yaml``, also linked as
-``workflow/schemas/config.schema.yaml``) is the single description of every key. Validation
+The JSON schema ``pipeline/resources/config.schema.yaml`` (inside the package, so the
+Snakefile and ``python -m pipeline`` read the same file) is the single description of every key. Validation
 fills defaults and turns the first problem into one line that names the key and what is allowed.
 """
 from __future__ import annotations

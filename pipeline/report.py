@@ -102,7 +102,20 @@ COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", 
                   ("mAP", "macro mAP")]
 
 
-def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None) -> Path:
+def split_counts(split: str, missing_file, probe_files) -> dict:
+    """Videos of ``split`` listed, missing (not found), skipped (unreadable) and evaluated."""
+    import csv
+    from .video import read_probes
+    with open(missing_file, newline="", encoding="utf-8") as f:
+        missing = sum(r["split"] == split for r in csv.DictReader(f, delimiter="\t"))
+    probes = [p for f in probe_files for p in read_probes(f, readable_only=False)]
+    skipped = [p for p in probes if not p.readable]
+    return {"listed": len(probes) + missing, "missing": missing, "skipped": len(skipped),
+            "probe_tables": [str(f) for f in probe_files]}
+
+
+def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None,
+            counts: dict | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -120,7 +133,12 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
     segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
     cols += [(s, f"{s[4:]} mAP") for s in segs]
     order = sorted(rows, key=lambda r: -(r.get(cols[0][0]) or 0))
-    lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", "",
+    lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", ""]
+    if counts:
+        lines += [f"{counts['listed']} videos listed in this split: {counts['missing']} missing "
+                  f"(see `missing.tsv`), {counts['skipped']} skipped as unreadable (reasons in "
+                  f"`probe/{rows[0]['split']}/shard-*.tsv`), {rows[0]['n_videos']} evaluated.", ""]
+    lines += [
              "Macro mAP averages per-class AP over classes with a positive (Animal Kingdom's "
              "definition); micro mAP pools all (video, class) pairs (what ViMoCLIP reports)."
              if multilabel else "Single-label: top-1/top-5 accuracy, mean per-class accuracy.", ""]

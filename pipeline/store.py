@@ -154,7 +154,8 @@ def _open(path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as e:
         raise StoreError(f"{path}: not a readable HDF5 feature file (truncated or corrupt: "
-                         f"{str(e).splitlines()[0][:120]}); delete it and re-run its stage") from None
+                         f"{str(e).splitlines()[0][:120]}); delete it and re-run snakemake, which "
+                         f"re-makes it (or re-run the stage that writes it)") from None
 
 
 class FeatureReader:

@@ -18,7 +18,7 @@ from .readers import AnnotationError, Entry, NameTable
 log = logging.getLogger("pipeline")
 
 __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "read_samples",
-           "read_classes", "FORMATS"]
+           "read_classes", "plan_splits", "FORMATS"]
 
 FORMATS = ("animal_kingdom", "animal_kingdom_species", "mammalnet", "lote", "csv", "demo")
 from ..video import VIDEO_SUFFIXES as VIDEO_EXTENSIONS
@@ -152,6 +152,39 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         multilabel = cfg["format"] in ("animal_kingdom", "animal_kingdom_species") or any(
             len(r["labels"]) != 1 for r in rows)
     return SampleSet(classes, segments, species, relation, rows, missing, bool(multilabel))
+
+
+DEMO_SPLITS = ["train", "val", "test"]
+
+
+def split_roles(ds: dict, splits) -> tuple[str | None, list[str]]:
+    """The validation split to use (None when the data set has none) and notes for the user.
+    The training and evaluation splits must hold videos; a missing validation split is allowed:
+    heads and the student then select their checkpoint on the training loss."""
+    splits = sorted(splits)
+    for role in ("train_split", "eval_split"):
+        if ds.get(role) not in splits:
+            raise AnnotationError("config.yaml", None, f"dataset.{role} is {ds.get(role)!r}, but "
+                                  f"no video of that split was found; splits with videos: "
+                                  f"{', '.join(splits) or 'none'}")
+    val, notes = ds.get("val_split"), []
+    if val and val not in splits:
+        notes.append(f"dataset.val_split {val!r} has no video (splits with videos: "
+                     f"{', '.join(splits)}): the student and the heads select their checkpoint "
+                     f"on the training loss; set val_split: null to silence this")
+        val = None
+    return val, notes
+
+
+def plan_splits(ds: dict, shards: int = 1) -> tuple[list[str], str | None, list[str]]:
+    """(splits that hold at least one present video, validation split or None, notes), read
+    with the same reader as the samples stage, for the workflow to build its DAG from."""
+    if ds["format"] == "demo":
+        splits = DEMO_SPLITS  # the demo's videos are written by a rule of the run itself
+    else:
+        splits = sorted({r["split"] for r in build_samples(ds, shards).rows})
+    val, notes = split_roles(ds, splits)
+    return splits, val, notes
 
 
 def _write_tsv(path: Path, header: list[str], rows) -> None:

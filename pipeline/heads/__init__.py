@@ -77,6 +77,9 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
     text, n_species = None, 0
 
+    for paths in shards.values():  # a damaged shard stops the job now, not after training
+        FeatureReader(paths).close()
+
     def load(role, expect=None):
         if not shards.get(("clip", role)) and not shards.get(("motion", role)):
             return None

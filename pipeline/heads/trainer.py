@@ -132,6 +132,9 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
               else np.full(n_classes, float(params["pos_weight"])))
         pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
 
+    if val is None:
+        log.info("head %s: no validation split; the epoch with the lowest training loss is kept "
+                 "(no early stopping)", name)
     history, best, best_state, stale = [], -1.0, None, 0
     bar = tqdm(range(params["epochs"]), desc=f"head {name}", disable=not progress)
     for epoch in bar:

@@ -1,5 +1,7 @@
-import csv
 import json
+import shlex
+
+from pipeline.annotations import AnnotationError, plan_splits
 
 DS = config["dataset"]
 RESULTS = f"results/{DS['name']}"
@@ -8,31 +10,32 @@ BENCH = f"{RESULTS}/benchmarks"
 SHARDS = list(range(config["shards"]))
 ENV = "../../envs/pipeline.yaml"
 
-
-def split_names():
-    """Split names are needed to build the DAG, before any rule runs."""
-    if DS["format"] == "demo":
-        return ["train", "val", "test"]
-    if DS["format"] == "csv":
-        with open(DS["annotations"], newline="", encoding="utf-8-sig") as f:
-            return sorted({row["split"].strip() for row in csv.DictReader(f)})
-    return list(DS["splits"])
-
-
-SPLITS = split_names()
-TRAIN, VAL, EVAL = DS["train_split"], DS["val_split"], DS["eval_split"]
+# The DAG needs the split names before any job starts; they are read by the samples stage's own
+# reader, so both agree on every file the stage accepts (and refuse the same files, by line).
+try:
+    SPLITS, VAL, _notes = plan_splits(DS, config["shards"])
+except AnnotationError as e:
+    sys.exit(f"error: {e}")
+for _note in _notes:
+    print(f"note: {_note}", file=sys.stderr)
+TRAIN, EVAL = DS["train_split"], DS["eval_split"]
 MOCLIP = f"{RESULTS}/models/moclip"
 HEADS_DIR = f"{RESULTS}/heads"
 MOTION_HEADS = {"fusion", "interleave", "motion_only", "motion_linear"}
 RGB_HEADS = {"fusion", "interleave", "rgb_only", "rgb_linear"}
 
 
-def as_json(*keys):
-    """A config section as compact JSON: the rule's params, and so its rerun trigger."""
-    value = config
-    for k in keys:
-        value = value[k]
+def as_json(section, keys=None, drop=()):
+    """A config section (or its ``keys``) as compact JSON: the rule's params, and so its rerun
+    trigger. ``drop`` names keys that do not change the output (batch sizes, workers), which
+    reach the jobs through PIPELINE_RUNTIME instead, so changing them re-runs nothing."""
+    value = config[section]
+    value = {k: v for k, v in value.items() if (keys is None or k in keys) and k not in drop}
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on
+RUNTIME_ONLY = ("batch_size", "decode_workers", "num_workers")
 
 
 def per_shard(pattern):
@@ -64,9 +67,10 @@ def runtime(rule):
     return minutes
 
 
-def split_shards(kind, split):
-    """All shards of one feature kind for one split."""
-    return expand(f"{RESULTS}/features/{kind}/{split}/shard-{{shard}}.h5", shard=SHARDS)
+def split_shards(kind, split, ext="h5"):
+    """All shards of one kind (clip, flow, motion features; probe tables) for one split."""
+    folder = "probe" if kind == "probe" else f"features/{kind}"
+    return expand(f"{RESULTS}/{folder}/{split}/shard-{{shard}}.{ext}", shard=SHARDS)
 
 
 def annotation_inputs():
@@ -95,6 +99,6 @@ def head_inputs(w):
 
 
 def head_args(w, input):
-    args = [f"--{key.replace('_', '-')} {' '.join(input[key])}"
+    args = [f"--{key.replace('_', '-')} {' '.join(map(shlex.quote, input[key]))}"
             for key in input.keys() if key.startswith(("clip_", "motion_"))]
-    return " ".join(args + ([f"--text {input.text}"] if "text" in input.keys() else []))
+    return " ".join(args + ([f"--text {shlex.quote(input.text)}"] if "text" in input.keys() else []))

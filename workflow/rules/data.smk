@@ -25,7 +25,10 @@ if DS["format"] == "demo":
         benchmark:
             f"{BENCH}/demo_data.tsv"
         shell:
-            "python -m pipeline demo --out {params.out} --params {params.demo:q} 2> {log}"
+            "python -m pipeline demo --out {params.out:q} --params {params.demo:q} 2> {log:q}"
+
+
+SPECIES_FILES = bool((DS.get("species") or {}).get("names"))
 
 
 rule samples:
@@ -36,8 +39,10 @@ rule samples:
         classes=f"{RESULTS}/classes.tsv",
         missing=f"{RESULTS}/missing.tsv",
         info=f"{RESULTS}/dataset.json",
+        species=[f"{RESULTS}/species.tsv", f"{RESULTS}/relation.tsv"] if SPECIES_FILES else [],
     params:
-        dataset=as_json("dataset"),
+        # the split roles (train/val/eval) are the heads' business: changing them re-reads nothing
+        dataset=as_json("dataset", drop=("train_split", "val_split", "eval_split")),
         shards=config["shards"],
         out=lambda w, output: str(Path(output.samples).parent),
     resources:
@@ -52,7 +57,7 @@ rule samples:
         f"{BENCH}/samples.tsv"
     shell:
         "python -m pipeline samples --params {params.dataset:q} --shards {params.shards}"
-        " --out {params.out} 2> {log}"
+        " --out {params.out:q} 2> {log:q}"
 
 
 rule probe:
@@ -74,11 +79,6 @@ rule probe:
     benchmark:
         f"{BENCH}/probe/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline probe --samples {input.samples} --videos {params.videos:q}"
-        " --split {wildcards.split} --shard {wildcards.shard} --params {params.sampling:q}"
-        " --out {output} 2> {log}"
-
-
-rule probed:
-    input:
-        per_shard(f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv"),
+        "python -m pipeline probe --samples {input.samples:q} --videos {params.videos:q}"
+        " --split {wildcards.split:q} --shard {wildcards.shard} --params {params.sampling:q}"
+        " --out {output:q} 2> {log:q}"

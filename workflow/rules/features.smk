@@ -8,9 +8,8 @@ rule clip:
     output:
         f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
     params:
-        clip=as_json("clip"),
+        clip=as_json("clip", drop=RUNTIME_ONLY),
         sampling=as_json("sampling"),
-        device=config["device"],
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("clip"),
@@ -22,8 +21,9 @@ rule clip:
     benchmark:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline clip --probe {input.probe} --out {output} --device {params.device}"
-        " --params {params.clip:q} --sampling {params.sampling:q} 2> {log}"
+        "python -m pipeline clip --probe {input.probe:q} --out {output:q}"
+        " --params {params.clip:q} --sampling {params.sampling:q}"
+        " 2> {log:q}"
 
 
 rule flow:
@@ -32,9 +32,8 @@ rule flow:
     output:
         f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
     params:
-        flow=as_json("flow"),
+        flow=as_json("flow", drop=RUNTIME_ONLY),
         sampling=as_json("sampling"),
-        device=config["device"],
     resources:
         gpu=gpus(config["flow"]["backend"] == "ptlflow"),
         mem_mb=mem_mb("flow"),
@@ -46,23 +45,22 @@ rule flow:
     benchmark:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline flow --probe {input.probe} --out {output} --device {params.device}"
-        " --params {params.flow:q} --sampling {params.sampling:q} 2> {log}"
+        "python -m pipeline flow --probe {input.probe:q} --out {output:q}"
+        " --params {params.flow:q} --sampling {params.sampling:q}"
+        " 2> {log:q}"
 
 
 rule text:
     input:
         classes=rules.samples.output.classes,
+        species=rules.samples.output.species,
         descriptions=[config["text"][k] for k in ("descriptions", "species_descriptions")
                       if config["text"].get(k)],
     output:
         f"{RESULTS}/features/text.h5",
     params:
-        cfg=lambda w: json.dumps({"text": config["text"], "clip": config["clip"]}, sort_keys=True),
-        species=f"--species {RESULTS}/species.tsv --relation {RESULTS}/relation.tsv"
-        if (DS.get("species") or {}).get("names")
-        else "",
-        device=config["device"],
+        text=lambda w: as_json("text"),  # a function: its {action} is no wildcard
+        clip=as_json("clip", keys=CLIP_IDENTITY),
     resources:
         gpu=0,
         mem_mb=mem_mb("text"),
@@ -74,8 +72,9 @@ rule text:
     benchmark:
         f"{BENCH}/text.tsv"
     shell:
-        "python -m pipeline text --classes {input.classes} {params.species} --out {output}"
-        " --device {params.device} --params {params.cfg:q} 2> {log}"
+        "python -m pipeline text --classes {input.classes:q} --species {input.species:q}"
+        " --out {output:q} --text {params.text:q} --clip {params.clip:q}"
+        " 2> {log:q}"
 
 
 rule features:

@@ -11,6 +11,7 @@ rule head:
         log=f"{HEADS_DIR}/{{head}}/train_log.csv",
         metrics=f"{HEADS_DIR}/{{head}}/metrics.json",
         predictions=f"{HEADS_DIR}/{{head}}/predictions/{EVAL}.csv",
+        val_predictions=[f"{HEADS_DIR}/{{head}}/predictions/{VAL}.csv"] if VAL and VAL != EVAL else [],
         ap=report(f"{HEADS_DIR}/{{head}}/per_class_ap.png", category="Heads", subcategory="{head}",
                   caption="../report/per_class_ap.rst"),
         pr=report(f"{HEADS_DIR}/{{head}}/pr_curves.png", category="Heads", subcategory="{head}",
@@ -22,9 +23,9 @@ rule head:
     params:
         head=lambda w: json.dumps(config["heads"].get(w.head, {}), sort_keys=True),
         shards=head_args,
-        splits=f"--train-split {TRAIN} --val-split {VAL} --eval-split {EVAL}",
+        splits=" ".join(f"--{role}-split {shlex.quote(split)}" for role, split in
+                        (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),
         out=lambda w, output: str(Path(output.model).parent),
-        device=config["device"],
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("head"),
@@ -37,8 +38,8 @@ rule head:
         f"{BENCH}/heads/{{head}}.tsv"
     shell:
         "python -m pipeline head --name {wildcards.head} --params {params.head:q} {params.shards}"
-        " {params.splits} --samples {input.samples} --classes {input.classes}"
-        " --dataset-info {input.info} --out {params.out} --device {params.device} 2> {log}"
+        " {params.splits} --samples {input.samples:q} --classes {input.classes:q}"
+        " --dataset-info {input.info:q} --out {params.out:q} 2> {log:q}"
 
 
 rule report:
@@ -46,6 +47,8 @@ rule report:
         metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
         probe=f"{MOCLIP}/probe.json",
         info=rules.samples.output.info,
+        missing=rules.samples.output.missing,
+        probes=split_shards("probe", EVAL, ext="tsv"),
     output:
         summary=report(f"{RESULTS}/reports/summary.md", category="Summary",
                        caption="../report/summary.rst"),
@@ -64,5 +67,6 @@ rule report:
     benchmark:
         f"{BENCH}/report.tsv"
     shell:
-        "python -m pipeline report --metrics {input.metrics} --probe {input.probe}"
-        " --dataset-info {input.info} --out {params.out} > {log} 2>&1"
+        "python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
+        " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
+        " --out {params.out:q} > {log:q} 2>&1"

@@ -15,10 +15,11 @@ rule moclip_train:
         log=f"{MOCLIP}/train_log.csv",
         plot=report(f"{MOCLIP}/train_log.png", category="MoCLIP"),
     params:
-        cfg=lambda w: json.dumps({"moclip": config["moclip"], "clip": config["clip"]}, sort_keys=True),
-        val=lambda w, input: ("--clip-val " + " ".join(input.clip_val) + " --flow-val "
-        + " ".join(input.flow_val)) if VAL else "",
-        device=config["device"],
+        # what the student depends on: not the export choice, workers or the clip batch size
+        cfg=lambda w: json.dumps({"moclip": {k: v for k, v in config["moclip"].items()
+                                             if k not in ("export",) + RUNTIME_ONLY},
+                                  "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
+                                 sort_keys=True),
         out=lambda w, output: str(Path(output.student).parent),
     resources:
         gpu=gpus(),
@@ -31,10 +32,11 @@ rule moclip_train:
     benchmark:
         f"{BENCH}/moclip_train.tsv"
     shell:
-        "python -m pipeline moclip-train --clip-train {input.clip_train} --flow-train {input.flow_train}"
-        " {params.val} --samples {input.samples} --classes {input.classes}"
-        " --dataset-info {input.info} --params {params.cfg:q} --out {params.out}"
-        " --device {params.device} 2> {log}"
+        "python -m pipeline moclip-train --clip-train {input.clip_train:q}"
+        " --flow-train {input.flow_train:q} --clip-val {input.clip_val:q} --flow-val {input.flow_val:q}"
+        " --samples {input.samples:q} --classes {input.classes:q} --dataset-info {input.info:q}"
+        " --params {params.cfg:q} --out {params.out:q}"
+        " 2> {log:q}"
 
 
 rule moclip_export:
@@ -44,8 +46,7 @@ rule moclip_export:
     output:
         f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5",
     params:
-        moclip=as_json("moclip"),
-        device=config["device"],
+        moclip=as_json("moclip", keys=("export",)),
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("moclip_export"),
@@ -57,16 +58,16 @@ rule moclip_export:
     benchmark:
         f"{BENCH}/moclip_export/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline moclip-export --student {input.student} --flow {input.flow}"
-        " --out {output} --params {params.moclip:q} --device {params.device} 2> {log}"
+        "python -m pipeline moclip-export --student {input.student:q} --flow {input.flow:q}"
+        " --out {output:q} --params {params.moclip:q} 2> {log:q}"
 
 
 rule moclip_probe:
     input:
         clip_train=split_shards("clip", TRAIN),
         motion_train=split_shards("motion", TRAIN),
-        clip_eval=split_shards("clip", DS["eval_split"]),
-        motion_eval=split_shards("motion", DS["eval_split"]),
+        clip_eval=split_shards("clip", EVAL),
+        motion_eval=split_shards("motion", EVAL),
         samples=rules.samples.output.samples,
         classes=rules.samples.output.classes,
         info=rules.samples.output.info,
@@ -83,10 +84,10 @@ rule moclip_probe:
     benchmark:
         f"{BENCH}/moclip_probe.tsv"
     shell:
-        "python -m pipeline moclip-probe --clip-train {input.clip_train}"
-        " --motion-train {input.motion_train} --clip-eval {input.clip_eval}"
-        " --motion-eval {input.motion_eval} --samples {input.samples} --classes {input.classes}"
-        " --dataset-info {input.info} --out {output} 2> {log}"
+        "python -m pipeline moclip-probe --clip-train {input.clip_train:q}"
+        " --motion-train {input.motion_train:q} --clip-eval {input.clip_eval:q}"
+        " --motion-eval {input.motion_eval:q} --samples {input.samples:q} --classes {input.classes:q}"
+        " --dataset-info {input.info:q} --out {output:q} 2> {log:q}"
 
 
 rule motion:

@@ -24,7 +24,7 @@ from .heads.models import PROMPT_HEADS, streams
 from .heads.trainer import predict as predict_scores
 from .moclip.export import export_motion
 from .store import FeatureReader, read_attrs
-from .video import probe_video
+from .video import VIDEO_SUFFIXES, probe_video
 
 log = logging.getLogger("pipeline")
 
@@ -47,8 +47,14 @@ def load_run(run, head: str) -> dict:
     if not head_path.exists():
         trained = sorted(p.parent.name for p in run.glob("heads/*/head.pt"))
         raise RunError(f"{head_path} not found; trained heads in {run}: {', '.join(trained) or 'none'}")
+    model, ckpt = load_head(head_path)
+    _, need_motion = streams(ckpt["name"], ckpt["params"])
+    student = run / "models" / "moclip" / "student.pt"
+    if need_motion and not student.exists():
+        raise RunError(f"{student} not found: head {head!r} needs the motion student; finish the "
+                       f"run (snakemake --cores N) or predict with a head that sees frames only "
+                       f"(rgb_only, rgb_linear, zero_shot)")
     clip_attrs = read_attrs(_first_shard(run, "clip"))
-    flow_attrs = read_attrs(_first_shard(run, "flow"))
     if clip_attrs.get("sampling") is None:
         raise RunError(f"{run}: its features carry no sampling provenance (made by an older "
                        f"version); re-run the clip and flow stages")
@@ -59,14 +65,15 @@ def load_run(run, head: str) -> dict:
     clip_cfg = {"model": clip_attrs["model"], "pretrained": source, "batch_size": 256,
                 "decode_workers": None,
                 "dtype": "float16" if FeatureReader([_first_shard(run, "clip")]).row_dtype == np.float16 else "float32"}
-    flow_cfg = {k: flow_attrs[k] for k in ("backend", "step", "work_size", "size", "bound",
-                                           "batch_size", "half")}
-    flow_cfg.update({"model": flow_attrs["model"], "checkpoint": flow_attrs["weights_source"],
-                     "decode_workers": None})
-    model, ckpt = load_head(head_path)
+    flow_cfg = None
+    if need_motion:  # a head that sees frames only never reads (or trusts) the flow shards
+        flow_attrs = read_attrs(_first_shard(run, "flow"))
+        flow_cfg = {k: flow_attrs[k] for k in ("backend", "step", "work_size", "size", "bound",
+                                               "batch_size", "half")}
+        flow_cfg.update({"model": flow_attrs["model"], "checkpoint": flow_attrs["weights_source"],
+                         "decode_workers": None})
     return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
-            "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"],
-            "student": run / "models" / "moclip" / "student.pt",
+            "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"], "student": student,
             "classes": [c["name"] for c in read_classes(run / "classes.tsv")]}
 
 
@@ -130,7 +137,11 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
     if extra_classes:
         add_classes(r, extra_classes, device)
     params, multilabel = r["ckpt"]["params"], r["ckpt"]["multilabel"]
-    videos = expand_videos(paths)
+    try:
+        videos = expand_videos(paths)
+    except FileNotFoundError:
+        raise RunError(f"no video file in {', '.join(map(str, paths))} (looked for "
+                       f"{', '.join(VIDEO_SUFFIXES)}); give video files or folders that hold them") from None
     sampling = r["sampling"]
     if timeline is not None:  # dense rows, then sliding windows
         sampling = {"mode": "fps", "fps": max(2.0, params["frames"] / window_s), "max_frames": 100000}

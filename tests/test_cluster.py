@@ -1,5 +1,6 @@
 """The demo pipeline through a real SLURM (tests/cluster/slurm.sh) and interruption of a run."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,7 +70,7 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
         cwd=cluster, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout + proc.stderr
-    assert "SLURM" in text and "jobid" in text.lower() or "Job " in text
+    assert "SLURM" in text and ("jobid" in text.lower() or "Job " in text)
     logs = list((cluster / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert logs, "no SLURM job logs: the jobs did not go through SLURM"
     job_ids = {p.stem.split("_")[0] for p in logs}
@@ -87,6 +88,23 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
         assert m[0] == m[1]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout
+        todo += map(int, kids.split())
+        out += map(int, kids.split())
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
     """A flow job is SIGKILLed while writing its shard; the re-run redoes it and the features
@@ -100,10 +118,10 @@ def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
     while time.time() < deadline and run.poll() is None and killed is None:
         partial = list((work / "results").rglob("shard-*.h5.partial"))
         if partial:
-            for pid in map(int, subprocess.run(["pgrep", "-f", "pipeline (flow|clip) --probe"],
-                                               capture_output=True, text=True).stdout.split()):
-                os.kill(pid, signal.SIGKILL)
-                killed = partial[0]
+            for pid in descendants(run.pid):  # only this test's own jobs, never others'
+                if re.search(r"pipeline (flow|clip) --probe", cmdline(pid)):
+                    os.kill(pid, signal.SIGKILL)
+                    killed = partial[0]
         time.sleep(0.01)
     run.wait()
     assert killed is not None, "no shard was caught mid-write"

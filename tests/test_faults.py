@@ -101,10 +101,25 @@ def test_disk_fills_up_while_writing(hostile, tmp_path, monkeypatch, capsys):
             raise OSError(errno.ENOSPC, "No space left on device", str(self.partial))
         return real_add(self, *a, **k)
     monkeypatch.setattr(store.FeatureWriter, "add", failing_add)
-    out = tmp_path / "new.h5"
-    rc = cli.main(["clip", "--probe", str(res / "probe" / "train" / "shard-0.tsv"), "--out", str(out),
+    # the job re-makes a shard that is already finished: the disk fills up mid-write
+    rc = cli.main(["clip", "--probe", str(res / "probe" / "train" / "shard-0.tsv"), "--out", str(finished),
                    "--params", json.dumps({"model": "demo-tiny-ViT", "pretrained": None}), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 3 and "No space left on device" in err and "Traceback" not in err
-    assert not out.exists() and not (tmp_path / "new.h5.partial").exists()
-    assert finished.read_bytes() == before
+    assert calls["n"] == 3, "the failure was not injected into this write"
+    assert not (tmp_path / "finished.h5.partial").exists()
+    assert finished.read_bytes() == before  # the finished file is untouched
+
+
+def test_summary_says_how_many_videos_were_listed_missing_and_skipped(hostile, tmp_path):
+    """The test split lists 6 videos: 1 is missing, 3 cannot be decoded, 2 are evaluated."""
+    work, _ = hostile
+    res = work / "results" / "hostile"
+    from pipeline.report import split_counts, summary
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"head": "rgb_linear", "split": "test", "n_videos": 2,
+                                   "mAP": 0.5, "mAP_micro": 0.5}))
+    counts = split_counts("test", res / "missing.tsv", [res / "probe" / "test" / "shard-0.tsv"])
+    text = summary([metrics], tmp_path / "rep", counts=counts).read_text()
+    assert "6 videos listed in this split: 1 missing (see `missing.tsv`), 3 skipped as unreadable " \
+           "(reasons in `probe/test/shard-*.tsv`), 2 evaluated." in text

@@ -118,6 +118,18 @@ def split_sentences(texts: list[str], where: str = "", limit: int = MAX_TOKENS,
     return out
 
 
+def fill(template: str, **values) -> str:
+    """``template.format(**values)`` with "a" before a filled-in value made "an" where the value
+    starts with a vowel sound ("an eagle", "an ostrich", but "a unicorn", "a European bison")."""
+    def article(m):
+        word = str(values[m.group(2)]).strip().lower()
+        vowel = word[:1] in "aeio" or (word[:1] == "u" and not word.startswith(("uni", "use", "usu")))
+        vowel = vowel and not word.startswith(("eu", "one"))
+        return ("an" if vowel else "a").capitalize() if m.group(1) == "A" else ("an" if vowel else "a")
+    template = re.sub(r"\b([Aa]) (?=\{(\w+)\})", lambda m: article(m) + " ", template)
+    return template.format(**values)
+
+
 def build_prompts(class_names, templates, descriptions=None, species_names=None,
                   relation=None) -> tuple[list[list[str]], list[list[str]]]:
     """Per class: the bare name, its templates, description sentences and, for templates with
@@ -132,10 +144,10 @@ def build_prompts(class_names, templates, descriptions=None, species_names=None,
         p, src = [action], ["name"]
         for i, t in enumerate(templates):
             if "{species}" in t:
-                texts = [t.format(action=action, species=species_names[s])
+                texts = [fill(t, action=action, species=species_names[s])
                          for s in pairs.get(c, []) if species_names]
             else:
-                texts = [t.format(action=action)]
+                texts = [fill(t, action=action)]
             for text in texts:
                 p.append(text)
                 src.append(f"template:{i}")

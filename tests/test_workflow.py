@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_dry_run_lists_the_whole_dag():
     out = snakemake(ROOT, "-n", "--forceall").stdout
-    jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[2:]
+    jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
             if line.strip() and not line.startswith("total")}
     assert jobs == {"demo_data", "samples", "probe", "clip", "flow", "text", "moclip_train",
                     "moclip_export", "moclip_probe", "head", "report", "all"}, jobs

@@ -96,25 +96,22 @@ def load_config(path: str | Path) -> dict:
     return validate_config(raw, str(path))
 
 
-def head_section(name: str, given: dict | str | None = None) -> dict:
-    """A head's parameters checked against that head's own schema (``heads.<name>``)."""
+def _checked(sub: dict, given, source: str) -> dict:
+    """``given`` (a dict or its JSON text) validated against ``sub``, defaults filled."""
     if isinstance(given, str):
         given = json.loads(given)
     given = copy.deepcopy(given or {})
-    sub = schema()["properties"]["heads"]["properties"][name]
     errors = list(_Validator(sub).iter_errors(given))
     if errors:
-        raise ConfigError(_message(errors[0], sub, f"heads.{name}"))
+        raise ConfigError(_message(errors[0], sub, source))
     return given
+
+
+def head_section(name: str, given: dict | str | None = None) -> dict:
+    """A head's parameters checked against that head's own schema (``heads.<name>``)."""
+    return _checked(schema()["properties"]["heads"]["properties"][name], given, f"heads.{name}")
 
 
 def section(name: str, given: dict | str | None = None) -> dict:
     """One section (e.g. ``clip``) with defaults filled, from a dict or its JSON text."""
-    if isinstance(given, str):
-        given = json.loads(given)
-    given = copy.deepcopy(given or {})
-    sub = schema()["properties"][name]
-    errors = list(_Validator(sub).iter_errors(given))
-    if errors:
-        raise ConfigError(_message(errors[0], sub, f"{name} parameters"))
-    return given
+    return _checked(schema()["properties"][name], given, f"{name} parameters")

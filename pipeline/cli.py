@@ -34,6 +34,15 @@ def cmd_demo(a):
     log.info("demo data set: %d videos, %d classes in %s", info["videos"], info["classes"], a.out)
 
 
+def cmd_demo_clip(a):
+    from .demo_clip import MODEL, train_demo_clip
+    demo = _params(a.params, "demo")
+    info = train_demo_clip(a.out, {**demo["clip"], "seed": demo["seed"]})
+    log.info("demo CLIP (%s): %d steps in %.0f s, zero-shot shape accuracy %.2f on held-out frames "
+             "(chance 0.25); written to %s", MODEL, info["steps"], info["seconds"],
+             info["shape_accuracy"], a.out)
+
+
 def cmd_samples(a):
     from .annotations import build_samples, split_roles, write_samples
     ds = json.loads(a.params)
@@ -470,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", cmd_demo, "write the synthetic demo data set (videos whose label is their motion)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--params", help="the demo: config section as JSON")
+    p = _add(sub, "demo-clip", cmd_demo_clip, "train the demo's tiny CLIP on frames of the demo's "
+             "world and write an open_clip checkpoint (for clip.pretrained)")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--params", help="the demo: config section as JSON (its clip: steps, batch_size, lr)")
 
     p = _add(sub, "samples", cmd_samples, "read a data set's annotation files into samples.tsv, "
              "classes.tsv, missing.tsv (+ species.tsv, relation.tsv)")

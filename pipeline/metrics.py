@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["average_precision", "evaluate"]
+__all__ = ["average_precision", "evaluate", "evaluate_logits", "probabilities"]
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -112,3 +112,40 @@ def evaluate(scores, labels, multilabel: bool = True, segments: Sequence[str] | 
         out.update({k: v for k, v in _multilabel(scores, onehot, segments).items()
                     if k.startswith("mAP_") and k != "mAP_micro"})
     return out
+
+
+def probabilities(logits, multilabel: bool) -> np.ndarray:
+    """Scores from logits, in float64: a sigmoid per class for multi-label sets, a softmax over
+    classes otherwise. float32 would round every logit above about 17 to exactly 1.0 (and a
+    softmax gap above about 100 to exactly 0.0), tying scores that the logits tell apart."""
+    x = np.asarray(logits, dtype=np.float64)
+    if multilabel:
+        return np.exp(-np.logaddexp(0.0, -x))
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def evaluate_logits(logits, labels, multilabel: bool = True,
+                    segments: Sequence[str] | None = None) -> dict:
+    """:func:`evaluate` of a model's logits. Multi-label metrics rank each class (and all pairs)
+    by score, and a sigmoid keeps that order, so they are computed on the logits themselves and
+    no saturation can tie them; single-label metrics on the float64 softmax."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return evaluate(logits if multilabel else probabilities(logits, False), labels,
+                    multilabel=multilabel, segments=segments)
+
+
+def species_top1(scores, species) -> dict:
+    """Top-1 species accuracy: a hit when the best-scored species is one of the video's
+    annotated species (videos without a known species are left out); a tie at the top gives the
+    share of tied species that are right. ``chance`` is the same accuracy for uniform scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    species = np.asarray(species) > 0
+    known = species.any(1)
+    if not known.any():
+        return {"top1": None, "chance": None, "n_videos": 0}
+    s, y = scores[known], species[known]
+    top = s == s.max(1, keepdims=True)
+    hit = (top & y).sum(1) / top.sum(1)
+    return {"top1": float(hit.mean()), "chance": float((y.sum(1) / y.shape[1]).mean()),
+            "n_videos": int(known.sum())}

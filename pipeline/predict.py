@@ -21,7 +21,8 @@ from .features.flow import extract_flow
 from .heads import load_head
 from .heads.data import SplitFeatures
 from .heads.models import PROMPT_HEADS, streams
-from .heads.trainer import predict as predict_scores
+from .heads.trainer import predict_logits
+from .metrics import probabilities
 from .moclip.export import export_motion
 from .store import FeatureReader, read_attrs
 from .video import VIDEO_SUFFIXES, probe_video
@@ -158,7 +159,7 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
     with tempfile.TemporaryDirectory() as tmp:
         feats = compute_features(readable, r, device, Path(tmp))
         ids = [p.video_id for p in readable]
-        scores = predict_scores(r["model"], _split(feats, ids), params, multilabel, device)
+        scores = probabilities(predict_logits(r["model"], _split(feats, ids), params, device), multilabel)
         for p, s in zip(readable, scores):
             order = np.argsort(-s)[:top_k]
             item = {"video": str(p.path), "frames": p.frames, "fps": p.fps, "head": head,
@@ -179,7 +180,7 @@ def _timeline(feats, probe, r, params, multilabel, device, window_s, out_dir: Pa
     rows = {f"w{i}": np.flatnonzero((t >= s) & (t < s + window_s)) for i, s in enumerate(starts)}
     rows = {k: v for k, v in rows.items() if len(v)}
     split = _split({k: _Alias(feats[k], probe.video_id) for k in feats}, list(rows), rows)
-    scores = predict_scores(r["model"], split, params, multilabel, device)
+    scores = probabilities(predict_logits(r["model"], split, params, device), multilabel)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -218,10 +219,10 @@ def format_results(results: list[dict]) -> str:
             lines.append(f"{item['video']}: skipped ({item['error']})")
             continue
         lines.append(f"{item['video']}  ({item['frames']} frames, {item['fps']:.1f} fps, head {item['head']})")
-        lines.append(f"  {'rank':<6}{'action':<34}{'score':>7}")
+        lines.append(f"  {'rank':<6}{'action':<34}{'score':>9}")
         for k, t in enumerate(item["top"], 1):
             name = t["class"] + (" (new)" if t.get("new") else "")
-            lines.append(f"  {k:<6}{name:<34}{t['score']:>7.3f}")
+            lines.append(f"  {k:<6}{name:<34}{t['score']:>9.4g}")
         if item.get("timeline"):
             lines.append(f"  timeline: {item['timeline']}")
     return "\n".join(lines)

@@ -83,6 +83,8 @@ def plot_training(history: list[dict], name: str, path) -> None:
 
 
 def write_predictions(path, video_ids, scores, targets, class_names, multilabel: bool, k: int = 5):
+    """Top-``k`` classes and scores per video. Scores are written in full (shortest round-trip
+    form): rounding to a few decimals would tie scores that rank differently."""
     k = min(k, scores.shape[1])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +94,7 @@ def write_predictions(path, video_ids, scores, targets, class_names, multilabel:
         w.writerow(["video_id", "labels"] + [x for i in range(1, k + 1) for x in (f"top{i}", f"score{i}")])
         for vid, s, t, y in zip(video_ids, scores, top, targets):
             truth = [class_names[c] for c in (np.flatnonzero(y) if multilabel else [int(y)])]
-            w.writerow([vid, ";".join(truth)] + [x for c in t for x in (class_names[c], f"{s[c]:.4f}")])
+            w.writerow([vid, ";".join(truth)] + [x for c in t for x in (class_names[c], repr(float(s[c])))])
 
 
 # ---------------------------------------------------------------- summary of all heads
@@ -123,7 +125,8 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         m = json.loads(Path(p).read_text())
         if "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
             rows.append({**m, "head": f"{m['head']} (predicted species)"})
-            rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)"})
+            rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)",
+                         "species": None})
         else:
             rows.append(m)
     if not rows:
@@ -132,7 +135,16 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
     cols = list(COLUMNS_MULTI if multilabel else COLUMNS_SINGLE)
     segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
     cols += [(s, f"{s[4:]} mAP") for s in segs]
+    species = next((r["species"] for r in rows if r.get("species")), None)
+    if species:
+        cols.append(("species_top1", "species top-1"))
+        for r in rows:
+            r["species_top1"] = (r.get("species") or {}).get("top1")
     order = sorted(rows, key=lambda r: -(r.get(cols[0][0]) or 0))
+    chance = rows[0].get("chance")
+    if chance:  # what uniform scores get: the floor every row is read against
+        order.append({**chance, "head": "*chance (uniform scores)*",
+                      "species_top1": species and species["chance"]})
     lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", ""]
     if counts:
         lines += [f"{counts['listed']} videos listed in this split: {counts['missing']} missing "
@@ -151,6 +163,11 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         lines.append(f"| {r['head']} | " + " | ".join(cells) + " |")
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
+    if species:
+        lines += ["", "Species top-1: the best-scored species is one of the video's annotated "
+                  "species. Zero-shot heads score species from the species bank (CLIP text of "
+                  "each species name and description), trained prompt heads add a learnt "
+                  "correction."]
     if any("oracle_species" in r for r in rows):
         lines += ["", "*Oracle species* rows are given the ground-truth species of each test video "
                   "(an upper bound, not a result); *predicted species* rows use the head's own "
@@ -159,9 +176,10 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         b2n = r.get("base_to_novel")
         if b2n and "oracle" not in r["head"]:
             lines += ["", f"Base-to-novel ({r['head']}): {b2n['base_classes']} base classes "
-                      f"{100 * b2n['base']:.2f}, {b2n['novel_classes']} novel classes (never "
-                      f"trained on) {100 * b2n['novel']:.2f}, harmonic mean "
-                      f"{100 * b2n['harmonic_mean']:.2f}."]
+                      f"{100 * b2n['base']:.2f} (chance {100 * b2n.get('base_chance', 0):.2f}), "
+                      f"{b2n['novel_classes']} novel classes (never trained on) "
+                      f"{100 * b2n['novel']:.2f} (chance {100 * b2n.get('novel_chance', 0):.2f}), "
+                      f"harmonic mean {100 * b2n['harmonic_mean']:.2f}."]
     if probe_file and Path(probe_file).exists():
         p = json.loads(Path(probe_file).read_text())
         lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "
@@ -171,7 +189,11 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(order) + 1.5))
     key = cols[0][0]
-    ax.barh([r["head"] for r in order][::-1], [r.get(key) or 0 for r in order][::-1], color="#1f77b4")
+    bars = [r for r in order if not r["head"].startswith("*")]
+    ax.barh([r["head"] for r in bars][::-1], [r.get(key) or 0 for r in bars][::-1], color="#1f77b4")
+    if chance and chance.get(key) is not None:
+        ax.axvline(chance[key], color="#7f7f7f", ls="--", label="chance")
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel(cols[0][1]), ax.set_xlim(0, 1)
     ax.set_title(f"heads on {rows[0]['split']}")
     fig.tight_layout()

@@ -54,8 +54,24 @@ def run_cli(*args, check=True, cwd=ROOT):
     return proc
 
 
-def copy_workflow(dest: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, package) to run Snakemake in isolation."""
+_TRAINED: dict = {}
+
+
+def trained_demo_clip() -> Path:
+    """The demo's CLIP checkpoint, trained once per test session by the demo_clip rule's own
+    command with the shipped config, and shared by the workflow copies (a minute each saved)."""
+    if "path" not in _TRAINED:
+        import json
+        import tempfile
+        out = Path(tempfile.mkdtemp(prefix="demo_clip_")) / "demo_clip.pt"
+        run_cli("demo-clip", "--out", out, "--params", json.dumps(demo_config()["demo"]))
+        _TRAINED["path"] = out
+    return _TRAINED["path"]
+
+
+def copy_workflow(dest: Path, demo_clip: bool = True) -> Path:
+    """A copy of the workflow (Snakefile, rules, package) to run Snakemake in isolation; with
+    ``demo_clip``, the demo's CLIP checkpoint is already in place (:func:`trained_demo_clip`)."""
     for name in ("Snakefile", "workflow", "pipeline", "envs"):
         src = ROOT / name
         if src.is_dir():
@@ -63,6 +79,9 @@ def copy_workflow(dest: Path) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dest / name)
+    if demo_clip:
+        (dest / "data" / "demo").mkdir(parents=True, exist_ok=True)
+        shutil.copy(trained_demo_clip(), dest / "data" / "demo" / "demo_clip.pt")
     return dest
 
 
@@ -84,7 +103,7 @@ def demo_config(**overrides):
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The default job, end to end, exactly as `snakemake --cores 2` runs it."""
-    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    work = copy_workflow(tmp_path_factory.mktemp("wf"), demo_clip=False)  # the rule trains it
     (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     snakemake(work)
     return work

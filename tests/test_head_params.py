@@ -8,7 +8,7 @@ from pipeline.config import ConfigError, schema, validate_config
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import HEADS
 from pipeline.heads.prompt import relation_matrix
-from pipeline.heads.trainer import TRAIN_DEFAULTS, head_params, predict, train_head
+from pipeline.heads.trainer import TRAIN_DEFAULTS, head_params, predict_logits, train_head
 
 CPU = torch.device("cpu")
 D, C, S = 32, 4, 2  # 32: the micro CLIP's width (the learnable text mode runs its tower)
@@ -66,7 +66,7 @@ def _fingerprint(name, params, multilabel):
     train, val = _split(multilabel=multilabel), _split(seed=1, multilabel=multilabel)
     text = _text(params.get("text_mode") == "learnable") if name in ("prompt", "zero_shot") else None
     model, history = train_head(name, params, train, val, C, multilabel, CPU, progress=False, text=text)
-    scores = predict(model, val, params, multilabel, CPU)
+    scores = predict_logits(model, val, params, CPU)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return model, history, scores, shapes
 

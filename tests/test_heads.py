@@ -7,7 +7,7 @@ import torch
 from conftest import run_cli
 from pipeline.heads.data import SplitFeatures, sample_indices
 from pipeline.heads.models import HEADS, InterleaveHead, aggregation_steps, build_head
-from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict, train_head
+from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict_logits, train_head
 
 SMALL = {"layers": 1, "heads": 2, "width": 16, "dropout": 0.0}
 
@@ -131,7 +131,7 @@ def test_training_learns_and_keeps_the_best_epoch(multilabel):
     params = head_params("motion_only", {**SMALL, "epochs": 25, "lr": 3e-3, "frames": 6, "batch_size": 8})
     model, history = train_head("motion_only", params, train, val, 4, multilabel, torch.device("cpu"),
                                 progress=False)
-    scores = predict(model, val, params, multilabel, torch.device("cpu"))
+    scores = predict_logits(model, val, params, torch.device("cpu"))
     assert scores.shape == (40, 4)
     best = max(h["val_metric"] for h in history)
     from pipeline.heads.trainer import main_metric

@@ -96,7 +96,7 @@ def test_prompt_head_equals_zero_shot_at_initialisation():
     zs = build_head("zero_shot", D, 0, C, {}, _text()).eval()
     for refine in ("mlp", "attention"):
         head = _prompt(refine=refine)
-        torch.testing.assert_close(head(rgb, motion, mask), zs(rgb, None, mask), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(head(rgb, motion, mask), zs(rgb, None, mask).float(), atol=1e-4, rtol=1e-5)
     # zero-shot by hand: mean of normalised frames against mean of normalised bank rows
     bank = torch.randn(C, 3, D)
     bank_mask = torch.tensor([[1, 1, 0]] * C, dtype=torch.bool)
@@ -104,7 +104,7 @@ def test_prompt_head_equals_zero_shot_at_initialisation():
     z.set_classes(prototypes(bank, bank_mask))
     v = F.normalize(F.normalize(rgb[0, :6], dim=-1).mean(0), dim=-1)
     p = F.normalize(F.normalize(bank[:, :2], dim=-1).mean(1), dim=-1)
-    torch.testing.assert_close(z(rgb[:1], None, mask[:1])[0], 100 * p @ v)
+    torch.testing.assert_close(z(rgb[:1], None, mask[:1])[0].float(), 100 * p @ v)
 
 
 def _perturb(head):
@@ -211,7 +211,7 @@ def test_zero_shot_needs_no_training_and_is_clips_classifier():
     rgb = torch.from_numpy(_split(seed=3).rgb[:4].astype(np.float32))
     mask = torch.ones(4, 6, dtype=torch.bool)
     video = F.normalize(F.normalize(rgb, dim=-1).mean(1), dim=-1)
-    torch.testing.assert_close(model(rgb, None, mask), 100.0 * video @ _text()["protos"].T)
+    torch.testing.assert_close(model(rgb, None, mask).float(), 100.0 * video @ _text()["protos"].T)
 
 
 def test_bank_of_another_model_is_refused(micro_clip, tmp_path):

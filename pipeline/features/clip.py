@@ -25,7 +25,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "resources" / "open_clip"
 def _open_clip():
     import open_clip
     if not getattr(open_clip, "_pipeline_configs_added", False):
-        open_clip.add_model_config(CONFIG_DIR)  # the demo's tiny architecture
+        from ..demo_clip import register
+        register()  # the demo CLIP's image tower, a timm model
+        open_clip.add_model_config(CONFIG_DIR)  # the demo's tiny architectures
         open_clip._pipeline_configs_added = True
     return open_clip
 
@@ -73,6 +75,12 @@ def load_clip(name: str, pretrained: str | None, device="cpu"):
             f"download the checkpoint on a machine that has it and set clip.pretrained to the "
             f"local file path (open_clip_pytorch_model.bin / .safetensors)") from None
     model.eval().requires_grad_(False)
+    if not hasattr(model.visual, "output_dim"):  # open_clip's timm towers do not say their width
+        size = model.visual.image_size
+        size = size if isinstance(size, (tuple, list)) else (size, size)
+        with torch.no_grad():
+            probe = model.encode_image(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
+        model.visual.output_dim = int(probe.shape[-1])
     return model
 
 

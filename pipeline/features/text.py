@@ -214,6 +214,7 @@ def extract_text(class_names, out, text_cfg: dict, clip_cfg: dict, device,
                      "pretrained": clip_cfg["pretrained"] or "",
                      "prompt_hash": prompt_hash(prompts + (species or {}).get("prompts", [])),
                      "templates": list(text_cfg["templates"]), "normalised": False,
+                     "logit_scale": float(model.logit_scale.exp()),
                      "relation": [list(map(int, pair)) for pair in relation or []]},
                     species=species)
     return {"classes": len(class_names), "prompts": int(mask.sum()), "max_per_class": mask.shape[1],

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import evaluate
+from ..metrics import evaluate_logits, probabilities, species_top1
 from ..store import FeatureReader
 from .data import identity_of, load_split
 from .models import HEADS, PROMPT_HEADS, streams
 from .prompt import add_classes, clip_for, load_text
-from .trainer import head_params, main_metric, predict, train_head
+from .trainer import head_params, main_metric, predict_logits, predict_species, train_head
 
 log = logging.getLogger("pipeline")
 __all__ = ["HEADS", "run_head", "load_head"]
@@ -133,43 +133,65 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         split = load(role, train.identity) if role == "eval" or novel else val
         if split is None:
             continue
-        scores_all = predict(model, split, params, multilabel, device)
-        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, scores_all,
-                          split.targets, all_names, multilabel)
-        scores = scores_all[:, :len(names)]
+        logits_all = predict_logits(model, split, params, device)
+        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids,
+                          probabilities(logits_all, multilabel), split.targets, all_names, multilabel)
+        logits = logits_all[:, :len(names)]
         if role == "eval":
-            metrics = evaluate(scores, split.targets, multilabel=multilabel, segments=segments)
-            metrics.update({"split": splits["eval"], "n_videos": len(split), "head": name})
+            metrics = evaluate_logits(logits, split.targets, multilabel=multilabel, segments=segments)
+            chance = evaluate_logits(np.zeros_like(logits), split.targets, multilabel=multilabel)
+            metrics.update({"split": splits["eval"], "n_videos": len(split), "head": name,
+                            "scores": score_kind(model, multilabel),
+                            "chance": {k: v for k, v in chance.items() if isinstance(v, float)}})
             if novel:
-                metrics["base_to_novel"] = base_to_novel_metrics(scores, split, base, novel, multilabel)
+                metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
+            species_logits = model.aux.get("species_logits") if hasattr(model, "aux") else None
+            if species_logits is not None and split.species is not None and split.species.any():
+                metrics["species"] = {**species_top1(predict_species(model, split, params, device),
+                                                     split.species),
+                                      "source": species_source(model)}
             if getattr(model, "species_mode", "none") != "none" and split.species is not None \
                     and split.species.any():
                 metrics["species_source"] = "predicted"
-                metrics["relation_gamma"] = float(model.gamma)
+                metrics["relation_gamma"] = model.gamma.item()
                 model.oracle = True
-                oracle = evaluate(predict(model, split, params, multilabel, device)[:, :len(names)],
-                                  split.targets, multilabel=multilabel, segments=segments)
+                oracle = evaluate_logits(predict_logits(model, split, params, device)[:, :len(names)],
+                                         split.targets, multilabel=multilabel, segments=segments)
                 model.oracle = False
                 metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
             (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
             onehot = split.targets if multilabel else np.eye(len(names))[split.targets]
             plot_per_class_ap(metrics, names, segments, out / "per_class_ap.png")
-            plot_pr_curves(scores, onehot, metrics, names, out / "pr_curves.png")
+            plot_pr_curves(logits, onehot, metrics, names, out / "pr_curves.png")
             result = metrics
     return result
 
 
-def base_to_novel_metrics(scores, split, base, novel, multilabel) -> dict:
+def score_kind(model, multilabel: bool) -> str:
+    """What the scores in predictions/*.csv are, in words (metrics.json says it too)."""
+    if hasattr(model, "scale"):  # the zero-shot head
+        scale = f"{float(model.scale):.4g} * cosine"
+        return (f"softmax over classes of {scale}" if not multilabel else
+                f"sigmoid({scale} {float(model.bias):+.4g}), bias calibrated on the training split")
+    return "sigmoid of the logits" if multilabel else "softmax over classes"
+
+
+def species_source(model) -> str:
+    if getattr(model, "species_mode", None) == "classifier":
+        return "species bank (zero-shot) plus a trained correction"
+    return "species bank, zero-shot"
+
+
+def base_to_novel_metrics(logits, split, base, novel, multilabel) -> dict:
     """Base classes scored among base classes on their videos, novel among novel, and the
-    harmonic mean (the protocol of ViFi-CLIP / X-CLIP)."""
+    harmonic mean (the protocol of ViFi-CLIP / X-CLIP); ``*_chance``: the same metric for
+    uniform scores."""
     out = {"base_classes": len(base), "novel_classes": len(novel)}
     for key, keep in (("base", base), ("novel", novel)):
         part = restrict(replace(split, rgb=None, motion=None), keep, multilabel)
         rows = [split.video_ids.index(v) for v in part.video_ids]
-        sub = scores[np.ix_(rows, keep)]
-        if not multilabel:
-            sub = sub / sub.sum(1, keepdims=True).clip(min=1e-12)
-        out[key] = main_metric(sub, part.targets, multilabel)
+        out[key] = main_metric(logits[np.ix_(rows, keep)], part.targets, multilabel)
+        out[f"{key}_chance"] = main_metric(np.zeros((len(rows), len(keep))), part.targets, multilabel)
     b, n = out["base"], out["novel"]
     out["harmonic_mean"] = 2 * b * n / (b + n) if b + n else 0.0
     return out

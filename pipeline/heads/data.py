@@ -19,8 +19,8 @@ IDENTITY_KEYS = {"clip": ("model", "weights"), "motion": ("model", "teacher", "s
 @dataclass
 class SplitFeatures:
     video_ids: list[str]
-    rgb: np.ndarray | None        # (N, L, D) float16
-    motion: np.ndarray | None     # (N, L, Dm) float16
+    rgb: np.ndarray | None        # (N, L, D) as stored (float16 by default)
+    motion: np.ndarray | None     # (N, L, Dm) as stored
     lengths: np.ndarray           # (N,) valid rows
     targets: np.ndarray           # (N, C) 0/1 or (N,) class ids
     identity: dict                # provenance of the features, checked by later users
@@ -35,8 +35,10 @@ def identity_of(reader: FeatureReader, kind: str) -> dict:
 
 
 def _padded(reader: FeatureReader, videos: list[str], max_rows: int) -> np.ndarray:
+    """Features in their stored dtype: float32 rows rounded to float16 would move cosines by
+    about 1e-4 and reorder close scores."""
     dim = reader.row_shape[0]
-    out = np.zeros((len(videos), max_rows, dim), np.float16)
+    out = np.zeros((len(videos), max_rows, dim), reader.row_dtype)
     for i, v in enumerate(videos):
         rows = reader.video(v).data[:max_rows]
         out[i, : rows.shape[0]] = rows

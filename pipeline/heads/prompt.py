@@ -53,21 +53,58 @@ def _zero(linear: nn.Linear) -> nn.Linear:
 
 
 class ZeroShotHead(nn.Module):
-    """CLIP's zero-shot classifier; nothing to train."""
+    """CLIP's zero-shot classifier: nothing is trained. Logits are ``scale * cos + bias`` in
+    float64, ``scale`` being the CLIP model's own logit scale (100 for OpenAI's weights).
+    Single-label sets: a softmax over classes. Multi-label sets: ``bias`` is fitted on the
+    training split (:func:`fit_bias`) so that sigmoid scores match the label rate instead of
+    saturating (a sigmoid of 100 * cos is 1.0 for every cosine above about 0.17, and real CLIP
+    cosines lie in 0.2-0.35). Either way the ranking is that of the cosines. With a species
+    bank the head also scores species (``aux["species_logits"]``)."""
     takes_species = False
 
-    def __init__(self, rgb_dim: int, n_classes: int):
+    def __init__(self, rgb_dim: int, n_classes: int, n_species: int = 0, scale: float = CLIP_SCALE):
         super().__init__()
         self.register_buffer("protos", torch.zeros(n_classes, rgb_dim))
+        self.register_buffer("species_protos", torch.zeros(n_species, rgb_dim))
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float64))
+        self.register_buffer("bias", torch.tensor(0.0, dtype=torch.float64))
+        self.aux = {}
 
     def set_classes(self, protos, relation=None, names=None):
         self.protos = torch.as_tensor(protos, dtype=torch.float32, device=self.protos.device)
+
+    def set_species(self, protos, relation=None):
+        self.species_protos = torch.as_tensor(protos, dtype=torch.float32, device=self.protos.device)
 
     def set_stats(self, *_):
         pass  # CLIP's space is used as it is
 
     def forward(self, rgb, motion, mask, species=None):
-        return CLIP_SCALE * video_embedding(rgb, mask) @ self.protos.T
+        frames = F.normalize(rgb.double(), dim=-1)
+        video = F.normalize(masked_mean(frames, mask), dim=-1)
+        if len(self.species_protos):
+            self.aux = {"species_logits": self.scale * video @ F.normalize(
+                self.species_protos.double(), dim=-1).T}
+        return self.scale * (video @ F.normalize(self.protos.double(), dim=-1).T) + self.bias
+
+
+def fit_bias(logits, targets) -> float:
+    """The shared bias ``b`` that makes ``sigmoid(logits + b)`` a calibrated probability:
+    logistic regression with the slope held at 1, over all (video, class) pairs, in float64."""
+    x = torch.as_tensor(logits, dtype=torch.float64).flatten()
+    y = torch.as_tensor(targets, dtype=torch.float64).flatten()
+    rate = float(y.mean().clamp(1e-4, 1 - 1e-4))
+    b = torch.tensor(math.log(rate / (1 - rate)) - float(x.mean()), dtype=torch.float64,
+                     requires_grad=True)
+    opt = torch.optim.LBFGS([b], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x + b, y)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return b.item()
 
 
 class CoopText(nn.Module):
@@ -275,7 +312,7 @@ def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu") 
             "species_protos": None if sp is None else prototypes(sp["embeddings"], sp["mask"]),
             "species_names": None if sp is None else sp["class_names"], "relation": None,
             "attrs": {k: bank["attrs"].get(k) for k in ("model", "weights", "pretrained", "templates",
-                                                        "prompt_hash")}, "clip": None}
+                                                        "prompt_hash", "logit_scale")}, "clip": None}
     if sp is not None:
         text["relation"] = relation_matrix(bank["attrs"].get("relation") or [], len(sp["class_names"]),
                                            len(bank["class_names"]))
@@ -320,7 +357,10 @@ def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict |
     """``text`` as :func:`load_text` gives it (``protos`` (C, D), ``species_protos`` (S, D) or
     None, ``relation`` (S, C) or None, ``class_names``, ``clip`` for the learnable mode)."""
     if name == "zero_shot":
-        head = ZeroShotHead(rgb_dim, n_classes)
+        scale = ((text or {}).get("attrs") or {}).get("logit_scale") or CLIP_SCALE
+        head = ZeroShotHead(rgb_dim, n_classes, scale=scale)
+        if text is not None and text.get("species_protos") is not None:
+            head.set_species(text["species_protos"])
     else:
         n_species = 0 if text is None or text.get("species_protos") is None else len(text["species_protos"])
         coop = None

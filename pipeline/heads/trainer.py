@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..features.common import autocast
-from ..metrics import evaluate
+from ..metrics import evaluate_logits
 from .data import SplitFeatures, batches
 from .models import HEADS, build_head
 
@@ -71,20 +71,40 @@ def forward(model, rgb, motion, mask, species=None):
 
 
 @torch.no_grad()
-def predict(model, split: SplitFeatures, params: dict, multilabel: bool, device) -> np.ndarray:
-    """Scores (N, C): sigmoid for multi-label sets, softmax otherwise; centred frame sampling."""
+def predict_logits(model, split: SplitFeatures, params: dict, device) -> np.ndarray:
+    """Logits (N, C) in float64, centred frame sampling. No autocast here: bfloat16 keeps three
+    significant digits, which would tie scores that full precision tells apart. Scores are
+    :func:`pipeline.metrics.probabilities` of these."""
     model.eval()
     out = []
     for rgb, motion, mask, _, species in batches(split, params["frames"], 256, None, None, device):
-        with _amp(device):
-            logits = forward(model, rgb, motion, mask, species).float()
-        out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, -1)).cpu().numpy())
+        out.append(forward(model, rgb, motion, mask, species).double().cpu().numpy())
     return np.concatenate(out)
 
 
-def main_metric(scores, targets, multilabel) -> float:
-    m = evaluate(scores, targets, multilabel=multilabel)
+@torch.no_grad()
+def predict_species(model, split: SplitFeatures, params: dict, device) -> np.ndarray:
+    """Species logits (N, S) of a head that predicts species (``aux["species_logits"]``)."""
+    model.eval()
+    out = []
+    for rgb, motion, mask, _, species in batches(split, params["frames"], 256, None, None, device):
+        forward(model, rgb, motion, mask, species)
+        out.append(model.aux["species_logits"].double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def main_metric(logits, targets, multilabel) -> float:
+    m = evaluate_logits(logits, targets, multilabel=multilabel)
     return (m["mAP"] or 0.0) if multilabel else m["top1"]
+
+
+def calibrate(model, train: SplitFeatures, params: dict, device) -> None:
+    """The zero-shot head's sigmoid bias, fitted on the training split's logits."""
+    from .prompt import fit_bias
+    model.bias.fill_(0.0)
+    model.bias.fill_(fit_bias(predict_logits(model, train, params, device), train.targets))
+    log.info("zero_shot: scores are sigmoid(%.4g * cos %+.4g), the bias fitted on the %d training "
+             "videos; they rank exactly as the cosines", float(model.scale), float(model.bias), len(train))
 
 
 @torch.no_grad()
@@ -117,6 +137,8 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
             model.set_stats(stream, rows.mean(0), rows.std(0))
     model = model.to(device)
     if params["epochs"] == 0:
+        if multilabel and hasattr(model, "scale"):
+            calibrate(model, train, params, device)
         return model.eval(), []
     if multilabel and isinstance(getattr(model, "bias", None), torch.nn.Parameter):
         init_bias(model, train, params, device)
@@ -158,7 +180,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         row = {"epoch": epoch + 1, "train_loss": total_loss / n, "lr": opt.param_groups[0]["lr"],
                "val_metric": None}
         if val is not None:
-            row["val_metric"] = main_metric(predict(model, val, params, multilabel, device),
+            row["val_metric"] = main_metric(predict_logits(model, val, params, device),
                                             val.targets, multilabel)
         history.append(row)
         score = row["val_metric"] if row["val_metric"] is not None else -row["train_loss"]

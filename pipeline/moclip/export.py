@@ -69,15 +69,16 @@ def linear_probe(train_x, train_y, test_x, test_y, multilabel: bool, seed: int =
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ..metrics import evaluate
+    from ..metrics import evaluate, evaluate_logits
     clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     if multilabel:
         keep = (train_y.sum(0) > 0) & (train_y.sum(0) < len(train_y))
         model = make_pipeline(StandardScaler(), OneVsRestClassifier(clf))
         model.fit(train_x, train_y[:, keep])
-        scores = np.zeros(test_y.shape)
-        scores[:, keep] = model.predict_proba(test_x)
-        return evaluate(scores, test_y, multilabel=True)["mAP"]
+        logits = np.zeros(test_y.shape)  # classes without a classifier tie at the bottom
+        logits[:, keep] = model.decision_function(test_x).reshape(len(test_x), -1)
+        logits[:, ~keep] = logits[:, keep].min() - 1 if keep.any() else 0.0
+        return evaluate_logits(logits, test_y, multilabel=True)["mAP"]
     model = make_pipeline(StandardScaler(), clf).fit(train_x, train_y)
     scores = np.zeros((len(test_x), int(max(train_y.max(), test_y.max())) + 1))
     scores[:, model.classes_] = model.predict_proba(test_x)

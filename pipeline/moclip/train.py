@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..features.common import autocast
-from ..metrics import evaluate
+from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs
 from .model import MotionStudent, distill_loss
 
@@ -265,10 +265,9 @@ def validate(student, loader, losses, videos, lengths, cfg, data) -> dict:
         d, _, logits = losses(batch)
         d_sum += d.item()
         n += 1
-        scores.append(torch.sigmoid(logits).cpu().numpy() if data["multilabel"]
-                      else torch.softmax(logits, -1).cpu().numpy())
+        scores.append(logits.double().cpu().numpy())
         targets.append(batch[3].numpy())
-    m = evaluate(np.concatenate(scores), np.concatenate(targets), multilabel=data["multilabel"])
+    m = evaluate_logits(np.concatenate(scores), np.concatenate(targets), multilabel=data["multilabel"])
     return {"val_distill_loss": d_sum / n, "val_mAP": m["mAP"]}
 
 

@@ -35,6 +35,11 @@ def as_json(section, keys=None, drop=()):
 
 
 CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on
+# A local checkpoint file is an input of every job that loads CLIP: replacing the file re-runs
+# them, and a rule that makes it (the demo's demo_clip) runs first. An open_clip tag is no file.
+_PRETRAINED = config["clip"]["pretrained"] or ""
+CLIP_WEIGHTS = [_PRETRAINED] if (Path(_PRETRAINED).suffix in (".pt", ".pth", ".bin", ".safetensors")
+                                 or "/" in _PRETRAINED) else []
 RUNTIME_ONLY = ("batch_size", "decode_workers", "num_workers")
 
 

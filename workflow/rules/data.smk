@@ -28,6 +28,25 @@ if DS["format"] == "demo":
             "python -m pipeline demo --out {params.out:q} --params {params.demo:q} 2> {log:q}"
 
 
+    rule demo_clip:
+        output:
+            str(Path(DS["annotations"]).parent / "demo_clip.pt"),
+        params:
+            demo=as_json("demo"),
+        resources:
+            gpu=0,
+            mem_mb=mem_mb("demo_clip"),
+            runtime=runtime("demo_clip"),
+        conda:
+            ENV
+        log:
+            f"{LOGS}/demo_clip.log",
+        benchmark:
+            f"{BENCH}/demo_clip.tsv"
+        shell:
+            "python -m pipeline demo-clip --out {output:q} --params {params.demo:q} 2> {log:q}"
+
+
 SPECIES_FILES = bool((DS.get("species") or {}).get("names"))
 
 

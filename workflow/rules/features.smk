@@ -5,6 +5,7 @@
 rule clip:
     input:
         probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        weights=CLIP_WEIGHTS,
     output:
         f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
     params:
@@ -54,6 +55,7 @@ rule text:
     input:
         classes=rules.samples.output.classes,
         species=rules.samples.output.species,
+        weights=CLIP_WEIGHTS,
         descriptions=[config["text"][k] for k in ("descriptions", "species_descriptions")
                       if config["text"].get(k)],
     output:

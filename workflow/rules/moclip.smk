@@ -10,6 +10,7 @@ rule moclip_train:
         samples=rules.samples.output.samples,
         classes=rules.samples.output.classes,
         info=rules.samples.output.info,
+        weights=CLIP_WEIGHTS,
     output:
         student=f"{MOCLIP}/student.pt",
         log=f"{MOCLIP}/train_log.csv",

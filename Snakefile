@@ -8,15 +8,18 @@ import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from pipeline.config import ConfigError, validate_config
+from pipeline.config import ConfigError, resolve_config
 
-
-configfile: "config.yaml"
-
+# No `configfile:` directive: Snakemake would deep-merge a user's --configfile into the demo's
+# config.yaml and leak the demo's settings into every key the user did not repeat. Instead a
+# user's files replace config.yaml, and the keys they leave out take the schema's defaults
+# (`python -m pipeline config --configfile FILE` prints the result, from the same resolver).
 try:
-    config.update(validate_config(config))
+    _resolved, _ = resolve_config(workflow.overwrite_configfiles, overrides=dict(config))
 except ConfigError as e:
     sys.exit(f"error: {e}")
+config.clear()
+config.update(_resolved)
 
 
 include: "workflow/rules/common.smk"

@@ -34,6 +34,23 @@ def cmd_demo(a):
     log.info("demo data set: %d videos, %d classes in %s", info["videos"], info["classes"], a.out)
 
 
+def cmd_config(a):
+    from .config import format_config, resolve_config
+    overrides = {}
+    for item in a.config or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PipelineError(f"--config {item!r}: expected KEY=VALUE (e.g. shards=8)")
+        overrides[key] = yaml_value(value)
+    config, sources = resolve_config(a.configfile or [], overrides)
+    sys.stdout.write(format_config(config, sources))
+
+
+def yaml_value(text: str):
+    import yaml
+    return yaml.safe_load(text)
+
+
 def cmd_demo_clip(a):
     from .demo_clip import MODEL, train_demo_clip
     demo = _params(a.params, "demo")
@@ -479,6 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", cmd_demo, "write the synthetic demo data set (videos whose label is their motion)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--params", help="the demo: config section as JSON")
+    p = _add(sub, "config", cmd_config, "print the config a run uses, each value marked with "
+             "where it came from (a file, --config or the schema default), after validating it")
+    p.add_argument("--configfile", nargs="+", action="extend", metavar="FILE",
+                   help="config files, as given to snakemake --configfile (they replace the "
+                        "default job's config.yaml); none: ./config.yaml")
+    p.add_argument("--config", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="overrides, as snakemake --config (values are YAML: shards=8, "
+                        "'clip={batch_size: 64}')")
     p = _add(sub, "demo-clip", cmd_demo_clip, "train the demo's tiny CLIP on frames of the demo's "
              "world and write an open_clip checkpoint (for clip.pretrained)")
     p.add_argument("--out", required=True, help="checkpoint file to write")

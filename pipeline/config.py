@@ -85,15 +85,87 @@ def validate_config(config: dict, source: str = "config.yaml") -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate_config(raw, str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of sections (dataset:, clip:, ...)")
+    return raw
+
+
+def _merge(base: dict, new: dict, sources: dict, source: str, path=()) -> None:
+    """Deep-merge ``new`` into ``base``, recording the source of every leaf it sets (a leaf:
+    anything but a non-empty mapping)."""
+    for key, value in new.items():
+        here = path + (key,)
+        if isinstance(value, dict) and value:
+            if not isinstance(base.get(key), dict):
+                base[key] = {}
+                for k in [k for k in sources if k[:len(here)] == here]:
+                    del sources[k]
+            _merge(base[key], value, sources, source, here)
+        else:
+            base[key] = copy.deepcopy(value)
+            for k in [k for k in sources if k[:len(here)] == here]:
+                del sources[k]
+            sources[here] = source
+
+
+def resolve_config(files, overrides: dict | None = None, default="config.yaml") -> tuple[dict, dict]:
+    """The config a run uses, and where each value came from.
+
+    ``files`` (``--configfile``, merged in order) *replace* the default job's ``default`` file
+    entirely: every key they do not set takes the schema's default, so nothing of the demo
+    reaches a user's config. Without files, ``default`` is read. ``overrides`` (``--config``)
+    go on top. Returns ``(config, sources)`` with ``sources[("clip", "model")]`` = a file name,
+    ``--config`` or ``schema default``. The Snakefile and ``python -m pipeline config`` both
+    call this, so what the command prints is what the run uses.
+    """
+    files = [Path(f) for f in files] or [Path(default)]
+    merged: dict = {}
+    sources: dict = {}
+    for f in files:
+        _merge(merged, _read_yaml(f), sources, str(f))
+    _merge(merged, dict(overrides or {}), sources, "--config")
+    config = validate_config(merged, ", ".join(map(str, files)))
+
+    def fill(value, path):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                fill(v, path + (k,))
+        else:
+            sources.setdefault(path, "schema default")
+    for key, value in config.items():
+        fill(value, (key,))
+    return config, sources
+
+
+def format_config(config: dict, sources: dict) -> str:
+    """The resolved config as YAML, each value followed by ``# <where it came from>``."""
+    lines: list[str] = []
+
+    def emit(value, path, indent):
+        pad = "  " * indent
+        if isinstance(value, dict) and value:
+            lines.append(f"{pad}{path[-1]}:")
+            for k, v in value.items():
+                emit(v, path + (k,), indent + 1)
+            return
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+        text = text.removesuffix("...").strip()
+        lines.append(f"{pad}{path[-1]}: {text}  # {sources.get(path, 'schema default')}")
+    for key, value in config.items():
+        emit(value, (key,), 0)
+    return "\n".join(lines) + "\n"
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    return validate_config(_read_yaml(path), str(path))
 
 
 def _checked(sub: dict, given, source: str) -> dict:

@@ -15,7 +15,7 @@ def test_dry_run_lists_the_whole_dag():
     out = snakemake(ROOT, "-n", "--forceall").stdout
     jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
             if line.strip() and not line.startswith("total")}
-    assert jobs == {"demo_data", "samples", "probe", "clip", "flow", "text", "moclip_train",
+    assert jobs == {"demo_data", "demo_clip", "samples", "probe", "clip", "flow", "text", "moclip_train",
                     "moclip_export", "moclip_probe", "head", "report", "all"}, jobs
 
 

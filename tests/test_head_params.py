@@ -22,11 +22,12 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "semi_dense_k": 3, "sparse_n": 1, "max_frames": 32, "motion": True, "refine": "attention",
        "conditioning": False, "species": "zero_shot", "relation_prior": False,
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
-       "anchor_weight": 0.0}
+       "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss"}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
-           "species_weight": {"species": "classifier"}}
+           "species_weight": {"species": "classifier"}, "min_lr": {"lr": 1e-2},
+           "select_by": {"lr": 0.3, "epochs": 10, "patience": 10, "warmup_epochs": 0, "schedule": "none"}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
 OUTSIDE_TRAINER = {"extra_classes", "base_to_novel"}

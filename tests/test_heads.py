@@ -143,3 +143,19 @@ def test_bench_heads_prints_samples_per_second():
     proc = run_cli("bench-heads", "--videos", "64", "--classes", "10", "--frames", "8", "--dim", "32",
                    "--steps", "2", "--batch-size", "8", "--heads", "fusion", "rgb_linear", "--device", "cpu")
     assert "samples/s" in proc.stdout and "fusion" in proc.stdout and "rgb_linear" in proc.stdout
+
+
+def test_learning_rate_schedules():
+    from pipeline.heads.trainer import lr_factor
+    base = head_params("fusion", {"lr": 1e-3, "epochs": 4, "warmup_epochs": 1})
+    none = [lr_factor(s, 5, {**base, "schedule": "none"}) for s in range(20)]
+    assert none == [1.0] * 20
+    per_epoch = [lr_factor(s, 5, {**base, "schedule": "cosine_epoch", "min_lr": 1e-4}) for s in range(20)]
+    assert per_epoch[:5] == [1.0] * 5 and len(set(per_epoch)) == 4  # constant within an epoch
+    assert per_epoch[-1] > 0.1 and per_epoch == sorted(per_epoch, reverse=True)
+    warm = [lr_factor(s, 5, base) for s in range(20)]
+    assert warm[0] == 0.2 and warm[4] == 1.0 and warm[-1] < 0.05  # warm-up, then cosine per step
+    train, val = make_split(), make_split(seed=1)
+    params = head_params("motion_linear", {"epochs": 3, "lr": 1e-2, "schedule": "none", "frames": 6})
+    _, history = train_head("motion_linear", params, train, val, 4, True, torch.device("cpu"), progress=False)
+    assert [h["lr"] for h in history] == [1e-2] * 3 and all(h["val_loss"] > 0 for h in history)

@@ -118,7 +118,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     torch.save(ckpt, tmp)
     os.replace(tmp, out / "head.pt")
     with open(out / "train_log.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_metric", "lr"])
+        w = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_metric", "val_loss", "lr"])
         w.writeheader()
         w.writerows(history)
     plot_training(history, name, out / "training.png")

@@ -19,7 +19,8 @@ log = logging.getLogger("pipeline")
 
 TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
                   "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
-                  "warmup_epochs": 1, "grad_clip": 1.0}
+                  "warmup_epochs": 1, "grad_clip": 1.0, "schedule": "warmup_cosine", "min_lr": 0.0,
+                  "select_by": "macro"}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
 TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
                                     "anchor_weight", "base_to_novel", "extra_classes"}
@@ -93,9 +94,27 @@ def predict_species(model, split: SplitFeatures, params: dict, device) -> np.nda
     return np.concatenate(out)
 
 
-def main_metric(logits, targets, multilabel) -> float:
+def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
+    """Macro (or ``micro``) mAP for multi-label sets, top-1 otherwise."""
     m = evaluate_logits(logits, targets, multilabel=multilabel)
-    return (m["mAP"] or 0.0) if multilabel else m["top1"]
+    if not multilabel:
+        return m["top1"]
+    return (m["mAP_micro"] if which == "micro" else m["mAP"]) or 0.0
+
+
+def lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
+    """The learning rate at ``step`` as a fraction of ``lr`` (see the schema's ``schedule``)."""
+    if params["schedule"] == "none":
+        return 1.0
+    floor = min(1.0, params["min_lr"] / params["lr"])
+    if params["schedule"] == "cosine_epoch":
+        t = (step // steps_per_epoch) / max(1, params["epochs"])
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    warm = steps_per_epoch * params["warmup_epochs"]
+    if step < warm:
+        return (step + 1) / max(1, warm)
+    total = steps_per_epoch * params["epochs"]
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
 def calibrate(model, train: SplitFeatures, params: dict, device) -> None:
@@ -144,9 +163,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         init_bias(model, train, params, device)
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     steps = math.ceil(len(train) / params["batch_size"])
-    total, warm = steps * params["epochs"], steps * params["warmup_epochs"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, params))
     pos_weight = None
     if multilabel and params["pos_weight"] is not None:
         pos = train.targets.sum(0)
@@ -172,18 +189,24 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
                 loss = loss + model.aux_loss(logits, targets, species, params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+            if params["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
             opt.step()
             sched.step()
             total_loss += loss.item() * len(targets)
             n += len(targets)
         row = {"epoch": epoch + 1, "train_loss": total_loss / n, "lr": opt.param_groups[0]["lr"],
-               "val_metric": None}
+               "val_metric": None, "val_loss": None}
         if val is not None:
-            row["val_metric"] = main_metric(predict_logits(model, val, params, device),
-                                            val.targets, multilabel)
+            logits = predict_logits(model, val, params, device)
+            row["val_metric"] = main_metric(logits, val.targets, multilabel, params["select_by"])
+            row["val_loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(val.targets),
+                                            multilabel, params, None if pos_weight is None else pos_weight.cpu()))
         history.append(row)
-        score = row["val_metric"] if row["val_metric"] is not None else -row["train_loss"]
+        if val is None:
+            score = -row["train_loss"]
+        else:
+            score = -row["val_loss"] if params["select_by"] == "val_loss" else row["val_metric"]
         if best_state is None or score > best:
             best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
         else:

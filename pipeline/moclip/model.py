@@ -24,11 +24,12 @@ def _colour_wheel() -> torch.Tensor:
 _WHEEL = _colour_wheel()
 
 
-def flow_to_rgb(flow: torch.Tensor, bound: float) -> torch.Tensor:
+def flow_to_rgb(flow: torch.Tensor, bound) -> torch.Tensor:
     """(B, 2, H, W) flow in stored pixels -> (B, 3, H, W) colour-wheel image in [0, 1].
 
-    Hue is the direction, saturation the magnitude relative to the fixed quantisation ``bound``
-    (not per-image maximum, so the same motion always looks the same). Zero flow is white.
+    Hue is the direction, saturation the magnitude relative to ``bound``: a number (the fixed
+    quantisation bound) or a tensor broadcast over (B, H, W) (e.g. each frame's maximum).
+    Zero flow is white.
     """
     wheel = _WHEEL.to(flow.device, flow.dtype)
     u, v = flow[:, 0], flow[:, 1]
@@ -61,8 +62,12 @@ class Adapter(nn.Module):
 
 class MotionStudent(nn.Module):
     def __init__(self, visual: nn.Module, n_classes: int, input_size: int, mean, std,
-                 bound: float, train_blocks="all", adapter_alpha: float = 1.0):
+                 bound: float, train_blocks="all", adapter_alpha: float = 1.0,
+                 flow_norm: str = "bound"):
         super().__init__()
+        if flow_norm not in ("bound", "per_frame"):
+            raise ValueError(f"flow_norm must be 'bound' or 'per_frame'; got {flow_norm!r}")
+        self.flow_norm = flow_norm
         self.visual = visual
         dim = visual.output_dim
         self.adapter = Adapter(dim, dim * 2, adapter_alpha)
@@ -84,11 +89,19 @@ class MotionStudent(nn.Module):
         return tables[device]
 
     def images(self, flow_uint8: torch.Tensor) -> torch.Tensor:
-        """Quantised flow (N, 2, h, w) uint8 -> normalised colour-wheel images at input size."""
+        """Quantised flow (N, 2, h, w) uint8 -> normalised colour-wheel images at input size.
+        ``flow_norm``: saturation relative to the fixed bound (the same motion always looks
+        the same) or to each frame's largest magnitude (ViMoCLIP's rendering: any motion
+        reaches full colour)."""
         n, _, h, w = flow_uint8.shape
-        index = flow_uint8[:, 0].long() * 256 + flow_uint8[:, 1].long()
-        table = self._wheel_table(flow_uint8.device)
-        rgb = table[:, index.flatten()].view(3, n, h, w).transpose(0, 1).contiguous()
+        if self.flow_norm == "per_frame":
+            flow = (flow_uint8.float() - 127.5) / 127.5 * self.bound
+            peak = flow.norm(dim=1).amax((1, 2)).clamp(min=1e-6).view(n, 1, 1)
+            rgb = flow_to_rgb(flow, peak)
+        else:
+            index = flow_uint8[:, 0].long() * 256 + flow_uint8[:, 1].long()
+            table = self._wheel_table(flow_uint8.device)
+            rgb = table[:, index.flatten()].view(3, n, h, w).transpose(0, 1).contiguous()
         if rgb.shape[-1] != self.input_size:
             rgb = F.interpolate(rgb, size=(self.input_size, self.input_size), mode="bilinear",
                                 align_corners=False)

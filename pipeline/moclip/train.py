@@ -110,7 +110,8 @@ def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int,
     visual = copy.deepcopy(teacher.visual)
     del teacher
     return MotionStudent(visual, n_classes, pcfg["size"], pcfg["mean"], pcfg["std"],
-                         flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"])
+                         flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"],
+                         cfg.get("flow_norm", "bound"))
 
 
 def _lr_lambda(total: int, warmup: int):

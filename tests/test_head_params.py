@@ -22,7 +22,8 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "semi_dense_k": 3, "sparse_n": 1, "max_frames": 32, "motion": True, "refine": "attention",
        "conditioning": False, "species": "zero_shot", "relation_prior": False,
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
-       "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss"}
+       "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
+       "standardise": False, "variant": "reference"}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},

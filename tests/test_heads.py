@@ -159,3 +159,17 @@ def test_learning_rate_schedules():
     params = head_params("motion_linear", {"epochs": 3, "lr": 1e-2, "schedule": "none", "frames": 6})
     _, history = train_head("motion_linear", params, train, val, 4, True, torch.device("cpu"), progress=False)
     assert [h["lr"] for h in history] == [1e-2] * 3 and all(h["val_loss"] > 0 for h in history)
+
+
+def test_reference_tfam_and_standardisation_switch():
+    from pipeline.heads.models import build_head
+    params = model_kwargs(head_params("fusion", {"variant": "reference", "standardise": False}))
+    model = build_head("fusion", 512, 512, 140, params)
+    acts = {type(m).__name__ for m in model.head.blocks[0].ff}
+    assert "ReLU" in acts and "GELU" not in acts
+    assert [m.out_features for m in model.head.classifier if hasattr(m, "out_features")] == [256, 140]
+    model.set_stats("rgb", np.full(512, 3.0), np.full(512, 2.0))  # ignored: standardise false
+    assert float(model.rgb_mean.abs().max()) == 0.0 and float(model.rgb_std.min()) == 1.0
+    default = build_head("fusion", 512, 512, 140, model_kwargs(head_params("fusion", {})))
+    default.set_stats("rgb", np.full(512, 3.0), np.full(512, 2.0))
+    assert float(default.rgb_mean[0]) == 3.0

@@ -24,7 +24,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-def mlp_classifier(width: int, n_classes: int, dropout: float) -> nn.Module:
+def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "default") -> nn.Module:
+    """``reference``: ViMoCLIP's released classifier, LayerNorm-Linear(256)-GELU-Dropout-Linear."""
+    if variant == "reference":
+        return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 256), nn.GELU(),
+                             nn.Dropout(dropout), nn.Linear(256, n_classes))
     return nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, width),
                          nn.GELU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
 
@@ -33,11 +37,13 @@ class FusionBlock(nn.Module):
     """Self-attention over RGB, cross-attention RGB -> motion, feed-forward; each residual +
     layer norm (post-norm, as in ViMoCLIP's TFAM)."""
 
-    def __init__(self, width: int, heads: int, ff_mult: int, dropout: float, cross: bool):
+    def __init__(self, width: int, heads: int, ff_mult: int, dropout: float, cross: bool,
+                 activation: str = "gelu"):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True) if cross else None
-        self.ff = nn.Sequential(nn.Linear(width, width * ff_mult), nn.GELU(), nn.Dropout(dropout),
+        act = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.ff = nn.Sequential(nn.Linear(width, width * ff_mult), act, nn.Dropout(dropout),
                                 nn.Linear(width * ff_mult, width))
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3 if cross else 2))
         self.drop = nn.Dropout(dropout)
@@ -53,10 +59,11 @@ class FusionBlock(nn.Module):
 class FusionHead(nn.Module):
     """TFAM (ViMoCLIP): RGB attends to itself and to motion. ``mode``: ``cross`` (default),
     ``temporal_concat`` (both sequences side by side in time, self-attention only) or
-    ``channel_concat`` (per-frame concatenation projected to the width)."""
+    ``channel_concat`` (per-frame concatenation projected to the width). ``variant:
+    reference``: the released TFAM's ReLU feed-forward and 256-wide classifier."""
 
     def __init__(self, rgb_dim, motion_dim, n_classes, layers=4, heads=8, width=None, ff_mult=4,
-                 dropout=0.1, mode="cross", positions=False):
+                 dropout=0.1, mode="cross", positions=False, variant="default"):
         super().__init__()
         width = width or rgb_dim
         self.mode, self.positions, self.width = mode, positions, width
@@ -64,9 +71,10 @@ class FusionHead(nn.Module):
         self.rgb_in = nn.Linear(in_dim, width) if in_dim != width else nn.Identity()
         self.motion_in = nn.Linear(motion_dim, width) if motion_dim != width else nn.Identity()
         self.type_embed = nn.Parameter(torch.zeros(2, width)) if mode == "temporal_concat" else None
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, mode == "cross")
+        act = "relu" if variant == "reference" else "gelu"
+        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, mode == "cross", act)
                                     for _ in range(layers))
-        self.classifier = mlp_classifier(width, n_classes, dropout)
+        self.classifier = mlp_classifier(width, n_classes, dropout, variant)
 
     def forward(self, rgb, motion, mask):
         pad = ~mask
@@ -92,13 +100,15 @@ class TemporalHead(nn.Module):
     stream, masked mean, MLP classifier."""
 
     def __init__(self, in_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4, dropout=0.1,
-                 positions=True, stream="rgb"):
+                 positions=True, stream="rgb", variant="default"):
         super().__init__()
         width = width or in_dim
         self.stream, self.positions, self.width = stream, positions, width
         self.proj = nn.Linear(in_dim, width) if in_dim != width else nn.Identity()
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False) for _ in range(layers))
-        self.classifier = mlp_classifier(width, n_classes, dropout)
+        act = "relu" if variant == "reference" else "gelu"
+        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False, act)
+                                    for _ in range(layers))
+        self.classifier = mlp_classifier(width, n_classes, dropout, variant)
 
     def forward(self, rgb, motion, mask):
         x = self.proj(rgb if self.stream == "rgb" else motion)
@@ -186,14 +196,16 @@ class Standardised(nn.Module):
     Frame embeddings share a large common direction (strongly so for random or fine-tuned
     towers); removing it is what lets small heads learn from few videos."""
 
-    def __init__(self, head: nn.Module, rgb_dim: int, motion_dim: int):
+    def __init__(self, head: nn.Module, rgb_dim: int, motion_dim: int, enabled: bool = True):
         super().__init__()
-        self.head = head
+        self.head, self.enabled = head, enabled
         for name, dim in (("rgb", rgb_dim), ("motion", motion_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(max(dim, 1)))
             self.register_buffer(f"{name}_std", torch.ones(max(dim, 1)))
 
     def set_stats(self, name: str, mean, std):
+        if not self.enabled:  # standardise: false, the features reach the head as stored
+            return
         getattr(self, f"{name}_mean").copy_(torch.as_tensor(mean))
         getattr(self, f"{name}_std").copy_(torch.as_tensor(std).clamp(min=1e-6))
 
@@ -211,16 +223,19 @@ class Standardised(nn.Module):
 _TRANSFORMER = {"layers": 2, "heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
 HEADS = {
     "fusion": (FusionHead, True, True, {**_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
-                                         "mode": "cross", "positions": False}),
+                                         "mode": "cross", "positions": False, "variant": "default",
+                                         "standardise": True}),
     "interleave": (InterleaveHead, True, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
                                                  "aggregation": "dense", "semi_dense_k": 2,
-                                                 "sparse_n": 3}),
+                                                 "sparse_n": 3, "standardise": True}),
     "rgb_only": (TemporalHead, True, False, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                              "positions": True}),
+                                              "positions": True, "variant": "default",
+                                              "standardise": True}),
     "motion_only": (TemporalHead, False, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                                 "positions": True}),
-    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4}),
-    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4}),
+                                                 "positions": True, "variant": "default",
+                                                 "standardise": True}),
+    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
+    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
     "zero_shot": (None, True, False, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
     "prompt": (None, True, False, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3,
                                    "weight_decay": 0.05, "motion": False, "refine": "mlp",
@@ -246,12 +261,14 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
     if name in PROMPT_HEADS:
         return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
     cls, needs_rgb, _, _ = HEADS[name]
+    params = dict(params)
+    standardise = params.pop("standardise", True)
     if cls in (FusionHead, InterleaveHead):
         head = cls(rgb_dim, motion_dim, n_classes, **params)
     else:
         stream = "rgb" if needs_rgb else "motion"
         head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)
-    return Standardised(head, rgb_dim, motion_dim)
+    return Standardised(head, rgb_dim, motion_dim, standardise)
 
 
 from .prompt import build_prompt_head  # noqa: E402  (prompt builds on masked_mean above)

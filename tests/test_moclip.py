@@ -116,7 +116,7 @@ def test_loss_falls_and_logs(feats, tmp_path):
     h = result["history"]
     assert h[-1]["distill_loss"] < h[0]["distill_loss"]
     assert h[-1]["distill_loss"] + h[-1]["cls_loss"] < h[0]["distill_loss"] + h[0]["cls_loss"]
-    assert (tmp_path / "train_log.csv").read_text().startswith("epoch,distill_loss,cls_loss,val_distill_loss,val_mAP")
+    assert (tmp_path / "train_log.csv").read_text().startswith("epoch,distill_loss,cls_loss,val_distill_loss,val_loss,val_mAP")
     assert (tmp_path / "train_log.png").stat().st_size > 1000
     ckpt = torch.load(tmp_path / "student.pt", weights_only=False)
     assert ckpt["meta"]["teacher"] == {"model": "demo-tiny-ViT", "weights": "random"}
@@ -247,3 +247,23 @@ def test_flow_norm_per_frame_saturates_a_small_motion(micro_clip):
     assert rgb["per_frame"].min() < 0.1  # full colour: the frame's largest motion
     with pytest.raises(ValueError, match="flow_norm"):
         MotionStudent(clip.visual, 2, 16, pcfg["mean"], pcfg["std"], 20.0, flow_norm="max")
+
+
+def test_student_protocol_options(feats, tmp_path):
+    """ViMoCLIP's settings as options: every window per epoch, constant lr, MLP classifier,
+    selection on the total validation loss, no clipping."""
+    from pipeline.moclip.train import epoch_plan
+    lengths = {"a": 7, "b": 3, "c": 12}
+    plan = epoch_plan(list(lengths), lengths, 4, 0, 0, "all_windows")
+    assert sorted(plan) == [("a", 0), ("a", 4), ("b", 0), ("c", 0), ("c", 4), ("c", 8)]
+    assert plan == epoch_plan(list(lengths), lengths, 4, 0, 0, "all_windows")  # seeded
+    assert plan != epoch_plan(list(lengths), lengths, 4, 0, 1, "all_windows")  # reshuffled per epoch
+    assert len(epoch_plan(list(lengths), lengths, 4, 0, 0)) == 3  # one window per video
+    cfg = section("moclip", {**TINY, "epochs": 3, "epoch": "all_windows", "schedule": "none",
+                             "classifier": "mlp", "select_by": "val_loss", "grad_clip": None})
+    result = train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    h = result["history"]
+    assert len({row["lr"] for row in h}) == 1 and all(row["val_loss"] > 0 for row in h)
+    assert result["best_epoch"] == 1 + min(range(3), key=lambda i: h[i]["val_loss"])
+    state = torch.load(tmp_path / "student.pt", weights_only=False)["state_dict"]
+    assert "classifier.0.weight" in state and "classifier.2.weight" in state

@@ -103,18 +103,10 @@ def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
 
 
 def lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
-    """The learning rate at ``step`` as a fraction of ``lr`` (see the schema's ``schedule``)."""
-    if params["schedule"] == "none":
-        return 1.0
-    floor = min(1.0, params["min_lr"] / params["lr"])
-    if params["schedule"] == "cosine_epoch":
-        t = (step // steps_per_epoch) / max(1, params["epochs"])
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-    warm = steps_per_epoch * params["warmup_epochs"]
-    if step < warm:
-        return (step + 1) / max(1, warm)
-    total = steps_per_epoch * params["epochs"]
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    """The learning rate at ``step`` as a fraction of ``lr`` (the schema's ``schedule``)."""
+    from ..schedule import lr_factor as factor
+    return factor(step, steps_per_epoch, params["epochs"], params["schedule"],
+                  params["warmup_epochs"], params["min_lr"] / params["lr"])
 
 
 def calibrate(model, train: SplitFeatures, params: dict, device) -> None:

@@ -63,7 +63,7 @@ class Adapter(nn.Module):
 class MotionStudent(nn.Module):
     def __init__(self, visual: nn.Module, n_classes: int, input_size: int, mean, std,
                  bound: float, train_blocks="all", adapter_alpha: float = 1.0,
-                 flow_norm: str = "bound"):
+                 flow_norm: str = "bound", classifier: str = "linear"):
         super().__init__()
         if flow_norm not in ("bound", "per_frame"):
             raise ValueError(f"flow_norm must be 'bound' or 'per_frame'; got {flow_norm!r}")
@@ -71,7 +71,9 @@ class MotionStudent(nn.Module):
         self.visual = visual
         dim = visual.output_dim
         self.adapter = Adapter(dim, dim * 2, adapter_alpha)
-        self.classifier = nn.Linear(dim, n_classes)
+        # mlp: the released student's Linear(d, d/2)-ReLU-Linear(d/2, C)
+        self.classifier = (nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, n_classes))
+                           if classifier == "mlp" else nn.Linear(dim, n_classes))
         self.input_size, self.bound = input_size, float(bound)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..features.common import autocast
 from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs
+from ..schedule import lr_factor
 from .model import MotionStudent, distill_loss
 
 log = logging.getLogger("pipeline")
@@ -66,8 +67,15 @@ def collate(batch, seq_len: int):
     return flow, teacher, mask, targets
 
 
-def epoch_plan(videos: list[str], lengths: dict, seq_len: int, seed: int, epoch: int):
+def epoch_plan(videos: list[str], lengths: dict, seq_len: int, seed: int, epoch: int,
+               windows: str = "one_window"):
+    """(video, first row) of every training window of an epoch, in a seeded order.
+    ``one_window``: one random window per video; ``all_windows``: every non-overlapping
+    window of every video (the last one may be short), so an epoch sees every stored row."""
     rng = np.random.default_rng([seed, epoch])
+    if windows == "all_windows":
+        items = [(v, s) for v in videos for s in range(0, max(1, lengths[v]), seq_len)]
+        return [items[i] for i in rng.permutation(len(items))]
     order = [videos[i] for i in rng.permutation(len(videos))]
     return [(v, int(rng.integers(0, max(1, lengths[v] - seq_len + 1)))) for v in order]
 
@@ -111,16 +119,7 @@ def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int,
     del teacher
     return MotionStudent(visual, n_classes, pcfg["size"], pcfg["mean"], pcfg["std"],
                          flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"],
-                         cfg.get("flow_norm", "bound"))
-
-
-def _lr_lambda(total: int, warmup: int):
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
+                         cfg.get("flow_norm", "bound"), cfg.get("classifier", "linear"))
 
 
 def load_targets(samples: list[dict], n_classes: int, multilabel: bool) -> dict:
@@ -157,10 +156,13 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
         groups.insert(0, {"params": tower, "lr": cfg["lr"]})
     opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
     train_videos, val_videos = data["train_videos"], data["val_videos"]
-    steps_per_epoch = math.ceil(math.ceil(len(train_videos) / cfg["batch_size"]) / cfg["accumulate"])
-    total = steps_per_epoch * cfg["epochs"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(total, min(total, steps_per_epoch * cfg["warmup_epochs"])))
+    n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"]))
+    steps_per_epoch = math.ceil(math.ceil(n_windows / cfg["batch_size"]) / cfg["accumulate"])
+    base = [g["lr"] for g in groups]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [
+        (lambda step, lr=lr: lr_factor(step, steps_per_epoch, cfg["epochs"], cfg["schedule"],
+                                       min(cfg["warmup_epochs"], cfg["epochs"]), cfg["min_lr"] / lr))
+        for lr in base])
     pos_weight = None
     if multilabel and cfg["pos_weight"] is not None:
         y = np.stack([data["targets"][v] for v in train_videos])
@@ -205,7 +207,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
 
     for epoch in range(start_epoch, cfg["epochs"]):
         student.train()
-        plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch)
+        plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch, cfg["epoch"])
         sums, n_batches = [0.0, 0.0], 0
         opt.zero_grad(set_to_none=True)
         batches = loader(plan)
@@ -215,7 +217,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             d, c, _ = losses(batch)
             ((d + cfg["cls_weight"] * c) / cfg["accumulate"]).backward()
             if (i + 1) % cfg["accumulate"] == 0 or i + 1 == len(batches):
-                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg["grad_clip"])
+                if cfg["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg["grad_clip"])
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -226,8 +229,9 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
                "lr": opt.param_groups[0]["lr"]}
         row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
         history.append(row)
-        score = row["val_mAP"] if cfg["select_by"] == "val_mAP" else (
-            None if row["val_distill_loss"] is None else -row["val_distill_loss"])
+        score = {"val_mAP": row["val_mAP"], "val_micro": row["val_micro"],
+                 "val_distill": None if row["val_distill_loss"] is None else -row["val_distill_loss"],
+                 "val_loss": None if row["val_loss"] is None else -row["val_loss"]}[cfg["select_by"]]
         if score is None:
             score = -row["distill_loss"]  # no validation split: the training loss decides
         if best["score"] is None or score > best["score"]:
@@ -259,21 +263,24 @@ def _fmt(v):
 @torch.no_grad()
 def validate(student, loader, losses, videos, lengths, cfg, data) -> dict:
     if not videos:
-        return {"val_distill_loss": None, "val_mAP": None}
+        return {"val_distill_loss": None, "val_loss": None, "val_mAP": None, "val_micro": None}
     student.eval()
-    d_sum, n, scores, targets = 0.0, 0, [], []
+    d_sum, c_sum, n, scores, targets = 0.0, 0.0, 0, [], []
     for batch in loader(centre_plan(videos, lengths, cfg["seq_len"])):
-        d, _, logits = losses(batch)
+        d, c, logits = losses(batch)
         d_sum += d.item()
+        c_sum += c.item()
         n += 1
         scores.append(logits.double().cpu().numpy())
         targets.append(batch[3].numpy())
     m = evaluate_logits(np.concatenate(scores), np.concatenate(targets), multilabel=data["multilabel"])
-    return {"val_distill_loss": d_sum / n, "val_mAP": m["mAP"]}
+    return {"val_distill_loss": d_sum / n, "val_loss": (d_sum + cfg["cls_weight"] * c_sum) / n,
+            "val_mAP": m["mAP"], "val_micro": m.get("mAP_micro", m.get("top1"))}
 
 
 def write_log(history: list[dict], path: Path) -> None:
-    keys = ["epoch", "distill_loss", "cls_loss", "val_distill_loss", "val_mAP", "lr"]
+    keys = ["epoch", "distill_loss", "cls_loss", "val_distill_loss", "val_loss", "val_mAP",
+            "val_micro", "lr"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

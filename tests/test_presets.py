@@ -1,0 +1,88 @@
+"""The presets in configs/: with their paths pointed at real annotation excerpts, each passes a
+dry run and resolves to the published protocol's values."""
+import pytest
+import yaml
+
+from conftest import DATA, ROOT, copy_workflow, snakemake
+from pipeline.config import resolve_config
+
+pytestmark = pytest.mark.slow
+
+
+def _lists(tmp_path, src, n_train, sep=None, n_val=0):
+    """Train/(val)/test list files from one real excerpt, and the (empty) videos they name."""
+    lines = src.read_text().splitlines()
+    videos = tmp_path / "videos"
+    for line in lines:
+        path = videos / line.split(sep)[0].strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    (tmp_path / "train.txt").write_text("\n".join(lines[:n_train]) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(lines[n_train:n_train + n_val]) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(lines[n_train + n_val:]) + "\n")
+    return {"videos": str(videos), "train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt"),
+            "test": str(tmp_path / "test.txt")}
+
+
+def _preset(tmp_path, name, dataset):
+    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    for key, value in dataset.items():
+        if isinstance(value, dict):
+            cfg["dataset"][key] = {**(cfg["dataset"].get(key) or {}), **value}
+        else:
+            cfg["dataset"][key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "wf").mkdir()
+    work = copy_workflow(tmp_path / "wf", demo_clip=False)
+    out = snakemake(work, "-n", "--configfile", path)
+    assert "data/demo" not in out.stdout + out.stderr
+    return resolve_config([path])[0], out.stdout
+
+
+def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
+    ak = DATA / "animal_kingdom"
+    lists = _lists(tmp_path, ak / "train_multi.head400.txt", 300)
+    config, dag = _preset(tmp_path, "animal_kingdom", {
+        "videos": lists["videos"], "classes": str(ak / "ak_action.csv"),
+        "segments": str(ak / "ak_action_segments.csv"),
+        "splits": {"train": lists["train"], "test": lists["test"]}})
+    assert "results/animal_kingdom/heads/fusion/metrics.json" in dag
+    assert config["sampling"]["mode"] == "all" and config["sampling"]["max_frames"] >= 10000
+    assert (config["flow"]["model"], config["flow"]["checkpoint"], config["flow"]["work_size"],
+            config["flow"]["size"]) == ("raft", "things", 360, 224)
+    m = config["moclip"]
+    assert (m["seq_len"], m["lr"], m["head_lr"], m["weight_decay"], m["schedule"], m["grad_clip"],
+            m["adapter_alpha"], m["classifier"], m["cls_weight"], m["pos_weight"], m["select_by"],
+            m["epochs"], m["batch_size"], m["epoch"], m["flow_norm"]) == \
+        (30, 1e-3, 1e-3, 0.0, "none", None, 0.1, "mlp", 1.0, 10, "val_loss", 10, 32, "all_windows",
+         "per_frame")
+    f = config["heads"]["fusion"]
+    assert (f["layers"], f["heads"], f["ff_mult"], f["dropout"], f["positions"], f["variant"],
+            f["lr"], f["weight_decay"], f["schedule"], f["min_lr"], f["epochs"], f["batch_size"],
+            f["loss"], f["pos_weight"], f["select_by"]) == \
+        (4, 8, 4, 0.1, False, "reference", 1e-4, 0.1, "cosine_epoch", 1e-6, 30, 8, "bce", None, "micro")
+    for h in ("rgb_only", "motion_only"):
+        assert config["heads"][h]["layers"] == 4 and config["heads"][h]["positions"] is False
+
+
+def test_mammalnet_preset(tmp_path):
+    mn = DATA / "mammalnet"
+    lists = _lists(tmp_path, mn / "composition_train.head300.txt", 200, n_val=50)
+    config, dag = _preset(tmp_path, "mammalnet", {
+        "videos": lists["videos"], "classes": str(mn / "behavior_to_id.csv"),
+        "splits": {"train": lists["train"], "val": lists["val"], "test": lists["test"]},
+        "species": {"names": str(mn / "genus_to_id.csv"), "relation": str(mn / "relation.txt")}})
+    assert config["dataset"]["multilabel"] is False and config["dataset"]["eval_split"] == "test"
+    assert "results/mammalnet/heads/prompt/metrics.json" in dag
+
+
+def test_lote_preset_without_a_val_list(tmp_path):
+    lote = DATA / "lote_animal"
+    lists = _lists(tmp_path, lote / "LoTE_train.head300.txt", 250)
+    config, dag = _preset(tmp_path, "lote", {
+        "videos": lists["videos"], "classes": str(lote / "LoTE_label.csv"),
+        "splits": {"train": lists["train"], "test": lists["test"]},
+        "species": {"names": str(lote / "animal_label.csv"), "relation": str(lote / "relation.txt")}})
+    assert config["dataset"]["multilabel"] is False and "val" not in config["dataset"]["splits"]
+    assert "features/clip/val" not in dag and "results/lote/heads/fusion/metrics.json" in dag

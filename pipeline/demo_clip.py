@@ -27,6 +27,7 @@ from . import demo
 
 log = logging.getLogger("pipeline")
 MODEL = "demo-tiny-CNN"
+TRAIN_THREADS = 2
 
 
 class DemoConvNet(nn.Module):
@@ -137,10 +138,22 @@ def frame_and_caption(rng, size: int, detail: float = 0.5) -> tuple[np.ndarray, 
 def train_demo_clip(out, cfg: dict, progress: bool = True) -> dict:
     """Train :data:`MODEL` on ``cfg["steps"]`` batches of fresh frames (seeded) and write an
     open_clip checkpoint (a state dict) to ``out``. Returns shape accuracy on held-out frames."""
+    from .features.clip import _open_clip
+    open_clip = _open_clip()
+    # Seeded means the same weights from the rule, the command and the tests: the float sums of
+    # a CPU step depend on the thread count, so it is fixed (the rule asks for 2 cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train(out, cfg, progress, open_clip)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out, cfg: dict, progress: bool, open_clip) -> dict:
     from tqdm import tqdm
 
-    from .features.clip import _open_clip, normalise, preprocess_cfg
-    open_clip = _open_clip()
+    from .features.clip import normalise, preprocess_cfg
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     model = open_clip.create_model(MODEL, pretrained=None)

@@ -38,7 +38,7 @@ def test_format_specific_requirements():
 def test_shipped_config_is_valid(tmp_path):
     from conftest import ROOT
     cfg = load_config(ROOT / "config.yaml")
-    assert cfg["dataset"]["format"] == "demo" and cfg["clip"]["pretrained"] is None
+    assert cfg["dataset"]["format"] == "demo" and cfg["clip"]["pretrained"] == "data/demo/demo_clip.pt"
     bad = tmp_path / "c.yaml"
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

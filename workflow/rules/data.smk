@@ -31,6 +31,7 @@ if DS["format"] == "demo":
     rule demo_clip:
         output:
             str(Path(DS["annotations"]).parent / "demo_clip.pt"),
+        threads: 2  # the training uses 2 threads whatever it gets (same weights everywhere)
         params:
             demo=as_json("demo"),
         resources:

@@ -139,10 +139,18 @@ def test_training_learns_and_keeps_the_best_epoch(multilabel):
     assert best > 0.8
 
 
-def test_bench_heads_prints_samples_per_second():
-    proc = run_cli("bench-heads", "--videos", "64", "--classes", "10", "--frames", "8", "--dim", "32",
-                   "--steps", "2", "--batch-size", "8", "--heads", "fusion", "rgb_linear", "--device", "cpu")
-    assert "samples/s" in proc.stdout and "fusion" in proc.stdout and "rgb_linear" in proc.stdout
+def test_bench_heads_prints_samples_per_second(tmp_path):
+    lengths = tmp_path / "lengths.txt"
+    lengths.write_text("5\n9\n120\n")
+    proc = run_cli("bench-heads", "--videos", "24", "--lengths", lengths, "--classes", "10", "--dim", "32",
+                   "--steps", "2", "--batch-size", "4", "--heads", "fusion", "rgb_linear",
+                   "--device", "cpu", "--json", tmp_path / "b.json")
+    assert "samples/s" in proc.stdout and "peak RSS MB" in proc.stdout
+    import json
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["head"], r["read"]) for r in rows} == {(h, m) for h in ("fusion", "rgb_linear")
+                                                       for m in ("memory", "stream")}
+    assert all(r["samples_per_s"] > 0 and r["rows"] == 8 * (5 + 9 + 120) for r in rows)
 
 
 def test_learning_rate_schedules():

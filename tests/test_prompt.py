@@ -1,4 +1,6 @@
 """Prompt-classifier heads: the text bank, zero-shot, the trained prompt head and its parts."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -167,7 +169,7 @@ def test_a_class_added_after_training_is_scored_without_retraining():
     model, history = train_head("prompt", params, _split(species=False), _split(seed=1, species=False),
                                 C, False, CPU, progress=False, text=text)
     assert len(history) == 3
-    rgb = torch.from_numpy(_split(seed=2).rgb.astype(np.float32))[:8]
+    rgb = torch.from_numpy(_split(seed=2).rgb.padded().astype(np.float32))[:8]
     mask = torch.ones(8, 6, dtype=torch.bool)
     before = model(rgb, None, mask)
     # a new class whose prototype is that of class 2, plus one unlike any other
@@ -185,7 +187,7 @@ def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
     tower = {k: v.clone() for k, v in clip.state_dict().items()}
     text = {**_text(), "protos": None, "clip": (clip, _open_clip().get_tokenizer(micro_clip))}
     split = _split(species=False)
-    split.rgb = np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16)
+    split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
     params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
     from pipeline.heads.prompt import CoopText
@@ -208,7 +210,7 @@ def test_zero_shot_needs_no_training_and_is_clips_classifier():
                                 progress=False, text=_text())
     assert history == [] and isinstance(model, ZeroShotHead)
     assert not [p for p in model.parameters() if p.requires_grad]  # nothing to train
-    rgb = torch.from_numpy(_split(seed=3).rgb[:4].astype(np.float32))
+    rgb = torch.from_numpy(_split(seed=3).rgb.padded()[:4].astype(np.float32))
     mask = torch.ones(4, 6, dtype=torch.bool)
     video = F.normalize(F.normalize(rgb, dim=-1).mean(1), dim=-1)
     torch.testing.assert_close(model(rgb, None, mask).float(), 100.0 * video @ _text()["protos"].T)

@@ -1,11 +1,15 @@
-"""Cached features of one split, in memory, and fixed-length frame sampling with masks.
+"""Cached features of one split, without padding, and batches padded to their own longest video.
 
-Heads train on cached features only: nothing here decodes a video. Features of a split are
-small (Animal Kingdom: 30k videos x 16 rows x 512 float16 = 0.5 GB), so they are read once
-into one padded array per stream.
+Heads train on cached features only: nothing here decodes a video. A split's rows are kept as
+they are stored, one contiguous block per stream with an offset per video (:class:`Ragged`),
+in memory when they fit, otherwise read from the HDF5 shards batch by batch (a prefetch thread
+reads the next batch while the model works). A batch is padded to the longest of its own
+videos, so memory grows with the batch, never with the longest video of the data set.
+``frames``: N rows sampled per video per step, or ``all`` (every stored row).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,15 +20,89 @@ from ..store import FeatureReader, StoreError
 IDENTITY_KEYS = {"clip": ("model", "weights"), "motion": ("model", "teacher", "student", "embedding")}
 
 
+class Ragged:
+    """Rows of one stream for N videos: ``rows(i)`` gives video i's (L_i, D) rows. In memory:
+    one (R, D) block and offsets; streamed: read from ``reader`` on demand."""
+
+    def __init__(self, data=None, offsets=None, reader=None, video_ids=None, lengths=None):
+        self.data, self.reader, self.video_ids = data, reader, video_ids
+        if data is not None:
+            self.offsets = np.asarray(offsets, np.int64)
+            self.lengths = np.diff(self.offsets)
+            self.dim, self.dtype = data.shape[1], data.dtype
+        else:
+            self.lengths = np.asarray(lengths, np.int64)
+            self.dim, self.dtype = reader.row_shape[0], reader.row_dtype
+
+    @classmethod
+    def from_padded(cls, padded: np.ndarray, lengths) -> "Ragged":
+        lengths = np.asarray(lengths, np.int64)
+        data = np.concatenate([padded[i, :n] for i, n in enumerate(lengths)]) if len(lengths) else \
+            np.zeros((0, padded.shape[-1]), padded.dtype)
+        return cls(data, np.r_[0, np.cumsum(lengths)])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.data is not None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self.lengths), int(self.lengths.max(initial=0)), self.dim
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def rows(self, i: int) -> np.ndarray:
+        if self.data is not None:
+            return self.data[self.offsets[i]:self.offsets[i + 1]]
+        return self.reader.video(self.video_ids[i]).data[: self.lengths[i]]
+
+    def padded(self) -> np.ndarray:
+        """(N, L_max, D) with zeros after each video's rows (small splits and tests only)."""
+        out = np.zeros(self.shape, self.dtype)
+        for i, n in enumerate(self.lengths):
+            out[i, :n] = self.rows(i)
+        return out
+
+    def __getitem__(self, index) -> "Ragged":
+        """The videos at ``index`` (an array of positions), as a new Ragged."""
+        index = np.asarray(index, np.int64)
+        if self.data is None:
+            return Ragged(reader=self.reader, video_ids=[self.video_ids[i] for i in index],
+                          lengths=self.lengths[index])
+        parts = [self.rows(i) for i in index]
+        data = np.concatenate(parts) if parts else np.zeros((0, self.dim), self.dtype)
+        return Ragged(data, np.r_[0, np.cumsum(self.lengths[index])])
+
+    def mean_std(self, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std over every row, accumulated in float64 block by block."""
+        total, sq, n = np.zeros(self.dim), np.zeros(self.dim), 0
+        chunks = ((self.data[s:s + block] for s in range(0, len(self.data), block)) if self.data is not None
+                  else (self.rows(i) for i in range(len(self))))
+        for rows in chunks:
+            x = rows.astype(np.float64)
+            total += x.sum(0)
+            sq += (x * x).sum(0)
+            n += len(x)
+        mean = total / max(n, 1)
+        return mean, np.sqrt(np.maximum(sq / max(n, 1) - mean * mean, 0.0))
+
+
 @dataclass
 class SplitFeatures:
     video_ids: list[str]
-    rgb: np.ndarray | None        # (N, L, D) as stored (float16 by default)
-    motion: np.ndarray | None     # (N, L, Dm) as stored
+    rgb: Ragged | None            # rows as stored (float16 by default); a padded (N, L, D)
+    motion: Ragged | None         # array given here is turned into a Ragged with ``lengths``
     lengths: np.ndarray           # (N,) valid rows
     targets: np.ndarray           # (N, C) 0/1 or (N,) class ids
     identity: dict                # provenance of the features, checked by later users
     species: np.ndarray | None = None  # (N, S) 0/1 species of each video, where known
+
+    def __post_init__(self):
+        for name in ("rgb", "motion"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                setattr(self, name, Ragged.from_padded(value, self.lengths))
 
     def __len__(self):
         return len(self.video_ids)
@@ -34,15 +112,27 @@ def identity_of(reader: FeatureReader, kind: str) -> dict:
     return {k: reader.attrs.get(k) for k in IDENTITY_KEYS[kind]}
 
 
-def _padded(reader: FeatureReader, videos: list[str], max_rows: int) -> np.ndarray:
-    """Features in their stored dtype: float32 rows rounded to float16 would move cosines by
-    about 1e-4 and reorder close scores."""
-    dim = reader.row_shape[0]
-    out = np.zeros((len(videos), max_rows, dim), reader.row_dtype)
+def _rows(reader: FeatureReader, videos: list[str], lengths: np.ndarray, stream: bool) -> Ragged:
+    """The rows of ``videos`` as one block (in their stored dtype: float32 rows rounded to
+    float16 would move cosines by about 1e-4 and reorder close scores), or a streamed view."""
+    if stream:
+        return Ragged(reader=reader, video_ids=list(videos), lengths=lengths)
+    data = np.empty((int(lengths.sum()), reader.row_shape[0]), reader.row_dtype)
+    offsets = np.r_[0, np.cumsum(lengths)]
     for i, v in enumerate(videos):
-        rows = reader.video(v).data[:max_rows]
-        out[i, : rows.shape[0]] = rows
-    return out
+        data[offsets[i]:offsets[i + 1]] = reader.video(v).data[: lengths[i]]
+    return Ragged(data, offsets)
+
+
+def memory_budget() -> int:
+    """Bytes of features a split may hold in memory (``PIPELINE_FEATURE_MEMORY_MB``, else a
+    quarter of this machine's memory); beyond it, features are streamed from the shards."""
+    if os.environ.get("PIPELINE_FEATURE_MEMORY_MB"):
+        return int(float(os.environ["PIPELINE_FEATURE_MEMORY_MB"]) * 2 ** 20)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError):
+        return 4 * 2 ** 30
 
 
 def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, multilabel: bool,
@@ -63,8 +153,11 @@ def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, mu
         for v in videos[:50]:  # rows must describe the same frames
             if not np.array_equal(clip.window(v, 0, 4).frame_index, motion.window(v, 0, 4).frame_index):
                 raise StoreError(f"clip and motion rows of {v!r} are not aligned; re-export motion")
-    lmax = int(min(lengths.max(), max_rows or lengths.max()))
-    lengths = np.minimum(lengths, lmax)
+    if max_rows:
+        lengths = np.minimum(lengths, max_rows)
+    readers = [r for r in (clip if need_rgb else None, motion) if r is not None]
+    size = sum(int(lengths.sum()) * r.row_shape[0] * r.row_dtype.itemsize for r in readers)
+    stream = size > memory_budget()
     if multilabel:
         targets = np.zeros((len(videos), n_classes), np.float32)
         for i, v in enumerate(videos):
@@ -81,16 +174,20 @@ def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, mu
         species = np.zeros((len(videos), n_species), np.float32)
         for i, v in enumerate(videos):
             species[i, samples_by_id[v].get("species") or []] = 1.0
-    return SplitFeatures(videos, _padded(clip, videos, lmax) if need_rgb else None,
-                         _padded(motion, videos, lmax) if motion is not None else None,
+    return SplitFeatures(videos, _rows(clip, videos, lengths, stream) if need_rgb else None,
+                         _rows(motion, videos, lengths, stream) if motion is not None else None,
                          lengths, targets, identity, species)
 
 
-def sample_indices(lengths: np.ndarray, frames: int, rng: np.random.Generator | None):
-    """(N, frames) row indices and mask: ``frames`` rows spread uniformly over each video, with
-    a random offset inside each segment in training (``rng``) and the centre otherwise.
-    Videos shorter than ``frames`` keep all rows, padded and masked."""
+def sample_indices(lengths: np.ndarray, frames, rng: np.random.Generator | None):
+    """(N, T) row indices and mask. ``frames`` N: N rows spread uniformly over each video, with
+    a random offset inside each segment in training (``rng``) and the centre otherwise; videos
+    shorter than N keep all rows, padded and masked. ``frames`` ``all``: every row, T = the
+    longest of these videos."""
     n = len(lengths)
+    if frames == "all":
+        grid = np.arange(int(lengths.max(initial=1)))[None, :]
+        return np.minimum(grid, np.maximum(lengths[:, None] - 1, 0)), grid < lengths[:, None]
     offset = rng.random((n, 1)) if rng is not None else np.full((n, 1), 0.5)
     grid = np.arange(frames)[None, :]
     spread = np.floor((grid + offset) * lengths[:, None] / frames).astype(np.int64)
@@ -100,20 +197,33 @@ def sample_indices(lengths: np.ndarray, frames: int, rng: np.random.Generator | 
     return idx, mask
 
 
-def batches(split: SplitFeatures, frames: int, batch_size: int, rng=None, order=None, device="cpu"):
-    """Yield ``(rgb, motion, mask, targets, species)`` tensors (None for a stream a head does
-    not use, or species where the data set has none)."""
-    order = np.arange(len(split)) if order is None else order
-    for s in range(0, len(order), batch_size):
-        sel = order[s:s + batch_size]
-        idx, mask = sample_indices(split.lengths[sel], frames, rng)
+def _gather(stream: Ragged | None, sel, idx, mask) -> np.ndarray | None:
+    """(B, T, D) float32 rows ``idx`` of videos ``sel``, zeros where ``mask`` is False."""
+    if stream is None:
+        return None
+    out = np.zeros((len(sel), idx.shape[1], stream.dim), np.float32)
+    for b, i in enumerate(sel):
+        out[b] = stream.rows(int(i))[idx[b]]
+    out[~mask] = 0.0
+    return out
 
-        def take(a):
-            if a is None:
-                return None
-            x = np.take_along_axis(a[sel], idx[:, :, None], axis=1).astype(np.float32)
-            x[~mask] = 0.0
-            return torch.from_numpy(x).to(device, non_blocking=True)
-        yield (take(split.rgb), take(split.motion), torch.from_numpy(mask).to(device),
+
+def batches(split: SplitFeatures, frames, batch_size: int, rng=None, order=None, device="cpu"):
+    """Yield ``(rgb, motion, mask, targets, species)`` tensors (None for a stream a head does
+    not use, or species where the data set has none), each batch padded to its own longest
+    video. Streamed features are read one batch ahead on a thread."""
+    from ..features.common import prefetch
+    order = np.arange(len(split)) if order is None else order
+
+    def arrays():
+        for s in range(0, len(order), batch_size):
+            sel = order[s:s + batch_size]
+            idx, mask = sample_indices(split.lengths[sel], frames, rng)
+            yield sel, _gather(split.rgb, sel, idx, mask), _gather(split.motion, sel, idx, mask), mask
+
+    streamed = any(x is not None and not x.in_memory for x in (split.rgb, split.motion))
+    for sel, rgb, motion, mask in (prefetch(arrays(), depth=2) if streamed else arrays()):
+        tensor = (lambda a: None if a is None else torch.from_numpy(a).to(device, non_blocking=True))
+        yield (tensor(rgb), tensor(motion), torch.from_numpy(mask).to(device),
                torch.from_numpy(split.targets[sel]).to(device),
                None if split.species is None else torch.from_numpy(split.species[sel]).to(device))

@@ -8,6 +8,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def sinusoid(t: int, dim: int, device) -> torch.Tensor:
@@ -33,6 +34,23 @@ def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "d
                          nn.GELU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
 
 
+def attention(mha: nn.MultiheadAttention, x, memory, memory_pad) -> torch.Tensor:
+    """``mha(x, memory, memory, key_padding_mask=memory_pad)`` with its own weights, computed by
+    ``scaled_dot_product_attention`` with a broadcast key-padding mask: memory grows with the
+    sequence length, not its square (nn.MultiheadAttention keeps the L x L weights in training,
+    18 GB for a batch of 8 clips of 1500 rows on a CPU)."""
+    b, lq, d = x.shape
+    h = mha.num_heads
+    w, bias = mha.in_proj_weight, mha.in_proj_bias
+    q, k, v = F.linear(x, w[:d], bias[:d]), F.linear(memory, w[d:2 * d], bias[d:2 * d]), \
+        F.linear(memory, w[2 * d:], bias[2 * d:])
+    q, k, v = (t.view(b, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
+    keep = None if memory_pad is None else ~memory_pad[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                         dropout_p=mha.dropout if mha.training else 0.0)
+    return mha.out_proj(out.transpose(1, 2).reshape(b, lq, d))
+
+
 class FusionBlock(nn.Module):
     """Self-attention over RGB, cross-attention RGB -> motion, feed-forward; each residual +
     layer norm (post-norm, as in ViMoCLIP's TFAM)."""
@@ -49,10 +67,9 @@ class FusionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, pad, memory=None, memory_pad=None):
-        x = self.norms[0](x + self.drop(self.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]))
+        x = self.norms[0](x + self.drop(attention(self.self_attn, x, x, pad)))
         if self.cross_attn is not None:
-            y = self.cross_attn(x, memory, memory, key_padding_mask=memory_pad, need_weights=False)[0]
-            x = self.norms[1](x + self.drop(y))
+            x = self.norms[1](x + self.drop(attention(self.cross_attn, x, memory, memory_pad)))
         return self.norms[-1](x + self.drop(self.ff(x)))
 
 

@@ -137,15 +137,13 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     (class prototypes, species bank) for the prompt heads."""
     from tqdm import tqdm
     torch.manual_seed(params["seed"])
-    rgb_dim = train.rgb.shape[-1] if train.rgb is not None else 0
-    motion_dim = train.motion.shape[-1] if train.motion is not None else 0
+    rgb_dim = train.rgb.dim if train.rgb is not None else 0
+    motion_dim = train.motion.dim if train.motion is not None else 0
     model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel)
     for stream in ("rgb", "motion"):
         feats = getattr(train, stream)
         if feats is not None:
-            valid = np.arange(feats.shape[1])[None, :] < train.lengths[:, None]
-            rows = feats[valid].astype(np.float64)
-            model.set_stats(stream, rows.mean(0), rows.std(0))
+            model.set_stats(stream, *feats.mean_std())
     model = model.to(device)
     if params["epochs"] == 0:
         if multilabel and hasattr(model, "scale"):

@@ -23,7 +23,7 @@ from .heads.data import SplitFeatures
 from .heads.models import PROMPT_HEADS, streams
 from .heads.trainer import predict_logits
 from .metrics import probabilities
-from .moclip.export import export_motion
+from .moclip.export import export_motion, local_path
 from .store import FeatureReader, read_attrs
 from .video import VIDEO_SUFFIXES, probe_video
 
@@ -59,7 +59,13 @@ def load_run(run, head: str) -> dict:
     if clip_attrs.get("sampling") is None:
         raise RunError(f"{run}: its features carry no sampling provenance (made by an older "
                        f"version); re-run the clip and flow stages")
-    source = clip_attrs["weights_source"]
+    # a local checkpoint named relative to the run's own folder (data/demo/demo_clip.pt) is
+    # found there, wherever predict runs from
+    workdir = run.resolve().parent.parent
+    source = local_path(clip_attrs["weights_source"], workdir)
+    if ckpt.get("text"):
+        attrs = ckpt["text"]["attrs"]
+        attrs["pretrained"] = local_path(attrs.get("pretrained"), workdir)
     if weights_identity(source) != clip_attrs["weights"]:
         raise RunError(f"CLIP weights {source!r} are not the ones the run used "
                        f"({clip_attrs['weights']}); restore that file to predict with this run")
@@ -71,9 +77,9 @@ def load_run(run, head: str) -> dict:
         flow_attrs = read_attrs(_first_shard(run, "flow"))
         flow_cfg = {k: flow_attrs[k] for k in ("backend", "step", "work_size", "size", "bound",
                                                "batch_size", "half")}
-        flow_cfg.update({"model": flow_attrs["model"], "checkpoint": flow_attrs["weights_source"],
+        flow_cfg.update({"model": flow_attrs["model"], "checkpoint": local_path(flow_attrs["weights_source"], workdir),
                          "decode_workers": None})
-    return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
+    return {"run": run, "workdir": workdir, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
             "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"], "student": student,
             "classes": [c["name"] for c in read_classes(run / "classes.tsv")]}
 
@@ -89,7 +95,7 @@ def compute_features(probes, r: dict, device, tmp: Path) -> dict:
         import torch
         meta = torch.load(r["student"], map_location="cpu", weights_only=False)["meta"]
         export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device,
-                      after_adapter=meta["config"]["export"] == "after_adapter")
+                      after_adapter=meta["config"]["export"] == "after_adapter", workdir=r["workdir"])
         out["motion"] = FeatureReader([tmp / "motion.h5"], kind="motion",
                                       expect=r["ckpt"]["identity"].get("motion"))
     return out

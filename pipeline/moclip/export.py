@@ -3,6 +3,7 @@ checks them against the CLIP frame embeddings (stage ``moclip_probe``)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import time
 
@@ -15,18 +16,27 @@ from .train import FLOW_KEYS, build_student
 log = logging.getLogger("pipeline")
 
 
-def load_student(path, device):
+def load_student(path, device, workdir=None):
+    """The student and its meta. ``workdir``: where the run's relative paths (a local CLIP
+    checkpoint named in the config) are resolved when not found from here."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt["meta"]
-    student = build_student(meta["clip_model"], ckpt["clip_pretrained"], meta["flow"],
-                            meta["n_classes"], meta["config"])
+    student = build_student(meta["clip_model"], local_path(ckpt["clip_pretrained"], workdir),
+                            meta["flow"], meta["n_classes"], meta["config"])
     student.load_state_dict(ckpt["state_dict"])
     return student.eval().to(device), meta
 
 
+def local_path(path, workdir=None):
+    """``path`` as given, or relative to ``workdir`` where a relative path is found there."""
+    if path and workdir is not None and not Path(path).is_absolute() and (Path(workdir) / path).exists():
+        return str(Path(workdir) / path)
+    return path
+
+
 def export_motion(student_path, flow_shard, out, device, after_adapter: bool = False,
-                  batch_rows: int = 256, dtype=np.float16) -> dict:
-    student, meta = load_student(student_path, device)
+                  batch_rows: int = 256, dtype=np.float16, workdir=None) -> dict:
+    student, meta = load_student(student_path, device, workdir)
     flow = FeatureReader([flow_shard], kind="flow")
     got = {k: flow.attrs.get(k) for k in FLOW_KEYS}
     if got != meta["flow"]:

@@ -35,8 +35,12 @@ def test_samples_with_zero_shards(tmp_path):
 
 
 def _run_copy(demo_run, tmp_path):
-    run = tmp_path / "run"
+    """A copy of the run inside a copy of its project folder (with the demo's CLIP checkpoint,
+    which the run names by a path relative to that folder)."""
+    run = tmp_path / "w" / "results" / "demo"
     shutil.copytree(demo_run / "results" / "demo", run)
+    (tmp_path / "w" / "data" / "demo").mkdir(parents=True)
+    shutil.copy(demo_run / "data" / "demo" / "demo_clip.pt", tmp_path / "w" / "data" / "demo")
     return run
 
 

@@ -178,7 +178,7 @@ def test_base_to_novel_on_cached_features(demo_run, tmp_path):
     proc = run_cli("head", "--name", "prompt", "--params", json.dumps(params), *shards,
             "--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
             "--dataset-info", res / "dataset.json", "--text", res / "features" / "text.h5",
-            "--out", tmp_path / "b2n", "--device", "cpu")
+            "--out", tmp_path / "b2n", "--device", "cpu", cwd=demo_run)  # from the project folder
     m = json.loads((tmp_path / "b2n" / "metrics.json").read_text())
     b2n = m["base_to_novel"]
     assert (b2n["base_classes"], b2n["novel_classes"]) == (4, 2)

@@ -91,6 +91,10 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
             raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
         clip_id = identity_of(FeatureReader(shards[("clip", "train")], kind="clip"), "clip")
         text = load_text(text_path, clip_id, params.get("text_mode") == "learnable", device)
+        # a local checkpoint named relative to the run's project folder (results/<name>/..)
+        from ..moclip.export import local_path
+        text["attrs"]["pretrained"] = local_path(text["attrs"].get("pretrained"),
+                                                 Path(text_path).resolve().parents[3])
         if text["class_names"] != names:
             raise ValueError(f"{text_path}: its classes differ from classes.tsv; re-run the text stage")
         n_species = 0 if text["species_protos"] is None else len(text["species_protos"])

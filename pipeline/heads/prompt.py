@@ -14,6 +14,7 @@ classes (open vocabulary, base-to-novel) without retraining.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -323,8 +324,15 @@ def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu") 
 
 def clip_for(attrs: dict, device="cpu"):
     """(model, tokenizer) of the CLIP model a text bank was made with."""
-    from ..features.clip import _open_clip, load_clip
-    model = load_clip(attrs["model"], attrs.get("pretrained") or None, device)
+    from ..features.clip import _open_clip, load_clip, weights_identity
+    from ..features.common import WeightsError
+    pretrained = attrs.get("pretrained") or None
+    if attrs.get("weights") and Path(str(pretrained)).suffix in (".pt", ".pth", ".bin", ".safetensors") \
+            and Path(pretrained).is_file() and weights_identity(pretrained) != attrs["weights"]:
+        raise WeightsError(f"the text bank was made with CLIP weights {attrs['weights']}, but "
+                           f"{pretrained!r} seen from here is another file; run from the run's "
+                           f"project folder or restore that file")
+    model = load_clip(attrs["model"], pretrained, device)
     return model, _open_clip().get_tokenizer(attrs["model"])
 
 

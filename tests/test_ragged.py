@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heads.data import batches, load_split
+from pipeline.heads.data import batches, load_split, plan_batches
 from pipeline.heads.trainer import head_params, predict_logits, train_head
 from pipeline.store import FeatureWriter
 
@@ -41,9 +41,9 @@ def test_batches_are_padded_to_their_own_longest_video(tmp_path):
     paths, samples, lengths = _store(tmp_path, "t")
     split = _split(paths, samples)
     assert split.rgb.in_memory and split.rgb.data.shape == (sum(lengths), D)  # no padding stored
-    shapes = [rgb.shape for rgb, *_ in batches(split, "all", 4)]
-    assert shapes == [(4, 6, D), (4, 300, D), (4, 6, D)]  # only the long video's batch is long
-    assert [rgb.shape[1] for rgb, *_ in batches(split, 5, 4)] == [5, 5, 5]
+    shapes = [rgb.shape for rgb, *_ in batches(split, "all", plan_batches(split.lengths, "all", 4))]
+    assert shapes == [(4, 6, D), (4, 6, D), (4, 300, D)]  # length-sorted; only the long video's batch is long
+    assert [rgb.shape[1] for rgb, *_ in batches(split, 5, plan_batches(split.lengths, 5, 4))] == [5, 5, 5]
 
 
 @pytest.mark.parametrize("head", ["fusion", "motion_only"])

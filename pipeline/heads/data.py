@@ -208,16 +208,52 @@ def _gather(stream: Ragged | None, sel, idx, mask) -> np.ndarray | None:
     return out
 
 
-def batches(split: SplitFeatures, frames, batch_size: int, rng=None, order=None, device="cpu"):
-    """Yield ``(rgb, motion, mask, targets, species)`` tensors (None for a stream a head does
-    not use, or species where the data set has none), each batch padded to its own longest
-    video. Streamed features are read one batch ahead on a thread."""
+# padded rows of one evaluation batch (videos x their longest), at most 256 videos
+EVAL_ROWS = 2 ** 15
+
+
+def plan_batches(lengths: np.ndarray, frames, batch_size: int, max_rows: int | None = None,
+                 rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """The videos of each batch, as positions. Training (``rng``): a random order cut into
+    batches of ``batch_size``. With ``max_rows``, a batch also holds at most ``max_rows`` padded
+    rows (its videos x its longest video): videos of similar length are grouped (sorted within
+    pools of 50 batches, the batches then shuffled), so a long video trains in a small batch
+    instead of padding a full one, and memory is bounded by ``max_rows`` whatever the longest
+    video. Evaluation (no ``rng``): sorted by length under the same budget."""
+    n = len(lengths)
+    rows = np.maximum(lengths if frames == "all" else np.minimum(lengths, frames), 1)
+    order = rng.permutation(n) if rng is not None else np.argsort(rows, kind="stable")
+    if max_rows is None:
+        return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    if rng is not None:
+        pools = np.split(order, range(batch_size * 50, n, batch_size * 50))
+        order = np.concatenate([p[np.argsort(rows[p], kind="stable")] for p in pools]) if n else order
+    plan, start, longest = [], 0, 0
+    for end, i in enumerate(order):
+        longest = max(longest, int(rows[i]))
+        if end > start and (end - start == batch_size or (end - start + 1) * longest > max_rows):
+            plan.append(order[start:end])
+            start, longest = end, int(rows[i])
+    if n:
+        plan.append(order[start:])
+    return [plan[i] for i in rng.permutation(len(plan))] if rng is not None else plan
+
+
+def eval_plan(split: "SplitFeatures", params: dict) -> list[np.ndarray]:
+    """Evaluation batches: up to 256 videos, length-sorted, at most ``EVAL_ROWS`` (or the
+    head's ``batch_rows``, if larger) padded rows each."""
+    budget = max(EVAL_ROWS, params.get("batch_rows") or 0)
+    return plan_batches(split.lengths, params["frames"], 256, budget)
+
+
+def batches(split: SplitFeatures, frames, plan: list[np.ndarray], rng=None, device="cpu"):
+    """Yield ``(rgb, motion, mask, targets, species)`` tensors for the batches of ``plan``
+    (None for a stream a head does not use, or species where the data set has none), each
+    padded to its own longest video. Streamed features are read one batch ahead on a thread."""
     from ..features.common import prefetch
-    order = np.arange(len(split)) if order is None else order
 
     def arrays():
-        for s in range(0, len(order), batch_size):
-            sel = order[s:s + batch_size]
+        for sel in plan:
             idx, mask = sample_indices(split.lengths[sel], frames, rng)
             yield sel, _gather(split.rgb, sel, idx, mask), _gather(split.motion, sel, idx, mask), mask
 

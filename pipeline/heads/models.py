@@ -34,6 +34,10 @@ def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "d
                          nn.GELU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
 
 
+# elements of one chunk's attention weights (B x H x rows x keys) on the CPU with dropout
+CHUNK_ELEMENTS = 2 ** 24
+
+
 def attention(mha: nn.MultiheadAttention, x, memory, memory_pad) -> torch.Tensor:
     """``mha(x, memory, memory, key_padding_mask=memory_pad)`` with its own weights, computed by
     ``scaled_dot_product_attention`` with a broadcast key-padding mask: memory grows with the
@@ -46,9 +50,33 @@ def attention(mha: nn.MultiheadAttention, x, memory, memory_pad) -> torch.Tensor
         F.linear(memory, w[2 * d:], bias[2 * d:])
     q, k, v = (t.view(b, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
     keep = None if memory_pad is None else ~memory_pad[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
-                                         dropout_p=mha.dropout if mha.training else 0.0)
+    p = mha.dropout if mha.training else 0.0
+    if p and q.device.type == "cpu" and b * h * lq * k.shape[2] > CHUNK_ELEMENTS:
+        out = sdpa_in_chunks(q, k, v, keep, p)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
     return mha.out_proj(out.transpose(1, 2).reshape(b, lq, d))
+
+
+def sdpa_in_chunks(q, k, v, keep, p: float, elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """Attention with dropout, queries a chunk at a time. PyTorch's CPU kernels that avoid the
+    weights matrix take no dropout, so the fallback holds B x H x Lq x Lk weights, and autograd
+    keeps them for the backward pass (gigabytes for one batch of long clips). Each chunk is
+    recomputed in the backward pass instead (``checkpoint`` replays its dropout mask), so the
+    peak is one chunk's weights."""
+    from torch.utils.checkpoint import checkpoint
+    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    step = max(1, elements // (b * h * lk))
+    return torch.cat([checkpoint(F.scaled_dot_product_attention, q[:, :, s:s + step], k, v, keep, p,
+                                 use_reentrant=False) for s in range(0, lq, step)], 2)
+
+
+def encoder_layer(layer: nn.TransformerEncoderLayer, x, pad) -> torch.Tensor:
+    """A pre-norm ``nn.TransformerEncoderLayer`` (its own weights) with :func:`attention`, whose
+    memory grows with the sequence, not its square."""
+    y = layer.norm1(x)
+    x = x + layer.dropout1(attention(layer.self_attn, y, y, pad))
+    return x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
 
 
 class FusionBlock(nn.Module):

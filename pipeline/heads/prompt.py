@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import masked_mean
+from .models import attention, encoder_layer, masked_mean
 
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
 
@@ -79,6 +79,21 @@ class ZeroShotHead(nn.Module):
 
     def set_stats(self, *_):
         pass  # CLIP's space is used as it is
+
+    def positions(self, mask) -> torch.Tensor:
+        """Position embeddings of the rows, (B or 1, T, D). A video with more rows than
+        ``max_frames`` spreads the table over its own rows (linear interpolation), so its
+        positions do not depend on the batch it is padded in; shorter videos index it."""
+        t, n = mask.shape[1], len(self.pos)
+        if t <= n:
+            return self.pos[:t][None]
+        lengths = mask.sum(1, keepdim=True).float()
+        j = torch.arange(t, device=mask.device, dtype=torch.float32)[None]
+        x = torch.where(lengths > n, j * (n - 1) / (lengths - 1), j).clamp(max=n - 1)
+        lo = x.floor().long()
+        hi = (lo + 1).clamp(max=n - 1)
+        w = (x - lo)[..., None]
+        return self.pos[lo] * (1 - w) + self.pos[hi] * w
 
     def forward(self, rgb, motion, mask, species=None):
         frames = F.normalize(rgb.double(), dim=-1)
@@ -247,19 +262,34 @@ class PromptHead(nn.Module):
             p = torch.where(known, species / species.sum(-1, keepdim=True).clamp(min=1), p)
         return p, logits
 
+    def positions(self, mask) -> torch.Tensor:
+        """Position embeddings of the rows, (B or 1, T, D). A video with more rows than
+        ``max_frames`` spreads the table over its own rows (linear interpolation), so its
+        positions do not depend on the batch it is padded in; shorter videos index it."""
+        t, n = mask.shape[1], len(self.pos)
+        if t <= n:
+            return self.pos[:t][None]
+        lengths = mask.sum(1, keepdim=True).float()
+        j = torch.arange(t, device=mask.device, dtype=torch.float32)[None]
+        x = torch.where(lengths > n, j * (n - 1) / (lengths - 1), j).clamp(max=n - 1)
+        lo = x.floor().long()
+        hi = (lo + 1).clamp(max=n - 1)
+        w = (x - lo)[..., None]
+        return self.pos[lo] * (1 - w) + self.pos[hi] * w
+
     def forward(self, rgb, motion, mask, species=None):
         b, t, _ = rgb.shape
-        if t > len(self.pos):
-            raise ValueError(f"prompt head: {t} frames per video, but max_frames is {len(self.pos)}; "
-                             f"raise heads.prompt.max_frames or lower frames")
         frames = F.normalize(rgb.float(), dim=-1)
         zs = F.normalize(masked_mean(frames, mask), dim=-1)
-        tokens, tok_mask = frames + self.pos[:t], mask
+        pos = self.positions(mask)
+        tokens, tok_mask = frames + pos, mask
         if self.motion_in is not None:
-            m = self.motion_in((motion.float() - self.motion_mean) / self.motion_std) + self.pos[:t]
+            m = self.motion_in((motion.float() - self.motion_mean) / self.motion_std) + pos
             tokens = torch.cat([tokens + self.type_embed[0], m + self.type_embed[1]], 1)
             tok_mask = torch.cat([mask, mask], 1)
-        h = self.temporal(tokens, src_key_padding_mask=~tok_mask)
+        h = tokens
+        for layer in self.temporal.layers:
+            h = encoder_layer(layer, h, ~tok_mask)
         video = F.normalize(zs + self.out_proj(masked_mean(h, tok_mask)), dim=-1)
 
         base, refined = self.class_embeddings()
@@ -272,8 +302,7 @@ class PromptHead(nn.Module):
                 memory = torch.cat([memory, token.to(memory.dtype)], 1)
                 mem_mask = torch.cat([mem_mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], 1)
             q = self.cond_norm(cls)
-            cls = cls + self.cond_scale * self.cond(q, memory, memory, key_padding_mask=~mem_mask,
-                                                    need_weights=False)[0]
+            cls = cls + self.cond_scale * attention(self.cond, q, memory, ~mem_mask)
         cos = (F.normalize(cls.float(), dim=-1) * video[:, None]).sum(-1)
         logits = self.logit_scale.exp() * cos + (self.bias if self.multilabel else 0.0)
         if self.use_prior and p_species is not None:

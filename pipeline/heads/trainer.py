@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..features.common import autocast
 from ..metrics import evaluate_logits
-from .data import SplitFeatures, batches
+from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import HEADS, build_head
 
 log = logging.getLogger("pipeline")
@@ -20,7 +20,7 @@ log = logging.getLogger("pipeline")
 TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
                   "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
                   "warmup_epochs": 1, "grad_clip": 1.0, "schedule": "warmup_cosine", "min_lr": 0.0,
-                  "select_by": "macro"}
+                  "select_by": "macro", "batch_rows": None}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
 TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
                                     "anchor_weight", "base_to_novel", "extra_classes"}
@@ -77,21 +77,29 @@ def predict_logits(model, split: SplitFeatures, params: dict, device) -> np.ndar
     significant digits, which would tie scores that full precision tells apart. Scores are
     :func:`pipeline.metrics.probabilities` of these."""
     model.eval()
-    out = []
-    for rgb, motion, mask, _, species in batches(split, params["frames"], 256, None, None, device):
-        out.append(forward(model, rgb, motion, mask, species).double().cpu().numpy())
-    return np.concatenate(out)
+    plan = eval_plan(split, params)
+    out = [forward(model, rgb, motion, mask, species).double().cpu().numpy()
+           for rgb, motion, mask, _, species in batches(split, params["frames"], plan, None, device)]
+    return in_order(out, plan)
+
+
+def in_order(parts: list[np.ndarray], plan: list[np.ndarray]) -> np.ndarray:
+    """Rows of the batches of ``plan`` back in the split's order."""
+    stacked = np.concatenate(parts)
+    out = np.empty_like(stacked)
+    out[np.concatenate(plan)] = stacked
+    return out
 
 
 @torch.no_grad()
 def predict_species(model, split: SplitFeatures, params: dict, device) -> np.ndarray:
     """Species logits (N, S) of a head that predicts species (``aux["species_logits"]``)."""
     model.eval()
-    out = []
-    for rgb, motion, mask, _, species in batches(split, params["frames"], 256, None, None, device):
+    plan, out = eval_plan(split, params), []
+    for rgb, motion, mask, _, species in batches(split, params["frames"], plan, None, device):
         forward(model, rgb, motion, mask, species)
         out.append(model.aux["species_logits"].double().cpu().numpy())
-    return np.concatenate(out)
+    return in_order(out, plan)
 
 
 def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
@@ -124,10 +132,11 @@ def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
     logit on the training set, so sigmoids start unsaturated."""
     model.eval()
     logits = []
-    for rgb, motion, mask, _, species in batches(train, params["frames"], 256, None, None, device):
-        logits.append(forward(model, rgb, motion, mask, species).float().mean())
+    for rgb, motion, mask, _, species in batches(train, params["frames"], eval_plan(train, params), None, device):
+        logits.append(forward(model, rgb, motion, mask, species).float().sum())
     rate = float(np.clip(train.targets.mean(), 1e-4, 1 - 1e-4))
-    model.bias.fill_(math.log(rate / (1 - rate)) - float(torch.stack(logits).mean()))
+    mean = float(torch.stack(logits).sum()) / (len(train) * train.targets.shape[1])
+    model.bias.fill_(math.log(rate / (1 - rate)) - mean)
 
 
 def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
@@ -152,7 +161,11 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     if multilabel and isinstance(getattr(model, "bias", None), torch.nn.Parameter):
         init_bias(model, train, params, device)
     opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-    steps = math.ceil(len(train) / params["batch_size"])
+    def plan(epoch):
+        rng = np.random.default_rng([params["seed"], epoch])
+        return rng, plan_batches(train.lengths, params["frames"], params["batch_size"], params["batch_rows"], rng)
+
+    steps = len(plan(0)[1])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, params))
     pos_weight = None
     if multilabel and params["pos_weight"] is not None:
@@ -168,10 +181,9 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     bar = tqdm(range(params["epochs"]), desc=f"head {name}", disable=not progress)
     for epoch in bar:
         model.train()
-        rng = np.random.default_rng([params["seed"], epoch])
+        rng, epoch_plan = plan(epoch)
         total_loss, n = 0.0, 0
-        for rgb, motion, mask, targets, species in batches(
-                train, params["frames"], params["batch_size"], rng, rng.permutation(len(train)), device):
+        for rgb, motion, mask, targets, species in batches(train, params["frames"], epoch_plan, rng, device):
             with _amp(device):
                 logits = forward(model, rgb, motion, mask, species)
             loss = loss_fn(logits, targets, multilabel, params, pos_weight)

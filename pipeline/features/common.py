@@ -53,6 +53,20 @@ def count_done(stats: dict, bar, probe) -> None:
     bar.update(len(probe.sampled))
 
 
+def return_freed_memory() -> None:
+    """Give freed blocks of 1 MB or more back to the system at once (glibc; elsewhere nothing).
+    glibc raises its mmap threshold after each large free, so the transient tensors of one long
+    clip (attention chunks, activations) would stay in the heaps of the worker threads and the
+    process's resident memory would keep the largest batch it ever saw."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def sha256_of(path: str | Path, limit: int | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

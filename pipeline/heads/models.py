@@ -35,7 +35,7 @@ def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "d
 
 
 # elements of one chunk's attention weights (B x H x rows x keys) on the CPU with dropout
-CHUNK_ELEMENTS = 2 ** 24
+CHUNK_ELEMENTS = 2 ** 20
 
 
 def attention(mha: nn.MultiheadAttention, x, memory, memory_pad) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..features.common import autocast
+from ..features.common import autocast, return_freed_memory
 from ..metrics import evaluate_logits
 from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import HEADS, build_head
@@ -145,6 +145,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     """Returns (best model, history). ``params`` as given by :func:`head_params`; ``text``
     (class prototypes, species bank) for the prompt heads."""
     from tqdm import tqdm
+    return_freed_memory()
     torch.manual_seed(params["seed"])
     rgb_dim = train.rgb.dim if train.rgb is not None else 0
     motion_dim = train.motion.dim if train.motion is not None else 0

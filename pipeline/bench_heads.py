@@ -1,11 +1,14 @@
-"""``python -m pipeline bench-heads``: what training the heads costs at a data set's real length
-distribution, read from memory and streamed from the shards.
+"""``python -m pipeline bench-heads``: what training the heads and the student costs at a data
+set's real length distribution, read from memory and streamed from the shards.
 
 A synthetic feature store (clip and motion shards of random float16 rows, lengths drawn from
 Animal Kingdom's every-frame distribution by default) is written once; then each head trains
 for a few steps with the real trainer (:func:`pipeline.heads.trainer.train_head`), once with
 the split in memory and once streamed, each in its own child process so that its peak resident
-memory is its own.
+memory is its own. The student (:func:`pipeline.moclip.train.train_student`) always streams
+windows of ``seq_len`` rows, so its cost per window does not depend on the lengths: it trains
+one epoch on windows of random flow, and its epoch time is the every-window epoch of the
+length distribution at that rate.
 """
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ def _run_one(args: dict, queue) -> None:
     device = pick_device(args["device"])
     name = args["head"]
     params = head_params(name, {"epochs": 1, "frames": args["frames"], "batch_size": args["batch_size"],
-                                "warmup_epochs": 0})
+                                "warmup_epochs": 0, "batch_rows": args["batch_rows"]})
     need_rgb, need_motion = streams(name, params)
     store = args["store"]
     split = load_split([store["paths"]["clip"]], [store["paths"]["motion"]], store["samples"],
@@ -95,25 +98,77 @@ def _run_one(args: dict, queue) -> None:
                "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None})
 
 
+def _run_student(args: dict, queue) -> None:
+    """In a child process: one epoch of the real student trainer on ``steps x batch`` windows
+    of random flow (no validation split), timed from the first window to the last checkpoint."""
+    import torch
+
+    from .config import section
+    from .features.clip import load_clip, weights_identity
+    from .features.common import pick_device
+    from .moclip.train import open_data, train_student
+    from .store import FeatureWriter
+    device = pick_device(args["device"])
+    clip_cfg = section("clip", {"model": args["model"], "pretrained": None})
+    cfg = section("moclip", {"epochs": 1, "batch_size": args["batch_size"], "seq_len": args["seq_len"],
+                             "warmup_epochs": 0, "epoch": "all_windows"})
+    dim = load_clip(args["model"], None).visual.output_dim
+    flow_cfg = section("flow", {})
+    work, rng = Path(args["work"]), np.random.default_rng(0)
+    n, t, size = args["steps"] * cfg["batch_size"], cfg["seq_len"], flow_cfg["size"]
+    flow_attrs = {"model": "bench", "weights": "random", "backend": "bench", "bound": flow_cfg["bound"],
+                  "size": size, "step": 1, "work_size": flow_cfg["work_size"]}
+    with FeatureWriter(work / "s-clip.h5", "clip", (dim,), np.float16,
+                       {"model": args["model"], "weights": weights_identity(None)}) as wc, \
+            FeatureWriter(work / "s-flow.h5", "flow", (2, size, size), np.uint8, flow_attrs) as wf:
+        for i in range(n):
+            frames = np.arange(t)
+            wc.add(f"w{i}", frames, frames / 30.0, rng.standard_normal((t, dim)).astype(np.float16))
+            wf.add(f"w{i}", frames, frames / 30.0, rng.integers(0, 256, (t, 2, size, size), np.uint8))
+    samples = [{"video_id": f"w{i}", "labels": [int(rng.integers(args["classes"]))]} for i in range(n)]
+    data = open_data([work / "s-clip.h5"], [work / "s-flow.h5"], [], [], samples, args["classes"], True, clip_cfg)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    train_student(data, cfg, clip_cfg, work / "student", device, progress=False)
+    rate = n / (time.perf_counter() - start)
+    windows = int(sum(-(-int(x) // t) for x in args["lengths"]))
+    queue.put({"head": f"student {args['model']}", "read": "stream", "videos": len(args["lengths"]),
+               "rows": int(sum(args["lengths"])), "samples_per_s": rate, "epoch_s": windows / rate,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None})
+
+
+def _in_child(target, args: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(args, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"bench-heads: {args.get('head') or 'the student'} failed in its child process")
+    return queue.get()
+
+
 def bench_heads(heads, lengths: np.ndarray, work: Path, dim: int = 512, n_classes: int = 140,
                 frames="all", batch_size: int = 8, steps: int = 10, device: str | None = None,
-                reads=("memory", "stream")) -> list[dict]:
+                reads=("memory", "stream"), batch_rows: int | None = None,
+                student: dict | None = None) -> list[dict]:
+    """``student``: ``{"model", "batch_size", "seq_len", "steps"}`` adds the student's row."""
     store = _store(Path(work), lengths, dim, n_classes)
-    ctx = mp.get_context("spawn")
     rows = []
     for read in reads:
         for head in heads:
             if head == "zero_shot":
                 continue  # nothing to train
-            queue = ctx.Queue()
-            args = {"head": head, "read": read, "store": store, "classes": n_classes, "frames": frames,
-                    "batch_size": batch_size, "steps": steps, "device": device or "auto"}
-            proc = ctx.Process(target=_run_one, args=(args, queue))
-            proc.start()
-            proc.join()
-            if proc.exitcode != 0:
-                raise RuntimeError(f"bench-heads: {head} ({read}) failed in its child process")
-            rows.append(queue.get())
+            rows.append(_in_child(_run_one, {
+                "head": head, "read": read, "store": store, "classes": n_classes, "frames": frames,
+                "batch_size": batch_size, "steps": steps, "device": device or "auto",
+                "batch_rows": batch_rows}))
+    if student:
+        rows.append(_in_child(_run_student, {**student, "lengths": [int(x) for x in lengths],
+                                             "classes": n_classes, "work": str(work),
+                                             "device": device or "auto"}))
     return rows
 
 

@@ -301,8 +301,10 @@ def cmd_bench_heads(a):
           f"{int((lengths > 3000).sum())} over 3000; {lengths.sum()} rows x {a.dim}-d x 2 streams; "
           f"frames {frames}, batch {a.batch_size}, {a.steps} timed steps per head")
     with tempfile.TemporaryDirectory(dir=a.work) as work:
+        student = None if a.student_model == "none" else {
+            "model": a.student_model, "batch_size": a.student_batch, "seq_len": a.seq_len, "steps": a.student_steps}
         rows = bench_heads(a.heads, lengths, Path(work), a.dim, a.classes, frames, a.batch_size,
-                           a.steps, a.device, tuple(a.read))
+                           a.steps, a.device, tuple(a.read), a.batch_rows, student)
     print(format_table(rows))
     if a.json:
         Path(a.json).write_text(to_json(rows))
@@ -357,7 +359,14 @@ def _add_model_commands(sub):
     p.add_argument("--dim", type=_positive_int, default=512)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per head")
+    p.add_argument("--batch-rows", type=_positive_int, help="the heads' batch_rows (most padded rows "
+                   "per batch); default: batch-size videos whatever their length")
     p.add_argument("--read", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
+    p.add_argument("--student-model", default="ViT-B-32", help="the student's CLIP (random weights), "
+                   "or none to leave the student out")
+    p.add_argument("--student-batch", type=_positive_int, default=32, help="the student's windows per step")
+    p.add_argument("--student-steps", type=_positive_int, default=3, help="the student's timed steps")
+    p.add_argument("--seq-len", type=_positive_int, default=8, help="the student's rows per window")
     p.add_argument("--work", help="folder for the synthetic store (default: the system's temp)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--json")

@@ -144,13 +144,18 @@ def test_bench_heads_prints_samples_per_second(tmp_path):
     lengths.write_text("5\n9\n120\n")
     proc = run_cli("bench-heads", "--videos", "24", "--lengths", lengths, "--classes", "10", "--dim", "32",
                    "--steps", "2", "--batch-size", "4", "--heads", "fusion", "rgb_linear",
-                   "--device", "cpu", "--json", tmp_path / "b.json")
+                   "--batch-rows", "64", "--student-model", "demo-tiny-ViT", "--student-batch", "2",
+                   "--student-steps", "2", "--seq-len", "4", "--device", "cpu", "--json", tmp_path / "b.json")
     assert "samples/s" in proc.stdout and "peak RSS MB" in proc.stdout
     import json
     rows = json.loads((tmp_path / "b.json").read_text())
-    assert {(r["head"], r["read"]) for r in rows} == {(h, m) for h in ("fusion", "rgb_linear")
-                                                       for m in ("memory", "stream")}
+    assert [(r["head"], r["read"]) for r in rows] == [
+        *((h, m) for m in ("memory", "stream") for h in ("fusion", "rgb_linear")),
+        ("student demo-tiny-ViT", "stream")]
     assert all(r["samples_per_s"] > 0 and r["rows"] == 8 * (5 + 9 + 120) for r in rows)
+    # the student's epoch: every window of 4 rows of every video, at the measured rate
+    student = rows[-1]
+    assert student["epoch_s"] == pytest.approx(8 * (2 + 3 + 30) / student["samples_per_s"])
 
 
 def test_learning_rate_schedules():

@@ -267,3 +267,41 @@ def test_student_protocol_options(feats, tmp_path):
     assert result["best_epoch"] == 1 + min(range(3), key=lambda i: h[i]["val_loss"])
     state = torch.load(tmp_path / "student.pt", weights_only=False)["state_dict"]
     assert "classifier.0.weight" in state and "classifier.2.weight" in state
+
+
+def test_student_epoch_reads_every_window_of_a_50x_longer_video(feats, tmp_path, monkeypatch):
+    """all_windows on a store where one training video has 50x the rows of the others: every
+    row is seen once per epoch, one seq_len window at a time (never the whole video), so the
+    step's memory is the batch's windows, whatever the longest video."""
+    from pipeline.store import FeatureWriter, read_attrs
+    p = feats["paths"]
+    long_vid = FeatureReader([p[("clip", "train")]]).video_ids[0]
+    for kind in ("clip", "flow"):
+        src = FeatureReader([p[(kind, "train")]])
+        attrs = {k: v for k, v in read_attrs(p[(kind, "train")]).items()
+                 if k not in ("kind", "schema_version", "producer", "complete", "content_sha256")}
+        with FeatureWriter(tmp_path / f"{kind}-train.h5", kind, src.row_shape, src.row_dtype, attrs) as w:
+            for vid in src.video_ids:
+                rows = src.video(vid)
+                reps = 50 if vid == long_vid else 1
+                n = len(rows.frame_index) * reps
+                w.add(vid, np.arange(n), np.arange(n) / 10.0, np.concatenate([rows.data] * reps))
+    data = open_data([tmp_path / "clip-train.h5"], [tmp_path / "flow-train.h5"], [p[("clip", "val")]],
+                     [p[("flow", "val")]], feats["samples"], feats["n_classes"], True, section("clip", CLIP))
+    assert data["lengths"][long_vid] == 50 * 8
+    reads = []
+    real = Windows.__getitem__
+
+    def spy(self, i):
+        item = real(self, i)
+        reads.append((self.items[i], len(item[0])))
+        return item
+    monkeypatch.setattr(Windows, "__getitem__", spy)
+    cfg = section("moclip", {**TINY, "epochs": 2, "epoch": "all_windows"})
+    train_student(data, cfg, section("clip", CLIP), tmp_path / "out", CPU, progress=False)
+    assert max(n for _, n in reads) <= cfg["seq_len"]
+    train_reads = [(v, s) for (v, s), _ in reads if v in data["train_videos"]]
+    starts = sorted(s for v, s in train_reads if v == long_vid)
+    assert starts == sorted(list(range(0, 400, 4)) * 2)  # every row of it, once per epoch
+    windows = sum(-(-data["lengths"][v] // 4) for v in data["train_videos"])
+    assert len(train_reads) == 2 * windows  # cost per epoch: linear in the stored rows

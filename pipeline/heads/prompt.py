@@ -80,21 +80,6 @@ class ZeroShotHead(nn.Module):
     def set_stats(self, *_):
         pass  # CLIP's space is used as it is
 
-    def positions(self, mask) -> torch.Tensor:
-        """Position embeddings of the rows, (B or 1, T, D). A video with more rows than
-        ``max_frames`` spreads the table over its own rows (linear interpolation), so its
-        positions do not depend on the batch it is padded in; shorter videos index it."""
-        t, n = mask.shape[1], len(self.pos)
-        if t <= n:
-            return self.pos[:t][None]
-        lengths = mask.sum(1, keepdim=True).float()
-        j = torch.arange(t, device=mask.device, dtype=torch.float32)[None]
-        x = torch.where(lengths > n, j * (n - 1) / (lengths - 1), j).clamp(max=n - 1)
-        lo = x.floor().long()
-        hi = (lo + 1).clamp(max=n - 1)
-        w = (x - lo)[..., None]
-        return self.pos[lo] * (1 - w) + self.pos[hi] * w
-
     def forward(self, rgb, motion, mask, species=None):
         frames = F.normalize(rgb.double(), dim=-1)
         video = F.normalize(masked_mean(frames, mask), dim=-1)

@@ -18,23 +18,11 @@ import torch
 from .features.clip import extract_clip
 from .features.common import decode_ahead, decode_workers
 from .features.flow import extract_flow
-from .video import VIDEO_SUFFIXES, probe_video, read_frames
+from .video import expand_videos, probe_files, read_frames
 
 log = logging.getLogger("pipeline")
 COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
            "floor_fraction", "speedup", "peak_mem_mb", "limit"]
-
-
-def expand_videos(paths) -> list[Path]:
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES)
-        else:
-            out.append(p)
-    if not out:
-        raise FileNotFoundError("no video found in the given paths")
-    return out
 
 
 def _sync(device):
@@ -222,20 +210,16 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
     """Rows of the benchmark table. The pair-by-pair flow baseline (and the student baseline that
     reads its mp4s) is timed on the first ``baseline_flow_frames`` frames only: at the videos'
     own resolution it runs at a few frames/s, and its rate is what is compared."""
-    from .features.clip import _open_clip, batch_size_for, load_clip, preprocess_cfg
+    from .factory import load_clip, open_clip_module, preprocess_cfg
+    from .features.clip import batch_size_for
     from .features.flow import load_flow_model
     from .moclip.export import export_motion
     from .moclip.model import MotionStudent
-    probes = [probe_video(v, f"{i:04d}_{v.stem}", sampling) for i, v in enumerate(expand_videos(videos))]
-    bad = [p for p in probes if not p.readable]
-    probes = [p for p in probes if p.readable]
-    if not probes:
-        raise RuntimeError("none of the videos could be read: " +
-                           "; ".join(f"{p.path}: {p.reason}" for p in bad))
+    probes, bad = readable_probes(videos, sampling)
     frames = sum(len(p.sampled) for p in probes)
     model = load_clip(clip_cfg["model"], clip_cfg["pretrained"], device)
     pcfg = preprocess_cfg(model)
-    transform = _open_clip().image_transform(pcfg["size"], is_train=False, mean=pcfg["mean"], std=pcfg["std"])
+    transform = open_clip_module().image_transform(pcfg["size"], is_train=False, mean=pcfg["mean"], std=pcfg["std"])
     flow_model = (load_flow_model(flow_cfg["model"], flow_cfg["checkpoint"], device)[0]
                   if flow_cfg["backend"] == "ptlflow" else None)
     rows = {}
@@ -295,18 +279,35 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         for stage, r in rows.items():
             r["peak"] = max(peaks[stage])
         _log_rows(rows)
+    return table_rows(rows, frames, device), bad
+
+
+def readable_probes(videos, sampling: dict):
+    """(readable probes, unreadable ones) of the given files and folders; none readable stops."""
+    probes = probe_files(expand_videos(videos), sampling)
+    bad = [p for p in probes if not p.readable]
+    probes = [p for p in probes if p.readable]
+    if not probes:
+        raise RuntimeError("none of the videos could be read: " +
+                           "; ".join(f"{p.path}: {p.reason}" for p in bad))
+    return probes, bad
+
+
+def table_rows(rows: dict, frames: int, device) -> list[dict]:
+    """One row per stage: its rate against its floor and baseline, its peak memory, and what
+    limits it."""
     out = []
     for stage, r in rows.items():
         fps, floor, base = r["frames_per_s"], r.get("floor"), r.get("baseline")
-        frac = fps / floor if floor else None
         # the student reads the flow shard, it decodes no video
         decode_fps = rows["decode"]["frames_per_s"] if stage in ("clip", "flow") else None
         limit = "decode" if stage == "decode" else _limit(fps, floor, decode_fps, device)
         out.append({"stage": stage, "frames": frames, "frames_per_s": fps,
                     "floor_frames_per_s": floor, "baseline_frames_per_s": base,
-                    "floor_fraction": frac, "speedup": fps / base if base else None,
+                    "floor_fraction": fps / floor if floor else None,
+                    "speedup": fps / base if base else None,
                     "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1]})
-    return out, bad
+    return out
 
 
 def _limit(fps: float, floor: float | None, decode: float | None, device) -> str:
@@ -326,7 +327,7 @@ def _limit(fps: float, floor: float | None, decode: float | None, device) -> str
 
 
 def _student_meta(flow_shard, clip_cfg, pcfg, student) -> dict:
-    from .features.clip import weights_identity
+    from .factory import weights_identity
     from .moclip.train import FLOW_KEYS
     from .store import read_attrs
     attrs = read_attrs(flow_shard)

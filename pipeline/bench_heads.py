@@ -67,7 +67,7 @@ def _run_one(args: dict, queue) -> None:
 
     from .features.common import pick_device
     from .heads.data import load_split
-    from .heads.models import streams
+    from .heads.streams import streams
     from .heads.trainer import head_params, train_head
     device = pick_device(args["device"])
     name = args["head"]
@@ -104,7 +104,7 @@ def _run_student(args: dict, queue) -> None:
     import torch
 
     from .config import section
-    from .features.clip import load_clip, weights_identity
+    from .factory import load_clip, weights_identity
     from .features.common import pick_device
     from .moclip.train import open_data, train_student
     from .store import FeatureWriter

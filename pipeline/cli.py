@@ -76,17 +76,10 @@ def cmd_samples(a):
 
 
 def cmd_probe(a):
-    from tqdm import tqdm
     from .annotations import read_samples
-    from .video import probe_video, write_probes
-    sampling = _params(a.params, "sampling")
+    from .video import probe_listed, write_probes
     rows = [r for r in read_samples(a.samples) if r["split"] == a.split and r["shard"] == a.shard]
-    probes = []
-    for r in tqdm(rows, desc=f"probe {a.split}/{a.shard}", unit="video", disable=None):
-        p = probe_video(Path(a.videos) / r["path"], r["video_id"], sampling)
-        if not p.readable:
-            log.warning("skipping %s: %s", p.path, p.reason)
-        probes.append(p)
+    probes = probe_listed(rows, a.videos, _params(a.params, "sampling"), f"probe {a.split}/{a.shard}")
     write_probes(probes, a.out)
     bad = sum(not p.readable for p in probes)
     log.info("probed %d videos of %s shard %d: %d readable, %d skipped (reasons in %s)",
@@ -151,14 +144,11 @@ def cmd_flow(a):
 
 
 def cmd_text(a):
-    from .annotations import read_classes
+    from .annotations import read_classes, read_species
     from .features.common import pick_device
     from .features.text import extract_text
     classes = [r["name"] for r in read_classes(a.classes)]
-    species = relation = None
-    if a.species:  # species.tsv relation.tsv
-        species = [r["name"] for r in read_classes(a.species[0])]
-        relation = [(int(r["species"]), int(r["class"])) for r in read_classes(a.species[1])]
+    species, relation = read_species(*a.species) if a.species else (None, None)
     info = extract_text(classes, a.out, _params(a.text, "text"), _params(a.clip, "clip"),
                         pick_device(a.device), species, relation)
     log.info("text: %d prompts for %d classes (up to %d per class) -> %s", info["prompts"],
@@ -238,37 +228,20 @@ def cmd_moclip_export(a):
 
 
 def cmd_moclip_probe(a):
-    import numpy as np
-    from .moclip.export import linear_probe, pooled
-    from .store import FeatureReader
+    from .moclip.export import probe_report
     samples, n_classes, multilabel = _dataset_info(a)
-    by_id = {r["video_id"]: r for r in samples}
-    result = {"metric": "macro mAP" if multilabel else "top-1"}
-    for name, train, evals in (("clip", a.clip_train, a.clip_eval),
-                               ("motion", a.motion_train, a.motion_eval)):
-        tr, ev = FeatureReader(train), FeatureReader(evals)
-
-        def y(videos):
-            if not multilabel:
-                return np.array([by_id[v]["labels"][0] for v in videos])
-            out = np.zeros((len(videos), n_classes))
-            for i, v in enumerate(videos):
-                out[i, by_id[v]["labels"]] = 1
-            return out
-        tv = [v for v in tr.video_ids if v in by_id]
-        evv = [v for v in ev.video_ids if v in by_id]
-        result[name] = linear_probe(pooled(tr, tv), y(tv), pooled(ev, evv), y(evv), multilabel)
-    result["n_train"], result["n_eval"] = len(tv), len(evv)
+    result = probe_report(a.clip_train, a.clip_eval, a.motion_train, a.motion_eval, samples,
+                          n_classes, multilabel)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     log.info("linear probe on time-pooled embeddings (%s, %d train / %d eval videos): "
-             "CLIP frames %.3f, MoCLIP motion %.3f", result["metric"], len(tv), len(evv),
-             result["clip"], result["motion"])
+             "CLIP frames %.3f, MoCLIP motion %.3f", result["metric"], result["n_train"],
+             result["n_eval"], result["clip"], result["motion"])
 
 
 def cmd_head(a):
     from .annotations import read_classes
     from .features.common import pick_device
-    from .heads import run_head
+    from .heads.run import run_head
     samples, _, multilabel = _dataset_info(a)
     shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in ("clip", "motion")
               for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
@@ -328,121 +301,44 @@ def cmd_predict(a):
         raise PipelineError("no video could be read")
 
 
-def _add_model_commands(sub):
-    from .heads.models import HEADS
-    p = _add(sub, "head", cmd_head, "train one head on cached features; write head.pt, "
-             "train_log.csv, predictions/<split>.csv, metrics.json and plots")
-    p.add_argument("--name", required=True, choices=sorted(HEADS))
-    p.add_argument("--params", help="the head's parameters (heads.<name> in config) as JSON")
-    for kind in ("clip", "motion"):
-        for role in ("train", "val", "eval"):
-            p.add_argument(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default=None, help="none: select on the training loss")
-    p.add_argument("--eval-split", default="test")
-    for name in ("samples", "classes", "dataset-info"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--text", help="text.h5 (the prompt heads' text bank)")
-    p.add_argument("--out", required=True, help="heads/<name> folder")
-    p.add_argument("--device", help=DEVICE_HELP)
+def _add_data_commands(sub):
+    """Commands of the data stages: the demo, the config, samples and probe."""
+    p = _add(sub, "demo", cmd_demo, "write the synthetic demo data set (videos whose label is their motion)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--params", help="the demo: config section as JSON")
 
-    p = _add(sub, "bench-heads", cmd_bench_heads, "training samples/s, seconds per epoch and peak "
-             "memory of each head on a synthetic store with a real length distribution, in memory "
-             "and streamed")
-    p.add_argument("--heads", nargs="+", default=[h for h in sorted(HEADS) if h != "zero_shot"],
-                   choices=sorted(HEADS))
-    p.add_argument("--lengths", default="ak", help="ak (Animal Kingdom's every-frame clips: median "
-                   "about 300 rows, a few over 3000) or a file with one row count per line")
-    p.add_argument("--videos", type=_positive_int, default=24000)
-    p.add_argument("--classes", type=_positive_int, default=140)
-    p.add_argument("--frames", default="all", help="all, or rows sampled per video")
-    p.add_argument("--dim", type=_positive_int, default=512)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per head")
-    p.add_argument("--batch-rows", type=_positive_int, help="the heads' batch_rows (most padded rows "
-                   "per batch); default: batch-size videos whatever their length")
-    p.add_argument("--read", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
-    p.add_argument("--student-model", default="ViT-B-32", help="the student's CLIP (random weights), "
-                   "or none to leave the student out")
-    p.add_argument("--student-batch", type=_positive_int, default=32, help="the student's windows per step")
-    p.add_argument("--student-steps", type=_positive_int, default=3, help="the student's timed steps")
-    p.add_argument("--seq-len", type=_positive_int, default=8, help="the student's rows per window")
-    p.add_argument("--work", help="folder for the synthetic store (default: the system's temp)")
-    p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--json")
+    p = _add(sub, "config", cmd_config, "print the config a run uses, each value marked with "
+             "where it came from (a file, --config or the schema default), after validating it")
+    p.add_argument("--configfile", nargs="+", action="extend", metavar="FILE",
+                   help="config files, as given to snakemake --configfile (they replace the "
+                        "default job's config.yaml); none: ./config.yaml")
+    p.add_argument("--config", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="overrides, as snakemake --config (values are YAML: shards=8, "
+                        "'clip={batch_size: 64}')")
 
-    p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "
-             "flow, student and head in one process, with the run's own settings")
-    p.add_argument("videos", nargs="+", help="video files or folders")
-    p.add_argument("--run", required=True, help="a finished run: results/<name>")
-    p.add_argument("--head", default="fusion", help="which trained head (default fusion)")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per video")
-    p.add_argument("--json", help="also write the results as JSON")
-    p.add_argument("--timeline", action="store_true", help="score 1 s sliding windows and plot "
-                   "a per-second action timeline (PNG) per video")
-    p.add_argument("--window", type=float, default=2.0, help="timeline window (seconds)")
-    p.add_argument("--extra-classes", help="open vocabulary (prompt heads): more classes to score, "
-                   "a file (one name per line, or id,name) or a comma-separated list")
-    p.add_argument("--timeline-dir", default=".", help="where timeline PNGs go")
-    p.add_argument("--device", help=DEVICE_HELP)
+    p = _add(sub, "demo-clip", cmd_demo_clip, "train the demo's tiny CLIP on frames of the demo's "
+             "world and write an open_clip checkpoint (for clip.pretrained)")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--params", help="the demo: config section as JSON (its clip: steps, batch_size, lr)")
 
-    p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
-    p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")
-    p.add_argument("--probe", help="models/moclip/probe.json")
-    p.add_argument("--dataset-info", required=True)
-    p.add_argument("--missing", help="missing.tsv (videos listed but not found)")
-    p.add_argument("--probes", nargs="*", help="probe tables of the evaluation split (skipped videos)")
-    p.add_argument("--out", required=True, help="reports folder")
+    p = _add(sub, "samples", cmd_samples, "read a data set's annotation files into samples.tsv, "
+             "classes.tsv, missing.tsv (+ species.tsv, relation.tsv)")
+    p.add_argument("--params", required=True, help="the dataset: config section as JSON")
+    p.add_argument("--shards", type=_positive_int, default=1, help="shards per split")
+    p.add_argument("--out", required=True, help="results/<name> folder")
 
-    p = _add(sub, "moclip-train", cmd_moclip_train, "distil the motion student from cached flow "
-             "and CLIP features (resumes from its last epoch checkpoint)")
-    for name in ("clip-train", "flow-train"):
-        p.add_argument(f"--{name}", nargs="+", required=True, help="feature shards")
-    for name in ("clip-val", "flow-val"):
-        p.add_argument(f"--{name}", nargs="*", help="validation shards (best-epoch selection)")
-    for name in ("samples", "classes", "dataset-info"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--params", required=True, help='JSON {"moclip": {...}, "clip": {...}}')
-    p.add_argument("--num-workers", type=_optional_int, help="DataLoader workers (moclip.num_workers)")
-    p.add_argument("--out", required=True, help="output folder (student.pt, train_log.csv/png)")
-    p.add_argument("--device", help=DEVICE_HELP)
+    p = _add(sub, "probe", cmd_probe, "decode every video of one shard: real frame count, fps, "
+             "size, and the frame sampling plan; unreadable videos are recorded with the reason")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--videos", required=True, help="folder the sample paths are relative to")
+    p.add_argument("--split", required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--params", help="the sampling: config section as JSON")
+    p.add_argument("--out", required=True, help="probe TSV to write")
 
-    p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
-    p.add_argument("--student", required=True)
-    p.add_argument("--flow", required=True, help="flow shard")
-    p.add_argument("--out", required=True, help="motion shard to write")
-    p.add_argument("--params", help="the moclip: config section as JSON")
-    p.add_argument("--device", help=DEVICE_HELP)
 
-    p = _add(sub, "moclip-probe", cmd_moclip_probe, "linear probe: motion vs CLIP embeddings")
-    for name in ("clip-train", "motion-train", "clip-eval", "motion-eval"):
-        p.add_argument(f"--{name}", nargs="+", required=True)
-    for name in ("samples", "classes", "dataset-info", "out"):
-        p.add_argument(f"--{name}", required=True)
-
-    p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP, flow and the "
-             "student on the given videos, against the model alone (floor) and the "
-             "straightforward path (baseline), on the current device")
-    p.add_argument("videos", nargs="+", help="video files or folders")
-    p.add_argument("--clip-model", default="ViT-B-32")
-    p.add_argument("--pretrained", default=None, help="weights tag or file (default: random, "
-                   "fine for timing)")
-    p.add_argument("--batch-size", type=int, default=256, help="CLIP batch size")
-    p.add_argument("--flow-model", default="raft", help="ptlflow model name, or dis / farneback")
-    p.add_argument("--flow-checkpoint", default=None, help="default: random weights (timing only)")
-    p.add_argument("--flow-size", type=int, default=256, help="flow working size (pixels)")
-    p.add_argument("--flow-store-size", type=int, default=112)
-    p.add_argument("--flow-batch-size", type=int, default=16)
-    p.add_argument("--max-frames", type=int, default=64, help="frames per video")
-    p.add_argument("--decode-workers", type=int, default=None,
-                   help="decoding threads (default: 2 on CPU, up to 8 beside a GPU)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
-    p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
-    p.add_argument("--baseline-flow-frames", type=int, default=128,
-                   help="the pair-by-pair flow baseline is timed on this many frames")
-    p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--csv", help="also write the table as CSV")
-
+def _add_feature_commands(sub):
+    """Commands of per-frame features and the text bank."""
     for name, func, what in (("clip", cmd_clip, "frozen CLIP frame embeddings"),
                              ("flow", cmd_flow, "optical flow (quantised, CLIP's field of view)")):
         p = _add(sub, name, func, f"{what} of the planned frames of one probe shard -> HDF5")
@@ -480,6 +376,130 @@ def _add_model_commands(sub):
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
 
 
+def _add_student_commands(sub):
+    """Commands of the MoCLIP student."""
+    p = _add(sub, "moclip-train", cmd_moclip_train, "distil the motion student from cached flow "
+             "and CLIP features (resumes from its last epoch checkpoint)")
+    for name in ("clip-train", "flow-train"):
+        p.add_argument(f"--{name}", nargs="+", required=True, help="feature shards")
+    for name in ("clip-val", "flow-val"):
+        p.add_argument(f"--{name}", nargs="*", help="validation shards (best-epoch selection)")
+    for name in ("samples", "classes", "dataset-info"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--params", required=True, help='JSON {"moclip": {...}, "clip": {...}}')
+    p.add_argument("--num-workers", type=_optional_int, help="DataLoader workers (moclip.num_workers)")
+    p.add_argument("--out", required=True, help="output folder (student.pt, train_log.csv/png)")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+    p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
+    p.add_argument("--student", required=True)
+    p.add_argument("--flow", required=True, help="flow shard")
+    p.add_argument("--out", required=True, help="motion shard to write")
+    p.add_argument("--params", help="the moclip: config section as JSON")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+    p = _add(sub, "moclip-probe", cmd_moclip_probe, "linear probe: motion vs CLIP embeddings")
+    for name in ("clip-train", "motion-train", "clip-eval", "motion-eval"):
+        p.add_argument(f"--{name}", nargs="+", required=True)
+    for name in ("samples", "classes", "dataset-info", "out"):
+        p.add_argument(f"--{name}", required=True)
+
+
+def _add_head_commands(sub):
+    """Commands of heads, their report, and predict."""
+    from .heads.streams import STREAMS
+    p = _add(sub, "head", cmd_head, "train one head on cached features; write head.pt, "
+             "train_log.csv, predictions/<split>.csv, metrics.json and plots")
+    p.add_argument("--name", required=True, choices=sorted(STREAMS))
+    p.add_argument("--params", help="the head's parameters (heads.<name> in config) as JSON")
+    for kind in ("clip", "motion"):
+        for role in ("train", "val", "eval"):
+            p.add_argument(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default=None, help="none: select on the training loss")
+    p.add_argument("--eval-split", default="test")
+    for name in ("samples", "classes", "dataset-info"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--text", help="text.h5 (the prompt heads' text bank)")
+    p.add_argument("--out", required=True, help="heads/<name> folder")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+    p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")
+    p.add_argument("--metrics", nargs="+", required=True, help="heads/*/metrics.json")
+    p.add_argument("--probe", help="models/moclip/probe.json")
+    p.add_argument("--dataset-info", required=True)
+    p.add_argument("--missing", help="missing.tsv (videos listed but not found)")
+    p.add_argument("--probes", nargs="*", help="probe tables of the evaluation split (skipped videos)")
+    p.add_argument("--out", required=True, help="reports folder")
+
+    p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "
+             "flow, student and head in one process, with the run's own settings")
+    p.add_argument("videos", nargs="+", help="video files or folders")
+    p.add_argument("--run", required=True, help="a finished run: results/<name>")
+    p.add_argument("--head", default="fusion", help="which trained head (default fusion)")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per video")
+    p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--timeline", action="store_true", help="score 1 s sliding windows and plot "
+                   "a per-second action timeline (PNG) per video")
+    p.add_argument("--window", type=float, default=2.0, help="timeline window (seconds)")
+    p.add_argument("--extra-classes", help="open vocabulary (prompt heads): more classes to score, "
+                   "a file (one name per line, or id,name) or a comma-separated list")
+    p.add_argument("--timeline-dir", default=".", help="where timeline PNGs go")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+
+def _add_bench_commands(sub):
+    """Commands of benchmarks."""
+    from .heads.streams import STREAMS
+    p = _add(sub, "bench", cmd_bench, "frames/s and peak memory of decode, CLIP, flow and the "
+             "student on the given videos, against the model alone (floor) and the "
+             "straightforward path (baseline), on the current device")
+    p.add_argument("videos", nargs="+", help="video files or folders")
+    p.add_argument("--clip-model", default="ViT-B-32")
+    p.add_argument("--pretrained", default=None, help="weights tag or file (default: random, "
+                   "fine for timing)")
+    p.add_argument("--batch-size", type=int, default=256, help="CLIP batch size")
+    p.add_argument("--flow-model", default="raft", help="ptlflow model name, or dis / farneback")
+    p.add_argument("--flow-checkpoint", default=None, help="default: random weights (timing only)")
+    p.add_argument("--flow-size", type=int, default=256, help="flow working size (pixels)")
+    p.add_argument("--flow-store-size", type=int, default=112)
+    p.add_argument("--flow-batch-size", type=int, default=16)
+    p.add_argument("--max-frames", type=int, default=64, help="frames per video")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="decoding threads (default: 2 on CPU, up to 8 beside a GPU)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
+    p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
+    p.add_argument("--baseline-flow-frames", type=int, default=128,
+                   help="the pair-by-pair flow baseline is timed on this many frames")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--csv", help="also write the table as CSV")
+
+    p = _add(sub, "bench-heads", cmd_bench_heads, "training samples/s, seconds per epoch and peak "
+             "memory of each head on a synthetic store with a real length distribution, in memory "
+             "and streamed")
+    p.add_argument("--heads", nargs="+", default=[h for h in sorted(STREAMS) if h != "zero_shot"],
+                   choices=sorted(STREAMS))
+    p.add_argument("--lengths", default="ak", help="ak (Animal Kingdom's every-frame clips: median "
+                   "about 300 rows, a few over 3000) or a file with one row count per line")
+    p.add_argument("--videos", type=_positive_int, default=24000)
+    p.add_argument("--classes", type=_positive_int, default=140)
+    p.add_argument("--frames", default="all", help="all, or rows sampled per video")
+    p.add_argument("--dim", type=_positive_int, default=512)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per head")
+    p.add_argument("--batch-rows", type=_positive_int, help="the heads' batch_rows (most padded rows "
+                   "per batch); default: batch-size videos whatever their length")
+    p.add_argument("--read", nargs="+", default=["memory", "stream"], choices=["memory", "stream"])
+    p.add_argument("--student-model", default="ViT-B-32", help="the student's CLIP (random weights), "
+                   "or none to leave the student out")
+    p.add_argument("--student-batch", type=_positive_int, default=32, help="the student's windows per step")
+    p.add_argument("--student-steps", type=_positive_int, default=3, help="the student's timed steps")
+    p.add_argument("--seq-len", type=_positive_int, default=8, help="the student's rows per window")
+    p.add_argument("--work", help="folder for the synthetic store (default: the system's temp)")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--json")
+
+
 # ---------------------------------------------------------------- parser
 
 def _optional_int(text: str):
@@ -511,38 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "demo", cmd_demo, "write the synthetic demo data set (videos whose label is their motion)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--params", help="the demo: config section as JSON")
-    p = _add(sub, "config", cmd_config, "print the config a run uses, each value marked with "
-             "where it came from (a file, --config or the schema default), after validating it")
-    p.add_argument("--configfile", nargs="+", action="extend", metavar="FILE",
-                   help="config files, as given to snakemake --configfile (they replace the "
-                        "default job's config.yaml); none: ./config.yaml")
-    p.add_argument("--config", nargs="+", action="extend", metavar="KEY=VALUE",
-                   help="overrides, as snakemake --config (values are YAML: shards=8, "
-                        "'clip={batch_size: 64}')")
-    p = _add(sub, "demo-clip", cmd_demo_clip, "train the demo's tiny CLIP on frames of the demo's "
-             "world and write an open_clip checkpoint (for clip.pretrained)")
-    p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--params", help="the demo: config section as JSON (its clip: steps, batch_size, lr)")
-
-    p = _add(sub, "samples", cmd_samples, "read a data set's annotation files into samples.tsv, "
-             "classes.tsv, missing.tsv (+ species.tsv, relation.tsv)")
-    p.add_argument("--params", required=True, help="the dataset: config section as JSON")
-    p.add_argument("--shards", type=_positive_int, default=1, help="shards per split")
-    p.add_argument("--out", required=True, help="results/<name> folder")
-
-    p = _add(sub, "probe", cmd_probe, "decode every video of one shard: real frame count, fps, "
-             "size, and the frame sampling plan; unreadable videos are recorded with the reason")
-    p.add_argument("--samples", required=True)
-    p.add_argument("--videos", required=True, help="folder the sample paths are relative to")
-    p.add_argument("--split", required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--params", help="the sampling: config section as JSON")
-    p.add_argument("--out", required=True, help="probe TSV to write")
-
-    _add_model_commands(sub)
+    for add in (_add_data_commands, _add_feature_commands, _add_student_commands,
+                _add_head_commands, _add_bench_commands):
+        add(sub)
     return parser
 
 

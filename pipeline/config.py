@@ -23,7 +23,11 @@ class ConfigError(ValueError):
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema, its list of data set formats taken from the readers."""
+    from .annotations import FORMATS
+    sch = yaml.safe_load(SCHEMA_PATH.read_text())
+    sch["properties"]["dataset"]["properties"]["format"]["enum"] = list(FORMATS)
+    return sch
 
 
 def _with_defaults(cls):
@@ -75,13 +79,11 @@ def validate_config(config: dict, source: str = "config.yaml") -> dict:
         raise ConfigError(_message(errors[0], sch, source))
     # Defaults of nested objects whose parent was defaulted are filled by a second pass.
     _Validator(sch).validate(config)
-    ds = config["dataset"]
-    if ds["format"] in ("csv", "demo") and not ds.get("annotations"):
-        raise ConfigError(f"{source}: key 'dataset.annotations' is required for format "
-                          f"{ds['format']!r} (a CSV with video,split,labels)")
-    if ds["format"] not in ("csv", "demo") and not ds.get("splits"):
-        raise ConfigError(f"{source}: key 'dataset.splits' is required for format "
-                          f"{ds['format']!r} (split name -> list file)")
+    from .annotations import list_key
+    fmt = config["dataset"]["format"]
+    key, what = list_key(fmt)
+    if not config["dataset"].get(key):
+        raise ConfigError(f"{source}: key 'dataset.{key}' is required for format {fmt!r} ({what})")
     return config
 
 

@@ -7,65 +7,25 @@ position. No caption mentions motion, which one frame cannot show; so zero-shot 
 The result is an ordinary open_clip checkpoint that the demo config loads through
 ``clip.pretrained: <file>``, the path users take for downloaded checkpoints.
 
-The image tower is a small VGG-style conv net (registered with timm as ``demo_convnet``, used
-through open_clip's timm tower): on 2 CPU cores it learns the shapes in about a minute, where
+The image tower is a small VGG-style conv net (:mod:`pipeline.demo_convnet`, used through
+open_clip's timm tower): on 2 CPU cores it learns the shapes in about a minute, where
 a ViT of the same cost, trained from scratch, does not.
 """
 from __future__ import annotations
 
 import colorsys
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from . import demo
+from .files import replacing
 
 log = logging.getLogger("pipeline")
 MODEL = "demo-tiny-CNN"
 TRAIN_THREADS = 2
-
-
-class DemoConvNet(nn.Module):
-    """conv-BN-ReLU blocks with max pooling, global max pool: small shapes anywhere in a
-    frame stay visible to the pooled feature (timm's trunk interface, for open_clip)."""
-
-    def __init__(self, widths=(16, 32, 64, 64), global_pool: str = "max", **_):
-        super().__init__()
-        layers, c = [], 3
-        for i, w in enumerate(widths):
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-            c = w
-        self.features = nn.Sequential(*layers)
-        self.num_features, self.global_pool = c, global_pool
-        self.default_cfg = self.pretrained_cfg = {"pool_size": None}
-
-    def reset_classifier(self, num_classes: int = 0, global_pool: str = "max"):
-        self.global_pool = global_pool or "max"
-
-    def forward(self, x):
-        x = self.features(x)
-        return x.amax((2, 3)) if self.global_pool == "max" else x.mean((2, 3))
-
-
-def register() -> None:
-    """Make ``demo_convnet`` known to timm (idempotent)."""
-    import timm
-    from timm.models import register_model
-    if "demo_convnet" in timm.list_models("demo_convnet"):
-        return
-
-    def demo_convnet(pretrained=False, **kwargs):
-        kwargs = {k: v for k, v in kwargs.items() if k in ("widths", "global_pool")}
-        return DemoConvNet(**kwargs)
-    demo_convnet.__module__ = __name__
-    register_model(demo_convnet)
 
 
 # ------------------------------------------------------------------ captions of one frame
@@ -138,8 +98,8 @@ def frame_and_caption(rng, size: int, detail: float = 0.5) -> tuple[np.ndarray, 
 def train_demo_clip(out, cfg: dict, progress: bool = True) -> dict:
     """Train :data:`MODEL` on ``cfg["steps"]`` batches of fresh frames (seeded) and write an
     open_clip checkpoint (a state dict) to ``out``. Returns shape accuracy on held-out frames."""
-    from .features.clip import _open_clip
-    open_clip = _open_clip()
+    from .factory import open_clip_module
+    open_clip = open_clip_module()
     # Seeded means the same weights from the rule, the command and the tests: the float sums of
     # a CPU step depend on the thread count, so it is fixed (the rule asks for 2 cores).
     threads = torch.get_num_threads()
@@ -153,7 +113,8 @@ def train_demo_clip(out, cfg: dict, progress: bool = True) -> dict:
 def _train(out, cfg: dict, progress: bool, open_clip) -> dict:
     from tqdm import tqdm
 
-    from .features.clip import normalise, preprocess_cfg
+    from .factory import preprocess_cfg
+    from .features.clip import normalise
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     model = open_clip.create_model(MODEL, pretrained=None)
@@ -184,11 +145,8 @@ def _train(out, cfg: dict, progress: bool, open_clip) -> dict:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     accuracy = shape_accuracy(model, tokenizer, pcfg, np.random.default_rng(cfg["seed"] + 1))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, out)
+    with replacing(out) as partial:
+        torch.save(model.state_dict(), partial)
     return {"steps": steps, "seconds": time.perf_counter() - start, "shape_accuracy": accuracy,
             "loss": loss.item()}
 

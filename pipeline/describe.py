@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .files import replacing
+
 log = logging.getLogger("pipeline")
 
 SYSTEM = ("You write short visual descriptions for a vision-language model that recognises "
@@ -128,9 +130,8 @@ def describe(names: list[str], endpoint: str, model: str, n: int = 10, kind: str
             continue
         out[name] = ask(url, payload, key, retries, timeout)[:n]
         asked += 1
-        tmp = entry.with_suffix(".partial")
-        tmp.write_text(json.dumps({"name": name, "model": model, "descriptions": out[name]}, indent=1))
-        os.replace(tmp, entry)
+        with replacing(entry) as partial:
+            partial.write_text(json.dumps({"name": name, "model": model, "descriptions": out[name]}, indent=1))
     log.info("describe: %d %ss, %d asked, %d from the cache (%s)", len(names), kind, asked,
              len(names) - asked, cache)
     return out
@@ -139,8 +140,6 @@ def describe(names: list[str], endpoint: str, model: str, n: int = 10, kind: str
 def write_descriptions(descriptions: dict[str, list[str]], path) -> Path:
     import yaml
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(yaml.safe_dump(descriptions, sort_keys=False, allow_unicode=True, width=100))
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        partial.write_text(yaml.safe_dump(descriptions, sort_keys=False, allow_unicode=True, width=100))
     return path

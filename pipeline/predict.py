@@ -15,17 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import read_classes
-from .bench import expand_videos
-from .features.clip import extract_clip, weights_identity
+from .factory import weights_identity
+from .features.clip import extract_clip
 from .features.flow import extract_flow
-from .heads import load_head
+from .heads.run import load_head
 from .heads.data import SplitFeatures
-from .heads.models import PROMPT_HEADS, streams
+from .heads.streams import PROMPT_HEADS, streams
 from .heads.trainer import predict_logits
 from .metrics import probabilities
-from .moclip.export import export_motion, local_path
+from .files import local_path
+from .moclip.export import export_motion
 from .store import FeatureReader, read_attrs
-from .video import VIDEO_SUFFIXES, probe_video
+from .video import VIDEO_SUFFIXES, expand_videos, probe_files
 
 log = logging.getLogger("pipeline")
 
@@ -55,7 +56,8 @@ def load_run(run, head: str) -> dict:
         raise RunError(f"{student} not found: head {head!r} needs the motion student; finish the "
                        f"run (snakemake --cores N) or predict with a head that sees frames only "
                        f"(rgb_only, rgb_linear, zero_shot)")
-    clip_attrs = read_attrs(_first_shard(run, "clip"))
+    clip_shard = FeatureReader([_first_shard(run, "clip")], kind="clip")
+    clip_attrs = clip_shard.attrs
     if clip_attrs.get("sampling") is None:
         raise RunError(f"{run}: its features carry no sampling provenance (made by an older "
                        f"version); re-run the clip and flow stages")
@@ -71,7 +73,7 @@ def load_run(run, head: str) -> dict:
                        f"({clip_attrs['weights']}); restore that file to predict with this run")
     clip_cfg = {"model": clip_attrs["model"], "pretrained": source, "batch_size": 256,
                 "decode_workers": None,
-                "dtype": "float16" if FeatureReader([_first_shard(run, "clip")]).row_dtype == np.float16 else "float32"}
+                "dtype": "float16" if clip_shard.row_dtype == np.float16 else "float32"}
     flow_cfg = None
     if need_motion:  # a head that sees frames only never reads (or trusts) the flow shards
         flow_attrs = read_attrs(_first_shard(run, "flow"))
@@ -79,7 +81,7 @@ def load_run(run, head: str) -> dict:
                                                "batch_size", "half")}
         flow_cfg.update({"model": flow_attrs["model"], "checkpoint": local_path(flow_attrs["weights_source"], workdir),
                          "decode_workers": None})
-    return {"run": run, "workdir": workdir, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
+    return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
             "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"], "student": student,
             "classes": [c["name"] for c in read_classes(run / "classes.tsv")]}
 
@@ -92,10 +94,7 @@ def compute_features(probes, r: dict, device, tmp: Path) -> dict:
     out["clip"] = FeatureReader([tmp / "clip.h5"], kind="clip", expect=r["ckpt"]["identity"].get("clip"))
     if need_motion:
         extract_flow(probes, tmp / "flow.h5", r["flow_cfg"], device, progress=False, sampling=r["sampling"])
-        import torch
-        meta = torch.load(r["student"], map_location="cpu", weights_only=False)["meta"]
-        export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device,
-                      after_adapter=meta["config"]["export"] == "after_adapter", workdir=r["workdir"])
+        export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device)
         out["motion"] = FeatureReader([tmp / "motion.h5"], kind="motion",
                                       expect=r["ckpt"]["identity"].get("motion"))
     return out
@@ -152,12 +151,10 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
     sampling = r["sampling"]
     if timeline is not None:  # dense rows, then sliding windows
         sampling = {"mode": "fps", "fps": max(2.0, params["frames"] / window_s), "max_frames": 100000}
-    probes = {}
-    for i, v in enumerate(videos):
-        p = probe_video(v, f"{i:04d}_{v.stem}", sampling)
-        probes[p.video_id] = p
+    probes = {p.video_id: p for p in probe_files(videos, sampling)}
+    for p in probes.values():
         if not p.readable:
-            log.warning("skipping %s: %s", v, p.reason)
+            log.warning("skipping %s: %s", p.path, p.reason)
     readable = [p for p in probes.values() if p.readable]
     results = [{"video": str(p.path), "error": p.reason} for p in probes.values() if not p.readable]
     if not readable:
@@ -187,9 +184,8 @@ def _timeline(feats, probe, r, params, multilabel, device, window_s, out_dir: Pa
     rows = {k: v for k, v in rows.items() if len(v)}
     split = _split({k: _Alias(feats[k], probe.video_id) for k in feats}, list(rows), rows)
     scores = probabilities(predict_logits(r["model"], split, params, device), multilabel)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import pyplot
+    plt = pyplot()
     top = np.argsort(-scores.max(0))[: min(8, scores.shape[1])]
     fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(rows) + 2), 0.4 * len(top) + 1.5))
     im = ax.imshow(scores[:, top].T, aspect="auto", cmap="viridis", vmin=0, vmax=1,

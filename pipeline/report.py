@@ -11,7 +11,8 @@ import numpy as np
 SEGMENT_COLOURS = {"head": "#1f77b4", "middle": "#ff7f0e", "tail": "#2ca02c"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot drawing to files (no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -19,7 +20,7 @@ def _plt():
 
 
 def plot_per_class_ap(metrics: dict, class_names, segments, path) -> None:
-    plt = _plt()
+    plt = pyplot()
     ap = [(a, n, s) for a, n, s in zip(metrics["per_class_ap"], class_names,
                                           segments or [None] * len(class_names)) if a is not None]
     ap.sort(key=lambda t: -t[0])
@@ -46,7 +47,7 @@ def plot_per_class_ap(metrics: dict, class_names, segments, path) -> None:
 
 def plot_pr_curves(scores, labels_onehot, metrics, class_names, path, n: int = 3) -> None:
     from sklearn.metrics import precision_recall_curve
-    plt = _plt()
+    plt = pyplot()
     ap = [(a, c) for c, a in enumerate(metrics["per_class_ap"]) if a is not None]
     ap.sort()
     chosen = ap[-n:][::-1] + ap[:n] if len(ap) > 2 * n else ap[::-1]
@@ -64,7 +65,7 @@ def plot_pr_curves(scores, labels_onehot, metrics, class_names, path, n: int = 3
 
 
 def plot_training(history: list[dict], name: str, path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h["train_loss"] for h in history], label="train loss")
@@ -186,7 +187,7 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
                   f"{100 * p['clip']:.2f}, MoCLIP motion {100 * p['motion']:.2f}."]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(order) + 1.5))
     key = cols[0][0]
     bars = [r for r in order if not r["head"].startswith("*")]

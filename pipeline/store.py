@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .files import replacing
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
@@ -173,10 +174,12 @@ class FeatureReader:
         self.attrs: dict = {}
         self._files: dict[int, h5py.File] = {}
         self._pid = os.getpid()
+        self._shard_attrs: list[dict] = []
         for k, path in enumerate(self.paths):
             with _open(path) as f:
                 attrs = {a: _decode_attr(v) for a, v in f.attrs.items()}
                 self._check(path, f, attrs, kind, expect)
+                self._shard_attrs.append(attrs)
                 ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][:]]
                 offsets = f["offsets"][:]
             if not self.attrs:
@@ -200,11 +203,31 @@ class FeatureReader:
         if f["offsets"][-1] != f["data"].shape[0]:
             raise StoreError(f"{path}: index covers {f['offsets'][-1]} rows but data has "
                              f"{f['data'].shape[0]}; the file is damaged, re-run its stage")
+        FeatureReader._expect(path, attrs, expect)
+
+    @staticmethod
+    def _expect(path, attrs, expect):
         for key, want in (expect or {}).items():
             if attrs.get(key) != want:
                 raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but "
                                  f"{want!r} is expected here; re-extract the features or point "
                                  f"at matching ones")
+
+    def require(self, expect: dict) -> None:
+        """Refuse (naming the shard and the attribute) any shard whose attributes differ from
+        ``expect``, as the ``expect`` argument does when opening."""
+        for path, attrs in zip(self.paths, self._shard_attrs):
+            self._expect(path, attrs, expect)
+
+    def videos_in(self, paths) -> set[str]:
+        """The videos stored in these of the reader's shards."""
+        keep = {k for k, p in enumerate(self.paths) if p in {Path(q) for q in paths}}
+        return {v for v, (k, _, _) in self._index.items() if k in keep}
+
+    def frame_index(self, video_id: str) -> np.ndarray:
+        """The frame numbers of a video's rows (its features are not read)."""
+        k, a, b = self._locate(video_id)
+        return self._file(k)["frame_index"][a:b]
 
     def _file(self, k: int) -> h5py.File:
         if self._pid != os.getpid():  # h5py handles must not cross a fork
@@ -300,9 +323,7 @@ def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: lis
     """Class text embeddings ``(C, K, D)`` with a ``(C, K)`` validity mask and the strings;
     ``species`` (same keys) is the species bank, stored in group ``/species``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as f:
+    with replacing(path) as partial, h5py.File(partial, "w") as f:
         _write_bank(f, embeddings, mask, prompts, sources, class_names)
         if species is not None:
             _write_bank(f.create_group("species"), **species)
@@ -310,7 +331,6 @@ def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: lis
                            "producer": f"pipeline {__version__}", "complete": True,
                            **attrs}.items():
             f.attrs[key] = _encode_attr(value)
-    os.replace(partial, path)
     return path
 
 

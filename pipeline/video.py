@@ -126,17 +126,42 @@ def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe
 PROBE_COLUMNS = ["video_id", "path", "readable", "reason", "frames", "fps", "width", "height", "sampled"]
 
 
+def expand_videos(paths) -> list[Path]:
+    """Video files given by the user: files as they are, folders searched for video suffixes."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    if not out:
+        raise FileNotFoundError("no video found in the given paths")
+    return out
+
+
+def probe_listed(rows: list[dict], root, sampling: dict, desc: str = "probe") -> list[Probe]:
+    """Stage ``probe``: the videos of samples.tsv rows (paths relative to ``root``), each under
+    its own video id, with a progress bar; an unreadable video is kept with its reason."""
+    from tqdm import tqdm
+    probes = []
+    for r in tqdm(rows, desc=desc, unit="video", disable=None):
+        p = probe_video(Path(root) / r["path"], r["video_id"], sampling)
+        if not p.readable:
+            log.warning("skipping %s: %s", p.path, p.reason)
+        probes.append(p)
+    return probes
+
+
+def probe_files(videos: list[Path], sampling: dict) -> list[Probe]:
+    """Probe loose video files (not a data set's list), each named ``NNNN_<stem>`` by its
+    position, so that two files with one name in different folders stay apart."""
+    return [probe_video(v, f"{i:04d}_{v.stem}", sampling) for i, v in enumerate(videos)]
+
+
 def write_probes(probes: Iterable[Probe], out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(PROBE_COLUMNS)
-        for p in probes:
-            w.writerow([p.video_id, p.path, int(p.readable), p.reason, p.frames, f"{p.fps:.6g}",
-                        p.width, p.height, " ".join(map(str, p.sampled))])
-    tmp.replace(out)
+    from .files import write_tsv
+    write_tsv(out, PROBE_COLUMNS, ([p.video_id, p.path, int(p.readable), p.reason, p.frames, f"{p.fps:.6g}",
+                                    p.width, p.height, " ".join(map(str, p.sampled))] for p in probes))
 
 
 def read_probes(path: str | Path, readable_only: bool = True) -> list[Probe]:

@@ -23,8 +23,8 @@ SMALL_DEMO = {"n_videos": 30, "frames": 16, "width": 80, "height": 64, "fps": 12
 @pytest.fixture(scope="session")
 def micro_clip():
     """Registers tests/open_clip/test-micro-ViT.json with open_clip and returns its name."""
-    from pipeline.features.clip import _open_clip
-    _open_clip().add_model_config(Path(__file__).parent / "open_clip")
+    from pipeline.factory import open_clip_module
+    open_clip_module().add_model_config(Path(__file__).parent / "open_clip")
     return "test-micro-ViT"
 
 

@@ -5,7 +5,8 @@ import torch
 
 from pipeline.demo import SHAPES
 from pipeline.demo_clip import MODEL, colour_name, frame_and_caption, position_name, train_demo_clip
-from pipeline.features.clip import load_clip, normalise, preprocess_cfg, weights_identity
+from pipeline.factory import load_clip, preprocess_cfg, weights_identity
+from pipeline.features.clip import normalise
 from pipeline.features.common import sha256_of
 
 SHORT_RUN = {"seed": 0, "steps": 12, "batch_size": 16, "lr": 3e-3, "detail": 0.5}

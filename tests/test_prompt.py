@@ -182,10 +182,10 @@ def test_a_class_added_after_training_is_scored_without_retraining():
 
 
 def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
-    from pipeline.features.clip import _open_clip, load_clip
+    from pipeline.factory import load_clip, open_clip_module
     clip = load_clip(micro_clip, None)
     tower = {k: v.clone() for k, v in clip.state_dict().items()}
-    text = {**_text(), "protos": None, "clip": (clip, _open_clip().get_tokenizer(micro_clip))}
+    text = {**_text(), "protos": None, "clip": (clip, open_clip_module().get_tokenizer(micro_clip))}
     split = _split(species=False)
     split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
     params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,

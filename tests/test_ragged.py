@@ -135,7 +135,7 @@ def test_batch_rows_trains_the_long_video_in_a_small_batch(tmp_path):
 
 
 def test_chunked_attention_equals_full_and_bounds_memory():
-    from pipeline.heads.models import sdpa_in_chunks
+    from pipeline.heads.layers import sdpa_in_chunks
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 50, 8, generator=g, requires_grad=True) for _ in range(3))
     keep = torch.ones(2, 1, 1, 50, dtype=torch.bool)
@@ -152,7 +152,7 @@ def _attention_peak_mb(chunk: bool) -> float:
     import sys
     code = f"""
 import resource, torch
-import pipeline.heads.models as m
+import pipeline.heads.layers as m
 from pipeline.features.common import return_freed_memory
 return_freed_memory()  # as train_head does
 if not {chunk}:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heads import run_head
+from pipeline.heads.run import run_head
 from pipeline.metrics import evaluate, probabilities, species_top1
 from pipeline.store import FeatureWriter, write_text_bank
 

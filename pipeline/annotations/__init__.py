@@ -12,15 +12,26 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from ..files import write_tsv
 from . import readers
 from .readers import AnnotationError, Entry, NameTable
 
 log = logging.getLogger("pipeline")
 
 __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "read_samples",
-           "read_classes", "plan_splits", "FORMATS"]
+           "read_classes", "read_species", "label_targets", "plan_splits", "FORMATS"]
 
+# the config schema's dataset.format takes these (pipeline.config fills its enum from here)
 FORMATS = ("animal_kingdom", "animal_kingdom_species", "mammalnet", "lote", "csv", "demo")
+
+
+def list_key(fmt: str) -> tuple[str, str]:
+    """The dataset key that lists a format's videos (required), and what it holds."""
+    if fmt in ("csv", "demo"):
+        return "annotations", "a CSV with video,split,labels"
+    return "splits", "split name -> list file"
 from ..video import VIDEO_SUFFIXES as VIDEO_EXTENSIONS
 
 
@@ -37,17 +48,14 @@ class SampleSet:
 
 def _read_entries(cfg: dict, classes: NameTable, species: NameTable | None) -> list[Entry]:
     fmt = cfg["format"]
-    if fmt in ("csv", "demo"):
-        if not cfg.get("annotations"):
-            raise AnnotationError("config.yaml", None, f"dataset.annotations (a CSV file with "
-                                  f"video,split,labels) is required for format {fmt!r}")
+    key, what = list_key(fmt)
+    if not cfg.get(key):
+        raise AnnotationError("config.yaml", None, f"dataset.{key} ({what}) is required for format {fmt!r}")
+    if key == "annotations":
         # The demo's species (its shapes) are an option: without dataset.species they are unused.
         return readers.read_csv_annotations(cfg["annotations"], classes, species,
                                             ignore_species=fmt == "demo" and species is None)
-    splits = cfg.get("splits") or {}
-    if not splits:
-        raise AnnotationError("config.yaml", None, f"dataset.splits (split name -> list file) is "
-                              f"required for format {fmt!r}")
+    splits = cfg["splits"]
     entries = []
     for split, path in splits.items():
         if fmt == "animal_kingdom":
@@ -187,30 +195,21 @@ def plan_splits(ds: dict, shards: int = 1) -> tuple[list[str], str | None, list[
     return splits, val, notes
 
 
-def _write_tsv(path: Path, header: list[str], rows) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def _ids(values) -> str:
     return " ".join(str(v) for v in values)
 
 
-def write_samples(s: SampleSet, out: str | Path, splits: list[str] | None = None) -> None:
+def write_samples(s: SampleSet, out: str | Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_tsv(out / "missing.tsv", ["video_id", "path", "split", "file", "line"],
+    write_tsv(out / "missing.tsv", ["video_id", "path", "split", "file", "line"],
                [[m[k] for k in ("video_id", "path", "split", "file", "line")] for m in s.missing])
     header = ["id", "name"] + (["segment"] if s.segments else [])
-    _write_tsv(out / "classes.tsv", header,
+    write_tsv(out / "classes.tsv", header,
                [[i, n] + ([s.segments[i]] if s.segments else []) for i, n in enumerate(s.classes.names)])
     if s.species is not None:
-        _write_tsv(out / "species.tsv", ["id", "name"], list(enumerate(s.species.names)))
-        _write_tsv(out / "relation.tsv", ["species", "class"], s.relation or [])
+        write_tsv(out / "species.tsv", ["id", "name"], list(enumerate(s.species.names)))
+        write_tsv(out / "relation.tsv", ["species", "class"], s.relation or [])
     info = {"multilabel": s.multilabel, "n_classes": len(s.classes.names),
             "n_species": len(s.species.names) if s.species else 0,
             "segments_source": "dataset.segments" if s.segments else None,
@@ -218,7 +217,7 @@ def write_samples(s: SampleSet, out: str | Path, splits: list[str] | None = None
                        for sp in sorted({r["split"] for r in s.rows})},
             "missing": len(s.missing)}
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
-    _write_tsv(out / "samples.tsv", ["video_id", "path", "split", "shard", "labels", "species"],
+    write_tsv(out / "samples.tsv", ["video_id", "path", "split", "shard", "labels", "species"],
                [[r["video_id"], r["path"], r["split"], r["shard"], _ids(r["labels"]),
                  _ids(r["species"])] for r in s.rows])
 
@@ -237,3 +236,21 @@ def read_samples(path) -> list[dict]:
 def read_classes(path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+def read_species(species_tsv, relation_tsv) -> tuple[list[str], list[tuple[int, int]]]:
+    """Species names (species.tsv) and the (species id, class id) pairs seen together
+    (relation.tsv), as the samples stage wrote them."""
+    names = [r["name"] for r in read_classes(species_tsv)]
+    return names, [(int(r["species"]), int(r["class"])) for r in read_classes(relation_tsv)]
+
+
+def label_targets(labels: list[list[int]], n_classes: int, multilabel: bool) -> np.ndarray:
+    """Training targets from the label lists of N videos: an (N, C) float32 0/1 matrix for
+    multi-label sets, else (N,) int64 class ids (each video's one label)."""
+    if not multilabel:
+        return np.array([ids[0] for ids in labels], np.int64)
+    out = np.zeros((len(labels), n_classes), np.float32)
+    for i, ids in enumerate(labels):
+        out[i, ids] = 1
+    return out

@@ -243,29 +243,32 @@ def read_animal_kingdom_species(path, split: str, classes: NameTable,
 
 def read_mammalnet(path, split: str, classes: NameTable, species: NameTable | None) -> list[Entry]:
     """``<video path> <label id> [<genus id>]``, space separated."""
-    entries = []
-    for number, text in read_lines(path):
-        where = (str(path), number)
-        parts = _split_ws(text, number, path, 2, 3, "<video path> <label id> [<genus id>]")
-        label = classes.check_id(parts[1], where, "label")
-        sp = ()
-        if len(parts) == 3:
-            if species is None:
-                raise AnnotationError(path, number, "this line has a genus id but the config "
-                                      "gives no species file (dataset.species.names)")
-            sp = (species.check_id(parts[2], where, "genus"),)
-        entries.append(Entry(parts[0], split, (label,), sp, where))
-    return entries
+    return _read_id_lines(path, split, classes, species, "<video path> <label id> [<genus id>]",
+                          ("label", "genus"), species_without_file="refuse")
 
 
 def read_lote(path, split: str, classes: NameTable, species: NameTable | None) -> list[Entry]:
-    """``<Behaviour/Video.avi> <action id> <species id>`` (CRLF line ends)."""
+    """``<Behaviour/Video.avi> <action id> <species id>`` (CRLF line ends); without a species
+    file the species ids are not used."""
+    return _read_id_lines(path, split, classes, species, "<Behaviour/Video.avi> <action id> <species id>",
+                          ("action", "species"), species_without_file="ignore")
+
+
+def _read_id_lines(path, split, classes, species, form: str, words: tuple[str, str],
+                   species_without_file: str) -> list[Entry]:
+    """Lines of ``<video path> <class id> [<species id>]``; ``words`` name the two ids in
+    messages; a species id with no species file is refused or ignored."""
     entries = []
     for number, text in read_lines(path):
         where = (str(path), number)
-        parts = _split_ws(text, number, path, 2, 3, "<Behaviour/Video.avi> <action id> <species id>")
-        label = classes.check_id(parts[1], where, "action")
-        sp = (species.check_id(parts[2], where, "species"),) if species and len(parts) == 3 else ()
+        parts = _split_ws(text, number, path, 2, 3, form)
+        label = classes.check_id(parts[1], where, words[0])
+        sp = ()
+        if len(parts) == 3 and species is not None:
+            sp = (species.check_id(parts[2], where, words[1]),)
+        elif len(parts) == 3 and species_without_file == "refuse":
+            raise AnnotationError(path, number, f"this line has a {words[1]} id but the config "
+                                  "gives no species file (dataset.species.names)")
         entries.append(Entry(parts[0], split, (label,), sp, where))
     return entries
 

@@ -53,6 +53,16 @@ def count_done(stats: dict, bar, probe) -> None:
     bar.update(len(probe.sampled))
 
 
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether ``host`` accepts a connection (checked before a download that could not happen)."""
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def return_freed_memory() -> None:
     """Give freed blocks of 1 MB or more back to the system at once (glibc; elsewhere nothing).
     glibc raises its mmap threshold after each large free, so the transient tensors of one long

@@ -23,7 +23,6 @@ from ..video import Probe, read_frames
 from .common import WeightsError, count_done, decode_ahead, decode_workers, sha256_of, skip_failed
 
 log = logging.getLogger("pipeline")
-CLASSICAL = ("dis", "farneback")
 
 
 def pair_partners(sampled: list[int], frames: int, step: int) -> list[int]:
@@ -124,9 +123,9 @@ def _ptlflow_weights(model_ref, checkpoint: str | None) -> tuple[str | None, str
     url = tags[checkpoint]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
     if not cached.is_file():
-        from .clip import _reachable
+        from .common import reachable
         host = urlparse(url).hostname or ""
-        if not _reachable(host):
+        if not reachable(host):
             raise WeightsError(f"flow checkpoint {checkpoint!r} is not in the local cache "
                                f"({cached}) and {host} cannot be reached from here. Download "
                                f"{url} on a machine with network and set flow.checkpoint to "

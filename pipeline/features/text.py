@@ -14,7 +14,7 @@ import torch
 
 from ..annotations.readers import normalise
 from ..store import write_text_bank
-from .clip import _open_clip, load_clip, weights_identity
+from ..factory import load_clip, open_clip_module, weights_identity
 from .common import autocast
 
 log = logging.getLogger("pipeline")
@@ -64,7 +64,7 @@ MAX_TOKENS = 75  # CLIP reads 77 tokens, two of which are start and end
 
 
 def _n_tokens(text: str) -> int:
-    return len(_open_clip().tokenizer._tokenizer.encode(text))
+    return len(open_clip_module().tokenizer._tokenizer.encode(text))
 
 
 def _chunks(sentence: str, limit: int) -> list[str]:
@@ -170,7 +170,7 @@ def prompt_hash(prompts: list[list[str]]) -> str:
 
 @torch.inference_mode()
 def encode_texts(model, model_name: str, texts: list[str], device, batch_size: int = 256) -> np.ndarray:
-    tokenizer = _open_clip().get_tokenizer(model_name)
+    tokenizer = open_clip_module().get_tokenizer(model_name)
     out = []
     for s in range(0, len(texts), batch_size):
         tokens = tokenizer(texts[s:s + batch_size]).to(device)

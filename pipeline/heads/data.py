@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..annotations import label_targets
 from ..store import FeatureReader, StoreError
 
 IDENTITY_KEYS = {"clip": ("model", "weights"), "motion": ("model", "teacher", "student", "embedding")}
@@ -135,14 +136,22 @@ def memory_budget() -> int:
         return 4 * 2 ** 30
 
 
+def reader(shards, kind: str, expect: dict | None = None) -> FeatureReader:
+    """``shards`` as a reader: paths are opened, an open reader is checked against ``expect``."""
+    if isinstance(shards, FeatureReader):
+        shards.require(expect or {})
+        return shards
+    return FeatureReader(shards, kind=kind, expect=expect)
+
+
 def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, multilabel: bool,
                need_rgb: bool = True, need_motion: bool = True, expect: dict | None = None,
                max_rows: int | None = None, n_species: int = 0) -> SplitFeatures:
-    """Read the shards of one split. ``expect`` (``{"clip": {...}, "motion": {...}}``) refuses
+    """Read the shards of one split (paths or open readers). ``expect`` (``{"clip": {...}, "motion": {...}}``) refuses
     features of another model than the one a head was trained on."""
     expect = expect or {}
-    clip = FeatureReader(clip_paths, kind="clip", expect=expect.get("clip")) if (need_rgb or not need_motion) else None
-    motion = FeatureReader(motion_paths, kind="motion", expect=expect.get("motion")) if need_motion else None
+    clip = reader(clip_paths, "clip", expect.get("clip")) if (need_rgb or not need_motion) else None
+    motion = reader(motion_paths, "motion", expect.get("motion")) if need_motion else None
     base = clip or motion
     videos = [v for v in base.video_ids if v in samples_by_id and samples_by_id[v]["labels"]
               and (motion is None or v in motion) and (clip is None or v in clip)]
@@ -158,12 +167,7 @@ def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, mu
     readers = [r for r in (clip if need_rgb else None, motion) if r is not None]
     size = sum(int(lengths.sum()) * r.row_shape[0] * r.row_dtype.itemsize for r in readers)
     stream = size > memory_budget()
-    if multilabel:
-        targets = np.zeros((len(videos), n_classes), np.float32)
-        for i, v in enumerate(videos):
-            targets[i, samples_by_id[v]["labels"]] = 1
-    else:
-        targets = np.array([samples_by_id[v]["labels"][0] for v in videos], np.int64)
+    targets = label_targets([samples_by_id[v]["labels"] for v in videos], n_classes, multilabel)
     identity = {}
     if clip is not None:
         identity["clip"] = identity_of(clip, "clip")
@@ -171,9 +175,7 @@ def load_split(clip_paths, motion_paths, samples_by_id: dict, n_classes: int, mu
         identity["motion"] = identity_of(motion, "motion")
     species = None
     if n_species:
-        species = np.zeros((len(videos), n_species), np.float32)
-        for i, v in enumerate(videos):
-            species[i, samples_by_id[v].get("species") or []] = 1.0
+        species = label_targets([samples_by_id[v].get("species") or [] for v in videos], n_species, True)
     return SplitFeatures(videos, _rows(clip, videos, lengths, stream) if need_rgb else None,
                          _rows(motion, videos, lengths, stream) if motion is not None else None,
                          lengths, targets, identity, species)

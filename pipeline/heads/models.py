@@ -4,25 +4,12 @@ frames (or None), ``mask`` (B, T) True where a row is real. Padding never change
 attention ignores padded keys and pooling averages valid rows only."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-
-def sinusoid(t: int, dim: int, device) -> torch.Tensor:
-    pos = torch.arange(t, device=device, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1e4) / dim))
-    pe = torch.zeros(t, dim, device=device)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
-    return pe
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1)
+from .layers import attention, masked_mean, sinusoid
+from .prompt import build_prompt_head
+from .streams import PROMPT_HEADS, STREAMS
 
 
 def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "default") -> nn.Module:
@@ -32,51 +19,6 @@ def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "d
                              nn.Dropout(dropout), nn.Linear(256, n_classes))
     return nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, width),
                          nn.GELU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
-
-
-# elements of one chunk's attention weights (B x H x rows x keys) on the CPU with dropout
-CHUNK_ELEMENTS = 2 ** 20
-
-
-def attention(mha: nn.MultiheadAttention, x, memory, memory_pad) -> torch.Tensor:
-    """``mha(x, memory, memory, key_padding_mask=memory_pad)`` with its own weights, computed by
-    ``scaled_dot_product_attention`` with a broadcast key-padding mask: memory grows with the
-    sequence length, not its square (nn.MultiheadAttention keeps the L x L weights in training,
-    18 GB for a batch of 8 clips of 1500 rows on a CPU)."""
-    b, lq, d = x.shape
-    h = mha.num_heads
-    w, bias = mha.in_proj_weight, mha.in_proj_bias
-    q, k, v = F.linear(x, w[:d], bias[:d]), F.linear(memory, w[d:2 * d], bias[d:2 * d]), \
-        F.linear(memory, w[2 * d:], bias[2 * d:])
-    q, k, v = (t.view(b, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
-    keep = None if memory_pad is None else ~memory_pad[:, None, None, :]
-    p = mha.dropout if mha.training else 0.0
-    if p and q.device.type == "cpu" and b * h * lq * k.shape[2] > CHUNK_ELEMENTS:
-        out = sdpa_in_chunks(q, k, v, keep, p)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
-    return mha.out_proj(out.transpose(1, 2).reshape(b, lq, d))
-
-
-def sdpa_in_chunks(q, k, v, keep, p: float, elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """Attention with dropout, queries a chunk at a time. PyTorch's CPU kernels that avoid the
-    weights matrix take no dropout, so the fallback holds B x H x Lq x Lk weights, and autograd
-    keeps them for the backward pass (gigabytes for one batch of long clips). Each chunk is
-    recomputed in the backward pass instead (``checkpoint`` replays its dropout mask), so the
-    peak is one chunk's weights."""
-    from torch.utils.checkpoint import checkpoint
-    b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    step = max(1, elements // (b * h * lk))
-    return torch.cat([checkpoint(F.scaled_dot_product_attention, q[:, :, s:s + step], k, v, keep, p,
-                                 use_reentrant=False) for s in range(0, lq, step)], 2)
-
-
-def encoder_layer(layer: nn.TransformerEncoderLayer, x, pad) -> torch.Tensor:
-    """A pre-norm ``nn.TransformerEncoderLayer`` (its own weights) with :func:`attention`, whose
-    memory grows with the sequence, not its square."""
-    y = layer.norm1(x)
-    x = x + layer.dropout1(attention(layer.self_attn, y, y, pad))
-    return x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
 
 
 class FusionBlock(nn.Module):
@@ -262,41 +204,31 @@ class Standardised(nn.Module):
         return self.head(rgb, motion, mask)
 
 
-# name -> (class, needs rgb, needs motion, defaults). The defaults hold every model key a head
-# takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config schema lists, per head,
-# exactly these keys, so a key meant for another head is refused instead of ignored.
+# name -> (class, defaults); the streams each head reads are in streams.py. The defaults hold
+# every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
+# schema lists, per head, exactly these keys, so a key meant for another head is refused
+# instead of ignored.
 _TRANSFORMER = {"layers": 2, "heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
 HEADS = {
-    "fusion": (FusionHead, True, True, {**_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
-                                         "mode": "cross", "positions": False, "variant": "default",
-                                         "standardise": True}),
-    "interleave": (InterleaveHead, True, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                                 "aggregation": "dense", "semi_dense_k": 2,
-                                                 "sparse_n": 3, "standardise": True}),
-    "rgb_only": (TemporalHead, True, False, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                              "positions": True, "variant": "default",
-                                              "standardise": True}),
-    "motion_only": (TemporalHead, False, True, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                                 "positions": True, "variant": "default",
-                                                 "standardise": True}),
-    "rgb_linear": (LinearProbe, True, False, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "motion_linear": (LinearProbe, False, True, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "zero_shot": (None, True, False, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
-    "prompt": (None, True, False, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3,
-                                   "weight_decay": 0.05, "motion": False, "refine": "mlp",
-                                   "conditioning": True, "species": "classifier",
-                                   "relation_prior": True, "text_mode": "bank", "n_ctx": 4,
-                                   "softmax_weight": 0.5, "species_weight": 0.5,
-                                   "anchor_weight": 1.0, "max_frames": 64, "base_to_novel": None,
-                                   "label_smoothing": 0.1}),
+    "fusion": (FusionHead, {**_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
+                            "mode": "cross", "positions": False, "variant": "default",
+                            "standardise": True}),
+    "interleave": (InterleaveHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                    "aggregation": "dense", "semi_dense_k": 2, "sparse_n": 3,
+                                    "standardise": True}),
+    "rgb_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
+                                "variant": "default", "standardise": True}),
+    "motion_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
+                                   "variant": "default", "standardise": True}),
+    "rgb_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
+    "motion_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
+    "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
+    "prompt": (None, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
+                      "motion": False, "refine": "mlp", "conditioning": True, "species": "classifier",
+                      "relation_prior": True, "text_mode": "bank", "n_ctx": 4, "softmax_weight": 0.5,
+                      "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
+                      "base_to_novel": None, "label_smoothing": 0.1}),
 }
-PROMPT_HEADS = ("zero_shot", "prompt")
-
-
-def streams(name: str, params: dict) -> tuple[bool, bool]:
-    """(needs rgb, needs motion) of a head with these parameters."""
-    _, rgb, motion, _ = HEADS[name]
-    return rgb, motion or (name == "prompt" and bool(params.get("motion")))
 
 
 def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
@@ -305,7 +237,8 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
     prompt heads only."""
     if name in PROMPT_HEADS:
         return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
-    cls, needs_rgb, _, _ = HEADS[name]
+    cls, _ = HEADS[name]
+    needs_rgb = STREAMS[name][0]
     params = dict(params)
     standardise = params.pop("standardise", True)
     if cls in (FusionHead, InterleaveHead):
@@ -315,5 +248,3 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
         head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)
     return Standardised(head, rgb_dim, motion_dim, standardise)
 
-
-from .prompt import build_prompt_head  # noqa: E402  (prompt builds on masked_mean above)

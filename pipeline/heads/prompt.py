@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import attention, encoder_layer, masked_mean
+from .layers import attention, encoder_layer, masked_mean
 
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
 
@@ -338,7 +338,7 @@ def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu") 
 
 def clip_for(attrs: dict, device="cpu"):
     """(model, tokenizer) of the CLIP model a text bank was made with."""
-    from ..features.clip import _open_clip, load_clip, weights_identity
+    from ..factory import load_clip, open_clip_module, weights_identity
     from ..features.common import WeightsError
     pretrained = attrs.get("pretrained") or None
     if attrs.get("weights") and Path(str(pretrained)).suffix in (".pt", ".pth", ".bin", ".safetensors") \
@@ -347,7 +347,7 @@ def clip_for(attrs: dict, device="cpu"):
                            f"{pretrained!r} seen from here is another file; run from the run's "
                            f"project folder or restore that file")
     model = load_clip(attrs["model"], pretrained, device)
-    return model, _open_clip().get_tokenizer(attrs["model"])
+    return model, open_clip_module().get_tokenizer(attrs["model"])
 
 
 def encode_classes(names: list[str], attrs: dict, device="cpu") -> torch.Tensor:

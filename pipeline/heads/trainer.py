@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..features.common import autocast, return_freed_memory
 from ..metrics import evaluate_logits
+from ..training import pos_weight as positive_weight
 from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import HEADS, build_head
 
@@ -32,7 +33,7 @@ def head_params(name: str, given: dict | None) -> dict:
     from ..config import head_section
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; heads: {', '.join(HEADS)}")
-    return {**TRAIN_DEFAULTS, **HEADS[name][3], **head_section(name, given)}
+    return {**TRAIN_DEFAULTS, **HEADS[name][1], **head_section(name, given)}
 
 
 def model_kwargs(params: dict) -> dict:
@@ -112,7 +113,7 @@ def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
 
 def lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
     """The learning rate at ``step`` as a fraction of ``lr`` (the schema's ``schedule``)."""
-    from ..schedule import lr_factor as factor
+    from ..training import lr_factor as factor
     return factor(step, steps_per_epoch, params["epochs"], params["schedule"],
                   params["warmup_epochs"], params["min_lr"] / params["lr"])
 
@@ -168,12 +169,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
 
     steps = len(plan(0)[1])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, params))
-    pos_weight = None
-    if multilabel and params["pos_weight"] is not None:
-        pos = train.targets.sum(0)
-        pw = (np.clip((len(train) - pos) / np.maximum(pos, 1), 1, 10) if params["pos_weight"] == "auto"
-              else np.full(n_classes, float(params["pos_weight"])))
-        pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
+    pos_weight = positive_weight(train.targets, params["pos_weight"], device=device) if multilabel else None
 
     if val is None:
         log.info("head %s: no validation split; the epoch with the lowest training loss is kept "

@@ -3,7 +3,6 @@ checks them against the CLIP frame embeddings (stage ``moclip_probe``)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import time
 
@@ -16,27 +15,24 @@ from .train import FLOW_KEYS, build_student
 log = logging.getLogger("pipeline")
 
 
-def load_student(path, device, workdir=None):
-    """The student and its meta. ``workdir``: where the run's relative paths (a local CLIP
-    checkpoint named in the config) are resolved when not found from here."""
+def load_student(path, device):
+    """The trained student and its meta (the teacher's weights are not read: the student's
+    own replace them all)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt["meta"]
-    student = build_student(meta["clip_model"], local_path(ckpt["clip_pretrained"], workdir),
-                            meta["flow"], meta["n_classes"], meta["config"])
+    student = build_student(meta["clip_model"], None, meta["flow"], meta["n_classes"], meta["config"],
+                            skeleton=True)
     student.load_state_dict(ckpt["state_dict"])
     return student.eval().to(device), meta
 
 
-def local_path(path, workdir=None):
-    """``path`` as given, or relative to ``workdir`` where a relative path is found there."""
-    if path and workdir is not None and not Path(path).is_absolute() and (Path(workdir) / path).exists():
-        return str(Path(workdir) / path)
-    return path
-
-
-def export_motion(student_path, flow_shard, out, device, after_adapter: bool = False,
-                  batch_rows: int = 256, dtype=np.float16, workdir=None) -> dict:
-    student, meta = load_student(student_path, device, workdir)
+def export_motion(student_path, flow_shard, out, device, after_adapter: bool | None = None,
+                  batch_rows: int = 256, dtype=np.float16) -> dict:
+    """Motion embeddings of every row of a flow shard; ``after_adapter`` None: the student's
+    own setting (moclip.export)."""
+    student, meta = load_student(student_path, device)
+    if after_adapter is None:
+        after_adapter = meta["config"]["export"] == "after_adapter"
     flow = FeatureReader([flow_shard], kind="flow")
     got = {k: flow.attrs.get(k) for k in FLOW_KEYS}
     if got != meta["flow"]:
@@ -93,3 +89,20 @@ def linear_probe(train_x, train_y, test_x, test_y, multilabel: bool, seed: int =
     scores = np.zeros((len(test_x), int(max(train_y.max(), test_y.max())) + 1))
     scores[:, model.classes_] = model.predict_proba(test_x)
     return evaluate(scores, test_y, multilabel=False)["top1"]
+
+
+def probe_report(clip_train, clip_eval, motion_train, motion_eval, samples: list[dict],
+                 n_classes: int, multilabel: bool) -> dict:
+    """Stage ``moclip_probe``: the linear probe on time-pooled CLIP frame and MoCLIP motion
+    embeddings, trained on one split's shards and scored on another's."""
+    from ..annotations import label_targets
+    by_id = {r["video_id"]: r for r in samples}
+    result = {"metric": "macro mAP" if multilabel else "top-1"}
+    for name, train, evals in (("clip", clip_train, clip_eval), ("motion", motion_train, motion_eval)):
+        tr, ev = FeatureReader(train), FeatureReader(evals)
+        tv = [v for v in tr.video_ids if v in by_id]
+        evv = [v for v in ev.video_ids if v in by_id]
+        y = (lambda videos: label_targets([by_id[v]["labels"] for v in videos], n_classes, multilabel))
+        result[name] = linear_probe(pooled(tr, tv), y(tv), pooled(ev, evv), y(evv), multilabel)
+    result["n_train"], result["n_eval"] = len(tv), len(evv)
+    return result

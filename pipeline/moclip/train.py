@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..annotations import label_targets
 from ..features.common import autocast
+from ..files import replacing
 from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs
-from ..schedule import lr_factor
+from ..training import lr_factor, pos_weight as positive_weight
 from .model import MotionStudent, distill_loss
 
 log = logging.getLogger("pipeline")
@@ -42,12 +43,9 @@ class Windows(Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        vid, start = self.items[i]
+        vid, start = self.items[i]  # rows aligned per video: checked once by open_data
         f = self.flow.window(vid, start, self.seq_len)
         c = self.clip.window(vid, start, self.seq_len)
-        if not np.array_equal(f.frame_index, c.frame_index):
-            raise StoreError(f"flow and clip rows of {vid!r} describe different frames; "
-                             f"re-extract both from the same probe table")
         return f.data, c.data.astype(np.float32), self.targets[vid]
 
 
@@ -105,15 +103,17 @@ def data_key(data: dict) -> str:
     return h.hexdigest()
 
 
-def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save(obj, path: Path) -> None:
+    with replacing(path) as partial:
+        torch.save(obj, partial)
 
 
-def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int, cfg: dict):
-    from ..features.clip import load_clip, preprocess_cfg
-    teacher = load_clip(clip_model, pretrained, "cpu")
+def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int, cfg: dict,
+                  skeleton: bool = False):
+    """The student, its image tower initialised from the teacher's weights; ``skeleton``: with
+    random weights, for a student whose trained weights are loaded right after."""
+    from ..factory import load_clip, preprocess_cfg
+    teacher = load_clip(clip_model, None if skeleton else pretrained, "cpu", quiet=skeleton)
     pcfg = preprocess_cfg(teacher)
     visual = copy.deepcopy(teacher.visual)
     del teacher
@@ -123,15 +123,50 @@ def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int,
 
 
 def load_targets(samples: list[dict], n_classes: int, multilabel: bool) -> dict:
-    out = {}
-    for r in samples:
-        if multilabel:
-            y = np.zeros(n_classes, np.float32)
-            y[r["labels"]] = 1
-        else:
-            y = np.int64(r["labels"][0])
-        out[r["video_id"]] = y
-    return out
+    """Video id -> its training target (:func:`pipeline.annotations.label_targets`)."""
+    targets = label_targets([r["labels"] for r in samples], n_classes, multilabel)
+    return {r["video_id"]: y for r, y in zip(samples, targets)}
+
+
+def optimiser(student, cfg: dict, steps_per_epoch: int):
+    """AdamW over the trainable tower (``lr``) and the adapter and classifier (``head_lr``), and
+    the schedule of each group."""
+    tower = [p for p in student.visual.parameters() if p.requires_grad]
+    heads = list(student.adapter.parameters()) + list(student.classifier.parameters())
+    groups = [{"params": heads, "lr": cfg["head_lr"]}]
+    if tower:
+        groups.insert(0, {"params": tower, "lr": cfg["lr"]})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [
+        (lambda step, lr=g["lr"]: lr_factor(step, steps_per_epoch, cfg["epochs"], cfg["schedule"],
+                                            min(cfg["warmup_epochs"], cfg["epochs"]), cfg["min_lr"] / lr))
+        for g in groups])
+    return opt, sched
+
+
+def resume(last: Path, chash: str, student, opt, sched, device, epochs: int):
+    """(history, best, first epoch to run) from the last epoch checkpoint when it was made with
+    the same settings and data (``chash``), else a fresh start."""
+    if last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt.get("config_hash") == chash:
+            student.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            log.info("resuming from %s: epoch %d of %d done", last, ckpt["epoch"] + 1, epochs)
+            return ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
+        log.info("not resuming from %s: it was trained with other settings, features or "
+                 "labels; training from the start", last)
+    return [], {"score": None, "epoch": None}, 0
+
+
+def selection_score(row: dict, select_by: str) -> float:
+    """Higher is better: the validation figure ``select_by`` names, or minus the training
+    distillation loss without a validation split."""
+    score = {"val_mAP": row["val_mAP"], "val_micro": row["val_micro"],
+             "val_distill": None if row["val_distill_loss"] is None else -row["val_distill_loss"],
+             "val_loss": None if row["val_loss"] is None else -row["val_loss"]}[select_by]
+    return -row["distill_loss"] if score is None else score
 
 
 def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, device,
@@ -149,41 +184,17 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     torch.manual_seed(cfg["seed"])
     student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, n_classes,
                             cfg).to(device)
-    tower = [p for p in student.visual.parameters() if p.requires_grad]
-    heads = list(student.adapter.parameters()) + list(student.classifier.parameters())
-    groups = [{"params": heads, "lr": cfg["head_lr"]}]
-    if tower:
-        groups.insert(0, {"params": tower, "lr": cfg["lr"]})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
     train_videos, val_videos = data["train_videos"], data["val_videos"]
     n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"]))
     steps_per_epoch = math.ceil(math.ceil(n_windows / cfg["batch_size"]) / cfg["accumulate"])
-    base = [g["lr"] for g in groups]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, [
-        (lambda step, lr=lr: lr_factor(step, steps_per_epoch, cfg["epochs"], cfg["schedule"],
-                                       min(cfg["warmup_epochs"], cfg["epochs"]), cfg["min_lr"] / lr))
-        for lr in base])
+    opt, sched = optimiser(student, cfg, steps_per_epoch)
     pos_weight = None
-    if multilabel and cfg["pos_weight"] is not None:
-        y = np.stack([data["targets"][v] for v in train_videos])
-        pos = y.sum(0)
-        auto = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, cfg["pos_weight_max"])
-        pw = auto if cfg["pos_weight"] == "auto" else np.full(n_classes, float(cfg["pos_weight"]))
-        pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
+    if multilabel:
+        pos_weight = positive_weight(np.stack([data["targets"][v] for v in train_videos]), cfg["pos_weight"],
+                                     cfg["pos_weight_max"], device)
 
-    history, start_epoch, best = [], 0, {"score": None, "epoch": None}
     last, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
-    if last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt.get("config_hash") == chash:
-            student.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
-            log.info("resuming from %s: epoch %d of %d done", last, start_epoch, cfg["epochs"])
-        else:
-            log.info("not resuming from %s: it was trained with other settings, features or "
-                     "labels; training from the start", last)
+    history, best, start_epoch = resume(last, chash, student, opt, sched, device, cfg["epochs"])
 
     lengths = data["lengths"]
 
@@ -229,15 +240,11 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
                "lr": opt.param_groups[0]["lr"]}
         row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
         history.append(row)
-        score = {"val_mAP": row["val_mAP"], "val_micro": row["val_micro"],
-                 "val_distill": None if row["val_distill_loss"] is None else -row["val_distill_loss"],
-                 "val_loss": None if row["val_loss"] is None else -row["val_loss"]}[cfg["select_by"]]
-        if score is None:
-            score = -row["distill_loss"]  # no validation split: the training loss decides
+        score = selection_score(row, cfg["select_by"])
         if best["score"] is None or score > best["score"]:
             best = {"score": score, "epoch": epoch + 1}
-            _atomic_save(student.state_dict(), best_path)
-        _atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
+            save(student.state_dict(), best_path)
+        save({"model": student.state_dict(), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict(), "history": history, "best": best,
                       "epoch": epoch, "config_hash": chash}, last)
         log.info("epoch %d: distill %.4f, cls %.4f, val distill %s, val mAP %s", epoch + 1,
@@ -249,7 +256,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             "n_classes": n_classes, "multilabel": multilabel, "config": cfg,
             "best_epoch": best["epoch"], "config_hash": chash,
             "input_size": student.input_size, "embed_dim": student.visual.output_dim}
-    _atomic_save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
+    save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
                  out_dir / "student.pt")
     write_log(history, out_dir / "train_log.csv")
     plot_log(history, out_dir / "train_log.png")
@@ -288,9 +295,8 @@ def write_log(history: list[dict], path: Path) -> None:
 
 
 def plot_log(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..report import pyplot
+    plt = pyplot()
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(ep, [h["distill_loss"] for h in history], label="distillation (train)")
@@ -309,22 +315,25 @@ def plot_log(history: list[dict], path: Path) -> None:
 
 def open_data(clip_train, flow_train, clip_val, flow_val, samples: list[dict], n_classes: int,
               multilabel: bool, clip_cfg: dict) -> dict:
-    """Readers over the cached shards, checked to come from the configured teacher."""
+    """Readers over the cached shards, opened once and checked once: made by the configured
+    teacher, one flow setting throughout, and flow rows aligned with clip rows per video."""
+    from ..factory import weights_identity
     clip = FeatureReader(list(clip_train) + list(clip_val), kind="clip")
     teacher = {"model": clip.attrs["model"], "weights": clip.attrs["weights"]}
-    from ..features.clip import weights_identity
     want = {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"])}
     if teacher != want:
         raise StoreError(f"the clip features were made by {teacher}, but the student would be "
                          f"initialised from {want} (clip: in config); re-extract or fix the config")
-    clip = FeatureReader(list(clip_train) + list(clip_val), kind="clip", expect=teacher)
+    clip.require(teacher)
     flow = FeatureReader(list(flow_train) + list(flow_val), kind="flow")
-    flow = FeatureReader(flow.paths, kind="flow",
-                         expect={k: flow.attrs.get(k) for k in FLOW_KEYS})
+    flow.require({k: flow.attrs.get(k) for k in FLOW_KEYS})
     by_id = {r["video_id"]: r for r in samples}
-    train_ids = {v for p in clip_train for v in FeatureReader([p]).video_ids}
-    val_ids = {v for p in clip_val for v in FeatureReader([p]).video_ids}
+    train_ids, val_ids = clip.videos_in(clip_train), clip.videos_in(clip_val)
     ok = [v for v in clip.video_ids if v in flow and v in by_id and by_id[v]["labels"]]
+    for v in ok:
+        if not np.array_equal(flow.frame_index(v), clip.frame_index(v)):
+            raise StoreError(f"flow and clip rows of {v!r} describe different frames; "
+                             f"re-extract both from the same probe table")
     return {"clip": clip, "flow": flow, "clip_attrs": clip.attrs, "flow_attrs": flow.attrs,
             "train_videos": sorted(v for v in ok if v in train_ids),
             "val_videos": sorted(v for v in ok if v in val_ids),

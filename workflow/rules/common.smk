@@ -2,6 +2,7 @@ import json
 import shlex
 
 from pipeline.annotations import AnnotationError, plan_splits
+from pipeline.heads.streams import PROMPT_HEADS, streams
 
 DS = config["dataset"]
 RESULTS = f"results/{DS['name']}"
@@ -21,8 +22,6 @@ for _note in _notes:
 TRAIN, EVAL = DS["train_split"], DS["eval_split"]
 MOCLIP = f"{RESULTS}/models/moclip"
 HEADS_DIR = f"{RESULTS}/heads"
-MOTION_HEADS = {"fusion", "interleave", "motion_only", "motion_linear"}
-RGB_HEADS = {"fusion", "interleave", "rgb_only", "rgb_linear"}
 
 
 def as_json(section, keys=None, drop=()):
@@ -88,14 +87,13 @@ def annotation_inputs():
     return files
 
 
-PROMPT_HEADS = {"zero_shot", "prompt"}
 # CLIP's zero-shot classifier is every run's baseline, named in heads: or not.
 HEAD_NAMES = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
 
 
 def head_inputs(w):
-    motion = w.head in MOTION_HEADS or (w.head == "prompt" and config["heads"][w.head].get("motion"))
-    kinds = (["clip"] if w.head in RGB_HEADS | PROMPT_HEADS else []) + (["motion"] if motion else [])
+    rgb, motion = streams(w.head, config["heads"].get(w.head) or {})
+    kinds = (["clip"] if rgb else []) + (["motion"] if motion else [])
     roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
     files = {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
     if w.head in PROMPT_HEADS:

@@ -1,7 +1,10 @@
-"""The learning-rate schedule every trainer uses (heads and the MoCLIP student)."""
+"""What every trainer (the heads and the MoCLIP student) shares: the learning-rate schedule
+and the positive-class weight of the multi-label loss."""
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "warmup_cosine",
@@ -24,3 +27,18 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "war
     total = steps_per_epoch * epochs
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pos_weight(targets: np.ndarray, setting, cap: float = 10.0, device="cpu"):
+    """BCE positive-class weights (a tensor, or None) for multi-label ``targets`` (N, C):
+    ``auto`` = negatives / positives of each class, clipped to [1, ``cap``]; a number = that
+    weight for every class; None = unweighted."""
+    import torch
+    if setting is None:
+        return None
+    if setting == "auto":
+        pos = targets.sum(0)
+        weights = np.clip((len(targets) - pos) / np.maximum(pos, 1), 1.0, cap)
+    else:
+        weights = np.full(targets.shape[1], float(setting))
+    return torch.tensor(weights, dtype=torch.float32, device=device)

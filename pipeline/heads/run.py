@@ -1,0 +1,240 @@
+"""Stage ``head``: :func:`run_head` trains one head on cached features and writes its checkpoint,
+predictions, metrics and plots; :func:`load_head` brings a trained head back."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..files import replacing
+from ..metrics import evaluate_logits, probabilities, species_top1
+from ..store import FeatureReader
+from .data import identity_of, load_split
+from .models import build_head
+from .streams import PROMPT_HEADS, streams
+from .prompt import add_classes, clip_for, load_text
+from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
+
+log = logging.getLogger("pipeline")
+__all__ = ["run_head", "load_head"]
+
+
+def novel_classes(spec, names: list[str], seed: int = 0) -> list[int]:
+    """``base_to_novel``: a list of class names, or a fraction of classes drawn with the seed."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not 0 < spec < 1:
+            raise ValueError(f"base_to_novel: a fraction must lie in (0, 1); got {spec}")
+        n = max(1, round(spec * len(names)))
+        return sorted(np.random.default_rng(seed).permutation(len(names))[:n].tolist())
+    index = {n.lower(): i for i, n in enumerate(names)}
+    missing = [n for n in spec if str(n).lower() not in index]
+    if missing:
+        raise ValueError(f"base_to_novel: {missing} are not class names (classes.tsv)")
+    return sorted(index[str(n).lower()] for n in spec)
+
+
+def restrict(split, keep: list[int], multilabel: bool):
+    """The videos of a split with a label among ``keep``, targets over ``keep`` only."""
+    if split is None:
+        return None
+    if multilabel:
+        targets = split.targets[:, keep]
+        rows = np.flatnonzero(targets.sum(1) > 0)
+        targets = targets[rows]
+    else:
+        remap = {c: i for i, c in enumerate(keep)}
+        rows = np.flatnonzero(np.isin(split.targets, keep))
+        targets = np.array([remap[c] for c in split.targets[rows]], np.int64)
+    return replace(split, video_ids=[split.video_ids[i] for i in rows],
+                   rgb=None if split.rgb is None else split.rgb[rows],
+                   motion=None if split.motion is None else split.motion[rows],
+                   lengths=split.lengths[rows], targets=targets,
+                   species=None if split.species is None else split.species[rows])
+
+
+def _subset_text(text: dict, keep: list[int]) -> dict:
+    return {**text, "protos": text["protos"][keep], "class_names": [text["class_names"][c] for c in keep],
+            "relation": None if text["relation"] is None else text["relation"][:, keep]}
+
+
+def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes: list[dict],
+             multilabel: bool, out: str | Path, device, splits: dict, text_path=None) -> dict:
+    """``shards``: {(kind, role): [paths]} with kind clip/motion and role train/val/eval;
+    ``splits``: {role: split name}; ``text_path``: the text bank, for the prompt heads."""
+    from ..report import write_predictions
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = head_params(name, given)
+    need_rgb, need_motion = streams(name, params)
+    by_id = {r["video_id"]: r for r in samples}
+    names = [c["name"] for c in classes]
+    segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
+    text, n_species = None, 0
+
+    # every shard opened (and checked) once: a damaged one stops the job now, not after training
+    readers = {key: FeatureReader(paths, kind=key[0]) for key, paths in shards.items() if paths}
+
+    def load(role, expect=None):
+        if ("clip", role) not in readers and ("motion", role) not in readers:
+            return None
+        return load_split(readers.get(("clip", role)), readers.get(("motion", role)), by_id,
+                          len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
+
+    if name in PROMPT_HEADS:
+        if not text_path:
+            raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
+        text = text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
+                         params.get("text_mode") == "learnable", device)
+        n_species = 0 if text["species_protos"] is None else len(text["species_protos"])
+    train = load("train")
+    val = load("val", train.identity)
+    novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
+    base = [c for c in range(len(names)) if c not in novel]
+    if novel:
+        if name != "prompt":
+            raise ValueError("base_to_novel is an option of the prompt head")
+        log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
+                 len(novel), ", ".join(names[c] for c in novel))
+        train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
+    model, history = train_head(name, params, train, val, len(base), multilabel, device,
+                                text=_subset_text(text, base) if novel else text)
+    if novel:
+        model.set_classes(text["protos"], text["relation"], names)
+    ckpt = {"state_dict": model.state_dict(), "name": name, "params": params,
+            "identity": train.identity, "n_classes": len(names), "class_names": names,
+            "multilabel": multilabel, "n_species": n_species,
+            "text": None if text is None else {k: text[k] for k in ("attrs", "species_names")},
+            "dims": {"rgb": 0 if train.rgb is None else train.rgb.shape[-1],
+                     "motion": 0 if train.motion is None else train.motion.shape[-1]}}
+    save_training(out, ckpt, history)
+
+    all_names = names
+    if params.get("extra_classes"):  # open vocabulary: scored and written, not evaluated
+        all_names = add_classes(model, names, params["extra_classes"], text["attrs"], device)
+        log.info("head %s: %d extra classes scored at evaluation: %s", name,
+                 len(all_names) - len(names), ", ".join(all_names[len(names):]))
+    result = None
+    for role in ("val", "eval"):
+        split = load(role, train.identity) if role == "eval" or novel else val
+        if split is None:
+            continue
+        logits_all = predict_logits(model, split, params, device)
+        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids,
+                          probabilities(logits_all, multilabel), split.targets, all_names, multilabel)
+        if role == "eval":
+            logits = logits_all[:, :len(names)]
+            metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
+                       "split": splits["eval"], "head": name}
+            if novel:
+                metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
+            write_metrics(out, metrics, logits, split, names, segments, multilabel)
+            result = metrics
+    return result
+
+
+def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device) -> dict:
+    """The text bank of the prompt heads, made by the CLIP that made the frame features and for
+    these classes; its local CLIP checkpoint, if any, is found in the run's project folder."""
+    from ..files import local_path
+    text = load_text(path, clip_id, learnable, device)
+    text["attrs"]["pretrained"] = local_path(text["attrs"].get("pretrained"),
+                                             Path(path).resolve().parents[3])  # results/<name>/..
+    if text["class_names"] != names:
+        raise ValueError(f"{path}: its classes differ from classes.tsv; re-run the text stage")
+    return text
+
+
+def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
+    """head.pt, train_log.csv and training.png of a trained head."""
+    from ..report import plot_training
+    with replacing(out / "head.pt") as partial:
+        torch.save(ckpt, partial)
+    with open(out / "train_log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_metric", "val_loss", "lr"])
+        w.writeheader()
+        w.writerows(history)
+    plot_training(history, ckpt["name"], out / "training.png")
+
+
+def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments, device) -> dict:
+    """The evaluation split's metrics, chance level, what the scores are, and for heads that
+    predict species: species top-1 and the metrics with the ground-truth species (oracle)."""
+    metrics = evaluate_logits(logits, split.targets, multilabel=multilabel, segments=segments)
+    chance = evaluate_logits(np.zeros_like(logits), split.targets, multilabel=multilabel)
+    metrics.update({"n_videos": len(split), "scores": score_kind(model, multilabel),
+                    "chance": {k: v for k, v in chance.items() if isinstance(v, float)}})
+    known = split.species is not None and split.species.any()
+    species_logits = model.aux.get("species_logits") if hasattr(model, "aux") else None
+    if species_logits is not None and known:
+        metrics["species"] = {**species_top1(predict_species(model, split, params, device), split.species),
+                              "source": species_source(model)}
+    if getattr(model, "species_mode", "none") != "none" and known:
+        metrics["species_source"] = "predicted"
+        metrics["relation_gamma"] = model.gamma.item()
+        model.oracle = True
+        oracle = evaluate_logits(predict_logits(model, split, params, device)[:, :logits.shape[1]],
+                                 split.targets, multilabel=multilabel, segments=segments)
+        model.oracle = False
+        metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
+    return metrics
+
+
+def write_metrics(out: Path, metrics: dict, logits, split, names, segments, multilabel: bool) -> None:
+    """metrics.json, per_class_ap.png and pr_curves.png."""
+    from ..report import plot_per_class_ap, plot_pr_curves
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    onehot = split.targets if multilabel else np.eye(len(names))[split.targets]
+    plot_per_class_ap(metrics, names, segments, out / "per_class_ap.png")
+    plot_pr_curves(logits, onehot, metrics, names, out / "pr_curves.png")
+
+
+def score_kind(model, multilabel: bool) -> str:
+    """What the scores in predictions/*.csv are, in words (metrics.json says it too)."""
+    if hasattr(model, "scale"):  # the zero-shot head
+        scale = f"{float(model.scale):.4g} * cosine"
+        return (f"softmax over classes of {scale}" if not multilabel else
+                f"sigmoid({scale} {float(model.bias):+.4g}), bias calibrated on the training split")
+    return "sigmoid of the logits" if multilabel else "softmax over classes"
+
+
+def species_source(model) -> str:
+    if getattr(model, "species_mode", None) == "classifier":
+        return "species bank (zero-shot) plus a trained correction"
+    return "species bank, zero-shot"
+
+
+def base_to_novel_metrics(logits, split, base, novel, multilabel) -> dict:
+    """Base classes scored among base classes on their videos, novel among novel, and the
+    harmonic mean (the protocol of ViFi-CLIP / X-CLIP); ``*_chance``: the same metric for
+    uniform scores."""
+    out = {"base_classes": len(base), "novel_classes": len(novel)}
+    for key, keep in (("base", base), ("novel", novel)):
+        part = restrict(replace(split, rgb=None, motion=None), keep, multilabel)
+        rows = [split.video_ids.index(v) for v in part.video_ids]
+        out[key] = main_metric(logits[np.ix_(rows, keep)], part.targets, multilabel)
+        out[f"{key}_chance"] = main_metric(np.zeros((len(rows), len(keep))), part.targets, multilabel)
+    b, n = out["base"], out["novel"]
+    out["harmonic_mean"] = 2 * b * n / (b + n) if b + n else 0.0
+    return out
+
+
+def load_head(path, device="cpu"):
+    """A trained head and its checkpoint dict. Prompt heads come back with their classes; a
+    head in the learnable text mode reloads the CLIP model its text bank was made with."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    text = None
+    if ckpt["name"] in PROMPT_HEADS:
+        d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)
+        text = {"protos": torch.zeros(ckpt["n_classes"], d), "class_names": ckpt["class_names"],
+                "species_protos": torch.zeros(s, d) if s else None, "relation": None,
+                "clip": (clip_for(ckpt["text"]["attrs"], device)
+                         if ckpt["params"].get("text_mode") == "learnable" else None)}
+    model = build_head(ckpt["name"], ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
+                       model_kwargs(ckpt["params"]), text, ckpt["multilabel"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval().to(device), ckpt

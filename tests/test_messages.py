@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import run_cli
 from pipeline.config import ConfigError, validate_config
 
 pytestmark = pytest.mark.slow

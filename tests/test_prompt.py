@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import section
-from pipeline.features.text import _n_tokens, build_prompts, extract_text, split_sentences
+from pipeline.features.text import n_tokens, build_prompts, extract_text, split_sentences
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import build_head
 from pipeline.heads.prompt import ZeroShotHead, prototypes, relation_matrix
@@ -26,7 +26,7 @@ def test_sentences_split_filtered_and_counted():
     dropped = {}
     out = split_sentences(texts, dropped=dropped)
     assert out[:3] == ["The cat licks its paw.", "The bird spreads its wings.", "It flaps rapidly!"]
-    assert len(out) > 4 and all(_n_tokens(s) <= 75 for s in out)
+    assert len(out) > 4 and all(n_tokens(s) <= 75 for s in out)
     assert " ".join(out[3:]).split() == long.split()  # cut, nothing lost
     assert dropped == {"boilerplate": 1, "refusal": 1, "empty": 3, "split (too long)": 1}
 

@@ -1,6 +1,5 @@
 """Scores keep the order of the logits: zero-shot on cosines like real CLIP's (0.2-0.35)."""
 import csv
-import json
 
 import numpy as np
 import pytest

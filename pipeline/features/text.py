@@ -63,13 +63,13 @@ BOILERPLATE = ("as a biologist", "as an expert", "as a zoologist", "as an etholo
 MAX_TOKENS = 75  # CLIP reads 77 tokens, two of which are start and end
 
 
-def _n_tokens(text: str) -> int:
+def n_tokens(text: str) -> int:
     return len(open_clip_module().tokenizer._tokenizer.encode(text))
 
 
 def _chunks(sentence: str, limit: int) -> list[str]:
     """A sentence longer than ``limit`` tokens, cut at clause boundaries, then between words."""
-    if _n_tokens(sentence) <= limit:
+    if n_tokens(sentence) <= limit:
         return [sentence]
     parts = [p.strip() for p in re.split(r"(?<=[,;:])\s+", sentence) if p.strip()]
     if len(parts) == 1:
@@ -81,7 +81,7 @@ def _chunks(sentence: str, limit: int) -> list[str]:
     out, current = [], ""
     for part in parts:
         joined = f"{current} {part}".strip()
-        if current and _n_tokens(joined) > limit:
+        if current and n_tokens(joined) > limit:
             out.extend(_chunks(current, limit))
             current = part
         else:

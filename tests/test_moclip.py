@@ -305,3 +305,21 @@ def test_student_epoch_reads_every_window_of_a_50x_longer_video(feats, tmp_path,
     assert starts == sorted(list(range(0, 400, 4)) * 2)  # every row of it, once per epoch
     windows = sum(-(-data["lengths"][v] // 4) for v in data["train_videos"])
     assert len(train_reads) == 2 * windows  # cost per epoch: linear in the stored rows
+
+
+def test_flow_rows_of_other_frames_are_refused_once_when_opening(feats, tmp_path):
+    """open_data checks every video's flow rows against its clip rows (frame numbers) once, so
+    the training loop reads windows without re-checking them."""
+    from pipeline.store import FeatureWriter, read_attrs
+    p = feats["paths"]
+    src = FeatureReader([p[("flow", "train")]])
+    attrs = {k: v for k, v in read_attrs(p[("flow", "train")]).items()
+             if k not in ("kind", "schema_version", "producer", "complete", "content_sha256")}
+    shifted = src.video_ids[2]
+    with FeatureWriter(tmp_path / "flow-train.h5", "flow", src.row_shape, src.row_dtype, attrs) as w:
+        for vid in src.video_ids:
+            rows = src.video(vid)
+            w.add(vid, rows.frame_index + (1 if vid == shifted else 0), rows.timestamps, rows.data)
+    with pytest.raises(StoreError, match=f"{shifted}.*different frames"):
+        open_data([p[("clip", "train")]], [tmp_path / "flow-train.h5"], [p[("clip", "val")]],
+                  [p[("flow", "val")]], feats["samples"], feats["n_classes"], True, section("clip", CLIP))

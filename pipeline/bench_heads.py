@@ -62,7 +62,7 @@ def _store(out: Path, lengths, dim: int, n_classes: int, seed: int = 0) -> dict:
 def _run_one(args: dict, queue) -> None:
     """In a child process: train ``head`` for ``steps`` batches, report rate and peaks."""
     import os
-    os.environ["PIPELINE_FEATURE_MEMORY_MB"] = "0" if args["read"] == "stream" else "1e9"
+    os.environ["PIPELINE_FEATURE_MEMORY_MB"] = "0"  # open streamed; the timed videos are read below
     import torch
 
     from .features.common import pick_device
@@ -77,13 +77,12 @@ def _run_one(args: dict, queue) -> None:
     store = args["store"]
     split = load_split([store["paths"]["clip"]], [store["paths"]["motion"]], store["samples"],
                        args["classes"], True, need_rgb, need_motion)
-    # the timed epoch sees steps x batch videos, drawn over the whole length distribution
+    # the timed epoch sees steps x batch videos drawn over the whole length distribution, the
+    # same ones for both reads; "memory" holds just them (the whole split's size is reported)
     keep = np.random.default_rng(1).permutation(len(split))[: args["steps"] * args["batch_size"]]
-    from dataclasses import replace
-    sub = replace(split, video_ids=[split.video_ids[i] for i in keep],
-                  rgb=None if split.rgb is None else split.rgb[keep],
-                  motion=None if split.motion is None else split.motion[keep],
-                  lengths=split.lengths[keep], targets=split.targets[keep], species=None)
+    sub = split.subset(keep)
+    if args["read"] == "memory":
+        sub = sub.in_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()

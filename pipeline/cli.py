@@ -298,7 +298,8 @@ def cmd_bench_heads(a):
     lengths = ragged_lengths(a.lengths, a.videos)
     frames = a.frames if a.frames == "all" else int(a.frames)
     print(f"{a.videos} videos, rows per video: median {int(np.median(lengths))}, max {lengths.max()}, "
-          f"{int((lengths > 3000).sum())} over 3000; {lengths.sum()} rows x {a.dim}-d x 2 streams; "
+          f"{int((lengths > 3000).sum())} over 3000; {lengths.sum()} rows x {a.dim}-d x 2 streams "
+          f"({lengths.sum() * a.dim * 2 * 2 / 2 ** 30:.1f} GB of float16, in memory or streamed); "
           f"frames {frames}, batch {a.batch_size}, {a.steps} timed steps per head")
     with tempfile.TemporaryDirectory(dir=a.work) as work:
         student = None if a.student_model == "none" else {

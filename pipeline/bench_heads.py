@@ -172,10 +172,10 @@ def bench_heads(heads, lengths: np.ndarray, work: Path, dim: int = 512, n_classe
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'head':<14}{'read':<8}{'samples/s':>10}{'s/epoch':>10}{'peak RSS MB':>13}{'device MB':>11}"]
+    lines = [f"{'head':<22}{'read':<8}{'samples/s':>10}{'s/epoch':>10}{'peak RSS MB':>13}{'device MB':>11}"]
     for r in rows:
         dev = "-" if r["peak_device_mb"] is None else f"{r['peak_device_mb']:.0f}"
-        lines.append(f"{r['head']:<14}{r['read']:<8}{r['samples_per_s']:>10.1f}{r['epoch_s']:>10.0f}"
+        lines.append(f"{r['head']:<22}{r['read']:<8}{r['samples_per_s']:>10.1f}{r['epoch_s']:>10.0f}"
                      f"{r['peak_rss_mb']:>13.0f}{dev:>11}")
     return "\n".join(lines)
 

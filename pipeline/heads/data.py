@@ -10,7 +10,7 @@ videos, so memory grows with the batch, never with the longest video of the data
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -71,9 +71,16 @@ class Ragged:
         if self.data is None:
             return Ragged(reader=self.reader, video_ids=[self.video_ids[i] for i in index],
                           lengths=self.lengths[index])
-        parts = [self.rows(i) for i in index]
-        data = np.concatenate(parts) if parts else np.zeros((0, self.dim), self.dtype)
-        return Ragged(data, np.r_[0, np.cumsum(self.lengths[index])])
+        return Ragged.from_rows([self.rows(i) for i in index], self.dim, self.dtype)
+
+    def load(self) -> "Ragged":
+        """These rows in memory (a streamed view read once)."""
+        return self if self.in_memory else Ragged.from_rows([self.rows(i) for i in range(len(self))], self.dim, self.dtype)
+
+    @classmethod
+    def from_rows(cls, parts: list[np.ndarray], dim: int, dtype) -> "Ragged":
+        data = np.concatenate(parts) if parts else np.zeros((0, dim), dtype)
+        return cls(data, np.r_[0, np.cumsum([len(x) for x in parts])].astype(np.int64))
 
     def mean_std(self, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension mean and std over every row, accumulated in float64 block by block."""
@@ -107,6 +114,20 @@ class SplitFeatures:
 
     def __len__(self):
         return len(self.video_ids)
+
+    def subset(self, index, targets: np.ndarray | None = None) -> "SplitFeatures":
+        """The videos at ``index`` (positions), with ``targets`` in place of theirs if given."""
+        index = np.asarray(index, np.int64)
+        pick = (lambda x: None if x is None else x[index])
+        return replace(self, video_ids=[self.video_ids[i] for i in index], rgb=pick(self.rgb),
+                       motion=pick(self.motion), lengths=self.lengths[index],
+                       targets=self.targets[index] if targets is None else targets,
+                       species=pick(self.species))
+
+    def in_memory(self) -> "SplitFeatures":
+        """The same split with streamed features read into memory."""
+        load = (lambda x: None if x is None else x.load())
+        return replace(self, rgb=load(self.rgb), motion=load(self.motion))
 
 
 def identity_of(reader: FeatureReader, kind: str) -> dict:

@@ -50,11 +50,7 @@ def restrict(split, keep: list[int], multilabel: bool):
         remap = {c: i for i, c in enumerate(keep)}
         rows = np.flatnonzero(np.isin(split.targets, keep))
         targets = np.array([remap[c] for c in split.targets[rows]], np.int64)
-    return replace(split, video_ids=[split.video_ids[i] for i in rows],
-                   rgb=None if split.rgb is None else split.rgb[rows],
-                   motion=None if split.motion is None else split.motion[rows],
-                   lengths=split.lengths[rows], targets=targets,
-                   species=None if split.species is None else split.species[rows])
+    return split.subset(rows, targets)
 
 
 def _subset_text(text: dict, keep: list[int]) -> dict:

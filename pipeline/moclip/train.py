@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..annotations import label_targets
-from ..features.common import autocast
+from ..features.common import autocast, return_freed_memory
 from ..files import replacing
 from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs
@@ -174,6 +174,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     """``data``: train/val readers and targets (see :func:`open_data`). Writes student.pt,
     train_log.csv, train_log.png under ``out_dir``; checkpoints under out_dir/checkpoints."""
     from tqdm import tqdm
+    return_freed_memory()
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     teacher_id = {"model": data["clip_attrs"]["model"], "weights": data["clip_attrs"]["weights"]}

@@ -119,17 +119,10 @@ def split_counts(split: str, missing_file, probe_files) -> dict:
 
 def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None,
             counts: dict | None = None) -> Path:
+    """reports/summary.md (every head side by side, with the notes that read it) and heads.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for p in metrics_files:
-        m = json.loads(Path(p).read_text())
-        if "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
-            rows.append({**m, "head": f"{m['head']} (predicted species)"})
-            rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)",
-                         "species": None})
-        else:
-            rows.append(m)
+    rows = summary_rows(metrics_files)
     if not rows:
         raise ValueError("no head metrics to summarise")
     multilabel = "mAP_micro" in rows[0]
@@ -164,6 +157,31 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         lines.append(f"| {r['head']} | " + " | ".join(cells) + " |")
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
+    lines += summary_notes(rows, species, probe_file)
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    plot_heads(order, cols[0], chance, rows[0]["split"], out_dir / "heads.png")
+    return path
+
+
+def summary_rows(metrics_files) -> list[dict]:
+    """One row per head's metrics.json; a head with an oracle-species ablation gives two,
+    labelled."""
+    rows = []
+    for p in metrics_files:
+        m = json.loads(Path(p).read_text())
+        if "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
+            rows.append({**m, "head": f"{m['head']} (predicted species)"})
+            rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)",
+                         "species": None})
+        else:
+            rows.append(m)
+    return rows
+
+
+def summary_notes(rows: list[dict], species, probe_file) -> list[str]:
+    """What the species, oracle, base-to-novel and linear-probe figures mean, where present."""
+    lines = []
     if species:
         lines += ["", "Species top-1: the best-scored species is one of the video's annotated "
                   "species. Zero-shot heads score species from the species bank (CLIP text of "
@@ -185,19 +203,21 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         p = json.loads(Path(probe_file).read_text())
         lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "
                   f"{100 * p['clip']:.2f}, MoCLIP motion {100 * p['motion']:.2f}."]
-    path = out_dir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def plot_heads(order: list[dict], column: tuple[str, str], chance, split: str, path) -> None:
+    """Each head's main metric as a bar, chance as a dashed line."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(order) + 1.5))
-    key = cols[0][0]
+    key = column[0]
     bars = [r for r in order if not r["head"].startswith("*")]
     ax.barh([r["head"] for r in bars][::-1], [r.get(key) or 0 for r in bars][::-1], color="#1f77b4")
     if chance and chance.get(key) is not None:
         ax.axvline(chance[key], color="#7f7f7f", ls="--", label="chance")
         ax.legend(fontsize=8, loc="lower right")
-    ax.set_xlabel(cols[0][1]), ax.set_xlim(0, 1)
-    ax.set_title(f"heads on {rows[0]['split']}")
+    ax.set_xlabel(column[1]), ax.set_xlim(0, 1)
+    ax.set_title(f"heads on {split}")
     fig.tight_layout()
-    fig.savefig(out_dir / "heads.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path

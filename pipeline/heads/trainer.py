@@ -177,24 +177,10 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     history, best, best_state, stale = [], -1.0, None, 0
     bar = tqdm(range(params["epochs"]), desc=f"head {name}", disable=not progress)
     for epoch in bar:
-        model.train()
         rng, epoch_plan = plan(epoch)
-        total_loss, n = 0.0, 0
-        for rgb, motion, mask, targets, species in batches(train, params["frames"], epoch_plan, rng, device):
-            with _amp(device):
-                logits = forward(model, rgb, motion, mask, species)
-            loss = loss_fn(logits, targets, multilabel, params, pos_weight)
-            if hasattr(model, "aux_loss"):
-                loss = loss + model.aux_loss(logits, targets, species, params)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if params["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(targets)
-            n += len(targets)
-        row = {"epoch": epoch + 1, "train_loss": total_loss / n, "lr": opt.param_groups[0]["lr"],
+        loss = fit_epoch(model, batches(train, params["frames"], epoch_plan, rng, device), opt, sched,
+                         params, multilabel, pos_weight, device)
+        row = {"epoch": epoch + 1, "train_loss": loss, "lr": opt.param_groups[0]["lr"],
                "val_metric": None, "val_loss": None}
         if val is not None:
             logits = predict_logits(model, val, params, device)
@@ -216,3 +202,24 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
             break
     model.load_state_dict(best_state)
     return model, history
+
+
+def fit_epoch(model, batches, opt, sched, params: dict, multilabel: bool, pos_weight, device) -> float:
+    """One optimiser step per batch; the mean training loss per video."""
+    model.train()
+    total, n = 0.0, 0
+    for rgb, motion, mask, targets, species in batches:
+        with _amp(device):
+            logits = forward(model, rgb, motion, mask, species)
+        loss = loss_fn(logits, targets, multilabel, params, pos_weight)
+        if hasattr(model, "aux_loss"):
+            loss = loss + model.aux_loss(logits, targets, species, params)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if params["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+        opt.step()
+        sched.step()
+        total += loss.item() * len(targets)
+        n += len(targets)
+    return total / n

@@ -220,24 +220,9 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     for epoch in range(start_epoch, cfg["epochs"]):
         student.train()
         plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch, cfg["epoch"])
-        sums, n_batches = [0.0, 0.0], 0
-        opt.zero_grad(set_to_none=True)
-        batches = loader(plan)
-        bar = tqdm(batches, desc=f"moclip epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
+        bar = tqdm(loader(plan), desc=f"moclip epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
                    leave=False)
-        for i, batch in enumerate(bar):
-            d, c, _ = losses(batch)
-            ((d + cfg["cls_weight"] * c) / cfg["accumulate"]).backward()
-            if (i + 1) % cfg["accumulate"] == 0 or i + 1 == len(batches):
-                if cfg["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg["grad_clip"])
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            sums[0] += d.item()
-            sums[1] += c.item()
-            n_batches += 1
-        row = {"epoch": epoch + 1, "distill_loss": sums[0] / n_batches, "cls_loss": sums[1] / n_batches,
+        row = {"epoch": epoch + 1, **train_epoch(student, bar, losses, opt, sched, cfg),
                "lr": opt.param_groups[0]["lr"]}
         row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
         history.append(row)
@@ -246,8 +231,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             best = {"score": score, "epoch": epoch + 1}
             save(student.state_dict(), best_path)
         save({"model": student.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "history": history, "best": best,
-                      "epoch": epoch, "config_hash": chash}, last)
+              "scheduler": sched.state_dict(), "history": history, "best": best,
+              "epoch": epoch, "config_hash": chash}, last)
         log.info("epoch %d: distill %.4f, cls %.4f, val distill %s, val mAP %s", epoch + 1,
                  row["distill_loss"], row["cls_loss"], _fmt(row["val_distill_loss"]),
                  _fmt(row["val_mAP"]))
@@ -258,10 +243,30 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             "best_epoch": best["epoch"], "config_hash": chash,
             "input_size": student.input_size, "embed_dim": student.visual.output_dim}
     save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
-                 out_dir / "student.pt")
+         out_dir / "student.pt")
     write_log(history, out_dir / "train_log.csv")
     plot_log(history, out_dir / "train_log.png")
     return {"history": history, "best_epoch": best["epoch"]}
+
+
+def train_epoch(student, batches, losses, opt, sched, cfg: dict) -> dict:
+    """One pass over ``batches`` (gradients accumulated over ``accumulate`` batches, clipped);
+    the mean distillation and classification losses."""
+    sums, n_batches = [0.0, 0.0], 0
+    opt.zero_grad(set_to_none=True)
+    for i, batch in enumerate(batches):
+        d, c, _ = losses(batch)
+        ((d + cfg["cls_weight"] * c) / cfg["accumulate"]).backward()
+        if (i + 1) % cfg["accumulate"] == 0 or i + 1 == len(batches):
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg["grad_clip"])
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        sums[0] += d.item()
+        sums[1] += c.item()
+        n_batches += 1
+    return {"distill_loss": sums[0] / n_batches, "cls_loss": sums[1] / n_batches}
 
 
 def _fmt(v):

@@ -32,8 +32,11 @@ RUNTIME = json.dumps({"device": config["device"],
                          for s in ("clip", "flow", "moclip")}}, sort_keys=True)
 # Rules run `python -m pipeline`: the package is found in this workflow's own folder, so a
 # conda env (--software-deployment-method conda) needs only the dependencies, not the package.
+# GPU jobs running side by side each claim their own device from a pool in the run's folder.
+_pool = f"results/{config['dataset']['name']}/.devices"
 _prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
-           f"export PIPELINE_RUNTIME={shlex.quote(RUNTIME)}; ")
+           f"export PIPELINE_RUNTIME={shlex.quote(RUNTIME)}; "
+           f"export PIPELINE_DEVICE_POOL={shlex.quote(_pool)}; ")
 shell.prefix(_prefix.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix
 
 

@@ -21,8 +21,14 @@ class WeightsError(RuntimeError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: a GPU if there is one; ``auto`` and ``cuda`` in a workflow job on a machine
+    with several GPUs: the one this job claimed (:mod:`pipeline.devices`); ``cuda:N``: that one."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        from ..devices import pool_device
+        index = pool_device(torch.cuda.device_count())
+        return torch.device("cuda" if index is None else f"cuda:{index}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} asked for, but no CUDA GPU is available here; "
                            f"set device: auto or cpu")

@@ -115,7 +115,7 @@ def test_a_key_another_head_takes_is_refused_by_name(name, key, value):
 
 def test_schema_keys_are_what_the_code_reads():
     """A head's schema lists exactly its model keys and the trainer's (so they cannot drift)."""
-    for name, (_, _, _, defaults) in HEADS.items():
+    for name, (_, defaults) in HEADS.items():
         want = set(defaults) | ({"extra_classes"} if name in ("zero_shot", "prompt") else set())
         if name != "zero_shot":
             want |= set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}

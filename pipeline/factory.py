@@ -44,9 +44,10 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
     if name not in open_clip.list_models():
         raise WeightsError(f"unknown open_clip model {name!r}; known: ViT-B-32, ViT-B-16, "
                            f"ViT-L-14, ... (open_clip.list_models()) or demo-tiny-ViT")
-    if pretrained is None and not quiet:
-        log.warning("RANDOM WEIGHTS: CLIP model %s has no pretrained weights (clip.pretrained: "
-                    "null). Fine for tests and the demo; features are meaningless otherwise.", name)
+    if pretrained is None:
+        if not quiet:
+            log.warning("RANDOM WEIGHTS: CLIP model %s has no pretrained weights (clip.pretrained: "
+                        "null). Fine for tests and the demo; features are meaningless otherwise.", name)
     elif not Path(pretrained).is_file():
         if Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained:
             raise WeightsError(f"CLIP weights file {pretrained!r} not found; give an existing "

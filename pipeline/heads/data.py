@@ -244,7 +244,9 @@ def plan_batches(lengths: np.ndarray, frames, batch_size: int, max_rows: int | N
     instead of padding a full one, and memory is bounded by ``max_rows`` whatever the longest
     video. Evaluation (no ``rng``): sorted by length under the same budget."""
     n = len(lengths)
-    rows = np.maximum(lengths if frames == "all" else np.minimum(lengths, frames), 1)
+    # padded rows per video: its own length with every row, else the sample count (short videos
+    # are padded up to it, see sample_indices)
+    rows = np.maximum(lengths, 1) if frames == "all" else np.full(n, int(frames))
     order = rng.permutation(n) if rng is not None else np.argsort(rows, kind="stable")
     if max_rows is None:
         return [order[s:s + batch_size] for s in range(0, n, batch_size)]

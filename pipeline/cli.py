@@ -143,6 +143,19 @@ def cmd_flow(a):
                                         sampling=_params(a.sampling, "sampling")))
 
 
+def cmd_extract(a):
+    from .features.extract import extract_both
+    probes, device = _stage_inputs(a)
+    runtime = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+
+    def cfg(name: str, given: str | None) -> dict:  # a section plus its speed-only knobs
+        knobs = {k: v for k, v in runtime.get(name, {}).items() if v is not None}
+        return _params(json.dumps({**json.loads(given or "{}"), **knobs}), name)
+    stats = extract_both(probes, a.clip_out, a.flow_out, cfg("clip", a.clip), cfg("flow", a.flow),
+                         device, sampling=_params(a.sampling, "sampling"))
+    _report("extract (clip + flow, one decode per video)", f"{a.clip_out}, {a.flow_out}", stats)
+
+
 def cmd_text(a):
     from .annotations import read_classes, read_species
     from .features.common import pick_device
@@ -353,6 +366,16 @@ def _add_feature_commands(sub):
         p.add_argument("--batch-size", type=_optional_int, help=f"{name}.batch_size (no effect "
                        "on the features, so not part of --params)")
         p.add_argument("--decode-workers", type=_optional_int, help="decoding threads")
+
+    p = _add(sub, "extract", cmd_extract, "clip and flow of one probe shard from one decode of "
+             "each video -> both HDF5 shards (the same as the clip and flow commands)")
+    p.add_argument("--probe", required=True, help="probe shard TSV (stage probe)")
+    p.add_argument("--clip-out", required=True, help="clip feature shard (.h5) to write")
+    p.add_argument("--flow-out", required=True, help="flow feature shard (.h5) to write")
+    p.add_argument("--clip", help="the clip: config section as JSON")
+    p.add_argument("--flow", help="the flow: config section as JSON")
+    p.add_argument("--sampling", help="the sampling: config section (recorded as provenance)")
+    p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
     p.add_argument("--classes", required=True, help="classes.tsv (stage samples)")

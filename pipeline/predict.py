@@ -17,7 +17,7 @@ import numpy as np
 from .annotations import read_classes
 from .factory import weights_identity
 from .features.clip import extract_clip
-from .features.flow import extract_flow
+from .features.extract import extract_both
 from .heads.run import load_head
 from .heads.data import SplitFeatures
 from .heads.streams import PROMPT_HEADS, streams
@@ -90,10 +90,13 @@ def compute_features(probes, r: dict, device, tmp: Path) -> dict:
     """clip / flow / motion readers for ``probes``, made by the stage functions."""
     _, need_motion = streams(r["ckpt"]["name"], r["ckpt"]["params"])
     out = {}
-    extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False, sampling=r["sampling"])
+    if need_motion:  # one decode of each video for both
+        extract_both(probes, tmp / "clip.h5", tmp / "flow.h5", r["clip_cfg"], r["flow_cfg"], device,
+                     progress=False, sampling=r["sampling"])
+    else:
+        extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False, sampling=r["sampling"])
     out["clip"] = FeatureReader([tmp / "clip.h5"], kind="clip", expect=r["ckpt"]["identity"].get("clip"))
     if need_motion:
-        extract_flow(probes, tmp / "flow.h5", r["flow_cfg"], device, progress=False, sampling=r["sampling"])
         export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device)
         out["motion"] = FeatureReader([tmp / "motion.h5"], kind="motion",
                                       expect=r["ckpt"]["identity"].get("motion"))

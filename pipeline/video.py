@@ -1,10 +1,10 @@
 """Video probing, frame sampling plans and the one decoder every later stage uses.
 
-Container headers lie about frame counts, so probing decodes the whole video (``grab`` only,
-no colour conversion) and counts what really comes out. A file is called truncated only on
-evidence: a frame count the container really stores (the MP4/MOV sample table) that decoding
-falls short of, or a decode error. An estimate (duration x fps of an mkv with a pause, an AVI
-header) that decoding falls short of is not evidence.
+Container headers lie about frame counts, so probing counts what the file really holds: its
+video packets, read by demuxing (PyAV), one per frame, with only the first frame decoded. A file
+is called truncated only on evidence: a frame count the container really stores (the MP4/MOV
+sample table) that the packets fall short of, or a read or decode error. An estimate (duration x
+fps of an mkv with a pause, an AVI header) that the packets fall short of is settled by decoding.
 """
 from __future__ import annotations
 
@@ -83,40 +83,93 @@ def container_evidence(path: str) -> tuple[int | None, str | None]:
     return None, None
 
 
-def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe:
-    """Decode ``path`` once to learn its real frame count, fps and size, and plan the sampling."""
-    path = str(path)
-    if not os.path.isfile(path):
-        return Probe(video_id, path, False, "file not found")
-    if os.path.getsize(path) == 0:
-        return Probe(video_id, path, False, "empty file (0 bytes)")
-    cap = cv2.VideoCapture(path)
+def _unreadable(video_id, path, reason, frames=0, fps=0.0, width=0, height=0) -> "Probe":
+    return Probe(video_id, path, False, reason, frames, fps, width, height)
+
+
+def demux_video(path: str) -> dict:
+    """Frame count, fps, size and the container's own claim, read from packet headers: only the
+    first frame is decoded (its size after rotation, as the decoder will give it). Raises
+    ``av.error.FFmpegError`` when the file cannot be opened; a read error part-way is returned
+    as ``error`` with the packets counted before it."""
+    import av
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise av.error.InvalidDataError(0, "no video stream", path)
+        stream = container.streams.video[0]
+        packets, first, error = 0, None, None
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:  # the demuxer's end-of-stream marker
+                    continue
+                packets += 1
+                if first is None:
+                    first = next(iter(stream.decode(packet)), None)
+            if first is None:  # a decoder that holds frames back gives them on flushing
+                first = next(iter(stream.decode(None)), None)
+        except av.error.FFmpegError as e:
+            error = str(e).splitlines()[0][:160] or type(e).__name__
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        claimed = int(stream.frames or 0)
+        if not claimed and stream.duration and stream.time_base and fps:
+            claimed = int(round(float(stream.duration * stream.time_base) * fps))  # an estimate
+        width, height = (first.width, first.height) if first is not None else (0, 0)
+        if first is not None and abs(getattr(first, "rotation", 0) or 0) % 180 == 90:
+            width, height = height, width  # the decoders this project uses apply the rotation
+        stored = any(f in container.format.name.split(",") for f in ("mov", "mp4")) and bool(stream.frames)
+        return {"packets": packets, "decoded_first": first is not None, "error": error, "fps": fps,
+                "width": width, "height": height, "claimed": claimed, "stored": stored}
+
+
+def count_by_decoding(path: str) -> int:
+    """Frames a full decode yields (``grab`` only): the slow count, kept as the reference."""
+    cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            return Probe(video_id, path, False, "cannot be opened as a video (not a video file, "
-                         "unsupported codec, or its header is missing)")
-        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        ok, first = cap.read()
-        if not ok or first is None:
-            return Probe(video_id, path, False, "no decodable frame")
-        height, width = first.shape[:2]
-        if width * height > MAX_PIXELS:
-            return Probe(video_id, path, False, f"frame size {width}x{height} is over the "
-                         f"supported {MAX_PIXELS} pixels")
-        frames = 1
+        frames = 0
         while cap.grab():
             frames += 1
+        return frames
     finally:
         cap.release()
-    if announced > 1 and frames < TRUNCATION_TOLERANCE * announced:
-        stored, error = container_evidence(path)
-        if error or (stored and frames < TRUNCATION_TOLERANCE * stored):
+
+
+def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe:
+    """Frame count, fps and size of ``path`` by demuxing (no full decode), and its sampling plan.
+
+    One packet is one frame; the count is checked against what the container claims. A file
+    that holds fewer packets than the frames its MP4/MOV sample table stores, or that hits a
+    read error, is truncated. A shortfall against an estimate (an AVI header, duration x fps)
+    is settled by decoding the whole stream once: an error there means truncated, none means
+    the estimate was wrong."""
+    import av
+    path = str(path)
+    if not os.path.isfile(path):
+        return _unreadable(video_id, path, "file not found")
+    if os.path.getsize(path) == 0:
+        return _unreadable(video_id, path, "empty file (0 bytes)")
+    try:
+        d = demux_video(path)
+    except (av.error.FFmpegError, OSError) as e:
+        return _unreadable(video_id, path, "cannot be opened as a video (not a video file, unsupported "
+                           f"codec, or its header is missing: {str(e).splitlines()[0][:120]})")
+    frames, fps, width, height = d["packets"], d["fps"], d["width"], d["height"]
+    if not d["decoded_first"]:
+        why = f"; read error: {d['error']}" if d["error"] else ""
+        return _unreadable(video_id, path, f"no decodable frame{why}")
+    if width * height > MAX_PIXELS:
+        return _unreadable(video_id, path, f"frame size {width}x{height} is over the supported "
+                           f"{MAX_PIXELS} pixels")
+    if d["error"]:
+        return _unreadable(video_id, path, f"reading stopped at frame {frames} (read error: "
+                           f"{d['error']}; truncated or corrupt file)", frames, fps, width, height)
+    claimed = d["claimed"]
+    if claimed > 1 and frames < TRUNCATION_TOLERANCE * claimed:
+        stored, error = (claimed, None) if d["stored"] else container_evidence(path)
+        if error or stored:
             why = f"decode error: {error}" if error else f"the container stores {stored} frames"
-            return Probe(video_id, path, False, f"decoding stopped at frame {frames} ({why}; "
-                         f"truncated or corrupt file)", frames, fps, width, height)
-        log.info("%s: %d frames decoded cleanly; the container's %d is an estimate", path,
-                 frames, announced)
+            return _unreadable(video_id, path, f"decoding stopped at frame {frames} ({why}; "
+                               f"truncated or corrupt file)", frames, fps, width, height)
+        log.info("%s: %d frames read cleanly; the container's %d is an estimate", path, frames, claimed)
     if not (0 < fps < 1000):
         fps = 25.0  # the container gives no usable rate; timestamps then assume 25 fps
     return Probe(video_id, path, True, "", frames, fps, width, height,

@@ -76,7 +76,7 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
     job_ids = {p.stem.split("_")[0] for p in logs}
     shown = subprocess.run(["scontrol", "show", "job", sorted(job_ids)[0]], capture_output=True, text=True)
     assert "JobState=COMPLETED" in shown.stdout, shown.stdout + shown.stderr
-    gpu_logs = [p for p in logs if "rule_clip" in str(p)]
+    gpu_logs = [p for p in logs if "rule_extract" in str(p)]
     assert gpu_logs and "gpu" in subprocess.run(
         ["scontrol", "show", "job", gpu_logs[0].stem.split("_")[0]], capture_output=True, text=True).stdout.lower()
     a, b = arrays(local), arrays(cluster)

@@ -219,3 +219,44 @@ def test_random_weights_are_the_same_in_every_process(micro_clip):
     a, b = load_clip(micro_clip, None), load_clip(micro_clip, None)
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), n
+
+
+@pytest.mark.parametrize("flow", [{"backend": "dis", "work_size": 64, "size": 32},
+                                  {"backend": "ptlflow", "model": "raft_small", "checkpoint": None,
+                                   "work_size": 128, "size": 32, "batch_size": 4}])
+def test_fused_extraction_decodes_each_video_once_and_writes_the_same_shards(
+        probes, micro_clip, tmp_path, monkeypatch, flow):
+    import collections
+    import h5py
+    from pipeline import video
+    from pipeline.features.extract import extract_both
+    clip_cfg, flow_cfg = section("clip", {"model": micro_clip, "pretrained": None}), section("flow", flow)
+    opens, real = collections.Counter(), cv2.VideoCapture
+
+    def counting(path, *args):  # every decoder a stage opens goes through here
+        opens[str(path)] += 1
+        return real(path, *args)
+    monkeypatch.setattr(video.cv2, "VideoCapture", counting)
+    again = [probe_video(p.path, p.video_id, PLAN) for p in probes]  # the probe demuxes only
+    assert again == probes and not opens
+    extract_both(probes, tmp_path / "fc.h5", tmp_path / "ff.h5", clip_cfg, flow_cfg, CPU, progress=False)
+    assert opens == {p.path: 1 for p in probes}, opens
+    opens.clear()
+    extract_clip(probes, tmp_path / "c.h5", clip_cfg, CPU, progress=False)
+    extract_flow(probes, tmp_path / "f.h5", flow_cfg, CPU, progress=False)
+    assert opens == {p.path: 2 for p in probes}  # separate: each stage decodes
+    for fused, separate in (("fc.h5", "c.h5"), ("ff.h5", "f.h5")):
+        with h5py.File(tmp_path / fused) as a, h5py.File(tmp_path / separate) as b:
+            names = []
+            a.visit(names.append)
+            assert names and sorted(names) == sorted(_names(b))
+            for n in names:
+                if isinstance(a[n], h5py.Dataset):
+                    assert np.array_equal(a[n][()], b[n][()]), (fused, n)
+            assert {k: str(v) for k, v in a.attrs.items()} == {k: str(v) for k, v in b.attrs.items()}
+
+
+def _names(f):
+    out = []
+    f.visit(out.append)
+    return out

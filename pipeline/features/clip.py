@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,40 @@ def batch_size_for(requested: int, device: torch.device) -> int:
     return requested if device.type == "cuda" else min(requested, 32)
 
 
-def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None) -> dict:
-    """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
-    from tqdm import tqdm
+@dataclass
+class ClipEncoder:
+    """What the clip stage does to one video, in the pieces the stages share: ``shrink`` a
+    decoded BGR frame (on a decode thread), ``embed`` videos' rows in batches across videos."""
+    model: torch.nn.Module
+    pcfg: dict
+    attrs: dict
+    dim: int
+    dtype: type
+    device: torch.device
+    batch_size: int
+
+    def shrink(self, bgr: np.ndarray) -> np.ndarray:
+        # resize and crop work per channel, so the decoded BGR frame is resized and only the
+        # small crop has its channels swapped: no full-size colour conversion
+        return resize_crop(torch.from_numpy(bgr)[None], self.pcfg)[0].flip(0).numpy()
+
+    def pin(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(crops)
+        return x.pin_memory() if self.device.type == "cuda" else x
+
+    def embed(self, videos):
+        """``(probe, uint8 crops)`` -> ``(probe, embeddings)`` in order, batched across videos."""
+        @torch.inference_mode()
+        def encode(x):
+            with autocast(self.device):
+                return self.model.encode_image(x)
+
+        rows = ((p, normalise(x.to(self.device, non_blocking=True), self.pcfg)) for p, x in videos)
+        for probe, emb in batched(rows, encode, self.batch_size):
+            yield probe, emb.astype(self.dtype)
+
+
+def clip_encoder(cfg: dict, device: torch.device, sampling: dict | None = None) -> ClipEncoder:
     model = load_clip(cfg["model"], cfg["pretrained"], device)
     pcfg = preprocess_cfg(model)
     dim = model.visual.output_dim
@@ -81,34 +112,30 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
                                                     "resize_mode")},
              "normalised": False, "embed_dim": dim}
     dtype = np.float16 if cfg["dtype"] == "float16" else np.float32
-    total = sum(len(p.sampled) for p in probes)
-    stats = {"videos": 0, "frames": 0, "failed": []}
-    bar = tqdm(total=total, desc=f"clip {Path(out).parent.name}/{Path(out).stem}", unit="frame",
-               disable=not progress, smoothing=0.1)
+    return ClipEncoder(model, pcfg, attrs, dim, dtype, device, batch_size_for(cfg["batch_size"], device))
 
-    def small(bgr: np.ndarray) -> np.ndarray:
-        # resize and crop work per channel, so the decoded BGR frame is resized and only the
-        # small crop has its channels swapped: no full-size colour conversion
-        return resize_crop(torch.from_numpy(bgr)[None], pcfg)[0].flip(0).numpy()
+
+def clip_writer(out, enc: ClipEncoder) -> FeatureWriter:
+    return FeatureWriter(out, "clip", (enc.dim,), enc.dtype, enc.attrs)
+
+
+def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
+                 progress: bool = True, sampling: dict | None = None) -> dict:
+    """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
+    from tqdm import tqdm
+    enc = clip_encoder(cfg, device, sampling)
+    stats = {"videos": 0, "frames": 0, "failed": []}
+    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
+               desc=f"clip {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
 
     def load(p: Probe) -> torch.Tensor:  # on a decode thread: decode, resize, crop, pin
-        x = torch.from_numpy(read_frames(p.path, p.sampled, small, colour="bgr"))
-        return x.pin_memory() if device.type == "cuda" else x
-
-    def segments():
-        decoded = decode_ahead(probes, load, workers=decode_workers(cfg, device))
-        for probe, x in skip_failed(decoded, stats):
-            yield probe, normalise(x.to(device, non_blocking=True), pcfg)
-
-    @torch.inference_mode()
-    def encode(x):
-        with autocast(device):
-            return model.encode_image(x)
+        return enc.pin(read_frames(p.path, p.sampled, enc.shrink, colour="bgr"))
 
     start = time.perf_counter()
-    with FeatureWriter(out, "clip", (dim,), dtype, attrs) as writer:
-        for probe, emb in batched(segments(), encode, batch_size_for(cfg["batch_size"], device)):
-            writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb.astype(dtype))
+    with clip_writer(out, enc) as writer:
+        decoded = decode_ahead(probes, load, workers=decode_workers(cfg, device))
+        for probe, emb in enc.embed(skip_failed(decoded, stats)):
+            writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb)
             count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start

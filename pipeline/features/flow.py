@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import cv2
@@ -170,12 +172,44 @@ def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_siz
 
 # ---------------------------------------------------------------- stage
 
-def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None) -> dict:
-    """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
-    from tqdm import tqdm
-    backend, step = cfg["backend"], cfg["step"]
-    size, bound, work = cfg["size"], float(cfg["bound"]), cfg["work_size"]
+@dataclass
+class FlowComputer:
+    """What the flow stage does to one video, in the pieces the stages share: ``square`` a
+    decoded BGR frame and ``pairs`` of a video's squares (on a decode thread: classical flow is
+    computed there), then ``rows`` (on the main thread: a flow model runs there, batched)."""
+    cfg: dict
+    attrs: dict
+    square: Callable[[np.ndarray], np.ndarray]
+    compute: Callable
+    on_device: bool
+
+    def frames(self, p: Probe) -> list[int]:
+        """The frames a video's flow needs: the planned ones and their partners."""
+        return sorted(set(p.sampled) | set(pair_partners(p.sampled, p.frames, self.cfg["step"])))
+
+    def pairs(self, p: Probe, squares: dict):
+        """The video's (first, second) square stacks, always forward in time (t -> t + step, or
+        t - step -> t at the end); for classical flow, already its rows."""
+        partners = pair_partners(p.sampled, p.frames, self.cfg["step"])
+        first = np.stack([squares[min(t, u)] for t, u in zip(p.sampled, partners)])
+        second = np.stack([squares[max(t, u)] for t, u in zip(p.sampled, partners)])
+        return (first, second) if self.on_device else self.compute(first, second)
+
+    def rows(self, p: Probe, pairs) -> np.ndarray:
+        if not self.on_device:
+            return pairs
+        try:
+            return self.compute(*pairs)
+        except RuntimeError as e:
+            raise RuntimeError(f"{p.path}: {e}") from None
+
+    def writer(self, out) -> FeatureWriter:
+        size = self.cfg["size"]
+        return FeatureWriter(out, "flow", (2, size, size), np.uint8, self.attrs, compression="gzip")
+
+
+def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None) -> FlowComputer:
+    backend, size, bound, work = cfg["backend"], cfg["size"], float(cfg["bound"]), cfg["work_size"]
     if backend == "ptlflow":
         model, identity = load_flow_model(cfg["model"], cfg["checkpoint"], device)
         name = cfg["model"]
@@ -189,45 +223,45 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
 
         def compute(a, b):  # on the device, batched
             return ptlflow_flow(model, a, b, device, cfg["batch_size"], cfg["half"], finish)
+
+        def square(bgr):  # resizing works per channel: swap the channels of the small square only
+            return np.ascontiguousarray(centre_square(bgr, work)[..., ::-1])
     else:
         name, identity = backend, "opencv-" + cv2.__version__
 
         def compute(a, b):  # on the decode threads, in parallel
             return quantise(resize_flow(classical_flow(a, b, backend), size), bound)
-    attrs = {"model": name, "weights": identity, "backend": backend, "step": step,
+
+        def square(bgr):
+            return centre_square(bgr, work, grey_from_bgr=True)
+    attrs = {"model": name, "weights": identity, "backend": backend, "step": cfg["step"],
              "weights_source": cfg.get("checkpoint") if backend == "ptlflow" else None,
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
              "bound": bound, "size": size, "work_size": work,
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
              "quantisation": "uint8 = round(clip(flow, -bound, bound) / bound * 127.5 + 127.5)",
              "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
+    return FlowComputer(cfg, attrs, square, compute, backend == "ptlflow")
+
+
+def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
+                 progress: bool = True, sampling: dict | None = None) -> dict:
+    """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
+    from tqdm import tqdm
+    fc = flow_computer(cfg, device, sampling)
 
     def decode(p: Probe):
-        partners = pair_partners(p.sampled, p.frames, step)
-        wanted = sorted(set(p.sampled) | set(partners))
-        if backend == "ptlflow":
-            sq = read_frames(p.path, wanted, lambda f: centre_square(f, work))
-        else:
-            sq = read_frames(p.path, wanted, lambda f: centre_square(f, work, True), colour="bgr")
-        lookup = {i: k for k, i in enumerate(wanted)}
-        # Always forward in time: t -> t + step, or t - step -> t at the end of the video.
-        first = [lookup[min(t, u)] for t, u in zip(p.sampled, partners)]
-        second = [lookup[max(t, u)] for t, u in zip(p.sampled, partners)]
-        return compute(sq[first], sq[second]) if backend != "ptlflow" else (sq[first], sq[second])
+        wanted = fc.frames(p)
+        return fc.pairs(p, dict(zip(wanted, read_frames(p.path, wanted, fc.square, colour="bgr"))))
 
-    total = sum(len(p.sampled) for p in probes)
     stats = {"videos": 0, "frames": 0, "failed": []}
-    bar = tqdm(total=total, desc=f"flow {Path(out).parent.name}/{Path(out).stem}", unit="frame",
-               disable=not progress, smoothing=0.1)
+    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
+               desc=f"flow {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
     start = time.perf_counter()
-    with FeatureWriter(out, "flow", (2, size, size), np.uint8, attrs, compression="gzip") as w:
+    with fc.writer(out) as w:
         decoded = decode_ahead(probes, decode, workers=decode_workers(cfg, device))
-        for probe, got in skip_failed(decoded, stats):
-            try:
-                rows = compute(*got) if backend == "ptlflow" else got
-            except RuntimeError as e:
-                raise RuntimeError(f"{probe.path}: {e}") from None
-            w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
+        for probe, pairs in skip_failed(decoded, stats):
+            w.add(probe.video_id, probe.sampled, probe.timestamps(), fc.rows(probe, pairs))
             count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start

@@ -50,15 +50,26 @@ def gpus(rule_uses_gpu=True):
     return config["cluster"]["gpus"] if rule_uses_gpu and config["device"] != "cpu" else 0
 
 
-def mem_mb(rule):
+def mem_mb(rule, *parts):
+    """The memory of one rule; one that does the work of ``parts`` (extract does clip's and
+    flow's) and that the table does not name gets the largest of theirs."""
     table = config["cluster"]["mem_mb"]
+    if parts and table.get(rule) is None:
+        return max(mem_mb(p) for p in parts)
     return table.get(rule, table.get("default", 4000))
 
 
-def runtime(rule):
-    """Minutes: the rule's base plus its per-video cost times the videos in the job's shard."""
-    base = config["cluster"]["runtime_min"]
-    per_video = config["cluster"]["runtime_per_video_s"].get(rule, 0)
+def runtime(rule, *parts):
+    """Minutes: the base plus the per-video cost times the videos in the job's shard; one that
+    does the work of ``parts`` and that the tables do not name gets the sum of theirs."""
+    base_table = config["cluster"]["runtime_min"]
+    video_table = config["cluster"]["runtime_per_video_s"]
+    default = base_table.get("default", 30)
+    if not parts or base_table.get(rule) is not None:
+        base = base_table.get(rule, default)
+    else:
+        base = max(base_table.get(p, default) for p in parts)
+    per_video = video_table.get(rule, sum(video_table.get(p, 0) for p in parts))
 
     def minutes(wildcards, input, attempt):
         n = 0
@@ -66,7 +77,7 @@ def runtime(rule):
             path = Path(input[0])
             if path.suffix == ".tsv" and path.exists():
                 n = sum(1 for _ in open(path)) - 1
-        return int((base.get(rule, base.get("default", 30)) + per_video * n / 60) * attempt)
+        return int((base + per_video * n / 60) * attempt)
 
     return minutes
 

@@ -1,5 +1,46 @@
 # Stage group "features": frozen CLIP frame embeddings, optical flow, class text embeddings.
-# clip and flow run per shard and ask for a GPU (resources.gpu), which a cluster profile maps.
+# clip and flow run per shard and ask for a GPU (resources.gpu), which a cluster profile maps;
+# with `extraction: fused` (the default) one job per shard decodes each video once for both.
+
+
+# Both ways of making the clip and flow shards are rules; `extraction` says which one
+# Snakemake picks.
+if config["extraction"] == "fused":
+
+    ruleorder: extract > clip
+    ruleorder: extract > flow
+
+else:
+
+    ruleorder: clip > extract
+    ruleorder: flow > extract
+
+
+rule extract:
+    input:
+        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        weights=CLIP_WEIGHTS,
+    output:
+        clip=f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
+        flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+    params:
+        clip=as_json("clip", drop=RUNTIME_ONLY),
+        flow=as_json("flow", drop=RUNTIME_ONLY),
+        sampling=as_json("sampling"),
+    resources:
+        gpu=gpus(),
+        mem_mb=mem_mb("extract", "clip", "flow"),
+        runtime=runtime("extract", "clip", "flow"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/extract/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/extract/{{split}}-{{shard}}.tsv"
+    shell:
+        "python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
+        " --flow-out {output.flow:q} --clip {params.clip:q} --flow {params.flow:q}"
+        " --sampling {params.sampling:q} 2> {log:q}"
 
 
 rule clip:

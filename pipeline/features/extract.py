@@ -1,0 +1,56 @@
+"""Clip and flow from one decode of each video (stage ``extract``, ``extraction: fused``).
+
+Decoding is what a GPU run waits for, and the clip and flow stages want the same frames (flow
+needs the planned ones and their partners), so one pass over each video feeds both: every
+decoded frame is shrunk to CLIP's crop if it is planned and to flow's square if flow needs it.
+The shards are the ones the separate stages write, bit for bit.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..video import Probe, iter_frames
+from .clip import clip_encoder, clip_writer
+from .common import count_done, decode_ahead, decode_workers, skip_failed
+from .flow import flow_computer
+
+
+def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path, clip_cfg: dict,
+                 flow_cfg: dict, device: torch.device, progress: bool = True,
+                 sampling: dict | None = None) -> dict:
+    """Write the clip shard ``clip_out`` and the flow shard ``flow_out`` of ``probes``."""
+    from tqdm import tqdm
+    enc = clip_encoder(clip_cfg, device, sampling)
+    fc = flow_computer(flow_cfg, device, sampling)
+
+    def decode(p: Probe):  # on a decode thread: one pass, both models' inputs
+        planned, crops, squares = set(p.sampled), {}, {}
+        for i, bgr in iter_frames(p.path, fc.frames(p), colour="bgr"):
+            squares[i] = fc.square(bgr)
+            if i in planned:
+                crops[i] = enc.shrink(bgr)
+        return enc.pin(np.stack([crops[i] for i in p.sampled])), fc.pairs(p, squares)
+
+    stats = {"videos": 0, "frames": 0, "failed": []}
+    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
+               desc=f"extract {Path(clip_out).parent.name}/{Path(clip_out).stem}", smoothing=0.1)
+    start = time.perf_counter()
+    with clip_writer(clip_out, enc) as clip_w, fc.writer(flow_out) as flow_w:
+        def with_flow(decoded):
+            # flow rows are written as each video passes on its way to the clip batches
+            for p, (crops, pairs) in skip_failed(decoded, stats):
+                flow_w.add(p.video_id, p.sampled, p.timestamps(), fc.rows(p, pairs))
+                yield p, crops
+
+        workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))
+        decoded = decode_ahead(probes, decode, workers=workers)
+        for p, emb in enc.embed(with_flow(decoded)):
+            clip_w.add(p.video_id, p.sampled, p.timestamps(), emb)
+            count_done(stats, bar, p)
+    bar.close()
+    stats["seconds"] = time.perf_counter() - start
+    return stats

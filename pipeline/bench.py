@@ -17,12 +17,13 @@ import torch
 
 from .features.clip import extract_clip
 from .features.common import decode_ahead, decode_workers
+from .features.extract import extract_both
 from .features.flow import extract_flow
-from .video import expand_videos, probe_files, read_frames
+from .video import DECODE_PASSES, count_by_decoding, expand_videos, probe_files, probe_video, read_frames
 
 log = logging.getLogger("pipeline")
 COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
-           "floor_fraction", "speedup", "peak_mem_mb", "limit"]
+           "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video"]
 
 
 def _sync(device):
@@ -67,27 +68,20 @@ def clip_floor(model, size: int, frames: int, bs: int, device) -> float:
 
 
 @torch.inference_mode()
-def flow_floor(cfg: dict, per_video: list[int], device, model=None) -> float:
-    """Flow model alone on ready-made frames, in the stage's batches: flow is batched within
-    a video (``batch_size`` pairs at most), so ``per_video`` gives the planned rows of each."""
-    from .features.flow import classical_flow, ptlflow_flow
-    frames = sum(per_video)
+def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
+    """Flow model alone on ready-made frames, in the stage's batches (``batch_size`` pairs that
+    span videos) and its precision."""
+    from .features.flow import classical_flow, ptlflow_pairs
     w = cfg["work_size"]
     rng = np.random.default_rng(0)
     a = rng.integers(0, 255, (min(frames, cfg["batch_size"]), w, w, 3), dtype=np.uint8)
     b = np.roll(a, 2, axis=2)
     if cfg["backend"] == "ptlflow":
-        ta = torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 255
-        pair = torch.stack([ta, torch.from_numpy(b).to(device).permute(0, 3, 1, 2).float() / 255], 1).contiguous()
-        use_half = cfg["half"] and device.type == "cuda"
-
-        def run():
-            for n in (k for rows in per_video for k in _batches(rows, cfg["batch_size"])):
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
-                    model({"images": pair[:n]})
-        run_small = lambda: ptlflow_flow(model, a[:1], b[:1], device, 1, cfg["half"])  # noqa: E731
-        run_small()
-        return frames / _timed(run, device)
+        pairs = torch.from_numpy(np.stack([a, b], 1)).to(device)
+        half = cfg["half"] and device.type == "cuda"
+        ptlflow_pairs(model, pairs[:1], device, half)
+        return frames / _timed(lambda: [ptlflow_pairs(model, pairs[:n], device, half)
+                                        for n in _batches(frames, cfg["batch_size"])], device)
     # the stage runs classical flow on its decode threads, so its floor gets as many threads;
     # its input is grey
     from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +90,33 @@ def flow_floor(cfg: dict, per_video: list[int], device, model=None) -> float:
     with ThreadPoolExecutor(decode_workers(cfg, device)) as pool:
         sec = _timed(lambda: list(pool.map(lambda _: classical_flow(ga, gb, cfg["backend"]), range(reps))), device)
     return reps * len(a) / sec
+
+
+def half_precision_cost(model, probes, cfg: dict, device, pairs: int = 32) -> dict:
+    """What half precision costs RAFT-style models on these videos' real frames: the mean
+    end-point error (working pixels) of float16 (bfloat16 on CPU) flow against float32, the
+    mean float32 flow length beside it, and both rates on the same batch."""
+    from .features.flow import centre_square, pair_partners, ptlflow_pairs
+    firsts, seconds = [], []
+    for p in probes:
+        for t, u in zip(p.sampled, pair_partners(p.sampled, p.frames, cfg["step"])):
+            if len(firsts) < pairs:
+                a, b = read_frames(p.path, [min(t, u), max(t, u)], lambda f: centre_square(f, cfg["work_size"]))
+                firsts.append(a)
+                seconds.append(b)
+    batch = torch.from_numpy(np.stack([np.stack(firsts), np.stack(seconds)], 1)).to(device)
+    ptlflow_pairs(model, batch[:1], device, True)
+    out = {}
+    for name, half in (("float32", False), ("half", True)):
+        flows = []
+        sec = _timed(lambda: flows.extend(ptlflow_pairs(model, batch[s:s + cfg["batch_size"]], device, half)
+                                          for s in range(0, len(batch), cfg["batch_size"])), device)
+        out[name] = torch.cat(flows)
+        out[f"{name}_frames_per_s"] = len(batch) / sec
+    return {"epe": float((out["half"] - out["float32"]).norm(dim=1).mean()),
+            "magnitude": float(out["float32"].norm(dim=1).mean()), "pairs": len(batch),
+            "dtype": "float16" if device.type == "cuda" else "bfloat16",
+            "float32_frames_per_s": out["float32_frames_per_s"], "half_frames_per_s": out["half_frames_per_s"]}
 
 
 @torch.inference_mode()
@@ -168,7 +189,9 @@ def baseline_student(probes, student, transform, device, flow_dir: Path) -> int:
 
 def _log_rows(rows: dict) -> None:
     for stage, r in rows.items():
-        log.info("bench %s: %s", stage, ", ".join(f"{k} {v:.1f} frames/s" for k, v in r.items() if k != "peak"))
+        rates = (f"{k} {v:.1f} frames/s" for k, v in r.items()
+                 if k in ("frames_per_s", "floor", "baseline", "separate"))
+        log.info("bench %s: %s", stage, ", ".join(rates))
 
 
 def _first_frames(probes, n: int) -> list:
@@ -195,12 +218,16 @@ def _rounds(measures: dict, repeats: int) -> dict:
     return best
 
 
-def _stage_run(fn, device, peaks: list):
-    """A measurement of a stage's own clock (frames/s) that also records its peak memory."""
+def _stage_run(fn, device, peaks: list, passes: list | None = None, probes=()):
+    """A measurement of a stage's own clock (frames/s) that also records its peak memory and
+    the full decoding passes it made per video (``passes``)."""
     def run():
         _reset(device)
+        before = sum(DECODE_PASSES[p.path] for p in probes)
         fps = fn()
         peaks.append(_peak(device))
+        if passes is not None:
+            passes.append((sum(DECODE_PASSES[p.path] for p in probes) - before) / max(len(probes), 1))
         return fps
     return run
 
@@ -240,26 +267,45 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
                 return st["frames"] / st["seconds"]
             return run
 
-        peaks = {k: [] for k in ("decode", "clip", "flow", "student")}
-        decode = {"frames_per_s": _stage_run(rate(lambda: [None for _ in decode_ahead(
-            probes, lambda p: read_frames(p.path, p.sampled), workers=decode_workers(clip_cfg, device))]),
-            device, peaks["decode"])}
+        peaks = {k: [] for k in ("probe", "decode", "clip", "flow", "extract", "student")}
+        passes = {k: [] for k in peaks}
+
+        def measured(stage, fn):
+            return _stage_run(fn, device, peaks[stage], passes[stage], probes)
+        all_frames = sum(p.frames for p in probes)
+        probe = {"frames_per_s": measured("probe", rate(lambda: [probe_video(p.path, p.video_id, sampling)
+                                                                  for p in probes], all_frames))}
+        if baseline:  # what probing did before: decode every frame to count them
+            probe["baseline"] = rate(lambda: [count_by_decoding(p.path) for p in probes], all_frames)
+        rows["probe"] = _rounds(probe, repeats)
+        rows["probe"]["frames"] = all_frames
+        rows["probe"]["counts_agree"] = all(count_by_decoding(p.path) == p.frames for p in probes)
+        decode = {"frames_per_s": measured("decode", rate(lambda: [None for _ in decode_ahead(
+            probes, lambda p: read_frames(p.path, p.sampled), workers=decode_workers(clip_cfg, device))]))}
         if baseline:
             decode["baseline"] = rate(lambda: [read_frames(p.path, p.sampled) for p in probes])
         rows["decode"] = _rounds(decode, repeats)
         clip_bs = batch_size_for(clip_cfg["batch_size"], device)
-        clip = {"frames_per_s": _stage_run(stage_rate(extract_clip, clip_cfg, "clip"), device, peaks["clip"]),
+        clip = {"frames_per_s": measured("clip", stage_rate(extract_clip, clip_cfg, "clip")),
                 "floor": lambda: clip_floor(model, pcfg["size"], frames, clip_bs, device)}
         if baseline:
             clip["baseline"] = rate(lambda: baseline_clip(probes, model, transform, device))
         rows["clip"] = _rounds(clip, repeats)
         _log_rows(rows)
-        rows["flow"] = _rounds({"frames_per_s": _stage_run(stage_rate(extract_flow, flow_cfg, "flow"), device,
-                                                            peaks["flow"]),
-                                "floor": lambda: flow_floor(flow_cfg, [len(p.sampled) for p in probes], device,
-                                                           flow_model)}, repeats)
+        rows["flow"] = _rounds({"frames_per_s": measured("flow", stage_rate(extract_flow, flow_cfg, "flow")),
+                                "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
+        if flow_model is not None:
+            rows["flow"]["half_cost"] = half_precision_cost(flow_model, probes, flow_cfg, device)
         if baseline:  # pair by pair: slow enough to time once; it also writes the student's mp4s
             rows["flow"]["baseline"] = rate(lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), n_few)()
+        _log_rows(rows)
+
+        def fused():  # clip and flow from one decode of each video (extraction: fused)
+            st = extract_both(probes, tmp / "fc.h5", tmp / "ff.h5", clip_cfg, flow_cfg, device, progress=False)
+            return st["frames"] / st["seconds"]
+        rows["extract"] = _rounds({"frames_per_s": measured("extract", fused)}, repeats)
+        rows["extract"]["floor"] = 1 / (1 / rows["clip"]["floor"] + 1 / rows["flow"]["floor"])
+        rows["extract"]["separate"] = 1 / (1 / rows["clip"]["frames_per_s"] + 1 / rows["flow"]["frames_per_s"])
         _log_rows(rows)
         student = MotionStudent(load_clip(clip_cfg["model"], clip_cfg["pretrained"], device).visual, 2,
                                 pcfg["size"], pcfg["mean"], pcfg["std"], flow_cfg["bound"]).to(device).eval()
@@ -270,7 +316,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
             st = export_motion(tmp / "student.pt", tmp / "flow.h5", tmp / "motion.h5", device)
             _sync(device)
             return st["rows"] / st["seconds"]
-        measures = {"frames_per_s": _stage_run(export, device, peaks["student"]),
+        measures = {"frames_per_s": measured("student", export),
                     "floor": lambda: student_floor(student, flow_cfg["size"], frames,
                                                    batch_size_for(256, device), device)}
         if baseline:
@@ -278,6 +324,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         rows["student"] = _rounds(measures, repeats)
         for stage, r in rows.items():
             r["peak"] = max(peaks[stage])
+            r["passes"] = max(passes[stage])
         _log_rows(rows)
     return table_rows(rows, frames, device), bad
 
@@ -293,20 +340,26 @@ def readable_probes(videos, sampling: dict):
     return probes, bad
 
 
+DECODERS = {"probe": "PyAV demux", "student": "- (reads the flow store)"}
+
+
 def table_rows(rows: dict, frames: int, device) -> list[dict]:
-    """One row per stage: its rate against its floor and baseline, its peak memory, and what
-    limits it."""
+    """One row per stage: its rate against its floor and baseline, its peak memory, what limits
+    it, which decoder fed it and how many full decoding passes it made per video."""
     out = []
     for stage, r in rows.items():
         fps, floor, base = r["frames_per_s"], r.get("floor"), r.get("baseline")
-        # the student reads the flow shard, it decodes no video
-        decode_fps = rows["decode"]["frames_per_s"] if stage in ("clip", "flow") else None
-        limit = "decode" if stage == "decode" else stage_limit(fps, floor, decode_fps, device)
-        out.append({"stage": stage, "frames": frames, "frames_per_s": fps,
+        # the student reads the flow shard, it decodes no video; probing demuxes
+        decode_fps = rows["decode"]["frames_per_s"] if stage in ("clip", "flow", "extract") else None
+        limit = {"decode": "decode", "probe": "demux"}.get(stage) or stage_limit(fps, floor, decode_fps, device)
+        out.append({"stage": stage, "frames": r.get("frames", frames), "frames_per_s": fps,
                     "floor_frames_per_s": floor, "baseline_frames_per_s": base,
                     "floor_fraction": fps / floor if floor else None,
                     "speedup": fps / base if base else None,
-                    "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1]})
+                    "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1],
+                    "decoder": DECODERS.get(stage, "OpenCV (CPU)"), "decodes_per_video": r["passes"],
+                    "separate": r.get("separate"), "counts_agree": r.get("counts_agree"),
+                    "half_cost": r.get("half_cost")})
     return out
 
 
@@ -343,14 +396,29 @@ def _f(v, spec):
 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'stage':<9}{'frames/s':>10}{'floor':>10}{'baseline':>10}{'of floor':>10}"
-             f"{'speedup':>9}{'peak MB':>9}  limited by"]
+             f"{'speedup':>9}{'peak MB':>9}{'decodes':>9}  {'decoder':<14}limited by"]
     for r in rows:
         lines.append(f"{r['stage']:<9}{r['frames_per_s']:>10.1f}{_f(r['floor_frames_per_s'], '>10.1f')}"
                      f"{_f(r['baseline_frames_per_s'], '>10.1f')}{_f(r['floor_fraction'], '>10.2f')}"
                      f"{_f(r['speedup'], '>8.1f') + 'x' if r['speedup'] else format('-', '>9')}"
-                     f"{r['peak_mem_mb']:>9.0f}  {r['limit']}")
+                     f"{r['peak_mem_mb']:>9.0f}{r['decodes_per_video']:>9.1f}  {r['decoder']:<14}{r['limit']}")
     lines.append(f"floor: the model alone on ready-made tensors; baseline: per-frame PIL preprocessing, "
                  f"one call per video, flow pair by pair via an mp4; memory: {rows[0]['memory']}")
+    lines.append("decodes: full decoding passes per video; frames of the probe row: every frame of the "
+                 "videos, against a probe that decodes them all (the baseline)")
+    for r in rows:
+        if r["stage"] == "probe" and r["counts_agree"] is not None:
+            lines.append(f"probe: frame counts {'equal' if r['counts_agree'] else 'DIFFER FROM'} a full "
+                         f"decode on every video")
+        if r.get("half_cost"):
+            h = r["half_cost"]
+            lines.append(f"flow in {h['dtype']} autocast on {h['pairs']} real frame pairs: "
+                         f"{h['half_frames_per_s']:.1f} frames/s against {h['float32_frames_per_s']:.1f} in "
+                         f"float32; end-point error against float32 {h['epe']:.3f} px (mean flow "
+                         f"{h['magnitude']:.3f} px, working pixels)")
+        if r["stage"] == "extract" and r["separate"]:
+            lines.append(f"extract: clip and flow from one decode per video; the clip then flow stages "
+                         f"together: {r['separate']:.1f} frames/s")
     if any(r["limit"].endswith("(shared cores)") for r in rows):
         lines.append("decode + model (shared cores): decoding and the model take turns on the same "
                      "CPU cores; the stage wastes nothing beyond paying for both")

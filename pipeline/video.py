@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,6 +25,8 @@ log = logging.getLogger("pipeline")
 TRUNCATION_TOLERANCE = 0.9
 MAX_PIXELS = 8192 * 8192
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+# Full decoding passes started in this process, per file (``bench`` reports passes per video).
+DECODE_PASSES: Counter = Counter()
 
 
 @dataclass
@@ -71,6 +74,7 @@ def container_evidence(path: str) -> tuple[int | None, str | None]:
     Only MP4/MOV store a per-frame table; other containers' counts are estimates or header
     claims, so for them the whole stream is decoded to see whether it ends in an error."""
     import av
+    DECODE_PASSES[str(path)] += 1
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
@@ -123,6 +127,7 @@ def demux_video(path: str) -> dict:
 
 def count_by_decoding(path: str) -> int:
     """Frames a full decode yields (``grab`` only): the slow count, kept as the reference."""
+    DECODE_PASSES[str(path)] += 1
     cap = cv2.VideoCapture(str(path))
     try:
         frames = 0
@@ -238,6 +243,7 @@ def iter_frames(path: str, indices: Iterable[int], colour: str = "rgb") -> Itera
     Raises DecodeError when the video ends before a wanted frame.
     """
     wanted = sorted(set(int(i) for i in indices))
+    DECODE_PASSES[str(path)] += 1
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DecodeError(f"{path}: cannot be opened")

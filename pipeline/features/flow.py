@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe, read_frames
-from .common import WeightsError, count_done, decode_ahead, decode_workers, sha256_of, skip_failed
+from .common import (WeightsError, batched, count_done, decode_ahead, decode_workers, sha256_of,
+                     skip_failed)
 
 log = logging.getLogger("pipeline")
 
@@ -153,19 +154,26 @@ def load_flow_model(name: str, checkpoint: str | None, device):
     return model.eval().requires_grad_(False).to(device), identity
 
 
+def ptlflow_pairs(model, pairs: torch.Tensor, device, half: bool) -> torch.Tensor:
+    """Float flow (B, 2, H, W) on the device of uint8 RGB frame pairs (B, 2, H, W, 3); ``half``:
+    float16 autocast on CUDA (bfloat16 on CPU, where autocast has no float16)."""
+    pairs = pairs.to(device, non_blocking=True)
+    # ptlflow expects BGR in [0, 1], shaped (B, 2, 3, H, W)
+    x = pairs.permute(0, 1, 4, 2, 3).flip(2).float() / 255.0
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=bool(half)):
+        return model({"images": x})["flows"][:, 0].float()
+
+
 def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_size: int,
                  half: bool, finish=None) -> np.ndarray:
-    """Flow of frame pairs; ``finish`` (a function of the device tensor) runs on the device
-    before the copy back, so only stored-size uint8 rows cross the bus."""
+    """Flow of one video's frame pairs in batches; ``finish`` (a function of the device tensor)
+    runs on the device before the copy back."""
     out = []
-    use_half = half and device.type == "cuda"
     for s in range(0, first.shape[0], batch_size):
-        a = torch.from_numpy(first[s:s + batch_size]).to(device, non_blocking=True)
-        b = torch.from_numpy(second[s:s + batch_size]).to(device, non_blocking=True)
-        # ptlflow expects BGR in [0, 1], shaped (B, 2, 3, H, W)
-        pair = torch.stack([a, b], 1).permute(0, 1, 4, 2, 3).flip(2).float() / 255.0
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
-            flow = model({"images": pair})["flows"][:, 0].float()
+        pairs = torch.from_numpy(np.stack([first[s:s + batch_size], second[s:s + batch_size]], 1))
+        flow = ptlflow_pairs(model, pairs, device, half and device.type == "cuda")
+        with torch.inference_mode():
             out.append((flow if finish is None else finish(flow)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2) + first.shape[1:3], np.float32)
 
@@ -176,7 +184,8 @@ def ptlflow_flow(model, first: np.ndarray, second: np.ndarray, device, batch_siz
 class FlowComputer:
     """What the flow stage does to one video, in the pieces the stages share: ``square`` a
     decoded BGR frame and ``pairs`` of a video's squares (on a decode thread: classical flow is
-    computed there), then ``rows`` (on the main thread: a flow model runs there, batched)."""
+    computed there), then ``rows`` (on the main thread: a flow model runs there, in batches
+    across videos)."""
     cfg: dict
     attrs: dict
     square: Callable[[np.ndarray], np.ndarray]
@@ -193,15 +202,19 @@ class FlowComputer:
         partners = pair_partners(p.sampled, p.frames, self.cfg["step"])
         first = np.stack([squares[min(t, u)] for t, u in zip(p.sampled, partners)])
         second = np.stack([squares[max(t, u)] for t, u in zip(p.sampled, partners)])
-        return (first, second) if self.on_device else self.compute(first, second)
-
-    def rows(self, p: Probe, pairs) -> np.ndarray:
         if not self.on_device:
-            return pairs
-        try:
-            return self.compute(*pairs)
-        except RuntimeError as e:
-            raise RuntimeError(f"{p.path}: {e}") from None
+            return self.compute(first, second)
+        pairs = torch.from_numpy(np.stack([first, second], 1))
+        return pairs.pin_memory() if torch.cuda.is_available() else pairs
+
+    def rows(self, videos):
+        """``(key, pairs)`` -> ``(key, flow rows)`` in order. A flow model runs on batches of
+        ``batch_size`` pairs that span videos, so short clips still fill the device."""
+        if not self.on_device:
+            yield from videos
+            return
+        for key, rows in batched(videos, self.compute, self.cfg["batch_size"]):
+            yield key, rows.astype(np.uint8)
 
     def writer(self, out) -> FeatureWriter:
         size = self.cfg["size"]
@@ -221,8 +234,8 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
                     f"(their correlation pyramid divides the frame by 64); now {work}")
             return quantise(resize_flow(flow, size), bound)
 
-        def compute(a, b):  # on the device, batched
-            return ptlflow_flow(model, a, b, device, cfg["batch_size"], cfg["half"], finish)
+        def compute(pairs):  # on the device: a batch of pairs that may span videos
+            return finish(ptlflow_pairs(model, pairs, device, cfg["half"] and device.type == "cuda"))
 
         def square(bgr):  # resizing works per channel: swap the channels of the small square only
             return np.ascontiguousarray(centre_square(bgr, work)[..., ::-1])
@@ -260,8 +273,8 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     start = time.perf_counter()
     with fc.writer(out) as w:
         decoded = decode_ahead(probes, decode, workers=decode_workers(cfg, device))
-        for probe, pairs in skip_failed(decoded, stats):
-            w.add(probe.video_id, probe.sampled, probe.timestamps(), fc.rows(probe, pairs))
+        for probe, rows in fc.rows(skip_failed(decoded, stats)):
+            w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
             count_done(stats, bar, probe)
     bar.close()
     stats["seconds"] = time.perf_counter() - start

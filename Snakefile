@@ -27,7 +27,7 @@ include: "workflow/rules/common.smk"
 
 # Speed-only settings reach the jobs in the environment (see pipeline.cli.apply_runtime), so
 # changing the device or a batch size re-runs nothing.
-RUNTIME = json.dumps({"device": config["device"],
+RUNTIME = json.dumps({"device": config["device"], "decoder": config["decoder"],
                       **{s: {k: v for k, v in config[s].items() if k in RUNTIME_ONLY}
                          for s in ("clip", "flow", "moclip")}}, sort_keys=True)
 # Rules run `python -m pipeline`: the package is found in this workflow's own folder, so a

@@ -105,6 +105,9 @@ def _report(stage: str, out, stats: dict) -> None:
 
 
 DEVICE_HELP = "auto | cpu | cuda[:N] (default: the workflow's device setting, else auto)"
+DECODERS = ("opencv", "torchcodec")
+DECODER_HELP = ("opencv (CPU) or torchcodec (NVDEC on a CUDA device); default: the workflow's "
+                "decoder setting, else opencv")
 RUNTIME_ENV = "PIPELINE_RUNTIME"
 
 
@@ -115,6 +118,8 @@ def apply_runtime(args) -> None:
     runtime = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
     if hasattr(args, "device") and args.device is None:
         args.device = runtime.get("device", "auto")
+    if hasattr(args, "decoder") and args.decoder is None:
+        args.decoder = runtime.get("decoder", "opencv")
     section = {"clip": "clip", "flow": "flow", "moclip-train": "moclip"}.get(args.command)
     for key in ("batch_size", "decode_workers", "num_workers"):
         if section and getattr(args, key, "absent") is None:
@@ -133,14 +138,14 @@ def cmd_clip(a):
     from .features.clip import extract_clip
     probes, device = _stage_inputs(a)
     _report("clip", a.out, extract_clip(probes, a.out, _with_runtime(a, "clip"), device,
-                                        sampling=_params(a.sampling, "sampling")))
+                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder))
 
 
 def cmd_flow(a):
     from .features.flow import extract_flow
     probes, device = _stage_inputs(a)
     _report("flow", a.out, extract_flow(probes, a.out, _with_runtime(a, "flow"), device,
-                                        sampling=_params(a.sampling, "sampling")))
+                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder))
 
 
 def cmd_extract(a):
@@ -152,7 +157,7 @@ def cmd_extract(a):
         knobs = {k: v for k, v in runtime.get(name, {}).items() if v is not None}
         return _params(json.dumps({**json.loads(given or "{}"), **knobs}), name)
     stats = extract_both(probes, a.clip_out, a.flow_out, cfg("clip", a.clip), cfg("flow", a.flow),
-                         device, sampling=_params(a.sampling, "sampling"))
+                         device, sampling=_params(a.sampling, "sampling"), decoder=a.decoder)
     _report("extract (clip + flow, one decode per video)", f"{a.clip_out}, {a.flow_out}", stats)
 
 
@@ -366,6 +371,7 @@ def _add_feature_commands(sub):
         p.add_argument("--batch-size", type=_optional_int, help=f"{name}.batch_size (no effect "
                        "on the features, so not part of --params)")
         p.add_argument("--decode-workers", type=_optional_int, help="decoding threads")
+        p.add_argument("--decoder", choices=DECODERS, help=DECODER_HELP)
 
     p = _add(sub, "extract", cmd_extract, "clip and flow of one probe shard from one decode of "
              "each video -> both HDF5 shards (the same as the clip and flow commands)")
@@ -376,6 +382,7 @@ def _add_feature_commands(sub):
     p.add_argument("--flow", help="the flow: config section as JSON")
     p.add_argument("--sampling", help="the sampling: config section (recorded as provenance)")
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--decoder", choices=DECODERS, help=DECODER_HELP)
 
     p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
     p.add_argument("--classes", required=True, help="classes.tsv (stage samples)")

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
-from ..video import Probe, read_frames
+from ..video import Probe
 from .common import (autocast, batched, count_done, decode_ahead, decode_workers,
                      skip_failed)
+from .decoding import stack, video_decoder
 
 log = logging.getLogger("pipeline")
 
@@ -86,9 +87,23 @@ class ClipEncoder:
         # small crop has its channels swapped: no full-size colour conversion
         return resize_crop(torch.from_numpy(bgr)[None], self.pcfg)[0].flip(0).numpy()
 
-    def pin(self, crops: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(crops)
-        return x.pin_memory() if self.device.type == "cuda" else x
+    def shrink_rgb(self, frames: torch.Tensor) -> torch.Tensor:
+        """The same for decoded uint8 (n, 3, H, W) RGB tensors, on their device."""
+        return resize_crop(frames.permute(0, 2, 3, 1), self.pcfg)
+
+    def pin(self, crops) -> torch.Tensor:
+        x = torch.from_numpy(crops) if isinstance(crops, np.ndarray) else crops
+        return x.pin_memory() if self.device.type == "cuda" and x.device.type == "cpu" else x
+
+    def load(self, decoder: str):
+        """``load(probe)`` on a decode thread: the video's planned crops, decoded by ``decoder``."""
+        decode = video_decoder(decoder, self.device, lambda p: (
+            sorted(set(p.sampled)), {"clip": (set(p.sampled), self.shrink, self.shrink_rgb)}))
+
+        def load(p: Probe):
+            rows = decode(p)["clip"]
+            return self.pin(stack([rows[i] for i in p.sampled]))
+        return load
 
     def embed(self, videos):
         """``(probe, uint8 crops)`` -> ``(probe, embeddings)`` in order, batched across videos."""
@@ -120,7 +135,7 @@ def clip_writer(out, enc: ClipEncoder) -> FeatureWriter:
 
 
 def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None) -> dict:
+                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
     from tqdm import tqdm
     enc = clip_encoder(cfg, device, sampling)
@@ -128,12 +143,9 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
                desc=f"clip {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
 
-    def load(p: Probe) -> torch.Tensor:  # on a decode thread: decode, resize, crop, pin
-        return enc.pin(read_frames(p.path, p.sampled, enc.shrink, colour="bgr"))
-
     start = time.perf_counter()
     with clip_writer(out, enc) as writer:
-        decoded = decode_ahead(probes, load, workers=decode_workers(cfg, device))
+        decoded = decode_ahead(probes, enc.load(decoder), workers=decode_workers(cfg, device))
         for probe, emb in enc.embed(skip_failed(decoded, stats)):
             writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb)
             count_done(stats, bar, probe)

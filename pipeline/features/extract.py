@@ -10,30 +10,33 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..video import Probe, iter_frames
+from ..video import Probe
 from .clip import clip_encoder, clip_writer
 from .common import count_done, decode_ahead, decode_workers, skip_failed
+from .decoding import stack, video_decoder
 from .flow import flow_computer
 
 
 def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path, clip_cfg: dict,
                  flow_cfg: dict, device: torch.device, progress: bool = True,
-                 sampling: dict | None = None) -> dict:
+                 sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Write the clip shard ``clip_out`` and the flow shard ``flow_out`` of ``probes``."""
     from tqdm import tqdm
     enc = clip_encoder(clip_cfg, device, sampling)
     fc = flow_computer(flow_cfg, device, sampling)
 
+    def parts(p: Probe):
+        wanted = fc.frames(p)  # the planned frames and their flow partners
+        return wanted, {"clip": (set(p.sampled), enc.shrink, enc.shrink_rgb),
+                        "flow": (set(wanted), fc.square, fc.square_rgb)}
+    frames_of = video_decoder(decoder, device, parts)
+
     def decode(p: Probe):  # on a decode thread: one pass, both models' inputs
-        planned, crops, squares = set(p.sampled), {}, {}
-        for i, bgr in iter_frames(p.path, fc.frames(p), colour="bgr"):
-            squares[i] = fc.square(bgr)
-            if i in planned:
-                crops[i] = enc.shrink(bgr)
-        return enc.pin(np.stack([crops[i] for i in p.sampled])), fc.pairs(p, squares)
+        rows = frames_of(p)
+        crops = enc.pin(stack([rows["clip"][i] for i in p.sampled]))
+        return crops, fc.pairs(p, rows["flow"])
 
     stats = {"videos": 0, "frames": 0, "failed": []}
     bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..store import FeatureWriter
-from ..video import Probe, read_frames
+from ..video import Probe
 from .common import (WeightsError, batched, count_done, decode_ahead, decode_workers, sha256_of,
                      skip_failed)
+from .decoding import centre_square_tensor, grey, stack, video_decoder
 
 log = logging.getLogger("pipeline")
 
@@ -189,6 +190,7 @@ class FlowComputer:
     cfg: dict
     attrs: dict
     square: Callable[[np.ndarray], np.ndarray]
+    square_rgb: Callable[[torch.Tensor], object]
     compute: Callable
     on_device: bool
 
@@ -200,12 +202,21 @@ class FlowComputer:
         """The video's (first, second) square stacks, always forward in time (t -> t + step, or
         t - step -> t at the end); for classical flow, already its rows."""
         partners = pair_partners(p.sampled, p.frames, self.cfg["step"])
-        first = np.stack([squares[min(t, u)] for t, u in zip(p.sampled, partners)])
-        second = np.stack([squares[max(t, u)] for t, u in zip(p.sampled, partners)])
+        first = stack([squares[min(t, u)] for t, u in zip(p.sampled, partners)])
+        second = stack([squares[max(t, u)] for t, u in zip(p.sampled, partners)])
         if not self.on_device:
             return self.compute(first, second)
+        if isinstance(first, torch.Tensor):  # decoded on the device
+            return torch.stack([first, second], 1)
         pairs = torch.from_numpy(np.stack([first, second], 1))
         return pairs.pin_memory() if torch.cuda.is_available() else pairs
+
+    def load(self, decoder: str, device: torch.device):
+        """``load(probe)`` on a decode thread: the video's pairs (or classical rows), its frames
+        decoded by ``decoder``."""
+        decode = video_decoder(decoder, device, lambda p: (
+            self.frames(p), {"flow": (set(self.frames(p)), self.square, self.square_rgb)}))
+        return lambda p: self.pairs(p, decode(p)["flow"])
 
     def rows(self, videos):
         """``(key, pairs)`` -> ``(key, flow rows)`` in order. A flow model runs on batches of
@@ -239,6 +250,9 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
 
         def square(bgr):  # resizing works per channel: swap the channels of the small square only
             return np.ascontiguousarray(centre_square(bgr, work)[..., ::-1])
+
+        def square_rgb(frames):
+            return centre_square_tensor(frames, work)
     else:
         name, identity = backend, "opencv-" + cv2.__version__
 
@@ -247,6 +261,9 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
 
         def square(bgr):
             return centre_square(bgr, work, grey_from_bgr=True)
+
+        def square_rgb(frames):  # classical flow runs on the CPU
+            return grey(centre_square_tensor(frames, work)).cpu().numpy()
     attrs = {"model": name, "weights": identity, "backend": backend, "step": cfg["step"],
              "weights_source": cfg.get("checkpoint") if backend == "ptlflow" else None,
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
@@ -254,25 +271,21 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
              "quantisation": "uint8 = round(clip(flow, -bound, bound) / bound * 127.5 + 127.5)",
              "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
-    return FlowComputer(cfg, attrs, square, compute, backend == "ptlflow")
+    return FlowComputer(cfg, attrs, square, square_rgb, compute, backend == "ptlflow")
 
 
 def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None) -> dict:
+                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
     from tqdm import tqdm
     fc = flow_computer(cfg, device, sampling)
-
-    def decode(p: Probe):
-        wanted = fc.frames(p)
-        return fc.pairs(p, dict(zip(wanted, read_frames(p.path, wanted, fc.square, colour="bgr"))))
 
     stats = {"videos": 0, "frames": 0, "failed": []}
     bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
                desc=f"flow {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
     start = time.perf_counter()
     with fc.writer(out) as w:
-        decoded = decode_ahead(probes, decode, workers=decode_workers(cfg, device))
+        decoded = decode_ahead(probes, fc.load(decoder, device), workers=decode_workers(cfg, device))
         for probe, rows in fc.rows(skip_failed(decoded, stats)):
             w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
             count_done(stats, bar, probe)

@@ -17,6 +17,7 @@ import torch
 
 from .features.clip import extract_clip
 from .features.common import decode_ahead, decode_workers
+from .features.decoding import FELL_BACK, torchcodec_decoder, video_decoder
 from .features.extract import extract_both
 from .features.flow import extract_flow
 from .video import DECODE_PASSES, count_by_decoding, expand_videos, probe_files, probe_video, read_frames
@@ -233,7 +234,7 @@ def _stage_run(fn, device, peaks: list, passes: list | None = None, probes=()):
 
 
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
-              repeats: int = 3, baseline_flow_frames: int = 128):
+              repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv"):
     """Rows of the benchmark table. The pair-by-pair flow baseline (and the student baseline that
     reads its mp4s) is timed on the first ``baseline_flow_frames`` frames only: at the videos'
     own resolution it runs at a few frames/s, and its rate is what is compared."""
@@ -253,8 +254,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # warm-up on one video: model load, cudnn autotune and lazy init are not throughput
-        extract_clip(probes[:1], tmp / "w-clip.h5", clip_cfg, device, progress=False)
-        extract_flow(probes[:1], tmp / "w-flow.h5", flow_cfg, device, progress=False)
+        extract_clip(probes[:1], tmp / "w-clip.h5", clip_cfg, device, progress=False, decoder=decoder)
+        extract_flow(probes[:1], tmp / "w-flow.h5", flow_cfg, device, progress=False, decoder=decoder)
         few = _first_frames(probes, baseline_flow_frames)
         n_few = sum(len(p.sampled) for p in few)
 
@@ -263,7 +264,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
 
         def stage_rate(fn, cfg, name):
             def run():
-                st = fn(probes, tmp / f"{name}.h5", cfg, device, progress=False)
+                st = fn(probes, tmp / f"{name}.h5", cfg, device, progress=False, decoder=decoder)
                 return st["frames"] / st["seconds"]
             return run
 
@@ -280,8 +281,10 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         rows["probe"] = _rounds(probe, repeats)
         rows["probe"]["frames"] = all_frames
         rows["probe"]["counts_agree"] = all(count_by_decoding(p.path) == p.frames for p in probes)
+        bare = video_decoder(decoder, device, lambda p: (  # decoded frames, nothing done with them
+            sorted(set(p.sampled)), {"frames": (set(p.sampled), lambda f: 0, lambda c: [0] * len(c))}))
         decode = {"frames_per_s": measured("decode", rate(lambda: [None for _ in decode_ahead(
-            probes, lambda p: read_frames(p.path, p.sampled), workers=decode_workers(clip_cfg, device))]))}
+            probes, bare, workers=decode_workers(clip_cfg, device))]))}
         if baseline:
             decode["baseline"] = rate(lambda: [read_frames(p.path, p.sampled) for p in probes])
         rows["decode"] = _rounds(decode, repeats)
@@ -301,7 +304,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         _log_rows(rows)
 
         def fused():  # clip and flow from one decode of each video (extraction: fused)
-            st = extract_both(probes, tmp / "fc.h5", tmp / "ff.h5", clip_cfg, flow_cfg, device, progress=False)
+            st = extract_both(probes, tmp / "fc.h5", tmp / "ff.h5", clip_cfg, flow_cfg, device, progress=False,
+                              decoder=decoder)
             return st["frames"] / st["seconds"]
         rows["extract"] = _rounds({"frames_per_s": measured("extract", fused)}, repeats)
         rows["extract"]["floor"] = 1 / (1 / rows["clip"]["floor"] + 1 / rows["flow"]["floor"])
@@ -326,7 +330,12 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
             r["peak"] = max(peaks[stage])
             r["passes"] = max(passes[stage])
         _log_rows(rows)
-    return table_rows(rows, frames, device), bad
+    used = ("torchcodec (NVDEC)" if device.type == "cuda" else "torchcodec (CPU)") \
+        if decoder == "torchcodec" and torchcodec_decoder(device) is not None else "OpenCV (CPU)"
+    fell_back = sum(p.path in FELL_BACK for p in probes)
+    if used.startswith("torchcodec") and fell_back:
+        used = "OpenCV (CPU)" if fell_back == len(probes) else used + f" + {fell_back} on OpenCV"
+    return table_rows(rows, frames, device, used), bad
 
 
 def readable_probes(videos, sampling: dict):
@@ -340,10 +349,10 @@ def readable_probes(videos, sampling: dict):
     return probes, bad
 
 
-DECODERS = {"probe": "PyAV demux", "student": "- (reads the flow store)"}
+DECODERS = {"probe": "PyAV demux", "student": "- (flow store)"}
 
 
-def table_rows(rows: dict, frames: int, device) -> list[dict]:
+def table_rows(rows: dict, frames: int, device, decoder: str = "OpenCV (CPU)") -> list[dict]:
     """One row per stage: its rate against its floor and baseline, its peak memory, what limits
     it, which decoder fed it and how many full decoding passes it made per video."""
     out = []
@@ -357,7 +366,7 @@ def table_rows(rows: dict, frames: int, device) -> list[dict]:
                     "floor_fraction": fps / floor if floor else None,
                     "speedup": fps / base if base else None,
                     "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1],
-                    "decoder": DECODERS.get(stage, "OpenCV (CPU)"), "decodes_per_video": r["passes"],
+                    "decoder": DECODERS.get(stage, decoder), "decodes_per_video": r["passes"],
                     "separate": r.get("separate"), "counts_agree": r.get("counts_agree"),
                     "half_cost": r.get("half_cost")})
     return out
@@ -396,12 +405,12 @@ def _f(v, spec):
 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'stage':<9}{'frames/s':>10}{'floor':>10}{'baseline':>10}{'of floor':>10}"
-             f"{'speedup':>9}{'peak MB':>9}{'decodes':>9}  {'decoder':<14}limited by"]
+             f"{'speedup':>9}{'peak MB':>9}{'decodes':>9}  {'decoder':<20}limited by"]
     for r in rows:
         lines.append(f"{r['stage']:<9}{r['frames_per_s']:>10.1f}{_f(r['floor_frames_per_s'], '>10.1f')}"
                      f"{_f(r['baseline_frames_per_s'], '>10.1f')}{_f(r['floor_fraction'], '>10.2f')}"
                      f"{_f(r['speedup'], '>8.1f') + 'x' if r['speedup'] else format('-', '>9')}"
-                     f"{r['peak_mem_mb']:>9.0f}{r['decodes_per_video']:>9.1f}  {r['decoder']:<14}{r['limit']}")
+                     f"{r['peak_mem_mb']:>9.0f}{r['decodes_per_video']:>9.1f}  {r['decoder']:<20}{r['limit']}")
     lines.append(f"floor: the model alone on ready-made tensors; baseline: per-frame PIL preprocessing, "
                  f"one call per video, flow pair by pair via an mp4; memory: {rows[0]['memory']}")
     lines.append("decodes: full decoding passes per video; frames of the probe row: every frame of the "

@@ -195,7 +195,8 @@ def cmd_bench(a):
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
     rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
-                          repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames)
+                          repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames,
+                          decoder=a.decoder or "opencv")
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     name = torch_device_name(device)
@@ -500,6 +501,8 @@ def _add_bench_commands(sub):
     p.add_argument("--max-frames", type=int, default=64, help="frames per video")
     p.add_argument("--decode-workers", type=int, default=None,
                    help="decoding threads (default: 2 on CPU, up to 8 beside a GPU)")
+    p.add_argument("--decoder", choices=DECODERS, help="how the stages decode: opencv (default) or "
+                   "torchcodec (NVDEC on a CUDA device)")
     p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
     p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
     p.add_argument("--baseline-flow-frames", type=int, default=128,

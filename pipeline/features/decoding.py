@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..video import iter_frames
+from ..video import DECODE_PASSES, iter_frames
 
 log = logging.getLogger("pipeline")
 
 CHUNK = 32  # frames decoded per call: a long clip never sits whole in device memory
+FELL_BACK: set = set()  # videos torchcodec could not decode in this process (bench reports them)
 
 
 def torchcodec_decoder(device: torch.device) -> Callable | None:
@@ -39,6 +40,7 @@ def torchcodec_decoder(device: torch.device) -> Callable | None:
         log.info("decoder: torchcodec without a CUDA device decodes on the CPU (no NVDEC)")
 
     def decode(path: str, indices: list[int]):
+        DECODE_PASSES[str(path)] += 1
         dec = VideoDecoder(str(path), device=where, seek_mode="exact")
         for s in range(0, len(indices), CHUNK):
             yield dec.get_frames_at(indices[s:s + CHUNK]).data
@@ -57,6 +59,7 @@ def with_fallback(decode: Callable, fallback: Callable) -> Callable:
             with lock:
                 first = why not in said
                 said.add(why)
+                FELL_BACK.add(str(getattr(job, "path", job)))
             if first:
                 log.warning("torchcodec could not decode %s (%s); this and any other video failing "
                             "this way are decoded on the CPU", getattr(job, "path", job), why)

@@ -223,3 +223,51 @@ def test_bank_of_another_model_is_refused(micro_clip, tmp_path):
                  section("clip", {"model": micro_clip, "pretrained": None}), CPU)
     with pytest.raises(StoreError, match="re-run the text stage"):
         load_text(tmp_path / "t.h5", {"model": "ViT-B-32", "weights": "openai"})
+
+
+def test_gcn_moves_class_text_along_the_relation_graph():
+    # _text: species 0 does classes 0 and 1, species 1 classes 2 and 3; class 4 has no species
+    head = _prompt(refine="gcn")
+    _perturb(head)
+    p = torch.full((1, S), 1.0 / S)
+    _, before = head.class_embeddings(p)
+    with torch.no_grad():
+        head.species_protos[0] += 2.0 * torch.randn(D, generator=torch.Generator().manual_seed(3))
+    _, after = head.class_embeddings(p)
+    moved = (after - before)[0].norm(dim=-1)
+    assert moved[0] > 1e-3 and moved[1] > 1e-3, moved  # the two classes sharing species 0 move
+    assert moved[2:].max() < 1e-6, moved  # classes not joined to species 0 do not
+    # a species the video surely is not counts for nothing
+    _, unseen = head.class_embeddings(torch.tensor([[0.0, 0.5, 0.5]]))
+    with torch.no_grad():
+        head.species_protos[0] -= 5.0
+    _, unseen_changed = head.class_embeddings(torch.tensor([[0.0, 0.5, 0.5]]))
+    torch.testing.assert_close(unseen, unseen_changed)
+    # one set of class features per video
+    rgb, motion, mask = _batch()
+    assert head(rgb, motion, mask).shape == (4, C)
+
+
+def test_gcn_and_species_conditioned_video_train(tmp_path):
+    params = head_params("prompt", {"heads": 4, "epochs": 6, "batch_size": 16, "frames": 6, "lr": 3e-3,
+                                    "refine": "gcn", "video_species": True})
+    model, history = train_head("prompt", params, _split(), _split(seed=1), C, False, CPU,
+                                progress=False, text=_text())
+    assert model.video_cond is not None and model.refine_kind == "gcn"
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"], history
+    torch.manual_seed(params["seed"])  # the trainer's initial weights
+    fresh = build_head("prompt", D, 0, C, model_kwargs(params), _text(), multilabel=False)
+    for name in ("refine.w1", "refine.w2", "video_cond.out_proj.weight"):
+        assert not torch.equal(model.state_dict()[name], fresh.state_dict()[name]), name
+
+
+def test_species_conditioned_video_starts_as_a_no_op_and_follows_the_species():
+    rgb, motion, mask = _batch()
+    plain, conditioned = _prompt(), _prompt(video_species=True)
+    conditioned.load_state_dict({**conditioned.state_dict(), **plain.state_dict()}, strict=False)
+    torch.testing.assert_close(conditioned(rgb, motion, mask), plain(rgb, motion, mask))
+    _perturb(conditioned)
+    out = conditioned(rgb, motion, mask)
+    with torch.no_grad():
+        conditioned.species_protos[:] = torch.roll(conditioned.species_protos, 1, 0)
+    assert not torch.allclose(conditioned(rgb, motion, mask), out)

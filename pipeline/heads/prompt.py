@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .graph import GraphRefiner, relation_graph
 from .layers import attention, encoder_layer, masked_mean
 
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
@@ -159,7 +160,8 @@ class PromptHead(nn.Module):
 
     def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, heads=8,
                  dropout=0.1, max_frames=64, use_motion=False, refine="mlp", conditioning=True,
-                 species="classifier", relation_prior=True, multilabel=True, coop=None):
+                 species="classifier", relation_prior=True, multilabel=True, coop=None,
+                 video_species=False):
         super().__init__()
         d = rgb_dim
         if d % heads:
@@ -176,7 +178,9 @@ class PromptHead(nn.Module):
         self.register_buffer("motion_std", torch.ones(max(motion_dim, 1)))
         # prototype refinement, one module for all classes
         self.refine_kind = refine
-        if refine == "attention":
+        if refine == "gcn":
+            self.refine = GraphRefiner(d)
+        elif refine == "attention":
             self.refine_norm = nn.LayerNorm(d)
             self.refine = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
             _zero(self.refine.out_proj)
@@ -195,6 +199,12 @@ class PromptHead(nn.Module):
         self.register_buffer("species_protos", torch.zeros(max(n_species, 1), d))
         self.register_buffer("relation", torch.ones(max(n_species, 1), n_classes))
         self.use_prior = relation_prior and self.species_mode != "none"
+        # species-conditioned video (Animal-CLIP conditions both sides on the predicted species)
+        self.video_cond = None
+        if video_species and self.species_mode != "none":
+            self.video_cond_norm = nn.LayerNorm(d)
+            self.video_cond = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            _zero(self.video_cond.out_proj)
         if self.species_mode == "classifier":
             self.species_delta = _zero(nn.Linear(d, n_species))
         self.gamma = nn.Parameter(torch.zeros(()))
@@ -224,9 +234,13 @@ class PromptHead(nn.Module):
             self.motion_mean.copy_(torch.as_tensor(mean))
             self.motion_std.copy_(torch.as_tensor(std).clamp(min=1e-6))
 
-    def class_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(base prototypes, refined prototypes), both (C, D)."""
+    def class_embeddings(self, p_species=None, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base prototypes (C, D), refined prototypes: (C, D), or (B, C, D) for the graph,
+        which depends on each video's species distribution ``p_species`` (B, S))."""
         base = self.coop() if self.coop is not None else self.protos
+        if self.refine_kind == "gcn":
+            species = self.species_protos if self.species_mode != "none" else None
+            return base, self.refine(base, species, p_species, relation_graph(self.relation), batch)
         if self.refine_kind == "attention":
             q = self.refine_norm(base)[None]
             delta = self.refine(q, q, q, need_weights=False)[0][0]
@@ -275,15 +289,19 @@ class PromptHead(nn.Module):
         h = tokens
         for layer in self.temporal.layers:
             h = encoder_layer(layer, h, ~tok_mask)
-        video = F.normalize(zs + self.out_proj(masked_mean(h, tok_mask)), dim=-1)
-
-        base, refined = self.class_embeddings()
+        video = zs + self.out_proj(masked_mean(h, tok_mask))
         p_species, species_logits = self.species_distribution(zs, species)
-        cls = refined[None].expand(b, -1, -1)
+        token = None if p_species is None else F.normalize(p_species @ self.species_protos, dim=-1)[:, None]
+        if self.video_cond is not None:
+            q = self.video_cond_norm(video)[:, None]
+            video = video + self.video_cond(q, token, token, need_weights=False)[0][:, 0]
+        video = F.normalize(video, dim=-1)
+
+        base, refined = self.class_embeddings(p_species, b)
+        cls = refined if refined.dim() == 3 else refined[None].expand(b, -1, -1)
         if self.cond is not None:
             memory, mem_mask = h, tok_mask
-            if p_species is not None:
-                token = F.normalize(p_species @ self.species_protos, dim=-1)[:, None]
+            if token is not None:
                 memory = torch.cat([memory, token.to(memory.dtype)], 1)
                 mem_mask = torch.cat([mem_mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], 1)
             q = self.cond_norm(cls)
@@ -292,8 +310,9 @@ class PromptHead(nn.Module):
         logits = self.logit_scale.exp() * cos + (self.bias if self.multilabel else 0.0)
         if self.use_prior and p_species is not None:
             logits = logits + self.gamma * torch.log((p_species @ self.relation).clamp(min=1e-4))
-        self.aux = {"species_logits": species_logits,
-                    "anchor": ((refined - base) ** 2).sum(-1).mean()}
+        # the graph's LayerNorm output has no unit scale: its anchor compares directions
+        moved = F.normalize(refined, dim=-1) if self.refine_kind == "gcn" else refined
+        self.aux = {"species_logits": species_logits, "anchor": ((moved - base) ** 2).sum(-1).mean()}
         return logits
 
     def aux_loss(self, logits, targets, species, params) -> torch.Tensor:

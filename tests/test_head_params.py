@@ -23,7 +23,7 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "conditioning": False, "species": "zero_shot", "relation_prior": False,
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
        "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
-       "standardise": False, "variant": "reference", "batch_rows": 8}
+       "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
@@ -31,7 +31,7 @@ CONTEXT = {"focal_gamma": {"loss": "focal"}, "semi_dense_k": {"aggregation": "se
            "select_by": {"lr": 0.3, "epochs": 10, "patience": 10, "warmup_epochs": 0, "schedule": "none"}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
-OUTSIDE_TRAINER = {"extra_classes", "base_to_novel"}
+OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting"}
 
 
 def head_keys(name):
@@ -116,9 +116,9 @@ def test_a_key_another_head_takes_is_refused_by_name(name, key, value):
 def test_schema_keys_are_what_the_code_reads():
     """A head's schema lists exactly its model keys and the trainer's (so they cannot drift)."""
     for name, (_, defaults) in HEADS.items():
-        want = set(defaults) | ({"extra_classes"} if name in ("zero_shot", "prompt") else set())
+        want = set(defaults) | ({"extra_classes", "pooling", "weighting"} if name in ("zero_shot", "prompt") else set())
         if name != "zero_shot":
             want |= set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}
         else:
-            want = {"frames", "extra_classes"}
+            want = {"frames", "extra_classes", "pooling", "weighting"}
         assert head_keys(name) == want, name

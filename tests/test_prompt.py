@@ -271,3 +271,71 @@ def test_species_conditioned_video_starts_as_a_no_op_and_follows_the_species():
     with torch.no_grad():
         conditioned.species_protos[:] = torch.roll(conditioned.species_protos, 1, 0)
     assert not torch.allclose(conditioned(rgb, motion, mask), out)
+
+
+def _grouped_bank():
+    """One class whose rows of each group are one unit vector per group (orthogonal groups):
+    1 name, 2 templates, 9 species prompts, 4 descriptions."""
+    counts = {"name": 1, "templates": 2, "species": 9, "descriptions": 4}
+    axes = {g: torch.eye(D)[i] for i, g in enumerate(counts)}
+    rows = [axes[g] for g, n in counts.items() for _ in range(n)]
+    sources = [g for g, n in counts.items() for _ in range(n)]
+    return torch.stack(rows)[None], torch.ones(1, len(rows), dtype=torch.bool), [sources], axes, counts
+
+
+def test_group_weighting_gives_every_group_the_same_total_weight():
+    from pipeline.heads.prompt import prototypes
+    bank, mask, groups, axes, counts = _grouped_bank()
+    by_groups = prototypes(bank, mask, groups, weighting="groups")[0]
+    share = {g: float(by_groups @ a) for g, a in axes.items()}
+    assert max(share.values()) - min(share.values()) < 1e-6 and min(share.values()) > 0.4, share
+    by_rows = prototypes(bank, mask, groups, weighting="rows")[0]
+    share = {g: float(by_rows @ a) for g, a in axes.items()}
+    for g in counts:  # by rows, a group weighs its row count: species prompts dominate
+        assert abs(share[g] / share["name"] - counts[g]) < 1e-4, share
+    torch.testing.assert_close(by_rows, prototypes(bank, mask)[0])  # the plain mean
+
+
+def test_row_groups_tell_species_prompts_from_templates():
+    from pipeline.heads.prompt import row_groups
+    templates = ["a video of {action}", "a {species} {action}"]
+    got = row_groups([["name", "template:0", "template:1", "template:1", "description"]], templates)
+    assert got == [["name", "templates", "species", "species", "descriptions"]]
+
+
+def test_max_pooling_is_the_element_wise_max_of_the_descriptions():
+    from pipeline.heads.prompt import prototypes
+    g = torch.Generator().manual_seed(4)
+    desc = torch.randn(1, 5, D, generator=g)
+    mask = torch.tensor([[True] * 4 + [False]])
+    groups = [["descriptions"] * 5]
+    got = prototypes(desc, mask, groups, pooling="max")[0]
+    want = F.normalize(F.normalize(desc[0, :4], dim=-1).max(0).values, dim=-0)
+    torch.testing.assert_close(got, want)
+    mean = prototypes(desc, mask, groups, pooling="mean")[0]
+    assert not torch.allclose(got, mean)
+
+
+def test_description_csv_paragraphs_become_sentences_counted_per_class(tmp_path, caplog):
+    import logging
+    from pipeline.features.text import read_descriptions
+    long = "While it runs, the animal " + " ".join(f"lifts leg {i} high, sets it down," for i in range(25)) + " then rests."
+    path = tmp_path / "descriptions.csv"
+    path.write_text(
+        'Running,"As an expert, here is my answer. A running animal moves its legs fast. ' + long + '"\n'
+        'eating,"An eating animal chews, swallows, and looks around. Sure! It lowers its head."\n',
+        encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        got = read_descriptions(path, ["eating", "running", "sleeping"])
+    assert set(got) == {0, 1}  # by name, ignoring case; a class without a row has none
+    assert got[0] == ["An eating animal chews, swallows, and looks around.", "It lowers its head."]
+    assert got[1][0] == "A running animal moves its legs fast." and len(got[1]) > 2
+    assert all(n_tokens(s) <= 75 for s in got[1])
+    assert " ".join(got[1][1:]).split() == long.split()  # split, nothing truncated
+    said = {r.message.split(": ", 2)[2] for r in caplog.records if "sentences kept" in r.message}
+    assert said == {f"class 'Running': {len(got[1])} sentences kept, 1 boilerplate, 1 split (too long)",
+                    "class 'eating': 2 sentences kept, 1 boilerplate"}, said
+    bad = tmp_path / "bad.csv"
+    bad.write_text("walking\n")
+    with pytest.raises(Exception, match="bad.csv, line 1"):
+        read_descriptions(bad, ["walking"])

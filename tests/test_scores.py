@@ -112,3 +112,31 @@ def test_species_top1_gives_ties_the_expected_share():
     tied = species_top1(np.zeros((3, 3)), species)
     assert tied["top1"] == pytest.approx((1 / 3 + 2 / 3) / 2) and tied["n_videos"] == 2
     assert tied["chance"] == pytest.approx(tied["top1"])
+
+
+def test_weighting_reaches_the_prototypes_run_head_scores_with(tmp_path):
+    """Each class: its name (the true prototype) and 9 species prompts pointing elsewhere. By
+    rows the species prompts make 90% of the prototype; by groups, half."""
+    protos, _, _ = _world()
+    rng = np.random.default_rng(9)
+    shards, samples = {}, []
+    for role, seed in (("train", 1), ("eval", 2)):
+        _, video, labels = _world(seed)
+        path = tmp_path / f"{role}.h5"
+        with FeatureWriter(path, "clip", (D,), np.float32, {"model": "m", "weights": "w"}) as w:
+            for i, v in enumerate(video):
+                w.add(f"{role}{i}", np.arange(2), np.arange(2) / 2.0, np.repeat(v[None], 2, 0))
+                samples.append({"video_id": f"{role}{i}", "labels": np.flatnonzero(labels[i]).tolist()})
+        shards[("clip", role)] = [path]
+    names = [f"class {c}" for c in range(C)]
+    bank = np.concatenate([protos[:, None], rng.standard_normal((C, 9, D))], 1).astype(np.float32)
+    sources = [["name"] + ["template:0"] * 9] * C
+    write_text_bank(tmp_path / "text.h5", bank, np.ones((C, 10), bool), [[n] * 10 for n in names], sources,
+                    names, {"model": "m", "weights": "w", "pretrained": "", "templates": ["a {species} {action}"],
+                            "relation": []})
+    got = {}
+    for weighting in ("rows", "groups"):
+        got[weighting] = run_head("zero_shot", {"frames": 2, "weighting": weighting}, shards, samples,
+                                  [{"name": n} for n in names], True, tmp_path / weighting,
+                                  torch.device("cpu"), {"eval": "test"}, text_path=tmp_path / "text.h5")["mAP"]
+    assert got["groups"] > got["rows"] + 0.05, got

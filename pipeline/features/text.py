@@ -24,13 +24,38 @@ class TextError(ValueError):
     pass
 
 
+def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
+    """``name,"paragraph"`` rows (Animal-CLIP's description file; a header row is allowed),
+    as name -> list of paragraphs, in file order."""
+    import csv
+    known = {normalise(n) for n in class_names}
+    raw: dict = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for number, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if number == 1 and normalise(row[0]) not in known and \
+                    row[0].strip().lower() in ("name", "class", "action", "species", "label"):
+                continue  # a header
+            if len(row) < 2:
+                raise TextError(f"{path}, line {number}: expected 'name,\"description\"'; got {row!r}")
+            raw.setdefault(row[0].strip(), []).append(",".join(row[1:]))
+    return raw
+
+
 def read_descriptions(path, class_names: list[str], what: str = "class") -> dict[int, list[str]]:
-    """A JSON or YAML mapping name -> list of texts, as sentences keyed by id. What is dropped
-    (refusals, empty entries, boilerplate openers) or split is logged, with the file."""
+    """Descriptions per class, as sentences of at most 75 tokens keyed by id: a JSON or YAML
+    mapping name -> list of texts, or a CSV of ``name,"paragraph"`` rows. Paragraphs are split
+    into sentences (a sentence too long for CLIP at clause boundaries, never truncated); the
+    sentences kept and dropped (refusals, empty entries, boilerplate openers) are logged per
+    class, with the file."""
     import yaml
     path = Path(path)
     try:
-        raw = (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text())
+        if path.suffix == ".csv":
+            raw = _read_csv_descriptions(path, class_names)
+        else:
+            raw = (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text())
     except FileNotFoundError:
         raise TextError(f"{path}: description file not found (text.descriptions)") from None
     except (ValueError, yaml.YAMLError) as e:
@@ -39,7 +64,6 @@ def read_descriptions(path, class_names: list[str], what: str = "class") -> dict
         raise TextError(f"{path}: expected a mapping '{what} name: [sentences]'")
     index = {normalise(n): i for i, n in enumerate(class_names)}
     out: dict[int, list[str]] = {}
-    dropped: dict[str, int] = {}
     for name, texts in raw.items():
         if normalise(str(name)) not in index:
             raise TextError(f"{path}: key {name!r} is not a {what} name of this data set "
@@ -48,10 +72,11 @@ def read_descriptions(path, class_names: list[str], what: str = "class") -> dict
             texts = [texts]
         if not isinstance(texts, list):
             raise TextError(f"{path}: key {name!r} must map to a list of sentences")
-        out.setdefault(index[normalise(str(name))], []).extend(
-            split_sentences(texts, f"{path}:{name}", dropped=dropped))
-    if dropped:
-        log.info("text: %s: %s", path, ", ".join(f"{n} {k}" for k, n in sorted(dropped.items())))
+        dropped: dict[str, int] = {}
+        kept = split_sentences(texts, f"{path}:{name}", dropped=dropped)
+        out.setdefault(index[normalise(str(name))], []).extend(kept)
+        log.info("text: %s: %s %r: %d sentences kept%s", path, what, name, len(kept),
+                 "".join(f", {n} {k}" for k, n in sorted(dropped.items())))
     return out
 
 
@@ -74,10 +99,10 @@ def _chunks(sentence: str, limit: int) -> list[str]:
     parts = [p.strip() for p in re.split(r"(?<=[,;:])\s+", sentence) if p.strip()]
     if len(parts) == 1:
         words = sentence.split()
-        half = max(1, len(words) // 2)
-        parts = [" ".join(words[:half]), " ".join(words[half:])] if len(words) > 1 else [sentence[:200]]
         if len(words) <= 1:
-            return parts
+            return []  # one "word" over the limit (a URL, a run of symbols): no sentence to keep
+        half = len(words) // 2
+        parts = [" ".join(words[:half]), " ".join(words[half:])]
     out, current = [], ""
     for part in parts:
         joined = f"{current} {part}".strip()
@@ -112,7 +137,9 @@ def split_sentences(texts: list[str], where: str = "", limit: int = MAX_TOKENS,
                 dropped["boilerplate"] = dropped.get("boilerplate", 0) + 1
                 continue
             chunks = _chunks(sentence, limit)
-            if len(chunks) > 1:
+            if not chunks:
+                dropped["dropped (one word over the limit)"] = dropped.get("dropped (one word over the limit)", 0) + 1
+            elif len(chunks) > 1:
                 dropped["split (too long)"] = dropped.get("split (too long)", 0) + 1
             out.extend(chunks)
     return out

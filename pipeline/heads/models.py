@@ -222,13 +222,13 @@ HEADS = {
                                    "variant": "default", "standardise": True}),
     "rgb_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
     "motion_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0}),
+    "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0, "pooling": "mean", "weighting": "rows"}),
     "prompt": (None, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
                       "motion": False, "refine": "mlp", "conditioning": True, "species": "classifier",
                       "relation_prior": True, "video_species": False, "text_mode": "bank", "n_ctx": 4,
                       "softmax_weight": 0.5,
                       "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
-                      "base_to_novel": None, "label_smoothing": 0.1}),
+                      "base_to_novel": None, "label_smoothing": 0.1, "pooling": "mean", "weighting": "rows"}),
 }
 
 

@@ -26,11 +26,46 @@ from .layers import attention, encoder_layer, masked_mean
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
 
 
-def prototypes(bank, mask) -> torch.Tensor:
-    """``(C, K, D)`` bank rows and ``(C, K)`` mask -> ``(C, D)`` normalised mean of normalised rows."""
+GROUPS = ("name", "templates", "species", "descriptions")
+
+
+def row_groups(sources, templates=()) -> list[list[str]]:
+    """The group of each bank row from its source: the bare name, a template, a template with
+    ``{species}`` (one prompt per species the relation gives the class), or a description."""
+    def group(source: str) -> str:
+        if source.startswith("template:"):
+            i = int(source.split(":")[1])
+            return "species" if i < len(templates) and "{species}" in templates[i] else "templates"
+        return {"name": "name", "description": "descriptions"}.get(source, "templates")
+    return [[group(str(s)) for s in row] for row in sources]
+
+
+def prototypes(bank, mask, groups=None, pooling: str = "mean", weighting: str = "rows") -> torch.Tensor:
+    """``(C, K, D)`` bank rows and ``(C, K)`` mask -> ``(C, D)`` class prototypes.
+
+    Each group of rows (:data:`GROUPS`, from :func:`row_groups`) is pooled into one vector:
+    the mean of its normalised rows, or for descriptions with ``pooling: max`` their
+    element-wise max (Animal-CLIP). ``weighting: rows`` weighs the groups by their row counts
+    (with mean pooling: the plain mean of every row); ``groups`` gives each present group the
+    same total weight, so the 1 to 509 species prompts of a class cannot outweigh its name,
+    templates and descriptions."""
     bank, mask = torch.as_tensor(bank, dtype=torch.float32), torch.as_tensor(mask)
     rows = F.normalize(bank, dim=-1) * mask[..., None]
-    return F.normalize(rows.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
+    if groups is None or (pooling == "mean" and weighting == "rows"):
+        return F.normalize(rows.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
+    total, weight = torch.zeros(bank.shape[0], bank.shape[2]), torch.zeros(bank.shape[0], 1)
+    for g in GROUPS:
+        member = mask & torch.tensor([[x == g for x in row] + [False] * (mask.shape[1] - len(row))
+                                      for row in groups], dtype=torch.bool)
+        n = member.sum(1, keepdim=True).float()
+        if g == "descriptions" and pooling == "max":
+            pooled = rows.masked_fill(~member[..., None], float("-inf")).max(1).values
+            pooled = torch.where(n > 0, pooled, torch.zeros_like(pooled))
+        else:
+            pooled = (rows * member[..., None]).sum(1) / n.clamp(min=1)
+        w = n if weighting == "rows" else (n > 0).float()
+        total, weight = total + w * pooled, weight + w
+    return F.normalize(total / weight.clamp(min=1e-12), dim=-1)
 
 
 def relation_matrix(pairs, n_species: int, n_classes: int) -> torch.Tensor:
@@ -334,16 +369,21 @@ class PromptHead(nn.Module):
         return loss + params["anchor_weight"] * self.aux["anchor"]
 
 
-def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu") -> dict:
-    """What the prompt heads need from ``text.h5``: class and species prototypes, the relation
-    matrix (S, C), the class names, and for the learnable mode the CLIP model and tokenizer.
-    Refuses a bank made with another CLIP model than the frame features."""
+def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu", pooling: str = "mean",
+              weighting: str = "rows") -> dict:
+    """What the prompt heads need from ``text.h5``: class and species prototypes (see
+    :func:`prototypes` for ``pooling`` and ``weighting``), the relation matrix (S, C), the class
+    names, and for the learnable mode the CLIP model and tokenizer. Refuses a bank made with
+    another CLIP model than the frame features."""
     from ..store import read_text_bank
     bank = read_text_bank(path, expect={"model": clip_identity["model"],
                                         "weights": clip_identity["weights"]})
     sp = bank["species"]
-    text = {"protos": prototypes(bank["embeddings"], bank["mask"]), "class_names": bank["class_names"],
-            "species_protos": None if sp is None else prototypes(sp["embeddings"], sp["mask"]),
+
+    def protos(b, templates=()):
+        return prototypes(b["embeddings"], b["mask"], row_groups(b["sources"], templates), pooling, weighting)
+    text = {"protos": protos(bank, list(bank["attrs"].get("templates") or [])),
+            "class_names": bank["class_names"], "species_protos": None if sp is None else protos(sp),
             "species_names": None if sp is None else sp["class_names"], "relation": None,
             "attrs": {k: bank["attrs"].get(k) for k in ("model", "weights", "pretrained", "templates",
                                                         "prompt_hash", "logit_scale")}, "clip": None}

@@ -85,7 +85,8 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         if not text_path:
             raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
         text = text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
-                         params.get("text_mode") == "learnable", device)
+                         params.get("text_mode") == "learnable", device, params.get("pooling", "mean"),
+                         params.get("weighting", "rows"))
         n_species = 0 if text["species_protos"] is None else len(text["species_protos"])
     train = load("train")
     val = load("val", train.identity)
@@ -133,11 +134,12 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     return result
 
 
-def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device) -> dict:
+def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device, pooling: str = "mean",
+              weighting: str = "rows") -> dict:
     """The text bank of the prompt heads, made by the CLIP that made the frame features and for
     these classes; its local CLIP checkpoint, if any, is found in the run's project folder."""
     from ..files import local_path
-    text = load_text(path, clip_id, learnable, device)
+    text = load_text(path, clip_id, learnable, device, pooling, weighting)
     text["attrs"]["pretrained"] = local_path(text["attrs"].get("pretrained"),
                                              Path(path).resolve().parents[3])  # results/<name>/..
     if text["class_names"] != names:

@@ -107,7 +107,7 @@ def cmdline(pid: int) -> str:
 
 @pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
-    """A flow job is SIGKILLed while writing its shard; the re-run redoes it and the features
+    """An extraction job is SIGKILLed while writing its shards; the re-run redoes it and the features
     equal those of the uninterrupted default run."""
     (tmp_path / "w").mkdir()
     work = copy_workflow(tmp_path / "w")
@@ -119,7 +119,7 @@ def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
         partial = list((work / "results").rglob("shard-*.h5.partial"))
         if partial:
             for pid in descendants(run.pid):  # only this test's own jobs, never others'
-                if re.search(r"pipeline (flow|clip) --probe", cmdline(pid)):
+                if re.search(r"pipeline (extract|flow|clip) --probe", cmdline(pid)):
                     os.kill(pid, signal.SIGKILL)
                     killed = partial[0]
         time.sleep(0.01)

@@ -4,6 +4,8 @@
   left out (the Animal Kingdom benchmark's definition).
 * ``mAP_micro``: average precision over all (video, class) pairs flattened (what ViMoCLIP reports).
 * ``mAP_<segment>``: macro mAP restricted to the classes of one segment (head / middle / tail).
+* ``top1_<segment>``, ``top5_<segment>`` (single-label sets): top-1 / top-5 over the videos
+  whose class is in the segment (Animal-CLIP's ``lt_acc``).
 * single-label sets: ``top1``, ``top5`` and ``mean_class_accuracy``. A tie with the true
   class gives the expected share of a hit under a random tie-break, never a free hit: a model
   that scores all C classes equally gets top-1 = 1/C.
@@ -111,6 +113,25 @@ def evaluate(scores, labels, multilabel: bool = True, segments: Sequence[str] | 
         onehot = np.eye(scores.shape[1], dtype=np.int64)[labels.astype(np.int64).ravel()]
         out.update({k: v for k, v in _multilabel(scores, onehot, segments).items()
                     if k.startswith("mAP_") and k != "mAP_micro"})
+        out.update(segment_accuracy(scores, labels, segments))
+    return out
+
+
+def segment_accuracy(scores: np.ndarray, labels: np.ndarray, segments: Sequence[str]) -> dict:
+    """``top1_<segment>`` and ``top5_<segment>``: the hit rates over the videos whose class lies
+    in each segment (None for a segment without a video), ties counted as in ``top1``."""
+    labels = labels.astype(np.int64).ravel()
+    n, c = scores.shape
+    true_scores = scores[np.arange(n), labels][:, None]
+    above = (scores > true_scores).sum(axis=1)
+    tied = (scores == true_scores).sum(axis=1) - 1
+    of_video = np.asarray(segments, dtype=object)[labels]
+    out = {}
+    for name in dict.fromkeys(segments):
+        these = of_video == name
+        for k in (1, 5):
+            out[f"top{k}_{name}"] = float(topk_hit(above[these], tied[these], min(k, c)).mean()) \
+                if these.any() else None
     return out
 
 

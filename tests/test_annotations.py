@@ -224,3 +224,21 @@ def test_splits_differing_only_in_case_are_warned_about(tmp_path, caplog):
     s = build_samples(cfg)
     assert {r["split"] for r in s.rows} == {"train", "Train"}
     assert "differ only in case" in caplog.text and "['Train', 'train']" in caplog.text
+
+
+def test_animal_clips_segments_are_shipped_and_split_the_140_classes_18_32_90(tmp_path, caplog):
+    import logging
+    touch_videos(tmp_path, AK / "train_multi.head400.txt")
+    cfg = {"format": "animal_kingdom", "videos": str(tmp_path), "classes": str(AK / "ak_action.csv"),
+           "splits": {"train": str(AK / "train_multi.head400.txt")}, "segments": "animal_clip_ak"}
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        s = build_samples(cfg)
+    assert (s.segments.count("head"), s.segments.count("middle"), s.segments.count("tail")) == (18, 32, 90)
+    names = s.classes.names
+    # matched by name, ignoring case (Animal-CLIP writes "Flapping Tail")
+    assert s.segments[names.index("Flapping tail")] == "middle"
+    assert s.segments[names.index("Flapping its ears")] == "tail"
+    assert s.segments[names.index("Eating")] == "head" and s.segments[names.index("Abseiling")] == "tail"
+    assert not [r for r in caplog.records if "matched by name" in r.message]  # same ids as ak_action.csv
+    ours = build_samples({**cfg, "segments": str(AK / "ak_action_segments.csv")}).segments
+    assert sum(a != b for a, b in zip(ours, s.segments)) > 0  # another definition than AK's own

@@ -75,3 +75,16 @@ def test_single_label_ties_do_not_favour_the_true_class():
     scores = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]])
     out = evaluate(scores, np.array([0, 0]), multilabel=False)
     assert out["top1"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_single_label_segment_accuracy_is_animal_clips_lt_acc():
+    from pipeline.metrics import evaluate
+    scores = np.array([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0],   # class 0 (head): top-1 hit
+                       [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],   # class 0 (head): 2nd -> top-5 hit only
+                       [0.0, 0.0, 0.9, 0.0, 0.0, 0.0],   # class 2 (tail): top-1 hit
+                       [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],   # class 5 (tail): last of 6 -> no hit
+                       [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]])  # class 1 (head): tie for first -> 0.5
+    labels = np.array([0, 0, 2, 5, 1])
+    out = evaluate(scores, labels, multilabel=False, segments=["head", "head", "tail", "tail", "tail", "tail"])
+    assert out["top1_head"] == pytest.approx((1 + 0 + 0.5) / 3) and out["top5_head"] == 1.0
+    assert out["top1_tail"] == 0.5 and out["top5_tail"] == 0.5

@@ -119,10 +119,23 @@ def warn_case_splits(splits) -> None:
                         "fix the annotation file if they are meant to be one", sorted(names))
 
 
+# Segment files shipped with the package, named in ``dataset.segments`` instead of a path.
+SHIPPED_SEGMENTS = {
+    "animal_clip_ak": "Animal-CLIP's head/middle/tail split of Animal Kingdom's 140 actions (18/32/90)",
+}
+
+
+def segment_file(value: str | None):
+    """The file ``dataset.segments`` names: a path, or one of :data:`SHIPPED_SEGMENTS`."""
+    if value in SHIPPED_SEGMENTS:
+        return Path(__file__).resolve().parent.parent / "resources" / "segments" / f"{value}.csv"
+    return value
+
+
 def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
     """Read a data set's annotation files as described by the ``dataset:`` config section."""
     classes = readers.read_name_table(cfg["classes"], "class")
-    segments = readers.read_segments(cfg["segments"], classes) if cfg.get("segments") else None
+    segments = readers.read_segments(segment_file(cfg["segments"]), classes) if cfg.get("segments") else None
     sp_cfg = cfg.get("species") or {}
     species = readers.read_name_table(sp_cfg["names"], "species") if sp_cfg.get("names") else None
     relation = None

@@ -1,7 +1,7 @@
 import json
 import shlex
 
-from pipeline.annotations import AnnotationError, plan_splits
+from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.heads.streams import PROMPT_HEADS, streams
 
 DS = config["dataset"]
@@ -93,7 +93,7 @@ def annotation_inputs():
         return [DS["annotations"], DS["classes"]] + [f for f in (DS.get("species") or {}).values() if f]
     files = [DS["classes"]] + ([DS["annotations"]] if DS.get("annotations") else [])
     files += list((DS.get("splits") or {}).values())
-    files += [f for f in [DS.get("segments")] if f]
+    files += [str(segment_file(f)) for f in [DS.get("segments")] if f]
     files += [f for f in (DS.get("species") or {}).values() if f]
     return files
 

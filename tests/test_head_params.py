@@ -23,8 +23,9 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "conditioning": False, "species": "zero_shot", "relation_prior": False,
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
        "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
-       "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True}
-CONTEXT = {"focal_gamma": {"loss": "focal"}, "semi_dense_k": {"aggregation": "semi_dense"},
+       "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True,
+       "temporal": "windows", "windows": 2}
+CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
            "species_weight": {"species": "classifier"}, "min_lr": {"lr": 1e-2},

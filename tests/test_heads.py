@@ -186,3 +186,67 @@ def test_reference_tfam_and_standardisation_switch():
     default = build_head("fusion", 512, 512, 140, model_kwargs(head_params("fusion", {})))
     default.set_stats("rgb", np.full(512, 3.0), np.full(512, 2.0))
     assert float(default.rgb_mean[0]) == 3.0
+
+
+def test_window_plan_cuts_the_clip_and_selects_frames_in_each_window():
+    from pipeline.heads.models import window_plan
+    assert window_plan(9, 3, "dense") == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert window_plan(12, 3, "semi_dense", k=2) == [[0, 2], [4, 6], [8, 10]]
+    assert window_plan(12, 3, "sparse", n_sparse=2) == [[1, 3], [5, 7], [9, 11]]
+    assert window_plan(2, 3, "dense") == [[0], [1]]  # a clip shorter than the windows
+
+
+@pytest.mark.parametrize("scheme", ["dense", "semi_dense", "sparse"])
+def test_windowed_classifiers_share_weights_and_see_only_their_window(scheme):
+    torch.manual_seed(0)
+    kwargs = dict(layers=1, heads=2, width=16, dropout=0.0, aggregation=scheme, temporal="windows")
+    head = InterleaveHead(8, 8, 3, windows=3, **kwargs).eval()
+    five = InterleaveHead(8, 8, 3, windows=5, **kwargs)
+    assert {k: v.shape for k, v in head.state_dict().items()} == {k: v.shape for k, v in five.state_dict().items()}
+    rgb, motion = torch.randn(2, 12, 8), torch.randn(2, 12, 8)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 9:] = False
+    with torch.no_grad():
+        before, exists = head.window_logits(rgb, motion, mask, scheme)
+        assert before.shape == (2, 3, 3) and exists.all()
+        # a frame of the first window changes that window's logits and no other's
+        first = 0 if scheme != "sparse" else 1
+        motion[:, first] += 10.0
+        after, _ = head.window_logits(rgb, motion, mask, scheme)
+        assert (after[:, 0] - before[:, 0]).abs().max() > 1e-3
+        torch.testing.assert_close(after[:, 1:], before[:, 1:])
+        # one classifier for all: a window's logits depend on its frames, not its slot, except
+        # through where the frames sit in the clip (positions)
+        out = head(rgb, motion, mask)
+        torch.testing.assert_close(out, after.mean(1))
+
+
+def test_windows_of_a_short_clip_train_without_nan():
+    torch.manual_seed(0)
+    params = small("interleave", temporal="windows", windows=4, aggregation="all", epochs=2, loss="ce")
+    train = make_split(t=3)  # fewer rows than windows
+    model, history = train_head("interleave", params, train, make_split(seed=1, t=3), 4, True,
+                                torch.device("cpu"), progress=False)
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert np.isfinite(predict_logits(model, train, params, torch.device("cpu"))).all()
+
+
+def test_cross_entropy_shares_the_target_among_positives():
+    logits = torch.tensor([[2.0, -1.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0, 1.0]])
+    ce = loss_fn(logits, y, True, head_params("interleave", {"loss": "ce"}))
+    want = -(0.5 * torch.log_softmax(logits, -1)[0, [0, 2]]).sum()
+    assert torch.isclose(ce, want)
+
+
+def test_windowed_interleave_ignores_padding():
+    torch.manual_seed(0)
+    model = build_head("interleave", 8, 8, 4, model_kwargs(small("interleave", temporal="windows")), None).eval()
+    rgb, motion, mask = torch.randn(1, 7, 8), torch.randn(1, 7, 8), torch.ones(1, 7, dtype=torch.bool)
+    with torch.no_grad():
+        alone = model(rgb, motion, mask)
+        pad = lambda x, v: torch.cat([torch.cat([x, v * torch.randn(1, 4, 8)], 1), torch.randn(1, 11, 8)])  # noqa: E731
+        batch = model(pad(rgb, 100), pad(motion, -50),
+                      torch.cat([torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1),
+                                 torch.ones(1, 11, dtype=torch.bool)]))
+    torch.testing.assert_close(alone[0], batch[0], atol=1e-5, rtol=1e-5)

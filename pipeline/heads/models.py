@@ -132,17 +132,35 @@ def aggregation_steps(n_steps: int, scheme: str, k: int = 2, n_sparse: int = 3) 
     raise ValueError(f"unknown aggregation {scheme!r}; use dense, semi_dense, sparse or all")
 
 
+def window_plan(n_steps: int, windows: int, scheme: str, k: int = 2, n_sparse: int = 3) -> list[list[int]]:
+    """The steps each temporal window reads: the video's steps cut into ``windows`` consecutive
+    windows (the middle one the main window, the others its context; fewer when the video has
+    fewer steps), each thinned by the frame-selection ``scheme`` within it."""
+    bounds = [round(i * n_steps / windows) for i in range(windows + 1)]
+    return [[lo + s for s in aggregation_steps(hi - lo, scheme, k, n_sparse)]
+            for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
 class InterleaveHead(nn.Module):
-    """AnimalMotionCLIP: rgb_1, motion_1, rgb_2, motion_2, ... through a temporal transformer;
-    a classifier on every time step (each rgb+motion pair), outputs averaged over the steps a
-    scheme selects (``dense``, ``semi_dense``, ``sparse``, or ``all`` = the mean of the three)."""
+    """AnimalMotionCLIP on cached features: rgb_1, motion_1, rgb_2, motion_2, ... interleaved.
+
+    ``temporal: steps``: one temporal transformer over the whole clip and a classifier on every
+    time step (each rgb+motion pair), outputs averaged over the steps a scheme selects
+    (``dense``, ``semi_dense``, ``sparse``, or ``all`` = the mean of the three).
+    ``temporal: windows``: the clip cut into ``windows`` temporal windows (a main window and its
+    contextual windows), the scheme selecting the frames of each; one transformer and one
+    classifier, shared by all windows, see each window alone, and the windows' logits are
+    averaged. (The published method fine-tunes X-CLIP end to end on frames and flow images;
+    this head trains on frozen features.)"""
 
     def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4,
-                 dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3):
+                 dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3, temporal="steps",
+                 windows=3):
         super().__init__()
         width = width or rgb_dim
         self.width, self.aggregation = width, aggregation
         self.k, self.n_sparse = semi_dense_k, sparse_n
+        self.temporal, self.windows = temporal, windows
         self.rgb_in = nn.Linear(rgb_dim, width) if rgb_dim != width else nn.Identity()
         self.motion_in = nn.Linear(motion_dim, width)
         self.type_embed = nn.Parameter(torch.zeros(2, width))
@@ -160,6 +178,36 @@ class InterleaveHead(nn.Module):
             x = block(x, pad)
         return self.step_classifier(x.view(b, t, 2, self.width).mean(2))   # (B, T, C)
 
+    def window_logits(self, rgb, motion, mask, scheme):
+        """(B, N, C) logits of each video's windows and (B, N) which windows exist."""
+        b, t = mask.shape
+        plans = [window_plan(int(mask[i].sum()), self.windows, scheme, self.k, self.n_sparse)
+                 for i in range(b)]
+        n, length = self.windows, max(len(w) for p in plans for w in p)
+        idx = torch.zeros(b, n, length, dtype=torch.long, device=mask.device)
+        valid = torch.zeros(b, n, length, dtype=torch.bool, device=mask.device)
+        for i, plan in enumerate(plans):
+            for j, steps in enumerate(plan):
+                idx[i, j, :len(steps)] = torch.tensor(steps, device=mask.device)
+                valid[i, j, :len(steps)] = True
+        x = torch.stack([self.rgb_in(rgb) + self.type_embed[0],
+                         self.motion_in(motion) + self.type_embed[1]], 2)   # (B, T, 2, W)
+        x = x + sinusoid(t, self.width, x.device).view(1, t, 1, -1)        # where in the clip
+        x = x[torch.arange(b, device=x.device)[:, None, None], idx]        # (B, N, L, 2, W)
+        x = x.reshape(b * n, 2 * length, self.width)                        # each window alone
+        exists = valid.any(-1)
+        valid[..., 0] |= ~exists  # a window a short video lacks reads one row, then counts for nothing
+        keep = valid.view(b * n, length).repeat_interleave(2, dim=1)
+        for block in self.blocks:
+            x = block(x, ~keep)
+        logits = self.step_classifier(masked_mean(x, keep))                 # shared classifier
+        return logits.view(b, n, -1), exists
+
+    def windowed(self, rgb, motion, mask, scheme):
+        logits, exists = self.window_logits(rgb, motion, mask, scheme)
+        w = exists.to(logits.dtype)[..., None]
+        return (logits * w).sum(1) / w.sum(1)
+
     def aggregate(self, logits, mask, scheme):
         """Average the logits of the scheme's steps, counted among each video's valid rows."""
         out = []
@@ -170,6 +218,9 @@ class InterleaveHead(nn.Module):
         return torch.stack(out)
 
     def forward(self, rgb, motion, mask):
+        if self.temporal == "windows":
+            schemes = ("dense", "semi_dense", "sparse") if self.aggregation == "all" else (self.aggregation,)
+            return torch.stack([self.windowed(rgb, motion, mask, s) for s in schemes]).mean(0)
         logits = self.per_step_logits(rgb, motion, mask)
         if self.aggregation == "all":
             return torch.stack([self.aggregate(logits, mask, s)
@@ -215,7 +266,7 @@ HEADS = {
                             "standardise": True}),
     "interleave": (InterleaveHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
                                     "aggregation": "dense", "semi_dense_k": 2, "sparse_n": 3,
-                                    "standardise": True}),
+                                    "temporal": "steps", "windows": 3, "standardise": True}),
     "rgb_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
                                 "variant": "default", "standardise": True}),
     "motion_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,

@@ -47,6 +47,9 @@ def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
     logits = logits.float()
     if not multilabel:
         return F.cross_entropy(logits, targets, label_smoothing=params["label_smoothing"])
+    if params["loss"] == "ce":  # a softmax over classes, the video's positives sharing the target
+        share = targets / targets.sum(-1, keepdim=True).clamp(min=1)
+        return -(share * torch.log_softmax(logits, -1)).sum(-1).mean()
     if params["loss"] == "asl":
         p = torch.sigmoid(logits)
         p_neg = (p - 0.05).clamp(min=0)

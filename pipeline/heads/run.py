@@ -126,7 +126,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         if role == "eval":
             logits = logits_all[:, :len(names)]
             metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
-                       "split": splits["eval"], "head": name}
+                       "split": splits["eval"], "head": name, "variant": method_variant(name, params)}
             if novel:
                 metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
             write_metrics(out, metrics, logits, split, names, segments, multilabel)
@@ -189,6 +189,21 @@ def write_metrics(out: Path, metrics: dict, logits, split, names, segments, mult
     onehot = split.targets if multilabel else np.eye(len(names))[split.targets]
     plot_per_class_ap(metrics, names, segments, out / "per_class_ap.png")
     plot_pr_curves(logits, onehot, metrics, names, out / "pr_curves.png")
+
+
+def method_variant(name: str, params: dict) -> str | None:
+    """The settings that make a head one method or another, in words (the report shows them)."""
+    if name == "prompt":
+        parts = [f"refine {params['refine']}"]
+        parts += ["species-conditioned video"] if params.get("video_species") else []
+        parts += ["text groups weighed equally"] if params.get("weighting") == "groups" else []
+        parts += ["max-pooled descriptions"] if params.get("pooling") == "max" else []
+        return ", ".join(parts)
+    if name == "interleave":
+        if params.get("temporal") == "windows":
+            return f"{params['windows']} temporal windows, {params['aggregation']} frames"
+        return f"per-step classifiers, {params['aggregation']} steps"
+    return None
 
 
 def score_kind(model, multilabel: bool) -> str:

@@ -192,18 +192,20 @@ def write_metrics(out: Path, metrics: dict, logits, split, names, segments, mult
 
 
 def method_variant(name: str, params: dict) -> str | None:
-    """The settings that make a head one method or another, in words (the report shows them)."""
+    """The settings that make a head another method than its default, in words (the report
+    shows them beside the head's name); None for the default."""
+    parts = []
     if name == "prompt":
-        parts = [f"refine {params['refine']}"]
+        parts += [f"refine {params['refine']}"] if params.get("refine", "mlp") != "mlp" else []
         parts += ["species-conditioned video"] if params.get("video_species") else []
         parts += ["text groups weighed equally"] if params.get("weighting") == "groups" else []
         parts += ["max-pooled descriptions"] if params.get("pooling") == "max" else []
-        return ", ".join(parts)
     if name == "interleave":
         if params.get("temporal") == "windows":
-            return f"{params['windows']} temporal windows, {params['aggregation']} frames"
-        return f"per-step classifiers, {params['aggregation']} steps"
-    return None
+            parts.append(f"{params['windows']} temporal windows, {params['aggregation']} frames")
+        elif params.get("aggregation", "dense") != "dense":
+            parts.append(f"per-step classifiers, {params['aggregation']} steps")
+    return ", ".join(parts) or None
 
 
 def score_kind(model, multilabel: bool) -> str:

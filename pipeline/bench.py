@@ -349,7 +349,7 @@ def readable_probes(videos, sampling: dict):
     return probes, bad
 
 
-DECODERS = {"probe": "PyAV demux", "student": "- (flow store)"}
+STAGE_DECODERS = {"probe": "PyAV demux", "student": "- (flow store)"}  # stages no video decoder feeds
 
 
 def table_rows(rows: dict, frames: int, device, decoder: str = "OpenCV (CPU)") -> list[dict]:
@@ -366,7 +366,7 @@ def table_rows(rows: dict, frames: int, device, decoder: str = "OpenCV (CPU)") -
                     "floor_fraction": fps / floor if floor else None,
                     "speedup": fps / base if base else None,
                     "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1],
-                    "decoder": DECODERS.get(stage, decoder), "decodes_per_video": r["passes"],
+                    "decoder": STAGE_DECODERS.get(stage, decoder), "decodes_per_video": r["passes"],
                     "separate": r.get("separate"), "counts_agree": r.get("counts_agree"),
                     "half_cost": r.get("half_cost")})
     return out

@@ -115,7 +115,7 @@ def apply_runtime(args) -> None:
     """Fill unset speed-only options (device, batch sizes, workers) from the workflow's
     runtime settings, which the Snakefile passes in the environment: they change how fast a
     job runs, never its output, so they are kept out of the rules' params (no re-runs)."""
-    runtime = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+    runtime = runtime_settings()
     if hasattr(args, "device") and args.device is None:
         args.device = runtime.get("device", "auto")
     if hasattr(args, "decoder") and args.decoder is None:
@@ -124,6 +124,10 @@ def apply_runtime(args) -> None:
     for key in ("batch_size", "decode_workers", "num_workers"):
         if section and getattr(args, key, "absent") is None:
             setattr(args, key, runtime.get(section, {}).get(key))
+
+
+def runtime_settings() -> dict:
+    return json.loads(os.environ.get(RUNTIME_ENV) or "{}")
 
 
 def _with_runtime(a, name: str) -> dict:
@@ -151,7 +155,7 @@ def cmd_flow(a):
 def cmd_extract(a):
     from .features.extract import extract_both
     probes, device = _stage_inputs(a)
-    runtime = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+    runtime = runtime_settings()
 
     def cfg(name: str, given: str | None) -> dict:  # a section plus its speed-only knobs
         knobs = {k: v for k, v in runtime.get(name, {}).items() if v is not None}

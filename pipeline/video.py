@@ -68,23 +68,18 @@ def sampling_plan(frames: int, fps: float, cfg: dict) -> list[int]:
     return [int(i) for i in np.clip(idx, 0, frames - 1)]
 
 
-def container_evidence(path: str) -> tuple[int | None, str | None]:
-    """(frame count the container really stores, or None; decode error, or None).
-
-    Only MP4/MOV store a per-frame table; other containers' counts are estimates or header
-    claims, so for them the whole stream is decoded to see whether it ends in an error."""
+def decode_error(path: str) -> str | None:
+    """The error that decoding the whole video stream ends in, or None: what settles a frame
+    count that only an estimate (an AVI header, duration x fps) says is short."""
     import av
     DECODE_PASSES[str(path)] += 1
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
-            if any(f in container.format.name.split(",") for f in ("mov", "mp4")) and stream.frames:
-                return int(stream.frames), None
-            for _ in container.decode(stream):
+            for _ in container.decode(container.streams.video[0]):
                 pass
     except (av.error.FFmpegError, IndexError) as e:
-        return None, str(e).splitlines()[0][:160] or type(e).__name__
-    return None, None
+        return str(e).splitlines()[0][:160] or type(e).__name__
+    return None
 
 
 def _unreadable(video_id, path, reason, frames=0, fps=0.0, width=0, height=0) -> "Probe":
@@ -169,7 +164,7 @@ def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe
                            f"{d['error']}; truncated or corrupt file)", frames, fps, width, height)
     claimed = d["claimed"]
     if claimed > 1 and frames < TRUNCATION_TOLERANCE * claimed:
-        stored, error = (claimed, None) if d["stored"] else container_evidence(path)
+        stored, error = (claimed, None) if d["stored"] else (None, decode_error(path))
         if error or stored:
             why = f"decode error: {error}" if error else f"the container stores {stored} frames"
             return _unreadable(video_id, path, f"decoding stopped at frame {frames} ({why}; "

@@ -26,8 +26,8 @@ def _world(seed=0, n=60):
     return protos, video.astype(np.float32), labels
 
 
-def _run(tmp_path, multilabel=True):
-    protos, _, _ = _world()
+def _shards(tmp_path, multilabel=True):
+    """Clip shards of a training and an evaluation world, and their samples.tsv rows."""
     shards, samples = {}, []
     for role, seed in (("train", 1), ("eval", 2)):
         _, video, labels = _world(seed)
@@ -39,6 +39,12 @@ def _run(tmp_path, multilabel=True):
                 lab = np.flatnonzero(labels[i]).tolist() if multilabel else [int(labels[i].argmax())]
                 samples.append({"video_id": vid, "labels": lab, "species": [i % S]})
         shards[("clip", role)] = [path]
+    return shards, samples
+
+
+def _run(tmp_path, multilabel=True):
+    protos, _, _ = _world()
+    shards, samples = _shards(tmp_path, multilabel)
     names = [f"class {c}" for c in range(C)]
     sp = np.random.default_rng(5).standard_normal((S, 1, D)).astype(np.float32)
     write_text_bank(tmp_path / "text.h5", protos[:, None].astype(np.float32), np.ones((C, 1), bool),
@@ -119,15 +125,7 @@ def test_weighting_reaches_the_prototypes_run_head_scores_with(tmp_path):
     rows the species prompts make 90% of the prototype; by groups, half."""
     protos, _, _ = _world()
     rng = np.random.default_rng(9)
-    shards, samples = {}, []
-    for role, seed in (("train", 1), ("eval", 2)):
-        _, video, labels = _world(seed)
-        path = tmp_path / f"{role}.h5"
-        with FeatureWriter(path, "clip", (D,), np.float32, {"model": "m", "weights": "w"}) as w:
-            for i, v in enumerate(video):
-                w.add(f"{role}{i}", np.arange(2), np.arange(2) / 2.0, np.repeat(v[None], 2, 0))
-                samples.append({"video_id": f"{role}{i}", "labels": np.flatnonzero(labels[i]).tolist()})
-        shards[("clip", role)] = [path]
+    shards, samples = _shards(tmp_path)
     names = [f"class {c}" for c in range(C)]
     bank = np.concatenate([protos[:, None], rng.standard_normal((C, 9, D))], 1).astype(np.float32)
     sources = [["name"] + ["template:0"] * 9] * C
@@ -136,7 +134,7 @@ def test_weighting_reaches_the_prototypes_run_head_scores_with(tmp_path):
                             "relation": []})
     got = {}
     for weighting in ("rows", "groups"):
-        got[weighting] = run_head("zero_shot", {"frames": 2, "weighting": weighting}, shards, samples,
+        got[weighting] = run_head("zero_shot", {"frames": 4, "weighting": weighting}, shards, samples,
                                   [{"name": n} for n in names], True, tmp_path / weighting,
                                   torch.device("cpu"), {"eval": "test"}, text_path=tmp_path / "text.h5")["mAP"]
     assert got["groups"] > got["rows"] + 0.05, got

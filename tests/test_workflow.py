@@ -173,15 +173,21 @@ def test_zero_shot_is_every_runs_baseline(tmp_path):
     assert "heads/prompt/" not in out
 
 
-def test_base_to_novel_on_cached_features(demo_run, tmp_path):
-    """Two classes held out of training are scored from their text alone."""
-    import json
-    res = demo_run / "results" / "demo"
+def _head_shard_args(res) -> list[str]:
+    """The head command's feature-shard arguments for the demo run's splits."""
     shards = []
     for role, split in (("train", "train"), ("val", "val"), ("eval", "test")):
         for kind in ("clip", "motion"):
             shards += [f"--{kind}-{role}", *[str(res / "features" / kind / split / f"shard-{k}.h5")
                                              for k in (0, 1)]]
+    return shards
+
+
+def test_base_to_novel_on_cached_features(demo_run, tmp_path):
+    """Two classes held out of training are scored from their text alone."""
+    import json
+    res = demo_run / "results" / "demo"
+    shards = _head_shard_args(res)
     params = {"motion": True, "epochs": 30, "frames": 12, "batch_size": 12,
               "base_to_novel": ["rotating", "moving up"], "extra_classes": ["jumping", "Rotating"]}
     proc = run_cli("head", "--name", "prompt", "--params", json.dumps(params), *shards,
@@ -345,11 +351,7 @@ def test_animal_clip_and_animalmotionclip_variants_train_on_the_demo_features(de
     them and what each row compares with."""
     import json
     res = demo_run / "results" / "demo"
-    shards = []
-    for role, split in (("train", "train"), ("val", "val"), ("eval", "test")):
-        for kind in ("clip", "motion"):
-            shards += [f"--{kind}-{role}", *[str(res / "features" / kind / split / f"shard-{k}.h5")
-                                             for k in (0, 1)]]
+    shards = _head_shard_args(res)
     common = ["--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
               "--dataset-info", res / "dataset.json", "--device", "cpu"]
     runs = {"prompt": {"refine": "gcn", "video_species": True, "weighting": "groups", "pooling": "max",

@@ -6,7 +6,6 @@ transform (shortest-side bicubic resize, centre crop, normalise) without PIL on 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import torch.nn.functional as F
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import (autocast, batched, count_done, decode_ahead, decode_workers,
-                     skip_failed)
+from .common import autocast, batched, decode_ahead, decode_workers, skip_failed, stage_run
 from .decoding import stack, video_decoder
 
 log = logging.getLogger("pipeline")
@@ -137,18 +135,11 @@ def clip_writer(out, enc: ClipEncoder) -> FeatureWriter:
 def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
                  progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
-    from tqdm import tqdm
     enc = clip_encoder(cfg, device, sampling)
-    stats = {"videos": 0, "frames": 0, "failed": []}
-    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
-               desc=f"clip {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
-
-    start = time.perf_counter()
-    with clip_writer(out, enc) as writer:
+    with stage_run(probes, f"clip {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done), \
+            clip_writer(out, enc) as writer:
         decoded = decode_ahead(probes, enc.load(decoder), workers=decode_workers(cfg, device))
         for probe, emb in enc.embed(skip_failed(decoded, stats)):
             writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb)
-            count_done(stats, bar, probe)
-    bar.close()
-    stats["seconds"] = time.perf_counter() - start
+            done(probe)
     return stats

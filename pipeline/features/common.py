@@ -53,10 +53,27 @@ def skip_failed(decoded: Iterable, stats: dict) -> Iterator:
         yield probe, got
 
 
-def count_done(stats: dict, bar, probe) -> None:
-    stats["videos"] += 1
-    stats["frames"] += len(probe.sampled)
-    bar.update(len(probe.sampled))
+@contextlib.contextmanager
+def stage_run(probes, desc: str, progress: bool = True):
+    """An extraction stage's bookkeeping: yields ``(stats, done)``, ``done(probe)`` counting a
+    finished video in ``stats`` and on a progress bar of the planned frames; ``stats["seconds"]``
+    is the stage's own clock when the block ends."""
+    import time
+    from tqdm import tqdm
+    stats = {"videos": 0, "frames": 0, "failed": []}
+    bar = tqdm(total=sum(len(p.sampled) for p in probes), desc=desc, unit="frame",
+               disable=not progress, smoothing=0.1)
+
+    def done(probe) -> None:
+        stats["videos"] += 1
+        stats["frames"] += len(probe.sampled)
+        bar.update(len(probe.sampled))
+    start = time.perf_counter()
+    try:
+        yield stats, done
+    finally:
+        bar.close()
+    stats["seconds"] = time.perf_counter() - start
 
 
 def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:

@@ -7,14 +7,13 @@ The shards are the ones the separate stages write, bit for bit.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from ..video import Probe
 from .clip import clip_encoder, clip_writer
-from .common import count_done, decode_ahead, decode_workers, skip_failed
+from .common import decode_ahead, decode_workers, skip_failed, stage_run
 from .decoding import stack, video_decoder
 from .flow import flow_computer
 
@@ -23,7 +22,6 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
                  flow_cfg: dict, device: torch.device, progress: bool = True,
                  sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Write the clip shard ``clip_out`` and the flow shard ``flow_out`` of ``probes``."""
-    from tqdm import tqdm
     enc = clip_encoder(clip_cfg, device, sampling)
     fc = flow_computer(flow_cfg, device, sampling)
 
@@ -38,11 +36,9 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
         crops = enc.pin(stack([rows["clip"][i] for i in p.sampled]))
         return crops, fc.pairs(p, rows["flow"])
 
-    stats = {"videos": 0, "frames": 0, "failed": []}
-    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
-               desc=f"extract {Path(clip_out).parent.name}/{Path(clip_out).stem}", smoothing=0.1)
-    start = time.perf_counter()
-    with clip_writer(clip_out, enc) as clip_w, fc.writer(flow_out) as flow_w:
+    desc = f"extract {Path(clip_out).parent.name}/{Path(clip_out).stem}"
+    with stage_run(probes, desc, progress) as (stats, done), clip_writer(clip_out, enc) as clip_w, \
+            fc.writer(flow_out) as flow_w:
         def with_flow(decoded):
             # flow rows are written as each video passes on its way to the clip batches; the
             # crops ride along with their video through the flow batches
@@ -55,7 +51,5 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
         decoded = decode_ahead(probes, decode, workers=workers)
         for p, emb in enc.embed(with_flow(decoded)):
             clip_w.add(p.video_id, p.sampled, p.timestamps(), emb)
-            count_done(stats, bar, p)
-    bar.close()
-    stats["seconds"] = time.perf_counter() - start
+            done(p)
     return stats

@@ -9,7 +9,6 @@ resized to ``size`` x ``size`` with vectors in stored pixels, quantised to uint8
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,8 +21,8 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import (WeightsError, batched, count_done, decode_ahead, decode_workers, sha256_of,
-                     skip_failed)
+from .common import (WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed,
+                     stage_run)
 from .decoding import centre_square_tensor, grey, stack, video_decoder
 
 log = logging.getLogger("pipeline")
@@ -214,8 +213,10 @@ class FlowComputer:
     def load(self, decoder: str, device: torch.device):
         """``load(probe)`` on a decode thread: the video's pairs (or classical rows), its frames
         decoded by ``decoder``."""
-        decode = video_decoder(decoder, device, lambda p: (
-            self.frames(p), {"flow": (set(self.frames(p)), self.square, self.square_rgb)}))
+        def parts(p: Probe):
+            wanted = self.frames(p)
+            return wanted, {"flow": (set(wanted), self.square, self.square_rgb)}
+        decode = video_decoder(decoder, device, parts)
         return lambda p: self.pairs(p, decode(p)["flow"])
 
     def rows(self, videos):
@@ -277,18 +278,11 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
 def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
                  progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
     """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
-    from tqdm import tqdm
     fc = flow_computer(cfg, device, sampling)
-
-    stats = {"videos": 0, "frames": 0, "failed": []}
-    bar = tqdm(total=sum(len(p.sampled) for p in probes), unit="frame", disable=not progress,
-               desc=f"flow {Path(out).parent.name}/{Path(out).stem}", smoothing=0.1)
-    start = time.perf_counter()
-    with fc.writer(out) as w:
+    with stage_run(probes, f"flow {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done), \
+            fc.writer(out) as w:
         decoded = decode_ahead(probes, fc.load(decoder, device), workers=decode_workers(cfg, device))
         for probe, rows in fc.rows(skip_failed(decoded, stats)):
             w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
-            count_done(stats, bar, probe)
-    bar.close()
-    stats["seconds"] = time.perf_counter() - start
+            done(probe)
     return stats

@@ -14,8 +14,11 @@ from pipeline.config import ConfigError, resolve_config
 # config.yaml and leak the demo's settings into every key the user did not repeat. Instead a
 # user's files replace config.yaml, and the keys they leave out take the schema's defaults
 # (`python -m pipeline config --configfile FILE` prints the result, from the same resolver).
+# the --config values alone (config itself holds the --configfile values too)
+_overrides = getattr(getattr(workflow, "config_settings", None), "config", None)
 try:
-    _resolved, _ = resolve_config(workflow.overwrite_configfiles, overrides=dict(config))
+    _resolved, _ = resolve_config(workflow.overwrite_configfiles,
+                                  overrides=dict(config if _overrides is None else _overrides))
 except ConfigError as e:
     sys.exit(f"error: {e}")
 config.clear()
@@ -23,6 +26,15 @@ config.update(_resolved)
 
 
 include: "workflow/rules/common.smk"
+
+
+# Shards that cannot be current (damaged, another model's, outside the plan, motion features
+# without their student) are removed before the DAG is built, so this run makes them again.
+if workflow.is_main_process:
+    from pipeline.freshness import stale_outputs
+    for _path, _why in stale_outputs(RESULTS, config, SPLITS, config["shards"]):
+        _path.unlink()
+        print(f"note: removed {_path}: {_why}; this run makes it again", file=sys.stderr)
 
 
 # Speed-only settings reach the jobs in the environment (see pipeline.cli.apply_runtime), so
@@ -52,3 +64,10 @@ rule all:
         rules.features.input,
         rules.motion.input,
         rules.report.output,
+
+
+onsuccess:
+    # pooled rows that no shard and no listed video needs any more (see pipeline/features/reuse.py)
+    from pipeline.features.reuse import prune_pool
+    from pipeline.freshness import wanted_fingerprints
+    prune_pool(Path(REUSE), wanted_fingerprints(RESULTS, SPLITS, config["shards"]))

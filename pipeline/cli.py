@@ -102,6 +102,7 @@ def _report(stage: str, out, stats: dict) -> None:
              stats["frames"], stats["seconds"], fps, out)
     for vid, why in stats["failed"]:
         log.warning("%s: video %s skipped: %s", stage, vid, why)
+    log.info("reused: %d videos, decoded: %d videos", stats.get("reused", 0), stats["videos"])
 
 
 DEVICE_HELP = "auto | cpu | cuda[:N] (default: the workflow's device setting, else auto)"
@@ -109,6 +110,9 @@ DECODERS = ("opencv", "torchcodec")
 DECODER_HELP = ("opencv (CPU) or torchcodec (NVDEC on a CUDA device); default: the workflow's "
                 "decoder setting, else opencv")
 RUNTIME_ENV = "PIPELINE_RUNTIME"
+SUMMARY_HELP = "the run's reports/summary.md, marked out of date while this job runs"
+REUSE_HELP = ("the run's pool of extracted rows (features/.reuse): videos found there with the "
+              "same content and settings are copied, not decoded")
 
 
 def apply_runtime(args) -> None:
@@ -142,14 +146,16 @@ def cmd_clip(a):
     from .features.clip import extract_clip
     probes, device = _stage_inputs(a)
     _report("clip", a.out, extract_clip(probes, a.out, _with_runtime(a, "clip"), device,
-                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder))
+                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder,
+                                        reuse=a.reuse))
 
 
 def cmd_flow(a):
     from .features.flow import extract_flow
     probes, device = _stage_inputs(a)
     _report("flow", a.out, extract_flow(probes, a.out, _with_runtime(a, "flow"), device,
-                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder))
+                                        sampling=_params(a.sampling, "sampling"), decoder=a.decoder,
+                                        reuse=a.reuse))
 
 
 def cmd_extract(a):
@@ -161,7 +167,8 @@ def cmd_extract(a):
         knobs = {k: v for k, v in runtime.get(name, {}).items() if v is not None}
         return _params(json.dumps({**json.loads(given or "{}"), **knobs}), name)
     stats = extract_both(probes, a.clip_out, a.flow_out, cfg("clip", a.clip), cfg("flow", a.flow),
-                         device, sampling=_params(a.sampling, "sampling"), decoder=a.decoder)
+                         device, sampling=_params(a.sampling, "sampling"), decoder=a.decoder,
+                         reuse=a.reuse)
     _report("extract (clip + flow, one decode per video)", f"{a.clip_out}, {a.flow_out}", stats)
 
 
@@ -225,8 +232,16 @@ def _dataset_info(a):
     return read_samples(a.samples), len(read_classes(a.classes)), info["multilabel"]
 
 
+def _mark_summary(a, why: str) -> None:
+    if getattr(a, "summary", None):
+        from .freshness import mark_out_of_date
+        mark_out_of_date(a.summary, why)
+
+
 def cmd_moclip_train(a):
     from .features.common import pick_device
+    _mark_summary(a, "the motion student is being trained again: motion rows are from the "
+                     "previous student")
     from .moclip.train import open_data, train_student
     params = json.loads(a.params)
     moclip = {**params.get("moclip", {}), **({"num_workers": a.num_workers} if a.num_workers is not None else {})}
@@ -262,6 +277,7 @@ def cmd_moclip_probe(a):
 
 
 def cmd_head(a):
+    _mark_summary(a, f"head {a.name} is being trained again on changed inputs")
     from .annotations import read_classes
     from .features.common import pick_device
     from .heads.run import run_head
@@ -377,6 +393,7 @@ def _add_feature_commands(sub):
                        "on the features, so not part of --params)")
         p.add_argument("--decode-workers", type=_optional_int, help="decoding threads")
         p.add_argument("--decoder", choices=DECODERS, help=DECODER_HELP)
+        p.add_argument("--reuse", type=Path, help=REUSE_HELP)
 
     p = _add(sub, "extract", cmd_extract, "clip and flow of one probe shard from one decode of "
              "each video -> both HDF5 shards (the same as the clip and flow commands)")
@@ -388,6 +405,7 @@ def _add_feature_commands(sub):
     p.add_argument("--sampling", help="the sampling: config section (recorded as provenance)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--decoder", choices=DECODERS, help=DECODER_HELP)
+    p.add_argument("--reuse", type=Path, help=REUSE_HELP)
 
     p = _add(sub, "text", cmd_text, "class prompt embeddings (templates + descriptions) -> text.h5")
     p.add_argument("--classes", required=True, help="classes.tsv (stage samples)")
@@ -427,6 +445,7 @@ def _add_student_commands(sub):
     p.add_argument("--params", required=True, help='JSON {"moclip": {...}, "clip": {...}}')
     p.add_argument("--num-workers", type=_optional_int, help="DataLoader workers (moclip.num_workers)")
     p.add_argument("--out", required=True, help="output folder (student.pt, train_log.csv/png)")
+    p.add_argument("--summary", help=SUMMARY_HELP)
     p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
@@ -460,6 +479,7 @@ def _add_head_commands(sub):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--text", help="text.h5 (the prompt heads' text bank)")
     p.add_argument("--out", required=True, help="heads/<name> folder")
+    p.add_argument("--summary", help=SUMMARY_HELP)
     p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "report", cmd_report, "summary table of all heads (reports/summary.md) and plots")

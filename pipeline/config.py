@@ -70,13 +70,24 @@ def _message(error: jsonschema.ValidationError, sch: dict, source: str) -> str:
     return f"{source}: key '{key}': {error.message}" + (f" ({hint})" if hint else "")
 
 
-def validate_config(config: dict, source: str = "config.yaml") -> dict:
-    """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError."""
+def _source_of(error: jsonschema.ValidationError, sources: dict | None, files: str) -> str:
+    """``--config`` when the faulty value came from an override, else the config files."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        path += tuple(sorted(set(error.instance) - set(error.schema.get("properties", {}))))[:1]
+    near = [src for key, src in (sources or {}).items()
+            if key[:len(path)] == path or path[:len(key)] == key]
+    return "--config" if "--config" in near else files
+
+
+def validate_config(config: dict, source: str = "config.yaml", sources: dict | None = None) -> dict:
+    """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError.
+    ``sources`` (leaf path -> where it was set) names ``--config`` in an error it caused."""
     config = copy.deepcopy(dict(config))
     sch = schema()
     errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError(_message(errors[0], sch, source))
+        raise ConfigError(_message(errors[0], sch, _source_of(errors[0], sources, source)))
     # Defaults of nested objects whose parent was defaulted are filled by a second pass.
     _Validator(sch).validate(config)
     from .annotations import list_key
@@ -117,6 +128,39 @@ def _merge(base: dict, new: dict, sources: dict, source: str, path=()) -> None:
             sources[here] = source
 
 
+def _schema_node(sch: dict | None, key):
+    if not isinstance(sch, dict):
+        return None
+    props = sch.get("properties", {})
+    if key in props:
+        return props[key]
+    extra = sch.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
+def typed_overrides(overrides: dict) -> dict:
+    """``--config`` values with the types the schema gives them. Snakemake reads a nested value
+    (``clip={batch_size: 32}``) as text, '32' and 'null' included; each text is read as YAML
+    where the schema takes the result (32, None) and not the text, so a split named "2019"
+    stays text while a batch size becomes a number."""
+    def typed(value, node):
+        if isinstance(value, dict):
+            return {k: typed(v, _schema_node(node, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v, (node or {}).get("items")) for v in value]
+        if not isinstance(value, str) or node is None:
+            return value
+        try:
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str):
+                parsed = float(parsed)  # 1e-3, which YAML 1.1 leaves as text
+        except (yaml.YAMLError, ValueError):
+            return value
+        check = jsonschema.Draft7Validator(node)
+        return value if check.is_valid(value) and not check.is_valid(parsed) else parsed
+    return typed(copy.deepcopy(dict(overrides)), schema())
+
+
 def resolve_config(files, overrides: dict | None = None, default="config.yaml") -> tuple[dict, dict]:
     """The config a run uses, and where each value came from.
 
@@ -132,8 +176,8 @@ def resolve_config(files, overrides: dict | None = None, default="config.yaml") 
     sources: dict = {}
     for f in files:
         _merge(merged, _read_yaml(f), sources, str(f))
-    _merge(merged, dict(overrides or {}), sources, "--config")
-    config = validate_config(merged, ", ".join(map(str, files)))
+    _merge(merged, typed_overrides(overrides or {}), sources, "--config")
+    config = validate_config(merged, ", ".join(map(str, files)), sources)
 
     def fill(value, path):
         if isinstance(value, dict) and value:

@@ -7,9 +7,12 @@ Layout (CSR style; no group per video, which is slow with tens of thousands of v
     /frame_index (R,)      int32, source frame of each row
     /timestamps  (R,)      float32 seconds
     /data        (R, ...)  features
-    attrs: kind, schema_version, producer, complete, content_sha256, + provenance given by
-           the producer (content_sha256 covers ids, frame indices and data: a later stage can
-           tell "same features" from "re-extracted, different" without reading them)
+    /fingerprints (N,)     utf-8, each video file's content identity (extraction shards)
+    attrs: kind, schema_version, producer, complete, content_sha256, settings_sha256, +
+           provenance given by the producer (content_sha256 covers ids, frame indices and data:
+           a later stage can tell "same features" from "re-extracted, different" without
+           reading them; settings_sha256 covers what decides a video's rows, so rows with the
+           same settings and fingerprint can be copied instead of computed again)
 
 A writer appends one video at a time into ``<name>.partial`` and renames it to the final name
 only when complete, so an interrupted job never leaves a file that looks finished.
@@ -31,6 +34,9 @@ from .files import replacing
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
+# Attributes that record how a file was made but not what its rows hold: a batch size (speed
+# only), where the weights file lay (its hash is ``weights``), the writing code's version.
+NOT_SETTINGS = ("batch_size", "weights_source", "producer")
 
 
 class StoreError(RuntimeError):
@@ -43,7 +49,7 @@ def _encode_attr(value):
     return value
 
 
-def _decode_attr(value):
+def decode_attr(value):
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value[:1] in "{[n":
@@ -86,14 +92,28 @@ class FeatureWriter:
         self._time = self._f.create_dataset("timestamps", (0,), maxshape=(None,), dtype="float32",
                                             chunks=(4096,))
         self._ids: list[str] = []
+        self._fingerprints: list[str] = []
         self._offsets = [0]
         self._sha = hashlib.sha256()
+        self.settings = settings_sha256(kind, row_shape, dtype, attrs or {})
         for key, value in {"kind": kind, "schema_version": SCHEMA_VERSION,
                            "producer": f"pipeline {__version__}", "complete": False,
-                           **(attrs or {})}.items():
+                           "settings_sha256": self.settings, **(attrs or {})}.items():
             self._f.attrs[key] = _encode_attr(value)
 
-    def add(self, video_id: str, frame_index, timestamps, data) -> None:
+    @property
+    def chunks(self):
+        return self._data.chunks
+
+    @property
+    def compression(self):
+        return self._data.compression
+
+    def add(self, video_id: str, frame_index, timestamps, data, fingerprint: str = "",
+            stored_chunks: list | None = None) -> None:
+        """Append one video's rows. ``stored_chunks``: the same rows as another store of this
+        layout keeps them (one compressed chunk per row, from ``read_direct_chunk``), written
+        as they are instead of compressed again."""
         data = np.asarray(data)
         n = data.shape[0]
         if len(frame_index) != n or len(timestamps) != n:
@@ -103,10 +123,15 @@ class FeatureWriter:
         start = self._offsets[-1]
         for ds in (self._data, self._frame, self._time):
             ds.resize(start + n, axis=0)
-        self._data[start:start + n] = data
+        if stored_chunks is not None:
+            for i, (mask, chunk) in enumerate(stored_chunks):
+                self._data.id.write_direct_chunk((start + i,) + (0,) * (data.ndim - 1), chunk, mask)
+        else:
+            self._data[start:start + n] = data
         self._frame[start:start + n] = np.asarray(frame_index, dtype=np.int32)
         self._time[start:start + n] = np.asarray(timestamps, dtype=np.float32)
         self._ids.append(video_id)
+        self._fingerprints.append(fingerprint)
         self._offsets.append(start + n)
         for part in (video_id.encode(), np.asarray(frame_index, np.int32).tobytes(),
                      np.ascontiguousarray(data).tobytes()):
@@ -118,6 +143,8 @@ class FeatureWriter:
         f.create_dataset("video_ids", data=np.array(self._ids, dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
+        f.create_dataset("fingerprints", data=np.array(self._fingerprints, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
         f.attrs["content_sha256"] = self._sha.hexdigest()
         f.attrs["complete"] = True
         f.close()
@@ -141,12 +168,21 @@ class FeatureWriter:
         return False
 
 
+def settings_sha256(kind: str, row_shape, dtype, attrs: dict) -> str:
+    """What decides a video's rows in a store of this kind (model identity, sampling, sizes,
+    precision), as one hash; :data:`NOT_SETTINGS` are left out."""
+    decided = {k: v for k, v in attrs.items() if k not in NOT_SETTINGS}
+    text = json.dumps({"kind": kind, "row_shape": [int(s) for s in row_shape],
+                       "dtype": np.dtype(dtype).str, **decided}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def read_attrs(path) -> dict:
-    with _open(path) as f:
-        return {k: _decode_attr(v) for k, v in f.attrs.items()}
+    with open_store(path) as f:
+        return {k: decode_attr(v) for k, v in f.attrs.items()}
 
 
-def _open(path) -> h5py.File:
+def open_store(path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: feature file not found; run the stage that writes it "
@@ -176,8 +212,8 @@ class FeatureReader:
         self._pid = os.getpid()
         self._shard_attrs: list[dict] = []
         for k, path in enumerate(self.paths):
-            with _open(path) as f:
-                attrs = {a: _decode_attr(v) for a, v in f.attrs.items()}
+            with open_store(path) as f:
+                attrs = {a: decode_attr(v) for a, v in f.attrs.items()}
                 self._check(path, f, attrs, kind, expect)
                 self._shard_attrs.append(attrs)
                 ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][:]]
@@ -335,8 +371,8 @@ def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: lis
 
 
 def read_text_bank(path, expect: dict | None = None) -> dict:
-    with _open(path) as f:
-        attrs = {a: _decode_attr(v) for a, v in f.attrs.items()}
+    with open_store(path) as f:
+        attrs = {a: decode_attr(v) for a, v in f.attrs.items()}
         if attrs.get("kind") != "text":
             raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected 'text'")
         for key, want in (expect or {}).items():

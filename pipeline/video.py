@@ -40,6 +40,7 @@ class Probe:
     width: int = 0
     height: int = 0
     sampled: list[int] = field(default_factory=list)
+    fingerprint: str = ""   # the file's content identity (:func:`fingerprint`)
 
     def timestamps(self) -> np.ndarray:
         return np.asarray(self.sampled, dtype=np.float32) / np.float32(self.fps or 1.0)
@@ -80,6 +81,17 @@ def decode_error(path: str) -> str | None:
     except (av.error.FFmpegError, IndexError) as e:
         return str(e).splitlines()[0][:160] or type(e).__name__
     return None
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """The file's content identity: its size and the SHA-256 of every byte (first 32 hex
+    digits). Content, not mtime: a data set copied to a cluster or touched keeps its features,
+    a file replaced under the same name does not. The probe demuxes the whole file anyway, so
+    hashing it costs one more read from the page cache."""
+    import hashlib
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return f"{os.path.getsize(path)}:{digest[:32]}"
 
 
 def _unreadable(video_id, path, reason, frames=0, fps=0.0, width=0, height=0) -> "Probe":
@@ -173,10 +185,11 @@ def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe
     if not (0 < fps < 1000):
         fps = 25.0  # the container gives no usable rate; timestamps then assume 25 fps
     return Probe(video_id, path, True, "", frames, fps, width, height,
-                 sampling_plan(frames, fps, sampling))
+                 sampling_plan(frames, fps, sampling), fingerprint(path))
 
 
-PROBE_COLUMNS = ["video_id", "path", "readable", "reason", "frames", "fps", "width", "height", "sampled"]
+PROBE_COLUMNS = ["video_id", "path", "readable", "reason", "frames", "fps", "width", "height", "sampled",
+                 "fingerprint"]
 
 
 def expand_videos(paths) -> list[Path]:
@@ -214,7 +227,8 @@ def probe_files(videos: list[Path], sampling: dict) -> list[Probe]:
 def write_probes(probes: Iterable[Probe], out: str | Path) -> None:
     from .files import write_tsv
     write_tsv(out, PROBE_COLUMNS, ([p.video_id, p.path, int(p.readable), p.reason, p.frames, f"{p.fps:.6g}",
-                                    p.width, p.height, " ".join(map(str, p.sampled))] for p in probes))
+                                    p.width, p.height, " ".join(map(str, p.sampled)), p.fingerprint]
+                                   for p in probes))
 
 
 def read_probes(path: str | Path, readable_only: bool = True) -> list[Probe]:
@@ -222,7 +236,7 @@ def read_probes(path: str | Path, readable_only: bool = True) -> list[Probe]:
         rows = list(csv.DictReader(f, delimiter="\t"))
     probes = [Probe(r["video_id"], r["path"], r["readable"] == "1", r["reason"], int(r["frames"]),
                     float(r["fps"]), int(r["width"]), int(r["height"]),
-                    [int(v) for v in r["sampled"].split()]) for r in rows]
+                    [int(v) for v in r["sampled"].split()], r.get("fingerprint") or "") for r in rows]
     return [p for p in probes if p.readable] if readable_only else probes
 
 

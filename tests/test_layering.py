@@ -78,3 +78,32 @@ def test_config_command_names_the_bad_key(tmp_path):
     assert proc.returncode == 2 and "unknown key 'clip.modle'" in proc.stderr
     with pytest.raises(ConfigError, match="config file not found"):
         resolve_config([tmp_path / "nope.yaml"])
+
+
+def test_nested_config_overrides_take_the_schema_types():
+    """Snakemake hands `--config 'clip={batch_size: 32}'` over as text ('32', 'null')."""
+    from pipeline.config import typed_overrides
+    got = typed_overrides({"clip": {"batch_size": "32", "pretrained": "null", "model": "ViT-B-32"},
+                           "heads": {"fusion": {"lr": "1e-3", "frames": "all"}},
+                           "dataset": {"eval_split": "2019", "name": "inf"}, "shards": 3})
+    assert got == {"clip": {"batch_size": 32, "pretrained": None, "model": "ViT-B-32"},
+                   "heads": {"fusion": {"lr": 0.001, "frames": "all"}},
+                   "dataset": {"eval_split": "2019", "name": "inf"}, "shards": 3}
+    config, sources = resolve_config([], {"clip": {"batch_size": "32", "pretrained": "null"}})
+    assert config["clip"]["batch_size"] == 32 and config["clip"]["pretrained"] is None
+    with pytest.raises(ConfigError, match=r"^--config: key 'clip.batch_size' must be of type integer"):
+        resolve_config([], {"clip": {"batch_size": "abc"}})
+    with pytest.raises(ConfigError, match=r"^--config: unknown key 'clip.batch'"):
+        resolve_config([], {"clip": {"batch": "3"}})
+
+
+@pytest.mark.slow
+def test_snakemake_nested_config_reaches_the_run_typed(tmp_path):
+    (tmp_path / "wf").mkdir()
+    work = copy_workflow(tmp_path / "wf", demo_clip=False)
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    proc = snakemake(work, "-n", "--config", "clip={batch_size: 32, pretrained: null}")
+    assert "clip/train/shard-0.h5" in proc.stdout
+    bad = snakemake(work, "-n", "--config", "clip={batch_size: many}", check=False)
+    assert bad.returncode != 0
+    assert "error: --config: key 'clip.batch_size' must be of type integer; got 'many'" in bad.stderr

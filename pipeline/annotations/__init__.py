@@ -7,6 +7,7 @@ reads (samples.tsv, classes.tsv, missing.tsv, dataset.json, species.tsv, relatio
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .readers import AnnotationError, Entry, NameTable
 log = logging.getLogger("pipeline")
 
 __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "read_samples",
-           "read_classes", "read_species", "label_targets", "plan_splits", "FORMATS"]
+           "read_classes", "read_species", "label_targets", "plan_splits", "shard_of", "FORMATS"]
 
 # the config schema's dataset.format takes these (pipeline.config fills its enum from here)
 FORMATS = ("animal_kingdom", "animal_kingdom_species", "mammalnet", "lote", "csv", "demo")
@@ -81,6 +82,15 @@ def video_id_of(path: str) -> str:
     """Stable id: the path relative to the video folder, without its extension."""
     p = Path(path.replace("\\", "/"))
     return str(p.with_suffix("")) if p.suffix.lower() in VIDEO_EXTENSIONS else str(p)
+
+
+def shard_of(video_id: str, shards: int) -> int:
+    """A video's shard, from its own id only: adding or removing k videos changes at most k
+    shards of a split, where a round-robin over sorted ids would move most videos (and so
+    re-make every shard). A hash spreads ids evenly enough (a shard of n videos varies by
+    about sqrt(n)) and is the same in every process and on every machine."""
+    digest = hashlib.blake2b(video_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 def unique_ids(entries: list[Entry]) -> dict[str, Entry]:
@@ -161,13 +171,9 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
                               f"none of the {len(seen)} listed videos was found in this folder; "
                               f"check dataset.videos (list entries are relative to it)")
     warn_case_splits({r["split"] for r in rows})
-    # Round-robin over sorted ids per split: even shards, independent of list order.
     rows.sort(key=lambda r: (r["split"], r["video_id"]))
-    counters: dict[str, int] = {}
     for r in rows:
-        k = counters.get(r["split"], 0)
-        r["shard"] = k % shards
-        counters[r["split"]] = k + 1
+        r["shard"] = shard_of(r["video_id"], shards)
     multilabel = cfg.get("multilabel", "auto")
     if multilabel == "auto":
         multilabel = cfg["format"] in ("animal_kingdom", "animal_kingdom_species") or any(

@@ -18,6 +18,7 @@ from ..store import FeatureWriter
 from ..video import Probe
 from .common import autocast, batched, decode_ahead, decode_workers, skip_failed, stage_run
 from .decoding import stack, video_decoder
+from .reuse import publish, reuse_rows
 
 log = logging.getLogger("pipeline")
 
@@ -133,13 +134,17 @@ def clip_writer(out, enc: ClipEncoder) -> FeatureWriter:
 
 
 def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
-    """Embed the planned frames of ``probes`` into a clip feature shard at ``out``."""
+                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv",
+                 reuse: Path | None = None) -> dict:
+    """Embed the planned frames of ``probes`` into a clip feature shard at ``out``; rows the
+    ``reuse`` pool holds for a video (same file content, same settings) are copied."""
     enc = clip_encoder(cfg, device, sampling)
-    with stage_run(probes, f"clip {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done), \
-            clip_writer(out, enc) as writer:
-        decoded = decode_ahead(probes, enc.load(decoder), workers=decode_workers(cfg, device))
-        for probe, emb in enc.embed(skip_failed(decoded, stats)):
-            writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb)
-            done(probe)
-    return stats
+    with clip_writer(out, enc) as writer:
+        reused, todo = reuse_rows(probes, {"clip": writer}, reuse)
+        with stage_run(todo, f"clip {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done):
+            decoded = decode_ahead(todo, enc.load(decoder), workers=decode_workers(cfg, device))
+            for probe, emb in enc.embed(skip_failed(decoded, stats)):
+                writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb, probe.fingerprint)
+                done(probe)
+    publish(Path(out), reuse)
+    return {**stats, "reused": len(reused)}

@@ -16,12 +16,15 @@ from .clip import clip_encoder, clip_writer
 from .common import decode_ahead, decode_workers, skip_failed, stage_run
 from .decoding import stack, video_decoder
 from .flow import flow_computer
+from .reuse import publish, reuse_rows
 
 
 def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path, clip_cfg: dict,
                  flow_cfg: dict, device: torch.device, progress: bool = True,
-                 sampling: dict | None = None, decoder: str = "opencv") -> dict:
-    """Write the clip shard ``clip_out`` and the flow shard ``flow_out`` of ``probes``."""
+                 sampling: dict | None = None, decoder: str = "opencv", reuse: Path | None = None) -> dict:
+    """Write the clip shard ``clip_out`` and the flow shard ``flow_out`` of ``probes``; a video
+    whose clip and flow rows the ``reuse`` pool both holds (same content, same settings) is
+    copied, the others are decoded."""
     enc = clip_encoder(clip_cfg, device, sampling)
     fc = flow_computer(flow_cfg, device, sampling)
 
@@ -37,19 +40,23 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
         return crops, fc.pairs(p, rows["flow"])
 
     desc = f"extract {Path(clip_out).parent.name}/{Path(clip_out).stem}"
-    with stage_run(probes, desc, progress) as (stats, done), clip_writer(clip_out, enc) as clip_w, \
-            fc.writer(flow_out) as flow_w:
+    with clip_writer(clip_out, enc) as clip_w, fc.writer(flow_out) as flow_w:
+        reused, todo = reuse_rows(probes, {"clip": clip_w, "flow": flow_w}, reuse)
+
         def with_flow(decoded):
             # flow rows are written as each video passes on its way to the clip batches; the
             # crops ride along with their video through the flow batches
             videos = (((p, crops), pairs) for p, (crops, pairs) in skip_failed(decoded, stats))
             for (p, crops), rows in fc.rows(videos):
-                flow_w.add(p.video_id, p.sampled, p.timestamps(), rows)
+                flow_w.add(p.video_id, p.sampled, p.timestamps(), rows, p.fingerprint)
                 yield p, crops
 
-        workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))
-        decoded = decode_ahead(probes, decode, workers=workers)
-        for p, emb in enc.embed(with_flow(decoded)):
-            clip_w.add(p.video_id, p.sampled, p.timestamps(), emb)
-            done(p)
-    return stats
+        with stage_run(todo, desc, progress) as (stats, done):
+            workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))
+            decoded = decode_ahead(todo, decode, workers=workers)
+            for p, emb in enc.embed(with_flow(decoded)):
+                clip_w.add(p.video_id, p.sampled, p.timestamps(), emb, p.fingerprint)
+                done(p)
+    for out in (clip_out, flow_out):
+        publish(Path(out), reuse)
+    return {**stats, "reused": len(reused)}

@@ -24,6 +24,7 @@ from ..video import Probe
 from .common import (WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed,
                      stage_run)
 from .decoding import centre_square_tensor, grey, stack, video_decoder
+from .reuse import publish, reuse_rows
 
 log = logging.getLogger("pipeline")
 
@@ -276,13 +277,17 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
 
 
 def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.device,
-                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv") -> dict:
-    """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``."""
+                 progress: bool = True, sampling: dict | None = None, decoder: str = "opencv",
+                 reuse: Path | None = None) -> dict:
+    """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``; rows the
+    ``reuse`` pool holds for a video (same file content, same settings) are copied."""
     fc = flow_computer(cfg, device, sampling)
-    with stage_run(probes, f"flow {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done), \
-            fc.writer(out) as w:
-        decoded = decode_ahead(probes, fc.load(decoder, device), workers=decode_workers(cfg, device))
-        for probe, rows in fc.rows(skip_failed(decoded, stats)):
-            w.add(probe.video_id, probe.sampled, probe.timestamps(), rows)
-            done(probe)
-    return stats
+    with fc.writer(out) as w:
+        reused, todo = reuse_rows(probes, {"flow": w}, reuse)
+        with stage_run(todo, f"flow {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done):
+            decoded = decode_ahead(todo, fc.load(decoder, device), workers=decode_workers(cfg, device))
+            for probe, rows in fc.rows(skip_failed(decoded, stats)):
+                w.add(probe.video_id, probe.sampled, probe.timestamps(), rows, probe.fingerprint)
+                done(probe)
+    publish(Path(out), reuse)
+    return {**stats, "reused": len(reused)}

@@ -2,6 +2,7 @@ import json
 import shlex
 
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
+from pipeline.freshness import file_digest, shard_members
 from pipeline.heads.streams import PROMPT_HEADS, streams
 
 DS = config["dataset"]
@@ -22,6 +23,7 @@ for _note in _notes:
 TRAIN, EVAL = DS["train_split"], DS["eval_split"]
 MOCLIP = f"{RESULTS}/models/moclip"
 HEADS_DIR = f"{RESULTS}/heads"
+SUMMARY = f"{RESULTS}/reports/summary.md"
 
 
 def as_json(section, keys=None, drop=()):
@@ -40,6 +42,35 @@ _PRETRAINED = config["clip"]["pretrained"] or ""
 CLIP_WEIGHTS = [_PRETRAINED] if (Path(_PRETRAINED).suffix in (".pt", ".pth", ".bin", ".safetensors")
                                  or "/" in _PRETRAINED) else []
 RUNTIME_ONLY = ("batch_size", "decode_workers", "num_workers")
+
+
+REUSE = f"{RESULTS}/features/.reuse"  # extracted rows kept for re-made shards (features/reuse.py)
+
+
+def samples_table(w):
+    """samples.tsv once its checkpoint is done; ancient: its content, not its time, decides."""
+    return ancient(checkpoints.samples.get().output.samples)
+
+
+def shard_videos(w):
+    """What a probe shard reads (ids, paths, file sizes and mtimes): its rerun trigger."""
+    return shard_members(checkpoints.samples.get().output.samples, DS["videos"], w.split, w.shard)
+
+
+def probe_table(w):
+    return ancient(checkpoints.probe.get(split=w.split, shard=w.shard).output[0])
+
+
+def probe_content(w):
+    """The probe table's content (videos, fingerprints, frame plans): the extraction's trigger."""
+    return file_digest(checkpoints.probe.get(split=w.split, shard=w.shard).output[0])
+
+
+def student_settings():
+    """What the student depends on: not the export choice, workers or the clip batch size."""
+    return json.dumps({"moclip": {k: v for k, v in config["moclip"].items()
+                                  if k not in ("export",) + RUNTIME_ONLY},
+                       "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}}, sort_keys=True)
 
 
 def per_shard(pattern):

@@ -51,7 +51,9 @@ if DS["format"] == "demo":
 SPECIES_FILES = bool((DS.get("species") or {}).get("names"))
 
 
-rule samples:
+# A checkpoint: the probe jobs read their shard's members from samples.tsv once it is made, so a
+# probe shard re-runs when its videos change (params: members), never for a label.
+checkpoint samples:
     input:
         annotation_inputs(),
     output:
@@ -80,14 +82,17 @@ rule samples:
         " --out {params.out:q} 2> {log:q}"
 
 
-rule probe:
+# A checkpoint too: an extraction shard re-runs when its probe table's content changes
+# (params: content), not when the table is written again with the same content.
+checkpoint probe:
     input:
-        samples=rules.samples.output.samples,
+        samples=samples_table,
     output:
         f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
     params:
         sampling=as_json("sampling"),
         videos=DS["videos"],
+        members=shard_videos,
     resources:
         gpu=0,
         mem_mb=mem_mb("probe"),

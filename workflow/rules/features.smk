@@ -18,7 +18,7 @@ else:
 
 rule extract:
     input:
-        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
         clip=f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
@@ -27,6 +27,8 @@ rule extract:
         clip=as_json("clip", drop=RUNTIME_ONLY),
         flow=as_json("flow", drop=RUNTIME_ONLY),
         sampling=as_json("sampling"),
+        videos=probe_content,
+        reuse=REUSE,
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("extract", "clip", "flow"),
@@ -40,18 +42,20 @@ rule extract:
     shell:
         "python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
         " --flow-out {output.flow:q} --clip {params.clip:q} --flow {params.flow:q}"
-        " --sampling {params.sampling:q} 2> {log:q}"
+        " --sampling {params.sampling:q} --reuse {params.reuse:q} 2> {log:q}"
 
 
 rule clip:
     input:
-        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
         f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
     params:
         clip=as_json("clip", drop=RUNTIME_ONLY),
         sampling=as_json("sampling"),
+        videos=probe_content,
+        reuse=REUSE,
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("clip"),
@@ -64,18 +68,20 @@ rule clip:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
         "python -m pipeline clip --probe {input.probe:q} --out {output:q}"
-        " --params {params.clip:q} --sampling {params.sampling:q}"
+        " --params {params.clip:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
 
 rule flow:
     input:
-        probe=f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        probe=probe_table,
     output:
         f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
     params:
         flow=as_json("flow", drop=RUNTIME_ONLY),
         sampling=as_json("sampling"),
+        videos=probe_content,
+        reuse=REUSE,
     resources:
         gpu=gpus(config["flow"]["backend"] == "ptlflow"),
         mem_mb=mem_mb("flow"),
@@ -88,7 +94,7 @@ rule flow:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
         "python -m pipeline flow --probe {input.probe:q} --out {output:q}"
-        " --params {params.flow:q} --sampling {params.sampling:q}"
+        " --params {params.flow:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
 

@@ -26,6 +26,7 @@ rule head:
         splits=" ".join(f"--{role}-split {shlex.quote(split)}" for role, split in
                         (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),
         out=lambda w, output: str(Path(output.model).parent),
+        summary=SUMMARY,
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("head"),
@@ -39,7 +40,7 @@ rule head:
     shell:
         "python -m pipeline head --name {wildcards.head} --params {params.head:q} {params.shards}"
         " {params.splits} --samples {input.samples:q} --classes {input.classes:q}"
-        " --dataset-info {input.info:q} --out {params.out:q} 2> {log:q}"
+        " --dataset-info {input.info:q} --out {params.out:q} --summary {params.summary:q} 2> {log:q}"
 
 
 rule report:
@@ -50,7 +51,7 @@ rule report:
         missing=rules.samples.output.missing,
         probes=split_shards("probe", EVAL, ext="tsv"),
     output:
-        summary=report(f"{RESULTS}/reports/summary.md", category="Summary",
+        summary=report(SUMMARY, category="Summary",
                        caption="../report/summary.rst"),
         plot=report(f"{RESULTS}/reports/heads.png", category="Summary",
                     caption="../report/heads.rst"),

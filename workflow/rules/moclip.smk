@@ -16,12 +16,9 @@ rule moclip_train:
         log=f"{MOCLIP}/train_log.csv",
         plot=report(f"{MOCLIP}/train_log.png", category="MoCLIP"),
     params:
-        # what the student depends on: not the export choice, workers or the clip batch size
-        cfg=lambda w: json.dumps({"moclip": {k: v for k, v in config["moclip"].items()
-                                             if k not in ("export",) + RUNTIME_ONLY},
-                                  "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
-                                 sort_keys=True),
+        cfg=student_settings(),
         out=lambda w, output: str(Path(output.student).parent),
+        summary=SUMMARY,
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("moclip_train"),
@@ -36,7 +33,7 @@ rule moclip_train:
         "python -m pipeline moclip-train --clip-train {input.clip_train:q}"
         " --flow-train {input.flow_train:q} --clip-val {input.clip_val:q} --flow-val {input.flow_val:q}"
         " --samples {input.samples:q} --classes {input.classes:q} --dataset-info {input.info:q}"
-        " --params {params.cfg:q} --out {params.out:q}"
+        " --params {params.cfg:q} --out {params.out:q} --summary {params.summary:q}"
         " 2> {log:q}"
 
 
@@ -48,6 +45,9 @@ rule moclip_export:
         f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5",
     params:
         moclip=as_json("moclip", keys=("export",)),
+        # the student's settings: changing them re-exports even when the re-training that
+        # follows is killed and leaves no student.pt behind
+        student=student_settings(),
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("moclip_export"),

@@ -1,0 +1,156 @@
+"""What decides whether a stage's outputs are current, for the workflow to build its DAG from.
+
+Snakemake re-runs a job when an input is newer or its params changed. The rules feed it what
+really decides each output: a probe shard re-runs when its videos (ids, paths, file size and
+mtime) change, not when a label does; an extraction shard re-runs when its probe table's content
+changes, not when the table is merely rewritten. Files that cannot be current (damaged, made by
+another model, motion features without their student) are set aside before the DAG is built, so
+the run re-makes them. Light on purpose: the DAG is built without torch or OpenCV.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+
+def _digest(parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+@lru_cache(maxsize=4)
+def _members(samples_tsv: str, mtime_ns: int) -> dict:
+    out: dict = {}
+    with open(samples_tsv, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            out.setdefault((r["split"], int(r["shard"])), []).append((r["video_id"], r["path"]))
+    return out
+
+
+def shard_members(samples_tsv, videos, split: str, shard: int) -> str:
+    """Digest of what a probe shard reads: its videos' ids and paths, and each file's size and
+    mtime (a file replaced under its name, older or newer, is probed again; the probe's content
+    fingerprint then says whether its features must be made again). Labels are not in it."""
+    path = Path(samples_tsv)
+    rows = _members(str(path), path.stat().st_mtime_ns).get((split, int(shard)), [])
+    parts = []
+    for vid, rel in sorted(rows):
+        try:
+            st = os.stat(Path(videos) / rel)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        parts += [vid, rel, stamp]
+    return _digest(parts)
+
+
+def file_digest(path) -> str:
+    """A file's content hash: a table rewritten with the same content keeps its digest."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:32]
+
+
+def stale_reason(path, expect: dict) -> str | None:
+    """Why an existing feature shard cannot be current, or None: not HDF5, truncated,
+    incomplete, or made with attributes other than ``expect`` (kind, model, sampling, ...)."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            if not attrs.get("complete") or "offsets" not in f or "data" not in f:
+                return "incomplete (its writer was interrupted)"
+            if f["offsets"][-1] != f["data"].shape[0]:
+                return "damaged (its index and data disagree)"
+    except OSError as e:
+        return f"not a readable HDF5 file ({str(e).splitlines()[0][:80]})"
+    for key, want in expect.items():
+        got = attrs.get(key)
+        got = got.decode() if isinstance(got, bytes) else got
+        if isinstance(got, str) and got[:1] in "{[" and not isinstance(want, str):
+            got = json.loads(got)
+        if got != want:
+            return f"made with {key}={got!r}, the config says {want!r}"
+    return None
+
+
+OUT_OF_DATE = "> **Out of date.**"
+
+
+def mark_out_of_date(summary, why: str) -> None:
+    """Put a banner on top of an existing summary that a job is re-making one of its inputs,
+    so that numbers of older inputs are never shown as current (the report rule rewrites the
+    file whole when the run finishes)."""
+    summary = Path(summary)
+    if not summary.is_file():
+        return
+    text = summary.read_text()
+    reasons = []
+    if text.startswith(OUT_OF_DATE):
+        head, _, text = text.partition("\n\n")
+        reasons = [line[2:] for line in head.splitlines()[1:] if line.startswith("> ")]
+    line = f"{why} (since {time.strftime('%Y-%m-%d %H:%M')})"
+    if not any(r.split(" (since")[0] == why for r in reasons):
+        reasons.append(line)
+    banner = "\n".join([f"{OUT_OF_DATE} The rows below come from older inputs: re-run "
+                        f"snakemake to bring them up to date."] + [f"> {r}" for r in reasons])
+    partial = summary.with_name(f"{summary.name}.{os.getpid()}.partial")  # heads run side by side
+    partial.write_text(banner + "\n\n" + text)
+    os.replace(partial, summary)
+
+
+def expected_attrs(config: dict) -> dict:
+    """Per kind, the shard attributes the config decides (checked without loading a model)."""
+    clip, flow = config["clip"], config["flow"]
+    classical = flow["backend"] != "ptlflow"
+    return {"clip": {"kind": "clip", "model": clip["model"], "sampling": config["sampling"]},
+            "flow": {"kind": "flow", "backend": flow["backend"],
+                     "model": flow["backend"] if classical else flow["model"],
+                     "step": flow["step"], "size": flow["size"], "work_size": flow["work_size"],
+                     "bound": float(flow["bound"]), "half": flow["half"],
+                     "sampling": config["sampling"]},
+            "motion": {"kind": "motion"}}
+
+
+def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str]]:
+    """Feature shards of a run folder that cannot be current, with why: damaged, made with
+    other settings than the config's, outside the run's plan (a split or shard number it no
+    longer has), or motion features whose student (models/moclip/student.pt) is gone. The
+    workflow deletes them before it builds its DAG, so the run makes them again (rows that
+    are still right come back from the reuse pool, not from decoding)."""
+    results = Path(results)
+    plan = {(s, f"shard-{k}.h5") for s in splits for k in range(shards)}
+    student = results / "models" / "moclip" / "student.pt"
+    found = []
+    for kind, expect in expected_attrs(config).items():
+        for path in sorted((results / "features" / kind).glob("*/shard-*.h5")):
+            if (path.parent.name, path.name) not in plan:
+                why = f"not in the run's plan ({len(list(splits))} splits x {shards} shards)"
+            elif kind == "motion" and not student.is_file():
+                why = f"its student ({student}) is gone"
+            else:
+                why = stale_reason(path, expect)
+            if why:
+                found.append((path, why))
+    return found
+
+
+def wanted_fingerprints(results, splits, shards: int) -> set[str] | None:
+    """The content fingerprints of every video in the run's probe tables; None if one is
+    missing (the run is not complete: keep every pooled row)."""
+    wanted = set()
+    for split in splits:
+        for k in range(shards):
+            table = Path(results) / "probe" / split / f"shard-{k}.tsv"
+            if not table.is_file():
+                return None
+            with open(table, newline="", encoding="utf-8") as f:
+                wanted |= {r.get("fingerprint") for r in csv.DictReader(f, delimiter="\t")}
+    return wanted - {None, ""}

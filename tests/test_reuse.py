@@ -1,0 +1,129 @@
+"""Rows reused, not recomputed: a shard made again copies the rows of videos the run's pool
+already holds (same file content, same settings) and decodes only the others."""
+import collections
+import shutil
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pipeline import video
+from pipeline.config import section
+from pipeline.features.extract import extract_both
+from pipeline.features.flow import extract_flow
+from pipeline.features.reuse import prune_pool
+from pipeline.store import FeatureReader
+from pipeline.video import probe_video
+
+CPU = torch.device("cpu")
+PLAN = {"mode": "uniform", "frames": 6, "max_frames": 64}
+
+
+@pytest.fixture
+def videos(tmp_path, demo_dir):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(demo_dir / "videos" / f"clip_{i:03d}.mp4", folder / f"v{i}.mp4")
+    return folder
+
+
+def _probes(folder, names):
+    return [probe_video(folder / f"{n}.mp4", n, PLAN) for n in names]
+
+
+@pytest.fixture
+def opens(monkeypatch):
+    counter, real = collections.Counter(), cv2.VideoCapture
+
+    def counting(path, *args):  # every decoder a stage opens goes through here
+        counter[str(path)] += 1
+        return real(path, *args)
+    monkeypatch.setattr(video.cv2, "VideoCapture", counting)
+    return counter
+
+
+def _cfgs(micro_clip):
+    return (section("clip", {"model": micro_clip, "pretrained": None}),
+            section("flow", {"backend": "dis", "work_size": 64, "size": 32}))
+
+
+def _rows(path) -> dict:
+    r = FeatureReader([path])
+    return {v: (r.video(v).frame_index.tolist(), r.video(v).data) for v in r.video_ids}
+
+
+def test_a_remade_shard_copies_known_videos_and_decodes_the_new_one(videos, micro_clip, tmp_path,
+                                                                     opens, demo_dir):
+    clip_cfg, flow_cfg = _cfgs(micro_clip)
+    pool, out = tmp_path / "pool", tmp_path / "features"
+    first = _probes(videos, ["v0", "v1", "v2"])
+    stats = extract_both(first, out / "c.h5", out / "f.h5", clip_cfg, flow_cfg, CPU, progress=False,
+                         reuse=pool)
+    assert stats["reused"] == 0 and stats["videos"] == 3
+    before = {k: _rows(out / f"{k}.h5") for k in ("c", "f")}
+    for k in ("c", "f"):  # Snakemake deletes a job's outputs before it runs again
+        (out / f"{k}.h5").unlink()
+    shutil.copy(demo_dir / "videos" / "clip_009.mp4", videos / "v3.mp4")
+    opens.clear()
+    stats = extract_both(_probes(videos, ["v0", "v1", "v2", "v3"]), out / "c.h5", out / "f.h5",
+                         clip_cfg, flow_cfg, CPU, progress=False, reuse=pool)
+    assert (stats["reused"], stats["videos"]) == (3, 1)
+    assert opens == {str(videos / "v3.mp4"): 1}, opens  # the new video only
+    for k in ("c", "f"):
+        after = _rows(out / f"{k}.h5")
+        assert sorted(after) == ["v0", "v1", "v2", "v3"]
+        for vid, (index, data) in before[k].items():
+            assert after[vid][0] == index and np.array_equal(after[vid][1], data), (k, vid)
+    with h5py.File(out / "f.h5") as f:  # flow rows were copied as stored (compressed) chunks
+        assert f["data"].compression == "gzip"
+
+
+def test_content_not_name_decides(videos, micro_clip, tmp_path, opens, demo_dir):
+    """A renamed video is copied under its new id; a file replaced under its name is decoded."""
+    _, flow_cfg = _cfgs(micro_clip)
+    pool = tmp_path / "pool"
+    extract_flow(_probes(videos, ["v0", "v1"]), tmp_path / "a.h5", flow_cfg, CPU, progress=False,
+                 reuse=pool)
+    (videos / "v0.mp4").rename(videos / "renamed.mp4")
+    shutil.copy(demo_dir / "videos" / "clip_010.mp4", videos / "v1.mp4")  # new content, same name
+    opens.clear()
+    stats = extract_flow(_probes(videos, ["renamed", "v1"]), tmp_path / "b.h5", flow_cfg, CPU,
+                         progress=False, reuse=pool)
+    assert (stats["reused"], stats["videos"]) == (1, 1)
+    assert opens == {str(videos / "v1.mp4"): 1}, opens
+    old, new = FeatureReader([tmp_path / "a.h5"]), FeatureReader([tmp_path / "b.h5"])
+    assert np.array_equal(old.video("v0").data, new.video("renamed").data)
+    assert not np.array_equal(old.video("v1").data, new.video("v1").data)
+
+
+def test_other_settings_are_not_reused(videos, micro_clip, tmp_path, opens):
+    _, flow_cfg = _cfgs(micro_clip)
+    pool = tmp_path / "pool"
+    probes = _probes(videos, ["v0", "v1"])
+    extract_flow(probes, tmp_path / "a.h5", flow_cfg, CPU, progress=False, reuse=pool)
+    opens.clear()
+    stats = extract_flow(probes, tmp_path / "b.h5", {**flow_cfg, "size": 16}, CPU, progress=False,
+                         reuse=pool)
+    assert (stats["reused"], stats["videos"]) == (0, 2) and len(opens) == 2
+    # a batch size changes no row: reused
+    stats = extract_flow(probes, tmp_path / "c.h5", {**flow_cfg, "batch_size": 3}, CPU,
+                         progress=False, reuse=pool)
+    assert (stats["reused"], stats["videos"]) == (2, 0)
+
+
+def test_the_pool_keeps_what_a_current_video_wants_and_drops_the_rest(videos, micro_clip, tmp_path):
+    _, flow_cfg = _cfgs(micro_clip)
+    pool = tmp_path / "pool"
+    a, b = _probes(videos, ["v0", "v1"]), _probes(videos, ["v2"])
+    extract_flow(a, tmp_path / "a.h5", flow_cfg, CPU, progress=False, reuse=pool)
+    extract_flow(b, tmp_path / "b.h5", flow_cfg, CPU, progress=False, reuse=pool)
+    assert len(list((pool / "flow").glob("*.h5"))) == 2
+    (tmp_path / "a.h5").unlink()  # its shard is gone: the pool file is an orphan
+    assert prune_pool(pool, None) == []  # an incomplete run prunes nothing
+    kept = prune_pool(pool, {a[1].fingerprint, b[0].fingerprint})
+    assert kept == [] and len(list((pool / "flow").glob("*.h5"))) == 2  # v1 is still wanted
+    gone = prune_pool(pool, {b[0].fingerprint})  # v0, v1 no longer listed
+    assert len(gone) == 1 and len(list((pool / "flow").glob("*.h5"))) == 1

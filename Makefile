@@ -9,13 +9,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-cluster clean
 demo: $(VENV)/.installed  ## install, then run the default job (the bundled demo) end to end
 	. $(VENV)/bin/activate && snakemake --cores $(CORES)
 
 test: $(VENV)/.installed  ## install, then run the test suite (exit code 5, no tests, is a failure)
 	. $(VENV)/bin/activate && python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The SLURM test installs SLURM (root, Debian packages) and writes /etc/slurm (kept and restored);
+# outside CI it runs only through this target.
+test-cluster: $(VENV)/.installed  ## install, then run the one-node SLURM test
+	. $(VENV)/bin/activate && PIPELINE_TEST_SLURM=1 python -m pytest -m slurm $(PYTEST_ARGS)
 
 clean:
 	rm -rf results data/demo .snakemake

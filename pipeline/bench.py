@@ -280,7 +280,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
             probe["baseline"] = rate(lambda: [count_by_decoding(p.path) for p in probes], all_frames)
         rows["probe"] = _rounds(probe, repeats)
         rows["probe"]["frames"] = all_frames
-        rows["probe"]["counts_agree"] = all(count_by_decoding(p.path) == p.frames for p in probes)
+        rows["probe"]["count_differences"] = count_differences(probes)
         bare = video_decoder(decoder, device, lambda p: (  # decoded frames, nothing done with them
             sorted(set(p.sampled)), {"frames": (set(p.sampled), lambda f: 0, lambda c: [0] * len(c))}))
         decode = {"frames_per_s": measured("decode", rate(lambda: [None for _ in decode_ahead(
@@ -367,7 +367,7 @@ def table_rows(rows: dict, frames: int, device, decoder: str = "OpenCV (CPU)") -
                     "speedup": fps / base if base else None,
                     "peak_mem_mb": r["peak"][0], "limit": limit, "memory": r["peak"][1],
                     "decoder": STAGE_DECODERS.get(stage, decoder), "decodes_per_video": r["passes"],
-                    "separate": r.get("separate"), "counts_agree": r.get("counts_agree"),
+                    "separate": r.get("separate"), "count_differences": r.get("count_differences"),
                     "half_cost": r.get("half_cost")})
     return out
 
@@ -403,6 +403,19 @@ def _f(v, spec):
     return format("-", spec.rstrip(".1f2f")) if v is None else format(v, spec)
 
 
+def count_differences(probes) -> dict:
+    """path -> (the probe's count, a full decode's count) of the videos where they differ."""
+    return {p.path: (p.frames, n) for p in probes if (n := count_by_decoding(p.path)) != p.frames}
+
+
+def probe_check(differences: dict) -> str:
+    """The probe's frame counts against a full decode: equal, or the videos that differ."""
+    if not differences:
+        return "probe: frame counts equal a full decode on every video"
+    return (f"probe: frame counts DIFFER FROM a full decode on {len(differences)} video(s): "
+            + "; ".join(f"{path} (probe {a}, decode {b})" for path, (a, b) in differences.items()))
+
+
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'stage':<9}{'frames/s':>10}{'floor':>10}{'baseline':>10}{'of floor':>10}"
              f"{'speedup':>9}{'peak MB':>9}{'decodes':>9}  {'decoder':<20}limited by"]
@@ -416,9 +429,8 @@ def format_table(rows: list[dict]) -> str:
     lines.append("decodes: full decoding passes per video; frames of the probe row: every frame of the "
                  "videos, against a probe that decodes them all (the baseline)")
     for r in rows:
-        if r["stage"] == "probe" and r["counts_agree"] is not None:
-            lines.append(f"probe: frame counts {'equal' if r['counts_agree'] else 'DIFFER FROM'} a full "
-                         f"decode on every video")
+        if r["stage"] == "probe" and r["count_differences"] is not None:
+            lines.append(probe_check(r["count_differences"]))
         if r.get("half_cost"):
             h = r["half_cost"]
             lines.append(f"flow in {h['dtype']} autocast on {h['pairs']} real frame pairs: "

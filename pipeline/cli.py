@@ -296,7 +296,7 @@ def cmd_report(a):
     from .report import split_counts, summary
     info = json.loads(Path(a.dataset_info).read_text())
     metrics = json.loads(Path(a.metrics[0]).read_text())
-    counts = split_counts(metrics["split"], a.missing, a.probes) if a.probes else None
+    counts = split_counts(metrics["split"], a.missing, a.probes, a.features or ()) if a.probes else None
     path = summary(a.metrics, a.out, a.probe, info.get("segments_source"), counts)
     print(path.read_text())
 
@@ -488,6 +488,8 @@ def _add_head_commands(sub):
     p.add_argument("--dataset-info", required=True)
     p.add_argument("--missing", help="missing.tsv (videos listed but not found)")
     p.add_argument("--probes", nargs="*", help="probe tables of the evaluation split (skipped videos)")
+    p.add_argument("--features", nargs="*", help="feature shards of the evaluation split (videos "
+                   "the extraction skipped)")
     p.add_argument("--out", required=True, help="reports folder")
 
     p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "
@@ -613,10 +615,11 @@ def main(argv=None) -> int:
     from .describe import DescribeError
     from .predict import RunError
     from .store import StoreError
+    from .devices import DeviceError
     try:
         args.func(args)
     except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError,
-            RunError, DescribeError) as e:
+            RunError, DescribeError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept

@@ -20,6 +20,10 @@ POOL_ENV = "PIPELINE_DEVICE_POOL"  # the pool's folder, set by the workflow
 _held: dict[str, object] = {}  # pool folder -> the open lock file (kept for the process's life)
 
 
+class DeviceError(RuntimeError):
+    """The device asked for cannot be had here; the message says what to set instead."""
+
+
 def claim(pool: str | Path, devices: list[int], wait_s: float = 3600.0, poll_s: float = 0.5) -> int:
     """The device id this process holds from ``devices``; waits while all are held (Snakemake's
     ``gpu`` resource keeps that short). Claiming again from the same pool returns the same id."""
@@ -41,8 +45,10 @@ def claim(pool: str | Path, devices: list[int], wait_s: float = 3600.0, poll_s: 
             _held[key] = (f, device)
             return device
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no free GPU in {pool} after {wait_s:.0f} s: every device of "
-                               f"{devices} is held by another job of this run")
+            raise DeviceError(f"no free GPU in {pool} after {wait_s:.0f} s: every device of "
+                              f"{devices} is held by another job of this run; run fewer GPU "
+                              f"jobs at once (--resources gpu=N) or delete {pool} if no run "
+                              f"is using it")
         time.sleep(poll_s)
 
 

@@ -87,14 +87,17 @@ def load_run(run, head: str) -> dict:
 
 
 def compute_features(probes, r: dict, device, tmp: Path) -> dict:
-    """clip / flow / motion readers for ``probes``, made by the stage functions."""
+    """clip / flow / motion readers for ``probes``, made by the stage functions; ``failed``:
+    (video id, reason) of the videos whose decoding failed (the others go on)."""
     _, need_motion = streams(r["ckpt"]["name"], r["ckpt"]["params"])
     out = {}
     if need_motion:  # one decode of each video for both
-        extract_both(probes, tmp / "clip.h5", tmp / "flow.h5", r["clip_cfg"], r["flow_cfg"], device,
-                     progress=False, sampling=r["sampling"])
+        stats = extract_both(probes, tmp / "clip.h5", tmp / "flow.h5", r["clip_cfg"], r["flow_cfg"],
+                             device, progress=False, sampling=r["sampling"])
     else:
-        extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False, sampling=r["sampling"])
+        stats = extract_clip(probes, tmp / "clip.h5", r["clip_cfg"], device, progress=False,
+                             sampling=r["sampling"])
+    out["failed"] = stats["failed"]
     out["clip"] = FeatureReader([tmp / "clip.h5"], kind="clip", expect=r["ckpt"]["identity"].get("clip"))
     if need_motion:
         export_motion(r["student"], tmp / "flow.h5", tmp / "motion.h5", device)
@@ -162,8 +165,15 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
     results = [{"video": str(p.path), "error": p.reason} for p in probes.values() if not p.readable]
     if not readable:
         return results
+    names = timeline_names([p.path for p in readable])
     with tempfile.TemporaryDirectory() as tmp:
         feats = compute_features(readable, r, device, Path(tmp))
+        failed = dict(feats.pop("failed"))
+        results += [{"video": str(p.path), "error": f"decoding failed: {failed[p.video_id]}"}
+                    for p in readable if p.video_id in failed]
+        readable = [p for p in readable if p.video_id not in failed]
+        if not readable:
+            return results
         ids = [p.video_id for p in readable]
         scores = probabilities(predict_logits(r["model"], _split(feats, ids), params, device), multilabel)
         for p, s in zip(readable, scores):
@@ -174,12 +184,25 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
                             for c in order]}
             if timeline is not None:
                 item["timeline"] = _timeline(feats, p, r, params, multilabel, device, window_s,
-                                             Path(timeline))
+                                             Path(timeline) / names[p.path])
             results.append(item)
     return results
 
 
-def _timeline(feats, probe, r, params, multilabel, device, window_s, out_dir: Path) -> str:
+def timeline_names(paths) -> dict:
+    """A timeline file name per video path, distinct for every path: the file's name with its
+    suffix (clip.mp4, clip.mkv), preceded by as many of its folders as needed to tell apart
+    two files of one name (a__clip.mp4, b__clip.mp4)."""
+    parts = {p: Path(p).resolve().parts for p in paths}
+    depth = 1
+    while True:
+        names = {p: "__".join(q[-depth:]) for p, q in parts.items()}
+        if len(set(names.values())) == len(names) or depth >= max(map(len, parts.values()), default=1):
+            return {p: f"{n}.timeline.png" for p, n in names.items()}
+        depth += 1
+
+
+def _timeline(feats, probe, r, params, multilabel, device, window_s, path: Path) -> str:
     """Scores of sliding windows (one per second) -> a per-second action timeline plot."""
     t = feats["clip"].video(probe.video_id).timestamps
     starts = np.arange(0.0, max(float(t[-1]) - window_s, 0.0) + 1.0, 1.0)
@@ -197,8 +220,7 @@ def _timeline(feats, probe, r, params, multilabel, device, window_s, out_dir: Pa
     ax.set_xlabel("time (s), window start"), fig.colorbar(im, ax=ax, label="score")
     ax.set_title(f"{Path(probe.path).name}: {r['head']}, {window_s:g} s windows")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{Path(probe.path).stem}.timeline.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)

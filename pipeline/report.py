@@ -105,16 +105,23 @@ COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", 
                   ("mAP", "macro mAP")]
 
 
-def split_counts(split: str, missing_file, probe_files) -> dict:
-    """Videos of ``split`` listed, missing (not found), skipped (unreadable) and evaluated."""
+def split_counts(split: str, missing_file, probe_files, feature_files=()) -> dict:
+    """Videos of ``split`` listed, missing (not found), skipped as unreadable by the probe,
+    skipped by the extraction (they probed but did not decode: named, from the shards'
+    ``skipped`` attribute) and, by the caller, evaluated."""
     import csv
+    from .store import read_attrs
     from .video import read_probes
     with open(missing_file, newline="", encoding="utf-8") as f:
         missing = sum(r["split"] == split for r in csv.DictReader(f, delimiter="\t"))
     probes = [p for f in probe_files for p in read_probes(f, readable_only=False)]
     skipped = [p for p in probes if not p.readable]
+    undecodable = {}
+    for path in feature_files:
+        for vid, why in read_attrs(path).get("skipped") or []:
+            undecodable.setdefault(vid, why)
     return {"listed": len(probes) + missing, "missing": missing, "skipped": len(skipped),
-            "probe_tables": [str(f) for f in probe_files]}
+            "undecodable": sorted(undecodable.items()), "probe_tables": [str(f) for f in probe_files]}
 
 
 def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None,
@@ -141,9 +148,13 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
                       "species_top1": species and species["chance"]})
     lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", ""]
     if counts:
+        bad = counts.get("undecodable") or []
+        named = "; ".join(f"`{v}` ({why})" for v, why in bad[:10]) + ("; ..." if len(bad) > 10 else "")
         lines += [f"{counts['listed']} videos listed in this split: {counts['missing']} missing "
                   f"(see `missing.tsv`), {counts['skipped']} skipped as unreadable (reasons in "
-                  f"`probe/{rows[0]['split']}/shard-*.tsv`), {rows[0]['n_videos']} evaluated.", ""]
+                  f"`probe/{rows[0]['split']}/shard-*.tsv`), {len(bad)} skipped by the extraction "
+                  f"(they probed but did not decode{': ' + named if bad else ''}), "
+                  f"{rows[0]['n_videos']} evaluated.", ""]
     lines += [
              "Macro mAP averages per-class AP over classes with a positive (Animal Kingdom's "
              "definition); micro mAP pools all (video, class) pairs (what ViMoCLIP reports)."

@@ -137,6 +137,10 @@ class FeatureWriter:
                      np.ascontiguousarray(data).tobytes()):
             self._sha.update(part)
 
+    def record(self, key: str, value) -> None:
+        """Set one more attribute before the file is published (e.g. the videos skipped)."""
+        self._f.attrs[key] = _encode_attr(value)
+
     def close(self) -> Path:
         """Write the index, mark complete and rename to the final name."""
         f = self._f

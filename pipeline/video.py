@@ -124,6 +124,8 @@ def demux_video(path: str) -> dict:
         claimed = int(stream.frames or 0)
         if not claimed and stream.duration and stream.time_base and fps:
             claimed = int(round(float(stream.duration * stream.time_base) * fps))  # an estimate
+        if not claimed and container.duration and fps:  # an mkv's segment duration, in us
+            claimed = int(round(container.duration / 1e6 * fps))
         width, height = (first.width, first.height) if first is not None else (0, 0)
         if first is not None and abs(getattr(first, "rotation", 0) or 0) % 180 == 90:
             width, height = height, width  # the decoders this project uses apply the rotation
@@ -181,10 +183,16 @@ def probe_video(path: str | os.PathLike, video_id: str, sampling: dict) -> Probe
             why = f"decode error: {error}" if error else f"the container stores {stored} frames"
             return _unreadable(video_id, path, f"decoding stopped at frame {frames} ({why}; "
                                f"truncated or corrupt file)", frames, fps, width, height)
-        log.info("%s: %d frames read cleanly; the container's %d is an estimate", path, frames, claimed)
+    note = ""
+    if claimed > 1 and frames < TRUNCATION_TOLERANCE * claimed:
+        # Kept: every frame read decodes, and such counts are often wrong (an mkv with a
+        # pause, an AVI header written before an edit); the table says so for a look.
+        note = (f"possibly truncated: the container says {claimed} frames, {frames} read "
+                f"and decode cleanly; kept")
+        log.warning("%s: %s", path, note)
     if not (0 < fps < 1000):
         fps = 25.0  # the container gives no usable rate; timestamps then assume 25 fps
-    return Probe(video_id, path, True, "", frames, fps, width, height,
+    return Probe(video_id, path, True, note, frames, fps, width, height,
                  sampling_plan(frames, fps, sampling), fingerprint(path))
 
 

@@ -107,3 +107,17 @@ def demo_run(tmp_path_factory):
     (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     snakemake(work)
     return work
+
+
+def garbage_middle(good, bad, first_bad: int = 20):
+    """A copy of ``good`` whose packets from ``first_bad`` on hold random bytes (sizes kept):
+    it probes fine (every packet is there), decoding stops at that frame."""
+    import av
+    import numpy as np
+    with av.open(str(good)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(Path(good).read_bytes())
+    rng = np.random.default_rng(1)
+    for pos, size in packets[first_bad:]:
+        data[pos:pos + size] = rng.integers(0, 255, size, dtype=np.uint8).tobytes()
+    Path(bad).write_bytes(bytes(data))

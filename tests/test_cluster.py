@@ -40,8 +40,12 @@ def arrays(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def slurm():
+    if not (os.environ.get("CI") or os.environ.get("PIPELINE_TEST_SLURM")):
+        pytest.skip("the SLURM test installs and configures SLURM on this machine: it runs in "
+                    "CI, or when asked (make test-cluster, or PIPELINE_TEST_SLURM=1)")
     if os.geteuid() != 0 or shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("a local SLURM needs root and Debian's packages")
+    before = subprocess.run(["pgrep", "-u", "munge", "munged"], capture_output=True, text=True).stdout.split()
     proc = subprocess.run(["bash", str(SLURM_SH), "up"], capture_output=True, text=True)
     if proc.returncode != 0:
         print("\n" + "!" * 70 + "\nSLURM COULD NOT BE STARTED: the cluster test is SKIPPED\n"
@@ -49,6 +53,8 @@ def slurm():
         pytest.skip("SLURM could not be installed or started (see the loud message above)")
     yield
     subprocess.run(["bash", str(SLURM_SH), "down"])
+    for pid in before:  # a munged that ran before the test is not the test's to stop
+        assert Path(f"/proc/{pid}").exists(), f"munged {pid} was running before and was stopped"
 
 
 @pytest.mark.slurm
@@ -132,3 +138,14 @@ def test_sigkill_in_the_middle_of_a_shard_then_rerun(tmp_path, demo_run):
     assert a.keys() <= b.keys() and len(a) == 12
     for k in a:
         assert np.array_equal(a[k][0], b[k][0]), k
+
+
+def test_outside_ci_the_slurm_test_runs_only_when_asked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PIPELINE_TEST_SLURM")}
+    conf = Path("/etc/slurm/slurm.conf")
+    stamp = conf.stat().st_mtime_ns if conf.exists() else None
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", str(Path(__file__)), "-k",
+                           "demo_through_slurm", "-p", "no:cacheprovider"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert "1 skipped" in proc.stdout and "make test-cluster" in proc.stdout, proc.stdout[-1500:]
+    assert (conf.stat().st_mtime_ns if conf.exists() else None) == stamp

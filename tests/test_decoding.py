@@ -138,3 +138,27 @@ def test_torchcodec_decoding_gives_the_opencv_features_within_tolerance(probes, 
             assert diff.mean() < 0.25, (k, diff.mean())
         else:
             assert np.array_equal(g, w), k
+
+
+def test_torchcodec_without_its_libraries_is_said_once_and_blames_no_video(probes, micro_clip, tmp_path, caplog):
+    """This machine has no system FFmpeg: torchcodec imports, but cannot load its libraries."""
+    (tmp_path / "a").mkdir()
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        _both(probes, tmp_path / "a", micro_clip, "torchcodec")
+    said = [r.message for r in caplog.records if "torchcodec" in r.message]
+    assert len(said) == 1 and "cannot be loaded on this machine" in said[0], said
+    assert not any("could not decode" in m for m in said)
+
+
+def test_a_library_failure_at_the_first_video_is_said_once(probes, micro_clip, tmp_path, monkeypatch, caplog):
+    def unloadable(device):
+        def source(path, indices):
+            raise RuntimeError("Could not load libtorchcodec. Likely causes: ...")
+            yield
+        return source
+    monkeypatch.setattr(decoding, "torchcodec_decoder", unloadable)
+    (tmp_path / "a").mkdir()
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        _both(probes, tmp_path / "a", micro_clip, "torchcodec")
+    said = [r.message for r in caplog.records if "torchcodec" in r.message]
+    assert len(said) == 1 and "cannot be loaded on this machine" in said[0], said

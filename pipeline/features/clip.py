@@ -146,5 +146,6 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
             for probe, emb in enc.embed(skip_failed(decoded, stats)):
                 writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb, probe.fingerprint)
                 done(probe)
+        writer.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
     publish(Path(out), reuse)
     return {**stats, "reused": len(reused)}

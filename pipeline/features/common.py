@@ -29,10 +29,20 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if index is None else f"cuda:{index}")
     if name == "auto":
         return torch.device("cpu")
+    from ..devices import DeviceError
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but no CUDA GPU is available here; "
-                           f"set device: auto or cpu")
-    return torch.device(name)
+        raise DeviceError(f"device {name!r} asked for, but no CUDA GPU is available here; "
+                          f"set device: auto or cpu (or --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device {name!r} is not a device name; use auto, cpu, cuda or "
+                          f"cuda:N") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r} asked for, but this machine shows "
+                          f"{torch.cuda.device_count()} GPU(s) (cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}); set device: auto")
+    return device
 
 
 def autocast(device: torch.device, dtype=torch.float16):

@@ -30,10 +30,12 @@ def torchcodec_decoder(device: torch.device) -> Callable | None:
     ``device``, in the order of ``indices``; None (logged) when torchcodec cannot be loaded."""
     try:
         from torchcodec.decoders import VideoDecoder
+        # `import torchcodec` succeeds without FFmpeg; its libraries load on the first decoder,
+        # so load them now: a machine that cannot is said once, not blamed on a video
+        from torchcodec import _internally_replaced_utils as libs
+        getattr(libs, "load_core_libraries", lambda: None)()
     except Exception as e:  # noqa: BLE001 - ImportError, or its FFmpeg libraries missing
-        log.warning("decoder: torchcodec asked for, but it cannot be loaded (%s); decoding on the "
-                    "CPU with OpenCV. `pip install torchcodec` and an FFmpeg it supports are needed",
-                    str(e).strip().splitlines()[0][:160])
+        torchcodec_unloadable(e)
         return None
     where = str(device) if device.type == "cuda" else "cpu"
     if device.type != "cuda":
@@ -47,14 +49,31 @@ def torchcodec_decoder(device: torch.device) -> Callable | None:
     return decode
 
 
+def torchcodec_unloadable(e: Exception) -> None:
+    log.warning("decoder: torchcodec asked for, but it cannot be loaded on this machine (%s); "
+                "every video is decoded on the CPU with OpenCV. torchcodec needs an FFmpeg it "
+                "supports (shared libraries, versions 4 to 9) and a matching torch",
+                str(e).strip().splitlines()[0][:160])
+
+
 def with_fallback(decode: Callable, fallback: Callable) -> Callable:
-    """``decode(job)``, or ``fallback(job)`` when it raises; each kind of failure logged once."""
+    """``decode(job)``, or ``fallback(job)`` when it raises; each kind of failure logged once.
+    torchcodec that cannot load its libraries is said once and not tried again."""
     said, lock = set(), threading.Lock()
 
     def run(job):
+        if "unloadable" in said:
+            return fallback(job)
         try:
             return decode(job)
         except Exception as e:  # noqa: BLE001 - reported, then the CPU path decides
+            if "Could not load libtorchcodec" in str(e):
+                with lock:
+                    first = "unloadable" not in said
+                    said.add("unloadable")
+                if first:
+                    torchcodec_unloadable(e)
+                return fallback(job)
             why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
             with lock:
                 first = why not in said

@@ -57,6 +57,8 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
             for p, emb in enc.embed(with_flow(decoded)):
                 clip_w.add(p.video_id, p.sampled, p.timestamps(), emb, p.fingerprint)
                 done(p)
+        for w in (clip_w, flow_w):
+            w.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
     for out in (clip_out, flow_out):
         publish(Path(out), reuse)
     return {**stats, "reused": len(reused)}

@@ -289,5 +289,6 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
             for probe, rows in fc.rows(skip_failed(decoded, stats)):
                 w.add(probe.video_id, probe.sampled, probe.timestamps(), rows, probe.fingerprint)
                 done(probe)
+        w.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
     publish(Path(out), reuse)
     return {**stats, "reused": len(reused)}

@@ -127,10 +127,12 @@ def publish(path: Path, pool: Path | None) -> None:
     folder = Path(pool) / read_attrs(path)["kind"]
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{read_attrs(path)['content_sha256'][:32]}.h5"
+    temp = folder / f".{target.name}.{os.getpid()}"
     try:
-        os.link(path, target)
-    except FileExistsError:
-        pass  # the same rows are in the pool already
+        temp.unlink(missing_ok=True)
+        os.link(path, temp)
+        # replaces an entry of the same name, which may be a damaged or orphaned copy
+        os.replace(temp, target)
     except OSError as e:
         if not _NO_LINKS:
             log.warning("no reuse pool: %s cannot hard-link into %s (%s); a shard made again "

@@ -26,21 +26,50 @@ class TextError(ValueError):
 
 def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
     """``name,"paragraph"`` rows (Animal-CLIP's description file; a header row is allowed),
-    as name -> list of paragraphs, in file order."""
+    as name -> list of paragraphs, in file order. Read as UTF-8 with or without a BOM (Excel's
+    "CSV UTF-8"); a quote left open (which would swallow the rows after it into one paragraph)
+    and a file separated by ';' or tabs are errors naming the line."""
     import csv
     known = {normalise(n) for n in class_names}
     raw: dict = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if number == 1 and normalise(row[0]) not in known and \
-                    row[0].strip().lower() in ("name", "class", "action", "species", "label"):
-                continue  # a header
-            if len(row) < 2:
-                raise TextError(f"{path}, line {number}: expected 'name,\"description\"'; got {row!r}")
-            raw.setdefault(row[0].strip(), []).append(",".join(row[1:]))
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        start, spans = 1, []
+        try:
+            for row in reader:
+                number, start = start, reader.line_num + 1
+                if not row or not "".join(row).strip():
+                    continue
+                if number == 1 and normalise(row[0]) not in known and \
+                        row[0].strip().lower() in ("name", "class", "action", "species", "label"):
+                    continue  # a header
+                if len(row) < 2:
+                    sep = next((f"'{c}'" if c == ";" else "tabs" for c in (";", "\t") if c in row[0]), None)
+                    found = f"this line looks separated by {sep}" if sep else f"got {row!r}"
+                    raise TextError(f"{path}, line {number}: expected comma-separated "
+                                    f"'name,\"description\"'; {found}")
+                paragraph = ",".join(row[1:])
+                swallowed = next((line.split(",")[0] for line in paragraph.splitlines()[1:]
+                                  if normalise(line.split(",")[0]) in known), None)
+                if swallowed is not None:
+                    raise TextError(f"{path}, line {number}: the quote opened on this line is "
+                                    f"closed only after the row of {swallowed.strip()!r}; close "
+                                    f"the quote at the end of this line's description")
+                if "\n" in paragraph:
+                    spans.append(number)
+                raw.setdefault(row[0].strip(), []).append(paragraph)
+            f.seek(0)
+            if f.read().count('"') % 2:
+                raise TextError(f"{path}, line {spans[-1] if spans else 1}: a quote opened on "
+                                f"this line is never closed")
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
     return raw
+
+
+def _not_utf8(path) -> TextError:
+    return TextError(f"{path}: not UTF-8 text (latin-1 or another encoding?); save it as UTF-8 "
+                     f"(Excel: 'CSV UTF-8')")
 
 
 def read_descriptions(path, class_names: list[str], what: str = "class") -> dict[int, list[str]]:
@@ -48,20 +77,30 @@ def read_descriptions(path, class_names: list[str], what: str = "class") -> dict
     mapping name -> list of texts, or a CSV of ``name,"paragraph"`` rows. Paragraphs are split
     into sentences (a sentence too long for CLIP at clause boundaries, never truncated); the
     sentences kept and dropped (refusals, empty entries, boilerplate openers) are logged per
-    class, with the file."""
+    class, with the file, and the classes without any description are named."""
     import yaml
     path = Path(path)
     try:
         if path.suffix == ".csv":
             raw = _read_csv_descriptions(path, class_names)
         else:
-            raw = (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text())
+            text = path.read_bytes().decode("utf-8-sig")
+            raw = (json.loads if path.suffix == ".json" else yaml.safe_load)(text)
     except FileNotFoundError:
         raise TextError(f"{path}: description file not found (text.descriptions)") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except TextError:
+        raise
     except (ValueError, yaml.YAMLError) as e:
-        raise TextError(f"{path}: not valid JSON/YAML: {str(e).splitlines()[0]}") from None
+        raise TextError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                        f"{str(e).splitlines()[0]}; expected a mapping '{what} name: "
+                        f"[sentences]', or a .csv file of name,\"description\" rows") from None
     if not isinstance(raw, dict):
-        raise TextError(f"{path}: expected a mapping '{what} name: [sentences]'")
+        table = isinstance(raw, str) and any(c in raw for c in (";", "\t"))
+        raise TextError(f"{path}: expected a mapping '{what} name: [sentences]'"
+                        + ("; this looks like a table separated by ';' or tabs: write it as a "
+                           ".csv file of comma-separated name,\"description\" rows" if table else ""))
     index = {normalise(n): i for i, n in enumerate(class_names)}
     out: dict[int, list[str]] = {}
     for name, texts in raw.items():
@@ -77,6 +116,10 @@ def read_descriptions(path, class_names: list[str], what: str = "class") -> dict
         out.setdefault(index[normalise(str(name))], []).extend(kept)
         log.info("text: %s: %s %r: %d sentences kept%s", path, what, name, len(kept),
                  "".join(f", {n} {k}" for k, n in sorted(dropped.items())))
+    missing = [n for i, n in enumerate(class_names) if not out.get(i)]
+    if missing:
+        log.warning("text: %s: %d %s names have no description (their prompts are the templates "
+                    "alone): %s", path, len(missing), what, ", ".join(missing))
     return out
 
 

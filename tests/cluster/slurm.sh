@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for the tests (root, no systemd):
 #   tests/cluster/slurm.sh up      install (Debian packages) if needed, configure, start
-#   tests/cluster/slurm.sh down    stop every daemon by its pid file
+#   tests/cluster/slurm.sh down    stop the daemons it started (by their pid files) and put back
+#                                  the SLURM config files it replaced
+# A munged that was running before is used and left running; an existing /etc/slurm/slurm.conf
+# or gres.conf is kept in $ROOT/orig and restored by `down`.
 # The node offers this machine's CPUs and memory and one fake GPU (gres on /dev/null), in the
 # partition "test". Accounting is off: tell the executor plugin --slurm-no-account and
 # --slurm-status-command squeue.
@@ -28,7 +31,18 @@ stop_pid() {
 down() {
     stop_pid "$ROOT/run/slurmd.pid"
     stop_pid "$ROOT/run/slurmctld.pid"
-    stop_pid "$ROOT/run/munged.pid"
+    stop_pid "$ROOT/run/munged.pid"  # only there when this script started munged
+    for f in slurm.conf gres.conf; do
+        if [ -f "$ROOT/orig/$f" ]; then mv -f "$ROOT/orig/$f" "/etc/slurm/$f"; fi
+    done
+}
+
+keep_original() {  # a config file that is not this script's is set aside once, for `down`
+    local f=/etc/slurm/$1
+    if [ -f "$f" ] && ! grep -q "^# written by tests/cluster/slurm.sh" "$f" && [ ! -f "$ROOT/orig/$1" ]; then
+        mkdir -p "$ROOT/orig"
+        cp -p "$f" "$ROOT/orig/$1"
+    fi
 }
 
 up() {
@@ -38,7 +52,10 @@ up() {
     local cpus mem
     cpus=$(nproc)
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
+    keep_original slurm.conf
+    keep_original gres.conf
     cat > /etc/slurm/slurm.conf <<CONF
+# written by tests/cluster/slurm.sh
 ClusterName=pipeline-test
 SlurmctldHost=localhost
 SlurmUser=root
@@ -64,17 +81,17 @@ GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
-    echo "Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+    printf '# written by tests/cluster/slurm.sh\nName=gpu File=/dev/null\n' > /etc/slurm/gres.conf
     if [ ! -s /etc/munge/munge.key ]; then
         mkdir -p /etc/munge
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
     fi
     chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
     chmod 400 /etc/munge/munge.key
-    if ! pgrep -u munge munged >/dev/null; then
+    if ! pgrep -u munge munged >/dev/null; then  # one already running is not ours to stop
         runuser -u munge -- /usr/sbin/munged
+        pgrep -u munge munged | head -1 > "$ROOT/run/munged.pid"
     fi
-    pgrep -u munge munged | head -1 > "$ROOT/run/munged.pid"
     /usr/sbin/slurmctld
     /usr/sbin/slurmd -N localhost
     for _ in $(seq 100); do

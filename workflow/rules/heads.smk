@@ -50,6 +50,7 @@ rule report:
         info=rules.samples.output.info,
         missing=rules.samples.output.missing,
         probes=split_shards("probe", EVAL, ext="tsv"),
+        features=split_shards("clip", EVAL) + split_shards("flow", EVAL),
     output:
         summary=report(SUMMARY, category="Summary",
                        caption="../report/summary.rst"),
@@ -70,4 +71,5 @@ rule report:
     shell:
         "python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
         " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
+        " --features {input.features:q}"
         " --out {params.out:q} > {log:q} 2>&1"

@@ -271,6 +271,8 @@ def cmd_moclip_probe(a):
     result = probe_report(a.clip_train, a.clip_eval, a.motion_train, a.motion_eval, samples,
                           n_classes, multilabel)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    if result.get("no_metrics"):
+        return
     log.info("linear probe on time-pooled embeddings (%s, %d train / %d eval videos): "
              "CLIP frames %.3f, MoCLIP motion %.3f", result["metric"], result["n_train"],
              result["n_eval"], result["clip"], result["motion"])
@@ -287,6 +289,8 @@ def cmd_head(a):
     splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
     m = run_head(a.name, json.loads(a.params or "{}"), shards, samples, read_classes(a.classes),
                  multilabel, a.out, pick_device(a.device), splits, a.text)
+    if m.get("no_metrics"):
+        return
     keys = ("mAP", "mAP_micro") if multilabel else ("top1", "top5", "mean_class_accuracy")
     log.info("head %s on %s: %s", a.name, a.eval_split,
              ", ".join(f"{k} {100 * m[k]:.2f}" for k in keys if m.get(k) is not None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,17 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def plot_message(text: str, path) -> None:
+    """A figure that says why there is no plot (e.g. no video to evaluate)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 70, replace_whitespace=False)),
+            ha="center", va="center", wrap=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_per_class_ap(metrics: dict, class_names, segments, path) -> None:
@@ -124,6 +136,29 @@ def split_counts(split: str, missing_file, probe_files, feature_files=()) -> dic
             "undecodable": sorted(undecodable.items()), "probe_tables": [str(f) for f in probe_files]}
 
 
+def counts_line(counts: dict, split: str, evaluated: int) -> str:
+    """Every listed video of the split in exactly one count; the undecodable ones named."""
+    bad = counts.get("undecodable") or []
+    named = "; ".join(f"`{v}` ({why})" for v, why in bad[:10]) + ("; ..." if len(bad) > 10 else "")
+    return (f"{counts['listed']} videos listed in this split: {counts['missing']} missing "
+            f"(see `missing.tsv`), {counts['skipped']} skipped as unreadable (reasons in "
+            f"`probe/{split}/shard-*.tsv`), {len(bad)} skipped by the extraction (they probed "
+            f"but did not decode{': ' + named if bad else ''}), {evaluated} evaluated.")
+
+
+def no_metrics_summary(rows: list[dict], out_dir: Path, counts: dict | None) -> Path:
+    """The summary of a run whose evaluation split has no readable video: why, and the counts."""
+    split = rows[0]["split"]
+    lines = [f"# No metrics on split `{split}`", "", rows[0]["no_metrics"] + ".", ""]
+    if counts:
+        lines += [counts_line(counts, split, 0), ""]
+    lines += [f"Heads trained, none evaluated: {', '.join(r['head'] for r in rows)}."]
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    plot_message(f"No metrics on split {split!r}: {rows[0]['no_metrics']}", out_dir / "heads.png")
+    return path
+
+
 def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None,
             counts: dict | None = None) -> Path:
     """reports/summary.md (every head side by side, with the notes that read it) and heads.png."""
@@ -132,6 +167,9 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
     rows = summary_rows(metrics_files)
     if not rows:
         raise ValueError("no head metrics to summarise")
+    if all(r.get("no_metrics") for r in rows):
+        return no_metrics_summary(rows, out_dir, counts)
+    rows = [r for r in rows if not r.get("no_metrics")]
     multilabel = "mAP_micro" in rows[0]
     cols = list(COLUMNS_MULTI if multilabel else COLUMNS_SINGLE)
     segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
@@ -148,13 +186,7 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
                       "species_top1": species and species["chance"]})
     lines = [f"# Heads compared on split `{rows[0]['split']}` ({rows[0]['n_videos']} videos)", ""]
     if counts:
-        bad = counts.get("undecodable") or []
-        named = "; ".join(f"`{v}` ({why})" for v, why in bad[:10]) + ("; ..." if len(bad) > 10 else "")
-        lines += [f"{counts['listed']} videos listed in this split: {counts['missing']} missing "
-                  f"(see `missing.tsv`), {counts['skipped']} skipped as unreadable (reasons in "
-                  f"`probe/{rows[0]['split']}/shard-*.tsv`), {len(bad)} skipped by the extraction "
-                  f"(they probed but did not decode{': ' + named if bad else ''}), "
-                  f"{rows[0]['n_videos']} evaluated.", ""]
+        lines += [counts_line(counts, rows[0]["split"], rows[0]["n_videos"]), ""]
     lines += [
              "Macro mAP averages per-class AP over classes with a positive (Animal Kingdom's "
              "definition); micro mAP pools all (video, class) pairs (what ViMoCLIP reports)."
@@ -230,7 +262,9 @@ def summary_notes(rows: list[dict], species, probe_file) -> list[str]:
                       f"{b2n['novel_classes']} novel classes (never trained on) "
                       f"{100 * b2n['novel']:.2f} (chance {100 * b2n.get('novel_chance', 0):.2f}), "
                       f"harmonic mean {100 * b2n['harmonic_mean']:.2f}."]
-    if probe_file and Path(probe_file).exists():
+    if probe_file and Path(probe_file).exists() and json.loads(Path(probe_file).read_text()).get("no_metrics"):
+        lines += ["", f"Linear probe: none ({json.loads(Path(probe_file).read_text())['no_metrics']})."]
+    elif probe_file and Path(probe_file).exists():
         p = json.loads(Path(probe_file).read_text())
         lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "
                   f"{100 * p['clip']:.2f}, MoCLIP motion {100 * p['motion']:.2f}."]

@@ -128,3 +128,42 @@ def test_summary_says_how_many_videos_were_listed_missing_and_skipped(hostile, t
            "(reasons in `probe/test/shard-*.tsv`), 1 skipped by the extraction (they probed but did " \
            "not decode: `corrupt mid` (" in text, text
     assert "video ended at frame 8" in text and "), 2 evaluated." in text
+
+
+def test_no_readable_video_in_the_evaluation_split(tmp_path, demo_dir):
+    """Every test video is unreadable: the heads train, say once why nothing is evaluated, and
+    the report is written and says why there are no metrics."""
+    work = copy_workflow(tmp_path)
+    vids = work / "videos"
+    vids.mkdir()
+    rows = []
+    for i in range(6):
+        shutil.copy(demo_dir / "videos" / f"clip_{i:03d}.mp4", vids / f"good{i}.mp4")
+        rows.append(f"good{i}.mp4,train,{_label(demo_dir, i)}")
+    (vids / "empty.mp4").write_bytes(b"")
+    (vids / "text.mp4").write_text("not a video\n" * 10)
+    rows += ["empty.mp4,test,rotating", "text.mp4,test,moving up"]
+    (work / "ann.csv").write_text("video,split,labels\n" + "\n".join(rows) + "\n")
+    cfg = demo_config()
+    cfg["dataset"] = {"name": "noeval", "format": "csv", "videos": "videos", "annotations": "ann.csv",
+                      "classes": str(demo_dir / "classes.csv"), "eval_split": "test", "val_split": None}
+    cfg.update(shards=1, text={}, heads={"motion_linear": {"epochs": 2, "frames": 12}})
+    cfg["moclip"] = {**cfg["moclip"], "epochs": 1}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = work / "results" / "noeval"
+    summary = (res / "reports" / "summary.md").read_text()
+    assert summary.startswith("# No metrics on split `test`") and "no readable video" in summary
+    assert "2 videos listed in this split: 0 missing" in summary and "2 skipped as unreadable" in summary
+    assert "Heads trained, none evaluated: motion_linear, zero_shot." in summary
+    for head in ("motion_linear", "zero_shot"):
+        log = (res / "logs" / "heads" / f"{head}.log").read_text()
+        assert log.count("no readable video in the evaluation split") == 1 and "Traceback" not in log
+    assert "no readable video" in (res / "logs" / "moclip_probe.log").read_text()
+
+
+def _label(demo_dir, i):
+    import csv
+    with open(demo_dir / "annotations.csv") as f:
+        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]

@@ -76,8 +76,9 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     readers = {key: FeatureReader(paths, kind=key[0]) for key, paths in shards.items() if paths}
 
     def load(role, expect=None):
-        if ("clip", role) not in readers and ("motion", role) not in readers:
-            return None
+        keys = [k for k in (("clip", role), ("motion", role)) if k in readers]
+        if not keys or (role != "train" and not any(len(readers[k]) for k in keys)):
+            return None  # no such split, or none of its videos could be read
         return load_split(readers.get(("clip", role)), readers.get(("motion", role)), by_id,
                           len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
 
@@ -131,7 +132,25 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                 metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
             write_metrics(out, metrics, logits, split, names, segments, multilabel)
             result = metrics
+    if result is None:  # no readable video to evaluate: the report says so
+        result = write_no_metrics(out, name, splits["eval"], all_names)
     return result
+
+
+def write_no_metrics(out: Path, name: str, split: str, names: list[str]) -> dict:
+    """metrics.json saying why there are none, an empty predictions file and plots that say
+    it, when the evaluation split holds no readable video."""
+    from ..report import plot_message, write_predictions
+    why = (f"no readable video in the evaluation split {split!r}: every listed video is missing "
+           f"or was skipped (reasons in missing.tsv and probe/{split}/shard-*.tsv)")
+    log.warning("head %s: %s; the head is trained, nothing is evaluated", name, why)
+    metrics = {"head": name, "split": split, "n_videos": 0, "no_metrics": why}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_predictions(out / "predictions" / f"{split}.csv", [], np.zeros((0, len(names))),
+                      np.zeros((0,), np.int64), names, False)
+    for plot in ("per_class_ap.png", "pr_curves.png"):
+        plot_message(f"{name}: no metrics\n{why}", out / plot)
+    return metrics
 
 
 def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device, pooling: str = "mean",

@@ -102,6 +102,12 @@ def probe_report(clip_train, clip_eval, motion_train, motion_eval, samples: list
         tr, ev = FeatureReader(train), FeatureReader(evals)
         tv = [v for v in tr.video_ids if v in by_id]
         evv = [v for v in ev.video_ids if v in by_id]
+        if not tv or not evv:
+            missing = "training" if not tv else "evaluation"
+            why = f"no readable video in the {missing} split (see its probe tables)"
+            log.warning("moclip probe: %s; no linear probe", why)
+            return {**result, "clip": None, "motion": None, "n_train": len(tv), "n_eval": len(evv),
+                    "no_metrics": why}
         y = (lambda videos: label_targets([by_id[v]["labels"] for v in videos], n_classes, multilabel))
         result[name] = linear_probe(pooled(tr, tv), y(tv), pooled(ev, evv), y(evv), multilabel)
     result["n_train"], result["n_eval"] = len(tv), len(evv)

@@ -30,7 +30,7 @@ include: "workflow/rules/common.smk"
 
 # Shards that cannot be current (damaged, another model's, outside the plan, motion features
 # without their student) are removed before the DAG is built, so this run makes them again.
-if workflow.is_main_process:
+if getattr(workflow, "is_main_process", True):  # not in the jobs a cluster runs
     from pipeline.freshness import stale_outputs
     for _path, _why in stale_outputs(RESULTS, config, SPLITS, config["shards"]):
         _path.unlink()

@@ -127,3 +127,4 @@ def test_the_pool_keeps_what_a_current_video_wants_and_drops_the_rest(videos, mi
     assert kept == [] and len(list((pool / "flow").glob("*.h5"))) == 2  # v1 is still wanted
     gone = prune_pool(pool, {b[0].fingerprint})  # v0, v1 no longer listed
     assert len(gone) == 1 and len(list((pool / "flow").glob("*.h5"))) == 1
+

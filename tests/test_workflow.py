@@ -372,3 +372,15 @@ def test_animal_clip_and_animalmotionclip_variants_train_on_the_demo_features(de
     assert "| interleave [3 temporal windows, semi_dense frames] |" in text
     row = next(line for line in text.splitlines() if line.startswith("| prompt (oracle species)"))
     assert row.endswith("| Animal-CLIP (given the true species at test time, as the paper) |")
+
+
+def test_planning_imports_neither_torch_nor_opencv(tmp_path):
+    """A dry run (on a login node, say) builds the DAG without the heavy libraries."""
+    import subprocess
+    import sys
+    work = copy_workflow(tmp_path, demo_clip=False)
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    code = ("import sys\nfrom snakemake.cli import main\ntry:\n    main(['-n', '-c1', '-q'])\n"
+            "except SystemExit:\n    pass\nprint('LOADED', sorted(m for m in ('torch', 'cv2', 'av') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True).stdout
+    assert "LOADED []" in out, out[-2000:]

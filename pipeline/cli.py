@@ -608,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     apply_runtime(args)
+    if "PIPELINE_THREADS" in os.environ or "SLURM_CPUS_PER_TASK" in os.environ:
+        from .devices import job_cpus  # a workflow job: torch's threads follow its allotment
+        os.environ.setdefault("OMP_NUM_THREADS", str(job_cpus()))
     # Libraries log chatter at INFO on the root logger; ours is the "pipeline" logger.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")

@@ -20,6 +20,18 @@ POOL_ENV = "PIPELINE_DEVICE_POOL"  # the pool's folder, set by the workflow
 _held: dict[str, object] = {}  # pool folder -> the open lock file (kept for the process's life)
 
 
+def job_cpus() -> int:
+    """The CPUs this job may use: the least of Snakemake's threads for it (PIPELINE_THREADS,
+    set by the rules), SLURM's allotment and the CPU affinity; never the node's core count."""
+    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1]
+    for var in ("PIPELINE_THREADS", "SLURM_CPUS_PER_TASK"):
+        try:
+            counts.append(int(os.environ[var]))
+        except (KeyError, ValueError):
+            pass
+    return max(1, min(counts))
+
+
 class DeviceError(RuntimeError):
     """The device asked for cannot be had here; the message says what to set instead."""
 

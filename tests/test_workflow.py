@@ -384,3 +384,44 @@ def test_planning_imports_neither_torch_nor_opencv(tmp_path):
             "except SystemExit:\n    pass\nprint('LOADED', sorted(m for m in ('torch', 'cv2', 'av') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True).stdout
     assert "LOADED []" in out, out[-2000:]
+
+
+def _job_resources(out: str, rule: str) -> tuple[str, str]:
+    block = out.split(f"rule {rule}:")[1].split("\n\n")[0]
+    threads = next((line.split(":")[1].strip() for line in block.splitlines()
+                    if line.strip().startswith("threads:")), "1")
+    resources = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    return threads, resources
+
+
+def test_each_rule_asks_for_its_cpus_and_more_memory_on_a_retry(tmp_path):
+    work = copy_workflow(tmp_path, demo_clip=False)
+    (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    out = snakemake(work, "-n", "--forceall", "--cores", "16").stdout
+    assert _job_resources(out, "extract")[0] == "8" and _job_resources(out, "head")[0] == "4"
+    assert _job_resources(out, "moclip_train")[0] == "8" and _job_resources(out, "report")[0] == "1"
+    mem = [int(_job_resources(snakemake(work, "-n", "--forceall", "--attempt", str(a)).stdout,
+                              "head")[1].split("mem_mb=")[1].split(",")[0]) for a in (1, 2, 3)]
+    assert mem == [2000, 3000, 4500], mem  # cluster.mem_retry_factor 1.5 per attempt
+
+
+def test_a_job_uses_its_own_cpus_not_the_nodes(monkeypatch):
+    import os
+    from pipeline.config import section
+    from pipeline.devices import job_cpus
+    from pipeline.features.common import decode_workers
+    import torch
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setenv("PIPELINE_THREADS", "64")
+    assert job_cpus() == cores  # the affinity bounds what Snakemake says
+    monkeypatch.setenv("PIPELINE_THREADS", "3")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert job_cpus() == min(2, cores)
+    # a 32-core node, a job given 4 of them: decoding beside a GPU takes the job's CPUs
+    # (one left for the model's thread), not the node's
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setenv("PIPELINE_THREADS", "4")
+    assert decode_workers(section("clip", {}), torch.device("cuda")) == 3

@@ -171,10 +171,11 @@ def prefetch(items: Iterable, depth: int = 4) -> Iterator:
 
 def decode_workers(cfg: dict, device: torch.device) -> int:
     """``decode_workers`` of a stage's config; null = 2 beside a CPU model (which needs the
-    cores itself), up to 8 feeding a GPU."""
+    cores itself), up to 8 feeding a GPU, within the job's own CPUs (:func:`job_cpus`)."""
+    from ..devices import job_cpus
     if cfg.get("decode_workers"):
         return int(cfg["decode_workers"])
-    return 2 if device.type != "cuda" else max(2, min(8, (os.cpu_count() or 4) - 2))
+    return 2 if device.type != "cuda" else max(2, min(8, job_cpus() - 1))
 
 
 def batched(segments: Iterable[tuple[object, torch.Tensor]], fn: Callable[[torch.Tensor], torch.Tensor],

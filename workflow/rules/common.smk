@@ -81,13 +81,28 @@ def gpus(rule_uses_gpu=True):
     return config["cluster"]["gpus"] if rule_uses_gpu and config["device"] != "cpu" else 0
 
 
-def mem_mb(rule, *parts):
-    """The memory of one rule; one that does the work of ``parts`` (extract does clip's and
-    flow's) and that the table does not name gets the largest of theirs."""
+def base_mem_mb(rule, *parts):
     table = config["cluster"]["mem_mb"]
     if parts and table.get(rule) is None:
-        return max(mem_mb(p) for p in parts)
+        return max(base_mem_mb(p) for p in parts)
     return table.get(rule, table.get("default", 4000))
+
+
+def mem_mb(rule, *parts):
+    """The memory of one rule; one that does the work of ``parts`` (extract does clip's and
+    flow's) and that the table does not name gets the largest of theirs. A retry asks for
+    ``cluster.mem_retry_factor`` times more per attempt."""
+    base, factor = base_mem_mb(rule, *parts), config["cluster"]["mem_retry_factor"]
+    return lambda wildcards, attempt: int(base * factor ** (attempt - 1))
+
+
+def job_threads(rule, *parts):
+    """CPUs of one rule's jobs (``cluster.threads``); one doing the work of ``parts`` and not
+    named there gets the largest of theirs."""
+    table = config["cluster"]["threads"]
+    if parts and table.get(rule) is None:
+        return max(job_threads(p) for p in parts)
+    return table.get(rule, table.get("default", 1))
 
 
 def runtime(rule, *parts):

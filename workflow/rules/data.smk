@@ -14,6 +14,7 @@ if DS["format"] == "demo":
         params:
             demo=as_json("demo"),
             out=lambda w, output: str(Path(output.annotations).parent),
+        threads: job_threads("demo_data")
         resources:
             gpu=0,
             mem_mb=mem_mb("demo_data"),
@@ -25,7 +26,7 @@ if DS["format"] == "demo":
         benchmark:
             f"{BENCH}/demo_data.tsv"
         shell:
-            "python -m pipeline demo --out {params.out:q} --params {params.demo:q} 2> {log:q}"
+            "PIPELINE_THREADS={threads} python -m pipeline demo --out {params.out:q} --params {params.demo:q} 2> {log:q}"
 
 
     rule demo_clip:
@@ -45,7 +46,7 @@ if DS["format"] == "demo":
         benchmark:
             f"{BENCH}/demo_clip.tsv"
         shell:
-            "python -m pipeline demo-clip --out {output:q} --params {params.demo:q} 2> {log:q}"
+            "PIPELINE_THREADS={threads} python -m pipeline demo-clip --out {output:q} --params {params.demo:q} 2> {log:q}"
 
 
 SPECIES_FILES = bool((DS.get("species") or {}).get("names"))
@@ -67,6 +68,7 @@ checkpoint samples:
         dataset=as_json("dataset", drop=("train_split", "val_split", "eval_split")),
         shards=config["shards"],
         out=lambda w, output: str(Path(output.samples).parent),
+    threads: job_threads("samples")
     resources:
         gpu=0,
         mem_mb=mem_mb("samples"),
@@ -78,7 +80,7 @@ checkpoint samples:
     benchmark:
         f"{BENCH}/samples.tsv"
     shell:
-        "python -m pipeline samples --params {params.dataset:q} --shards {params.shards}"
+        "PIPELINE_THREADS={threads} python -m pipeline samples --params {params.dataset:q} --shards {params.shards}"
         " --out {params.out:q} 2> {log:q}"
 
 
@@ -93,6 +95,7 @@ checkpoint probe:
         sampling=as_json("sampling"),
         videos=DS["videos"],
         members=shard_videos,
+    threads: job_threads("probe")
     resources:
         gpu=0,
         mem_mb=mem_mb("probe"),
@@ -104,6 +107,6 @@ checkpoint probe:
     benchmark:
         f"{BENCH}/probe/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline probe --samples {input.samples:q} --videos {params.videos:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline probe --samples {input.samples:q} --videos {params.videos:q}"
         " --split {wildcards.split:q} --shard {wildcards.shard} --params {params.sampling:q}"
         " --out {output:q} 2> {log:q}"

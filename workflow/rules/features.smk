@@ -29,6 +29,7 @@ rule extract:
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,
+    threads: job_threads("extract", "clip", "flow")
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("extract", "clip", "flow"),
@@ -40,7 +41,7 @@ rule extract:
     benchmark:
         f"{BENCH}/extract/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
         " --flow-out {output.flow:q} --clip {params.clip:q} --flow {params.flow:q}"
         " --sampling {params.sampling:q} --reuse {params.reuse:q} 2> {log:q}"
 
@@ -56,6 +57,7 @@ rule clip:
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,
+    threads: job_threads("clip")
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("clip"),
@@ -67,7 +69,7 @@ rule clip:
     benchmark:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline clip --probe {input.probe:q} --out {output:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline clip --probe {input.probe:q} --out {output:q}"
         " --params {params.clip:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
@@ -82,6 +84,7 @@ rule flow:
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,
+    threads: job_threads("flow")
     resources:
         gpu=gpus(config["flow"]["backend"] == "ptlflow"),
         mem_mb=mem_mb("flow"),
@@ -93,7 +96,7 @@ rule flow:
     benchmark:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline flow --probe {input.probe:q} --out {output:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline flow --probe {input.probe:q} --out {output:q}"
         " --params {params.flow:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
@@ -110,6 +113,7 @@ rule text:
     params:
         text=lambda w: as_json("text"),  # a function: its {action} is no wildcard
         clip=as_json("clip", keys=CLIP_IDENTITY),
+    threads: job_threads("text")
     resources:
         gpu=0,
         mem_mb=mem_mb("text"),
@@ -121,7 +125,7 @@ rule text:
     benchmark:
         f"{BENCH}/text.tsv"
     shell:
-        "python -m pipeline text --classes {input.classes:q} --species {input.species:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline text --classes {input.classes:q} --species {input.species:q}"
         " --out {output:q} --text {params.text:q} --clip {params.clip:q}"
         " 2> {log:q}"
 

@@ -27,6 +27,7 @@ rule head:
                         (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),
         out=lambda w, output: str(Path(output.model).parent),
         summary=SUMMARY,
+    threads: job_threads("head")
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("head"),
@@ -38,7 +39,7 @@ rule head:
     benchmark:
         f"{BENCH}/heads/{{head}}.tsv"
     shell:
-        "python -m pipeline head --name {wildcards.head} --params {params.head:q} {params.shards}"
+        "PIPELINE_THREADS={threads} python -m pipeline head --name {wildcards.head} --params {params.head:q} {params.shards}"
         " {params.splits} --samples {input.samples:q} --classes {input.classes:q}"
         " --dataset-info {input.info:q} --out {params.out:q} --summary {params.summary:q} 2> {log:q}"
 
@@ -58,6 +59,7 @@ rule report:
                     caption="../report/heads.rst"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+    threads: job_threads("report")
     resources:
         gpu=0,
         mem_mb=mem_mb("report"),
@@ -69,7 +71,7 @@ rule report:
     benchmark:
         f"{BENCH}/report.tsv"
     shell:
-        "python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
         " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
         " --features {input.features:q}"
         " --out {params.out:q} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ rule moclip_train:
         cfg=student_settings(),
         out=lambda w, output: str(Path(output.student).parent),
         summary=SUMMARY,
+    threads: job_threads("moclip_train")
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("moclip_train"),
@@ -30,7 +31,7 @@ rule moclip_train:
     benchmark:
         f"{BENCH}/moclip_train.tsv"
     shell:
-        "python -m pipeline moclip-train --clip-train {input.clip_train:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline moclip-train --clip-train {input.clip_train:q}"
         " --flow-train {input.flow_train:q} --clip-val {input.clip_val:q} --flow-val {input.flow_val:q}"
         " --samples {input.samples:q} --classes {input.classes:q} --dataset-info {input.info:q}"
         " --params {params.cfg:q} --out {params.out:q} --summary {params.summary:q}"
@@ -48,6 +49,7 @@ rule moclip_export:
         # the student's settings: changing them re-exports even when the re-training that
         # follows is killed and leaves no student.pt behind
         student=student_settings(),
+    threads: job_threads("moclip_export")
     resources:
         gpu=gpus(),
         mem_mb=mem_mb("moclip_export"),
@@ -59,7 +61,7 @@ rule moclip_export:
     benchmark:
         f"{BENCH}/moclip_export/{{split}}-{{shard}}.tsv"
     shell:
-        "python -m pipeline moclip-export --student {input.student:q} --flow {input.flow:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline moclip-export --student {input.student:q} --flow {input.flow:q}"
         " --out {output:q} --params {params.moclip:q} 2> {log:q}"
 
 
@@ -74,6 +76,7 @@ rule moclip_probe:
         info=rules.samples.output.info,
     output:
         f"{MOCLIP}/probe.json",
+    threads: job_threads("moclip_probe")
     resources:
         gpu=0,
         mem_mb=mem_mb("moclip_probe"),
@@ -85,7 +88,7 @@ rule moclip_probe:
     benchmark:
         f"{BENCH}/moclip_probe.tsv"
     shell:
-        "python -m pipeline moclip-probe --clip-train {input.clip_train:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline moclip-probe --clip-train {input.clip_train:q}"
         " --motion-train {input.motion_train:q} --clip-eval {input.clip_eval:q}"
         " --motion-eval {input.motion_eval:q} --samples {input.samples:q} --classes {input.classes:q}"
         " --dataset-info {input.info:q} --out {output:q} 2> {log:q}"

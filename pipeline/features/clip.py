@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import autocast, batched, decode_ahead, decode_workers, skip_failed, stage_run
+from .common import autocast, batched, decode_ahead, decode_workers, skip_failed
 from .decoding import stack, video_decoder
-from .reuse import publish, reuse_rows
+from .reuse import shard_job
 
 log = logging.getLogger("pipeline")
 
@@ -139,13 +139,11 @@ def extract_clip(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     """Embed the planned frames of ``probes`` into a clip feature shard at ``out``; rows the
     ``reuse`` pool holds for a video (same file content, same settings) are copied."""
     enc = clip_encoder(cfg, device, sampling)
-    with clip_writer(out, enc) as writer:
-        reused, todo = reuse_rows(probes, {"clip": writer}, reuse)
-        with stage_run(todo, f"clip {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done):
-            decoded = decode_ahead(todo, enc.load(decoder), workers=decode_workers(cfg, device))
-            for probe, emb in enc.embed(skip_failed(decoded, stats)):
-                writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb, probe.fingerprint)
-                done(probe)
-        writer.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
-    publish(Path(out), reuse)
-    return {**stats, "reused": len(reused)}
+    writer = clip_writer(out, enc)
+    desc = f"clip {Path(out).parent.name}/{Path(out).stem}"
+    with shard_job({"clip": writer}, probes, desc, progress, reuse) as (todo, stats, done):
+        decoded = decode_ahead(todo, enc.load(decoder), workers=decode_workers(cfg, device))
+        for probe, emb in enc.embed(skip_failed(decoded, stats)):
+            writer.add(probe.video_id, probe.sampled, probe.timestamps(), emb, probe.fingerprint)
+            done(probe)
+    return stats

@@ -13,10 +13,10 @@ import torch
 
 from ..video import Probe
 from .clip import clip_encoder, clip_writer
-from .common import decode_ahead, decode_workers, skip_failed, stage_run
+from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import stack, video_decoder
 from .flow import flow_computer
-from .reuse import publish, reuse_rows
+from .reuse import shard_job
 
 
 def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path, clip_cfg: dict,
@@ -40,25 +40,20 @@ def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path
         return crops, fc.pairs(p, rows["flow"])
 
     desc = f"extract {Path(clip_out).parent.name}/{Path(clip_out).stem}"
-    with clip_writer(clip_out, enc) as clip_w, fc.writer(flow_out) as flow_w:
-        reused, todo = reuse_rows(probes, {"clip": clip_w, "flow": flow_w}, reuse)
+    clip_w, flow_w = clip_writer(clip_out, enc), fc.writer(flow_out)
 
-        def with_flow(decoded):
-            # flow rows are written as each video passes on its way to the clip batches; the
-            # crops ride along with their video through the flow batches
-            videos = (((p, crops), pairs) for p, (crops, pairs) in skip_failed(decoded, stats))
-            for (p, crops), rows in fc.rows(videos):
-                flow_w.add(p.video_id, p.sampled, p.timestamps(), rows, p.fingerprint)
-                yield p, crops
+    def with_flow(decoded):
+        # flow rows are written as each video passes on its way to the clip batches; the
+        # crops ride along with their video through the flow batches
+        videos = (((p, crops), pairs) for p, (crops, pairs) in skip_failed(decoded, stats))
+        for (p, crops), rows in fc.rows(videos):
+            flow_w.add(p.video_id, p.sampled, p.timestamps(), rows, p.fingerprint)
+            yield p, crops
 
-        with stage_run(todo, desc, progress) as (stats, done):
-            workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))
-            decoded = decode_ahead(todo, decode, workers=workers)
-            for p, emb in enc.embed(with_flow(decoded)):
-                clip_w.add(p.video_id, p.sampled, p.timestamps(), emb, p.fingerprint)
-                done(p)
-        for w in (clip_w, flow_w):
-            w.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
-    for out in (clip_out, flow_out):
-        publish(Path(out), reuse)
-    return {**stats, "reused": len(reused)}
+    with shard_job({"clip": clip_w, "flow": flow_w}, probes, desc, progress, reuse) as (todo, stats, done):
+        workers = max(decode_workers(clip_cfg, device), decode_workers(flow_cfg, device))
+        decoded = decode_ahead(todo, decode, workers=workers)
+        for p, emb in enc.embed(with_flow(decoded)):
+            clip_w.add(p.video_id, p.sampled, p.timestamps(), emb, p.fingerprint)
+            done(p)
+    return stats

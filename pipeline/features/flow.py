@@ -21,10 +21,9 @@ import torch.nn.functional as F
 
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import (WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed,
-                     stage_run)
+from .common import WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed
 from .decoding import centre_square_tensor, grey, stack, video_decoder
-from .reuse import publish, reuse_rows
+from .reuse import shard_job
 
 log = logging.getLogger("pipeline")
 
@@ -282,13 +281,11 @@ def extract_flow(probes: list[Probe], out: str | Path, cfg: dict, device: torch.
     """Flow rows for the planned frames of ``probes`` into a flow shard at ``out``; rows the
     ``reuse`` pool holds for a video (same file content, same settings) are copied."""
     fc = flow_computer(cfg, device, sampling)
-    with fc.writer(out) as w:
-        reused, todo = reuse_rows(probes, {"flow": w}, reuse)
-        with stage_run(todo, f"flow {Path(out).parent.name}/{Path(out).stem}", progress) as (stats, done):
-            decoded = decode_ahead(todo, fc.load(decoder, device), workers=decode_workers(cfg, device))
-            for probe, rows in fc.rows(skip_failed(decoded, stats)):
-                w.add(probe.video_id, probe.sampled, probe.timestamps(), rows, probe.fingerprint)
-                done(probe)
-        w.record("skipped", [list(f) for f in stats["failed"]])  # counted by the report
-    publish(Path(out), reuse)
-    return {**stats, "reused": len(reused)}
+    w = fc.writer(out)
+    desc = f"flow {Path(out).parent.name}/{Path(out).stem}"
+    with shard_job({"flow": w}, probes, desc, progress, reuse) as (todo, stats, done):
+        decoded = decode_ahead(todo, fc.load(decoder, device), workers=decode_workers(cfg, device))
+        for probe, rows in fc.rows(skip_failed(decoded, stats)):
+            w.add(probe.video_id, probe.sampled, probe.timestamps(), rows, probe.fingerprint)
+            done(probe)
+    return stats

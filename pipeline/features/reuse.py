@@ -12,6 +12,7 @@ links get no pool: re-made shards are then decoded again, as the log says.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -114,6 +115,27 @@ def _same_frames(probe, sources: dict, files: dict) -> bool:
         if list(files[src.path]["frame_index"][src.start:src.stop]) != list(probe.sampled):
             return False
     return True
+
+
+@contextlib.contextmanager
+def shard_job(writers: dict[str, FeatureWriter], probes: list, desc: str, progress: bool,
+              pool: Path | None):
+    """An extraction job's frame: the writers (kind -> writer) open, the videos the pool holds
+    copied, the rest handed to the block as ``(todo, stats, done)`` under a progress bar; then
+    the videos the block skipped recorded in each shard (the report counts them), the shards
+    published and linked into the pool. ``stats["reused"]`` counts the copied videos."""
+    from .common import stage_run
+    with contextlib.ExitStack() as stack:
+        for w in writers.values():
+            stack.enter_context(w)
+        reused, todo = reuse_rows(probes, writers, pool)
+        with stage_run(todo, desc, progress) as (stats, done):
+            yield todo, stats, done
+        for w in writers.values():
+            w.record("skipped", [list(f) for f in stats["failed"]])
+    stats["reused"] = len(reused)
+    for w in writers.values():
+        publish(w.path, pool)
 
 
 _NO_LINKS: list = []

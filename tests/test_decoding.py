@@ -53,13 +53,18 @@ def test_without_torchcodec_the_opencv_path_runs_and_says_so(probes, micro_clip,
         assert g.keys() == w.keys() and all(np.array_equal(g[k], w[k]) for k in g)
 
 
-def test_videos_torchcodec_cannot_decode_go_to_opencv_logged_once(probes, micro_clip, tmp_path, monkeypatch, caplog):
-    def lacks_the_codec(device):
+def failing_torchcodec(message: str):
+    """A torchcodec_decoder whose every decode raises RuntimeError(message)."""
+    def factory(device):
         def source(path, indices):
-            raise RuntimeError("no NVDEC decoder for h264")
+            raise RuntimeError(message)
             yield
         return source
-    monkeypatch.setattr(decoding, "torchcodec_decoder", lacks_the_codec)
+    return factory
+
+
+def test_videos_torchcodec_cannot_decode_go_to_opencv_logged_once(probes, micro_clip, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(decoding, "torchcodec_decoder", failing_torchcodec("no NVDEC decoder for h264"))
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         got = _both(probes, tmp_path / "a", micro_clip, "torchcodec")
@@ -151,12 +156,8 @@ def test_torchcodec_without_its_libraries_is_said_once_and_blames_no_video(probe
 
 
 def test_a_library_failure_at_the_first_video_is_said_once(probes, micro_clip, tmp_path, monkeypatch, caplog):
-    def unloadable(device):
-        def source(path, indices):
-            raise RuntimeError("Could not load libtorchcodec. Likely causes: ...")
-            yield
-        return source
-    monkeypatch.setattr(decoding, "torchcodec_decoder", unloadable)
+    monkeypatch.setattr(decoding, "torchcodec_decoder",
+                        failing_torchcodec("Could not load libtorchcodec. Likely causes: ..."))
     (tmp_path / "a").mkdir()
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         _both(probes, tmp_path / "a", micro_clip, "torchcodec")

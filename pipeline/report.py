@@ -202,6 +202,13 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
     lines += summary_notes(rows, species, probe_file)
+    mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
+    if mixed:
+        lines += ["", f"**Mixed precision**: the features of split(s) {', '.join(mixed)} were "
+                  f"computed with several device types or precisions "
+                  f"({'; '.join(', '.join(rows[0]['precision'][s]) for s in mixed)}); shards made "
+                  f"on different machines differ slightly. Set `clip.precision` and make them again "
+                  f"on one kind of device for numbers to publish."]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     plot_heads(order, cols[0], chance, rows[0]["split"], out_dir / "heads.png")

@@ -259,6 +259,11 @@ class FeatureReader:
         for path, attrs in zip(self.paths, self._shard_attrs):
             self._expect(path, attrs, expect)
 
+    @property
+    def shard_attrs(self) -> list[dict]:
+        """Each shard's attributes, in the order of :attr:`paths`."""
+        return list(self._shard_attrs)
+
     def videos_in(self, paths) -> set[str]:
         """The videos stored in these of the reader's shards."""
         keep = {k for k, p in enumerate(self.paths) if p in {Path(q) for q in paths}}

@@ -293,3 +293,22 @@ def test_flow_model_batches_span_videos(probes, tmp_path, monkeypatch):
                                       lambda f: quantise(flow_mod.resize_flow(f, 32), cfg["bound"]))
         got = reader.video(p.video_id).data.astype(int)
         assert np.abs(got - alone.astype(int)).max() <= 1, p.video_id
+
+
+def test_the_precision_is_a_setting_and_each_shard_records_it(probes, micro_clip, tmp_path):
+    """clip.precision decides what CLIP computes in on every device (auto: float32 on a CPU);
+    each shard records the device type and precision, and rows of another precision are not
+    reused."""
+    from pipeline.store import read_attrs
+    base = {"model": micro_clip, "pretrained": None, "dtype": "float32"}
+    extract_clip(probes[:2], tmp_path / "auto.h5", section("clip", base), CPU, progress=False)
+    extract_clip(probes[:2], tmp_path / "bf16.h5", section("clip", {**base, "precision": "bfloat16"}),
+                 CPU, progress=False, reuse=tmp_path / "pool")
+    a, b = read_attrs(tmp_path / "auto.h5"), read_attrs(tmp_path / "bf16.h5")
+    assert (a["device_type"], a["precision"]) == ("cpu", "float32")
+    assert (b["device_type"], b["precision"]) == ("cpu", "bfloat16")
+    assert a["settings_sha256"] != b["settings_sha256"]
+    x = FeatureReader([tmp_path / "auto.h5"]).video(probes[0].video_id).data
+    y = FeatureReader([tmp_path / "bf16.h5"]).video(probes[0].video_id).data
+    cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    assert not np.array_equal(x, y) and cos.min() > 0.99  # close, not the same numbers

@@ -250,3 +250,28 @@ def test_windowed_interleave_ignores_padding():
                       torch.cat([torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1),
                                  torch.ones(1, 11, dtype=torch.bool)]))
     torch.testing.assert_close(alone[0], batch[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_split_that_mixes_precisions_is_said_in_metrics_and_summary(tmp_path):
+    import json
+    import numpy as np
+    from pipeline.heads.run import precisions
+    from pipeline.report import summary
+    from pipeline.store import FeatureReader, FeatureWriter
+    paths = []
+    for i, (device, precision) in enumerate((("cuda", "float16"), ("cpu", "float32"))):
+        paths.append(tmp_path / f"shard-{i}.h5")
+        with FeatureWriter(paths[-1], "clip", (4,), np.float16,
+                           {"model": "m", "device_type": device, "precision": precision}) as w:
+            w.add(f"v{i}", [0], [0.0], np.ones((1, 4)))
+    got = precisions({("clip", "train"): FeatureReader(paths), ("clip", "eval"): FeatureReader(paths[:1])},
+                     {"train": "train", "eval": "test"})
+    assert got == {"precision": {"test": ["clip cuda/float16"],
+                                 "train": ["clip cpu/float32", "clip cuda/float16"]},
+                   "mixed_precision": ["train"]}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"head": "rgb_linear", "split": "test", "n_videos": 1, "mAP": 0.5,
+                                   "mAP_micro": 0.5, **got}))
+    text = summary([metrics], tmp_path / "rep").read_text()
+    assert "**Mixed precision**: the features of split(s) train" in text
+    assert "clip cpu/float32, clip cuda/float16" in text

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import autocast, batched, decode_ahead, decode_workers, skip_failed
+from .common import (batched, compute_precision, decode_ahead, decode_workers, precision_context,
+                     skip_failed)
 from .decoding import stack, video_decoder
 from .reuse import shard_job
 
@@ -80,6 +81,7 @@ class ClipEncoder:
     dtype: type
     device: torch.device
     batch_size: int
+    precision: str = "float32"
 
     def shrink(self, bgr: np.ndarray) -> np.ndarray:
         # resize and crop work per channel, so the decoded BGR frame is resized and only the
@@ -108,7 +110,7 @@ class ClipEncoder:
         """``(probe, uint8 crops)`` -> ``(probe, embeddings)`` in order, batched across videos."""
         @torch.inference_mode()
         def encode(x):
-            with autocast(self.device):
+            with precision_context(self.precision, self.device):
                 return self.model.encode_image(x)
 
         rows = ((p, normalise(x.to(self.device, non_blocking=True), self.pcfg)) for p, x in videos)
@@ -125,8 +127,12 @@ def clip_encoder(cfg: dict, device: torch.device, sampling: dict | None = None) 
              "preprocessing": {k: pcfg[k] for k in ("size", "mean", "std", "interpolation",
                                                     "resize_mode")},
              "normalised": False, "embed_dim": dim}
+    precision = compute_precision(cfg.get("precision", "auto"), device)
+    # provenance and part of the settings: rows of another device or precision are not reused
+    attrs.update(device_type=device.type, precision=precision)
     dtype = np.float16 if cfg["dtype"] == "float16" else np.float32
-    return ClipEncoder(model, pcfg, attrs, dim, dtype, device, batch_size_for(cfg["batch_size"], device))
+    return ClipEncoder(model, pcfg, attrs, dim, dtype, device, batch_size_for(cfg["batch_size"], device),
+                       precision)
 
 
 def clip_writer(out, enc: ClipEncoder) -> FeatureWriter:

@@ -52,6 +52,23 @@ def autocast(device: torch.device, dtype=torch.float16):
     return contextlib.nullcontext()
 
 
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def compute_precision(name: str, device: torch.device) -> str:
+    """The precision a model runs in: ``auto`` is float16 on CUDA and float32 elsewhere (a CPU
+    gains nothing from float16 autocast); the others are taken as they are, on every device."""
+    if name == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    return name
+
+
+def precision_context(name: str, device: torch.device):
+    """Autocast to the precision :func:`compute_precision` named (none for float32)."""
+    dtype = PRECISIONS[name]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 def skip_failed(decoded: Iterable, stats: dict) -> Iterator:
     """Pass on ``(probe, frames)`` from :func:`decode_ahead`; a video whose decoding raised is
     logged and listed in ``stats["failed"]``, and the others go on."""

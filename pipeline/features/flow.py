@@ -265,7 +265,10 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
 
         def square_rgb(frames):  # classical flow runs on the CPU
             return grey(centre_square_tensor(frames, work)).cpu().numpy()
-    attrs = {"model": name, "weights": identity, "backend": backend, "step": cfg["step"],
+    half = backend == "ptlflow" and cfg["half"] and device.type == "cuda"
+    attrs = {"device_type": device.type if backend == "ptlflow" else "cpu",  # OpenCV: the CPU
+             "precision": "float16" if half else "float32",
+             "model": name, "weights": identity, "backend": backend, "step": cfg["step"],
              "weights_source": cfg.get("checkpoint") if backend == "ptlflow" else None,
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
              "bound": bound, "size": size, "work_size": work,

@@ -127,7 +127,8 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         if role == "eval":
             logits = logits_all[:, :len(names)]
             metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
-                       "split": splits["eval"], "head": name, "variant": method_variant(name, params)}
+                       "split": splits["eval"], "head": name, "variant": method_variant(name, params),
+                       **precisions(readers, splits)}
             if novel:
                 metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
             write_metrics(out, metrics, logits, split, names, segments, multilabel)
@@ -135,6 +136,24 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     if result is None:  # no readable video to evaluate: the report says so
         result = write_no_metrics(out, name, splits["eval"], all_names)
     return result
+
+
+def precisions(readers: dict, splits: dict) -> dict:
+    """``precision``: per split, the device types and precisions its features were computed
+    with (``cuda/float16``, ``cpu/float32``); ``mixed_precision`` when a split has several:
+    shards made on different machines differ, and the numbers should say so."""
+    found: dict = {}
+    for (kind, role), reader in readers.items():
+        for attrs in reader.shard_attrs:
+            found.setdefault(splits.get(role) or role, set()).add(
+                f"{kind} {attrs.get('device_type', 'unrecorded')}/{attrs.get('precision', 'unrecorded')}")
+    mixed = sorted(split for split, kinds in found.items()
+                   if any(len({k for k in kinds if k.startswith(kind + " ")}) > 1
+                          for kind in ("clip", "motion")))
+    if mixed:
+        log.warning("features of split(s) %s were computed with several precisions: %s",
+                    ", ".join(mixed), "; ".join(f"{s}: {', '.join(sorted(found[s]))}" for s in mixed))
+    return {"precision": {s: sorted(k) for s, k in sorted(found.items())}, "mixed_precision": mixed}
 
 
 def write_no_metrics(out: Path, name: str, split: str, names: list[str]) -> dict:

@@ -46,6 +46,21 @@ def cmd_config(a):
     sys.stdout.write(format_config(config, sources))
 
 
+def cmd_weights(a):
+    from .config import resolve_config
+    from .weights import fetch, format_items, needed
+    config, _ = resolve_config(a.configfile or [])
+    items = needed(config)
+    if not a.check:
+        items = fetch(items)
+    print(format_items(items))
+    missing = [i["what"] for i in items if not i["cached"]]
+    if missing:
+        print(f"error: missing from the local caches: {', '.join(missing)}; run `python -m "
+              f"pipeline weights --configfile ...` on a node with network", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def yaml_value(text: str):
     import yaml
     return yaml.safe_load(text)
@@ -361,6 +376,13 @@ def _add_data_commands(sub):
     p.add_argument("--config", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="overrides, as snakemake --config (values are YAML: shards=8, "
                         "'clip={batch_size: 64}')")
+
+    p = _add(sub, "weights", cmd_weights, "fetch every checkpoint a config needs (CLIP and flow "
+             "tags) into the caches the stages read, on a node with network; --check lists each "
+             "as cached or missing, with where it goes (exit 2 if one is missing)")
+    p.add_argument("--configfile", nargs="+", action="extend", metavar="FILE",
+                   help="config files, as given to snakemake --configfile; none: ./config.yaml")
+    p.add_argument("--check", action="store_true", help="only say what is cached and missing")
 
     p = _add(sub, "demo-clip", cmd_demo_clip, "train the demo's tiny CLIP on frames of the demo's "
              "world and write an open_clip checkpoint (for clip.pretrained)")

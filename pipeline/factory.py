@@ -81,25 +81,16 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
 
 def _check_download(open_clip, name: str, tag: str) -> None:
     """Fail fast (not after a minute of retries) when a tag needs a download that cannot happen."""
-    from urllib.parse import urlparse
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
-    if hub:
-        import huggingface_hub
-        model_id, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        cached = any(isinstance(huggingface_hub.try_to_load_from_cache(model_id, n), str) for n in names)
-        host = "huggingface.co"
-    else:
-        cached = bool(url) and (Path.home() / ".cache" / "clip" / Path(urlparse(url).path).name).is_file()
-        host = urlparse(url).hostname or ""
-    if not host or reachable(host):
+    from .weights import clip_cache
+    cache = clip_cache(name, tag)
+    if not cache["host"] or reachable(cache["host"]):
         return
-    if not cached:
+    if not cache["cached"]:
         raise WeightsError(
-            f"CLIP weights {tag!r} for {name} are not in the local cache and {host} cannot be "
-            f"reached from here. Download the checkpoint on a machine with network (open_clip "
-            f"tag {tag!r}) and set clip.pretrained to the local file path")
+            f"CLIP weights {tag!r} for {name} are not in the local cache and {cache['host']} cannot "
+            f"be reached from here. Fetch them on a node with network (python -m pipeline weights "
+            f"--configfile YOUR.yaml), or download the checkpoint and set clip.pretrained to the "
+            f"local file path")
     from huggingface_hub import constants
     constants.HF_HUB_OFFLINE = True  # use the cached file without minutes of retries
 

@@ -45,10 +45,10 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args, check=True, cwd=ROOT):
+def run_cli(*args, check=True, cwd=ROOT, env=None):
     """Run ``python -m pipeline`` as a user would; returns the CompletedProcess."""
     proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc

@@ -123,16 +123,18 @@ def _ptlflow_weights(model_ref, checkpoint: str | None) -> tuple[str | None, str
     if checkpoint not in tags:
         raise WeightsError(f"flow checkpoint {checkpoint!r} is neither a file nor a tag of "
                            f"{model_ref.__name__} (tags: {', '.join(tags) or 'none'})")
+    from ..weights import hub_checkpoint
     url = tags[checkpoint]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    cached = hub_checkpoint(url)
     if not cached.is_file():
         from .common import reachable
         host = urlparse(url).hostname or ""
         if not reachable(host):
             raise WeightsError(f"flow checkpoint {checkpoint!r} is not in the local cache "
-                               f"({cached}) and {host} cannot be reached from here. Download "
-                               f"{url} on a machine with network and set flow.checkpoint to "
-                               f"the local file")
+                               f"({cached}) and {host} cannot be reached from here. Fetch it on "
+                               f"a node with network (python -m pipeline weights --configfile "
+                               f"YOUR.yaml), or download {url} and set flow.checkpoint to the "
+                               f"local file")
     return checkpoint, checkpoint
 
 

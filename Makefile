@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: demo test test-cluster clean
+.PHONY: demo test test-cluster gpu-check clean
 demo: $(VENV)/.installed  ## install, then run the default job (the bundled demo) end to end
 	. $(VENV)/bin/activate && snakemake --cores $(CORES)
 
@@ -21,6 +21,10 @@ test: $(VENV)/.installed  ## install, then run the test suite (exit code 5, no t
 # outside CI it runs only through this target.
 test-cluster: $(VENV)/.installed  ## install, then run the one-node SLURM test
 	. $(VENV)/bin/activate && PIPELINE_TEST_SLURM=1 python -m pytest -m slurm $(PYTEST_ARGS)
+
+# On a machine with a CUDA GPU: the GPU test tier, bench and bench-heads, one report (gpu-check.md).
+gpu-check: $(VENV)/.installed  ## install, then check and measure the GPU paths (says so without a GPU)
+	. $(VENV)/bin/activate && python -m pipeline.gpu_check --out gpu-check.md
 
 clean:
 	rm -rf results data/demo .snakemake

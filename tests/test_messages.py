@@ -105,3 +105,12 @@ def test_a_full_device_pool_is_one_line(tmp_path):
     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with pytest.raises(DeviceError, match="no free GPU .*--resources gpu=N"):
         claim(tmp_path, [0], wait_s=0.2, poll_s=0.05)
+
+
+def test_gpu_check_on_a_cpu_says_it_needs_a_gpu():
+    import subprocess
+    import sys
+    from conftest import ROOT
+    proc = subprocess.run([sys.executable, "-m", "pipeline.gpu_check"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "gpu-check needs a CUDA GPU" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -66,6 +66,24 @@ rule all:
         rules.report.output,
 
 
+onstart:
+    # One GPU job per visible GPU on a workstation unless --resources gpu=N says otherwise (the
+    # rules ask for `gpu`, which nothing limits until a total is given); CPU jobs go on beside
+    # them. A cluster executor's jobs get their own GPUs from the scheduler.
+    _plugin = getattr(workflow, "executor_plugin", None)
+    _local = _plugin is None or not _plugin.common_settings.non_local_exec
+    if _local and "gpu" not in workflow.global_resources and hasattr(workflow, "register_resource"):
+        from pipeline.devices import visible_gpus
+        _n = visible_gpus()
+        if _n:
+            workflow.register_resource("gpu", _n)
+            _scheduler = getattr(workflow, "scheduler", None)  # made before onstart: tell it too
+            if _scheduler is not None and isinstance(getattr(_scheduler, "global_resources", None), dict):
+                _scheduler.global_resources["gpu"] = _n
+            print(f"note: at most {_n} GPU job(s) at once ({_n} visible GPU(s)); "
+                  f"--resources gpu=N to change", file=sys.stderr)
+
+
 onsuccess:
     # pooled rows that no shard and no listed video needs any more (see pipeline/features/reuse.py)
     from pipeline.features.reuse import prune_pool

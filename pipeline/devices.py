@@ -20,6 +20,24 @@ POOL_ENV = "PIPELINE_DEVICE_POOL"  # the pool's folder, set by the workflow
 _held: dict[str, object] = {}  # pool folder -> the open lock file (kept for the process's life)
 
 
+def visible_gpus() -> int:
+    """How many CUDA devices this machine shows, without importing torch (the workflow plans
+    without it): ``CUDA_VISIBLE_DEVICES`` when set, else the GPUs ``nvidia-smi -L`` lists."""
+    import shutil
+    import subprocess
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        ids = [d for d in given.split(",") if d.strip()]
+        return 0 if not ids or ids[0].strip() == "-1" else len(ids)
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
 def job_cpus() -> int:
     """The CPUs this job may use: the least of Snakemake's threads for it (PIPELINE_THREADS,
     set by the rules), SLURM's allotment and the CPU affinity; never the node's core count."""

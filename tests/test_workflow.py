@@ -425,3 +425,13 @@ def test_a_job_uses_its_own_cpus_not_the_nodes(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     monkeypatch.setenv("PIPELINE_THREADS", "4")
     assert decode_workers(section("clip", {}), torch.device("cuda")) == 3
+
+
+def test_the_conda_env_and_pyproject_list_the_same_dependencies():
+    """One list of dependencies: the jobs' conda env holds pyproject's, less Snakemake (the
+    jobs run under it, they do not import it)."""
+    import tomllib
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
+    pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
+    assert sorted(pip) == sorted(d for d in deps if not d.startswith("snakemake")), (pip, deps)

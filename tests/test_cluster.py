@@ -92,9 +92,10 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
                                 capture_output=True, text=True).stdout
         if rule and "TRES=" in record:
             tres = dict(kv.split("=", 1) for kv in record.split("TRES=")[1].split()[0].split(","))
-            asked[rule] = (int(tres["cpu"]), tres["mem"], tres.get("gres/gpu"))
-    assert asked["extract"] == (2, "2000M", "1"), asked  # threads, cluster.mem_mb, cluster.gpus
-    assert asked["samples"] == (1, "2000M", None), asked  # a CPU rule asks for no GPU
+            gpus = re.search(r"TresPer(?:Job|Node|Task)=\S*gpu:(\d+)", record)  # --gpus / --gres
+            asked[rule] = (int(tres["cpu"]), tres["mem"], int(gpus[1]) if gpus else 0)
+    assert asked["extract"] == (2, "2000M", 1), asked  # threads, cluster.mem_mb, cluster.gpus
+    assert asked["samples"] == (1, "2000M", 0), asked  # a CPU rule asks for no GPU
     a, b = arrays(local), arrays(cluster)
     assert a.keys() == b.keys() and a
     for k in a:

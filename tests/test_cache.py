@@ -1,10 +1,8 @@
 """The cache is a cache: each change to a finished run re-runs what it decides and nothing else,
 and nothing stale stays in place (real Snakemake runs on a small csv data set of demo videos)."""
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time

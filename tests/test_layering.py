@@ -64,7 +64,7 @@ def test_files_merge_in_order_and_overrides_go_on_top(tmp_path):
     b.write_text(yaml.safe_dump({"clip": {"batch_size": 16}, "shards": 2}))
     config, sources = resolve_config([a, b], {"shards": 5})
     assert config["clip"] == {"model": "ViT-B-16", "batch_size": 16, "pretrained": "openai",
-                              "dtype": "float16", "decode_workers": None}
+                              "dtype": "float16", "decode_workers": None, "precision": "auto"}
     assert sources[("clip", "model")] == str(a) and sources[("clip", "batch_size")] == str(b)
     assert sources[("clip", "pretrained")] == "schema default"
     assert config["shards"] == 5 and sources[("shards",)] == "--config"

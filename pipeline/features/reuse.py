@@ -146,9 +146,10 @@ def publish(path: Path, pool: Path | None) -> None:
     if pool is None:
         return
     from ..store import read_attrs
-    folder = Path(pool) / read_attrs(path)["kind"]
+    attrs = read_attrs(path)
+    folder = Path(pool) / attrs["kind"]
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{read_attrs(path)['content_sha256'][:32]}.h5"
+    target = folder / f"{attrs['content_sha256'][:32]}.h5"
     temp = folder / f".{target.name}.{os.getpid()}"
     try:
         temp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bench_budget import Costs, cap_frames, describe, fit_budget
 from .features.clip import extract_clip
 from .features.common import decode_ahead, decode_workers
 from .features.decoding import FELL_BACK, torchcodec_decoder, video_decoder
@@ -233,11 +234,23 @@ def _stage_run(fn, device, peaks: list, passes: list | None = None, probes=()):
     return run
 
 
+def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> Costs:
+    """Seconds per frame of each model alone on a few frames: what the time budget plans with.
+    The pair-by-pair baseline runs at the videos' own resolution: the floor scaled by pixels."""
+    clip = 1 / clip_floor(model, size, 4, 4, device)
+    flow = 1 / flow_floor({**flow_cfg, "batch_size": 2}, 2, device, flow_model)
+    pixels = max(p.width * p.height for p in probes) / flow_cfg["work_size"] ** 2
+    return Costs(clip, flow, flow * max(1.0, pixels), flow_model is not None)
+
+
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
-              repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv"):
-    """Rows of the benchmark table. The pair-by-pair flow baseline (and the student baseline that
-    reads its mp4s) is timed on the first ``baseline_flow_frames`` frames only: at the videos'
-    own resolution it runs at a few frames/s, and its rate is what is compared."""
+              repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv",
+              budget: float | None = 600):
+    """Rows of the benchmark table, the unreadable videos, and what was sampled. The
+    pair-by-pair flow baseline (and the student baseline that reads its mp4s) is timed on the
+    first ``baseline_flow_frames`` frames only: at the videos' own resolution it runs at a few
+    frames/s, and its rate is what is compared. ``budget`` (seconds) cuts the frames, then the
+    repeats, so that slow models on a CPU still finish (:mod:`pipeline.bench_budget`)."""
     from .factory import load_clip, open_clip_module, preprocess_cfg
     from .features.clip import batch_size_for
     from .features.flow import load_flow_model
@@ -250,6 +263,14 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
     transform = open_clip_module().image_transform(pcfg["size"], is_train=False, mean=pcfg["mean"], std=pcfg["std"])
     flow_model = (load_flow_model(flow_cfg["model"], flow_cfg["checkpoint"], device)[0]
                   if flow_cfg["backend"] == "ptlflow" else None)
+    planned = frames
+    choice = fit_budget(calibrate(model, pcfg["size"], flow_cfg, flow_model, probes, device), frames,
+                        repeats, baseline, baseline_flow_frames, 32, budget)
+    probes = cap_frames(probes, choice.frames)
+    frames, repeats = sum(len(p.sampled) for p in probes), choice.repeats
+    baseline_flow_frames = choice.baseline_flow_frames
+    sampled = describe(choice, probes, planned, budget)
+    log.info("bench %s", sampled)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -298,7 +319,8 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         rows["flow"] = _rounds({"frames_per_s": measured("flow", stage_rate(extract_flow, flow_cfg, "flow")),
                                 "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
         if flow_model is not None:
-            rows["flow"]["half_cost"] = half_precision_cost(flow_model, probes, flow_cfg, device)
+            rows["flow"]["half_cost"] = half_precision_cost(flow_model, probes, flow_cfg, device,
+                                                            choice.half_pairs)
         if baseline:  # pair by pair: slow enough to time once; it also writes the student's mp4s
             rows["flow"]["baseline"] = rate(lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), n_few)()
         _log_rows(rows)
@@ -335,7 +357,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
     fell_back = sum(p.path in FELL_BACK for p in probes)
     if used.startswith("torchcodec") and fell_back:
         used = "OpenCV (CPU)" if fell_back == len(probes) else used + f" + {fell_back} on OpenCV"
-    return table_rows(rows, frames, device, used), bad
+    return table_rows(rows, frames, device, used), bad, sampled
 
 
 def readable_probes(videos, sampling: dict):

@@ -220,15 +220,16 @@ def cmd_bench(a):
     flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")
     sampling = _params({"mode": "all", "max_frames": a.max_frames}, "sampling")
-    rows, bad = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
-                          repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames,
-                          decoder=a.decoder or "opencv")
+    rows, bad, sampled = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
+                                   repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames,
+                                   decoder=a.decoder or "opencv", budget=a.budget)
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     name = torch_device_name(device)
     print(f"device: {name}; clip {a.clip_model} ({a.pretrained or 'random weights'}), "
           f"flow {a.flow_model} at {a.flow_size}px")
     print(format_table(rows))
+    print(sampled)
     if a.csv:
         write_csv(rows, a.csv)
 
@@ -557,6 +558,8 @@ def _add_bench_commands(sub):
                    "torchcodec (NVDEC on a CUDA device)")
     p.add_argument("--no-baseline", action="store_true", help="skip the straightforward path")
     p.add_argument("--repeats", type=int, default=3, help="each figure is the best of this many runs")
+    p.add_argument("--budget", type=float, default=600, help="seconds the bench may take: frames, "
+                   "then repeats, are cut to fit, timed on a few frames first (0: no limit)")
     p.add_argument("--baseline-flow-frames", type=int, default=128,
                    help="the pair-by-pair flow baseline is timed on this many frames")
     p.add_argument("--device", help=DEVICE_HELP)
@@ -624,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_data_commands, _add_feature_commands, _add_student_commands,
                 _add_head_commands, _add_bench_commands):
         add(sub)
+    from .plan import add_command
+    add_command(sub, _add)
     return parser
 
 

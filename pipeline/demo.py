@@ -117,6 +117,12 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     writer.release()
 
 
+def demo_split(i: int) -> str:
+    """The split of the demo's i-th video: 60/20/20, balanced over the primary class (small
+    sets still get every split)."""
+    return ("train", "val", "test", "train", "train")[(i // len(CLASSES)) % 5]
+
+
 def make_demo(out: str | Path, cfg: dict) -> dict:
     """Write the demo data set under ``out``: videos/, classes.csv, annotations.csv (with
     species), species.csv, relation.tsv, descriptions.yaml, species_descriptions.yaml."""
@@ -130,8 +136,7 @@ def make_demo(out: str | Path, cfg: dict) -> dict:
         labels = [primary]
         if rng.random() < cfg.get("two_object_fraction", 0.3):
             labels.append(int(rng.choice([c for c in range(len(CLASSES)) if c != primary])))
-        # 60/20/20 split, balanced over the primary class; small sets still get every split.
-        split = ("train", "val", "test", "train", "train")[(i // len(CLASSES)) % 5]
+        split = demo_split(i)
         name = f"clip_{i:03d}.mp4"
         frames, shapes = render_clip(rng, labels, cfg)
         write_video(out / "videos" / name, frames, cfg["fps"])

@@ -22,7 +22,8 @@ def steps(samples: Path, work: Path) -> list[tuple[str, list[str], int]]:
     """(title, command, time limit in seconds) of each part of the check."""
     py = sys.executable
     bench = [py, "-m", "pipeline", "bench", str(samples), "--clip-model", "ViT-B-32",
-             "--flow-model", "raft", "--max-frames", "64", "--repeats", "2", "--device", "cuda"]
+             "--flow-model", "raft", "--max-frames", "64", "--repeats", "2", "--device", "cuda",
+             "--budget", "100"]
     return [
         ("GPU test tier (pytest -m gpu)", [py, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-s",
                                            "-p", "no:cacheprovider", str(ROOT / "tests")], 180),

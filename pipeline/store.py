@@ -37,6 +37,7 @@ KINDS = ("clip", "flow", "motion", "text")
 # Attributes that record how a file was made but not what its rows hold: a batch size (speed
 # only), where the weights file lay (its hash is ``weights``), the writing code's version.
 NOT_SETTINGS = ("batch_size", "weights_source", "producer")
+INDEX_CHUNK_ROWS = 4096  # rows per chunk of /frame_index and /timestamps (int32, float32)
 
 
 class StoreError(RuntimeError):
@@ -88,9 +89,9 @@ class FeatureWriter:
             chunks=(chunk, *row_shape), compression=compression,
             shuffle=compression is not None)
         self._frame = self._f.create_dataset("frame_index", (0,), maxshape=(None,), dtype="int32",
-                                             chunks=(4096,))
+                                             chunks=(INDEX_CHUNK_ROWS,))
         self._time = self._f.create_dataset("timestamps", (0,), maxshape=(None,), dtype="float32",
-                                            chunks=(4096,))
+                                            chunks=(INDEX_CHUNK_ROWS,))
         self._ids: list[str] = []
         self._fingerprints: list[str] = []
         self._offsets = [0]

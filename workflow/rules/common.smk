@@ -1,6 +1,7 @@
 import json
 import shlex
 
+from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.freshness import file_digest, shard_members
 from pipeline.heads.streams import PROMPT_HEADS, streams
@@ -81,50 +82,22 @@ def gpus(rule_uses_gpu=True):
     return config["cluster"]["gpus"] if rule_uses_gpu and config["device"] != "cpu" else 0
 
 
-def base_mem_mb(rule, *parts):
-    table = config["cluster"]["mem_mb"]
-    if parts and table.get(rule) is None:
-        return max(base_mem_mb(p) for p in parts)
-    return table.get(rule, table.get("default", 4000))
-
-
 def mem_mb(rule, *parts):
-    """The memory of one rule; one that does the work of ``parts`` (extract does clip's and
-    flow's) and that the table does not name gets the largest of theirs. A retry asks for
-    ``cluster.mem_retry_factor`` times more per attempt."""
-    base, factor = base_mem_mb(rule, *parts), config["cluster"]["mem_retry_factor"]
-    return lambda wildcards, attempt: int(base * factor ** (attempt - 1))
+    """The memory of one rule's jobs, growing with the attempt (pipeline/jobs.py)."""
+    return lambda wildcards, attempt: jobs.mem_mb(config["cluster"], rule, *parts, attempt=attempt)
 
 
 def job_threads(rule, *parts):
-    """CPUs of one rule's jobs (``cluster.threads``); one doing the work of ``parts`` and not
-    named there gets the largest of theirs."""
-    table = config["cluster"]["threads"]
-    if parts and table.get(rule) is None:
-        return max(job_threads(p) for p in parts)
-    return table.get(rule, table.get("default", 1))
+    return jobs.threads(config["cluster"], rule, *parts)
 
 
 def runtime(rule, *parts):
-    """Minutes: the base plus the per-video cost times the videos in the job's shard; one that
-    does the work of ``parts`` and that the tables do not name gets the sum of theirs."""
-    base_table = config["cluster"]["runtime_min"]
-    video_table = config["cluster"]["runtime_per_video_s"]
-    default = base_table.get("default", 30)
-    if not parts or base_table.get(rule) is not None:
-        base = base_table.get(rule, default)
-    else:
-        base = max(base_table.get(p, default) for p in parts)
-    per_video = video_table.get(rule, sum(video_table.get(p, 0) for p in parts))
-
+    """Minutes of one rule's jobs: grows with the videos of the job's shard (its first input,
+    a table) and the attempt (pipeline/jobs.py)."""
     def minutes(wildcards, input, attempt):
-        n = 0
-        if per_video and input:
-            path = Path(input[0])
-            if path.suffix == ".tsv" and path.exists():
-                n = sum(1 for _ in open(path)) - 1
-        return int((base + per_video * n / 60) * attempt)
-
+        path = Path(input[0]) if input else None
+        n = sum(1 for _ in open(path)) - 1 if path and path.suffix == ".tsv" and path.exists() else 0
+        return jobs.runtime_min(config["cluster"], rule, *parts, videos=n, attempt=attempt)
     return minutes
 
 

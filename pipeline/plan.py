@@ -1,0 +1,343 @@
+"""``python -m pipeline plan``: what a run will do and cost, before it runs.
+
+Per stage and split: jobs, videos, rows, disk and device-hours, and what each job asks the
+scheduler for. Rows come from the probe tables when the run has written them, else from
+probing a sample of the listed videos (the same probe the run uses), else from an assumed
+length that the plan states. Bytes per row are measured by writing real shards with the
+configured sizes, dtypes and compression; flow's compression is measured on flow the
+configured size computes from the sample videos (OpenCV's DIS stands in for a flow model,
+which a login node cannot run quickly). Rates come from a ``bench`` CSV or from the figures
+it names.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import jobs
+
+# frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
+# at 224 px, RAFT at a 256 px working size (its cost grows with the working pixels)
+H100 = {"clip": {"ViT-B-32": 811.0}, "flow": {"raft": 97.0}, "flow_work_size": 256}
+H100_SOURCE = "one H100 (docs/benchmarks.md, commit 8a26edf)"
+SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
+
+
+def _probe_tables(results: Path, split: str, shards: int) -> list[Path] | None:
+    tables = [results / "probe" / split / f"shard-{s}.tsv" for s in range(shards)]
+    return tables if all(t.is_file() for t in tables) else None
+
+
+def _spread(items: list, n: int) -> list:
+    """``n`` items spread evenly over the list (long data sets are often sorted by source)."""
+    if len(items) <= n:
+        return items
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else items[:1]
+
+
+def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, float]) -> tuple[dict, list]:
+    """Per split: videos (listed, present, readable), rows and frames, and how they are known;
+    and the probes of the sample videos (for the flow measurement)."""
+    from .annotations import listed_videos
+    from .video import probe_video, read_probes, sampling_plan
+    ds, shards = config["dataset"], config["shards"]
+    results = workdir / "results" / ds["name"]
+    if ds["format"] == "demo" and not Path(ds["annotations"]).is_file():
+        from .demo import demo_split  # the run writes the demo's videos: the config sizes them
+        demo = config["demo"]
+        listed = [{"split": demo_split(i), "present": False} for i in range(demo["n_videos"])]
+        assume = (demo["frames"], float(demo.get("fps", 25)))
+    else:
+        listed = listed_videos(ds)
+    out, probes = {}, []
+    for split in sorted({v["split"] for v in listed}):
+        videos = [v for v in listed if v["split"] == split]
+        present = [v for v in videos if v["present"]]
+        tables = _probe_tables(results, split, shards)
+        info = {"listed": len(videos), "present": len(present)}
+        if tables:
+            got = [p for t in tables for p in read_probes(t)]
+            info.update(videos=len(got), rows=sum(len(p.sampled) for p in got),
+                        frames=sum(p.frames for p in got), source="probe tables (exact)")
+            probes += _spread(got, max(1, sample // 4))
+        elif present:
+            picked = [probe_video(Path(ds["videos"]) / v["path"], v["video_id"], config["sampling"])
+                      for v in _spread(present, sample)]
+            ok = [p for p in picked if p.readable]
+            share = len(ok) / len(picked)
+            per_rows = np.mean([len(p.sampled) for p in ok]) if ok else 0.0
+            per_frames = np.mean([p.frames for p in ok]) if ok else 0.0
+            n = round(len(present) * share)
+            info.update(videos=n, rows=int(per_rows * n), frames=int(per_frames * n),
+                        source=f"estimated from {len(picked)} probed videos ({len(ok)} readable)")
+            probes += ok[:max(1, sample // 4)]
+        else:
+            frames, fps = assume
+            per = len(sampling_plan(frames, fps, config["sampling"]))
+            info.update(videos=len(videos), rows=per * len(videos), frames=frames * len(videos),
+                        source=f"assumed: no video found, {frames} frames at {fps:g} fps each "
+                               f"(--frames-per-video)")
+        out[split] = info
+    return out, probes
+
+
+# ---------------------------------------------------------------- bytes on disk
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _write(path: Path, kind: str, shape, dtype, compression, videos: int, rows: int) -> int:
+    from .store import FeatureWriter
+    rng = np.random.default_rng(0)
+    with FeatureWriter(path, kind, shape, dtype, compression=compression) as w:
+        for v in range(videos):
+            data = rng.integers(0, 255, (rows, *shape)).astype(dtype)
+            w.add(f"video-{v:06d}", np.arange(rows), np.arange(rows, dtype=np.float32), data,
+                  "sha256:" + "0" * 64)
+        chunk = w.chunks[0]
+    return _file_size(path), chunk
+
+
+def index_bytes(rows: float) -> float:
+    """/frame_index and /timestamps: 4 bytes a row each, allocated in whole chunks."""
+    from .store import INDEX_CHUNK_ROWS
+    return 2 * 4 * np.ceil(rows / INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS
+
+
+def measure_layout(kind: str, shape, dtype, tmp: Path) -> dict:
+    """What a shard of this layout costs, measured by writing real ones: the empty file, each
+    video's entry (id, offsets, fingerprint) and each row, stored in whole chunks of ``chunk``
+    rows (HDF5 allocates an uncompressed chunk whole)."""
+    empty, chunk = _write(tmp / f"{kind}-0.h5", kind, shape, dtype, None, 0, 0)
+    few, _ = _write(tmp / f"{kind}-1.h5", kind, shape, dtype, None, 256, 1)
+    more, _ = _write(tmp / f"{kind}-2.h5", kind, shape, dtype, None, 512, 1)
+    per_video = (more - few) / 256  # the same chunks: only the video entries grew
+    rows = 4 * chunk if chunk > 1 else 256  # chunk records (B-tree nodes) come in groups
+    full, _ = _write(tmp / f"{kind}-3.h5", kind, shape, dtype, None, 1, rows)
+    return {"file": empty, "per_video": per_video, "chunk": chunk,
+            "per_row": (full - empty - per_video - index_bytes(rows)) / rows}
+
+
+def shard_bytes(layout: dict, videos: float, rows: float) -> float:
+    """One shard's size: its rows fill whole chunks."""
+    stored = np.ceil(rows / layout["chunk"]) * layout["chunk"]
+    return layout["file"] + videos * layout["per_video"] + index_bytes(rows) + stored * layout["per_row"]
+
+
+def measure_flow(config: dict, probes: list, tmp: Path) -> dict:
+    """Flow's layout, its compression measured on real flow rows of the sample videos."""
+    from .features.common import pick_device
+    from .features.flow import extract_flow
+    cfg = config["flow"]
+    size = cfg["size"]
+    raw = 2 * size * size
+    layout = measure_layout("flow", (2, size, size), np.uint8, tmp)
+    stand_in = cfg["backend"] if cfg["backend"] != "ptlflow" else "dis"
+    short = [dataclasses.replace(p, sampled=p.sampled[:SAMPLE_ROWS]) for p in probes]
+    short = [p for p in short if p.sampled]
+    if short:
+        out = tmp / "flow-sample.h5"
+        stats = extract_flow(short, out, {**cfg, "backend": stand_in}, pick_device("cpu"), progress=False)
+        rows, done = stats["frames"], stats["videos"]
+        if rows > 0:
+            chunk_record = layout["per_row"] - raw  # a chunk's entry in the B-tree
+            layout["per_row"] = (_file_size(out) - layout["file"] - layout["per_video"] * done
+                                 - index_bytes(rows)) / rows
+            what = cfg["backend"] if stand_in == cfg["backend"] else f"{cfg['model']} (DIS stands in)"
+            layout["source"] = (f"measured: {rows} rows of {what} flow from {len(short)} videos, "
+                                f"{size} px, gzip ({(layout['per_row'] - chunk_record) / raw:.0%} of raw)")
+            return layout
+    layout["per_row"] += -0.86 * raw  # DIS at 224 px on real clips: about 14 KB of 100 KB
+    layout["source"] = "assumed: 14% of raw (measured on real clips with DIS at 224 px); no video to measure"
+    return layout
+
+
+def stream_layouts(config: dict, probes: list) -> dict:
+    """Per stream (clip, flow, motion): bytes per empty file, per video and per row."""
+    from .factory import open_clip_module
+    model_cfg = open_clip_module().get_model_config(config["clip"]["model"])
+    if model_cfg is None:
+        raise ValueError(f"clip.model {config['clip']['model']!r} is not an open_clip model")
+    dim = model_cfg["embed_dim"]
+    clip_dtype = np.float16 if config["clip"]["dtype"] == "float16" else np.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = measure_layout("clip", (dim,), clip_dtype, tmp)
+        clip["source"] = f"measured: {dim}-d {np.dtype(clip_dtype).name}, uncompressed"
+        motion = measure_layout("motion", (dim,), np.float16, tmp)
+        motion["source"] = f"measured: {dim}-d float16, uncompressed"
+        flow = measure_flow(config, probes, tmp)
+    return {"clip": clip, "flow": flow, "motion": motion}
+
+
+# ---------------------------------------------------------------- device time
+
+def read_bench(path) -> dict:
+    """stage -> frames/s from a ``bench --csv`` file."""
+    with open(path, newline="") as f:
+        rows = {r["stage"]: float(r["frames_per_s"]) for r in csv.DictReader(f) if r.get("frames_per_s")}
+    if not rows:
+        raise ValueError(f"{path}: no stage rows with frames_per_s; write one with "
+                         f"`python -m pipeline bench VIDEOS --csv {path}`")
+    return rows
+
+
+def rates(config: dict, bench: dict | None) -> tuple[dict, str]:
+    """frames/s of clip, flow, extract and the student's export, and where they come from."""
+    if bench:
+        got = {k: bench.get(k) for k in ("clip", "flow", "extract", "student")}
+        return got, "the bench CSV given (its device, models and sizes)"
+    clip = H100["clip"].get(config["clip"]["model"])
+    flow_cfg = config["flow"]
+    flow = None
+    if flow_cfg["backend"] == "ptlflow" and flow_cfg["model"] in H100["flow"]:
+        flow = H100["flow"][flow_cfg["model"]] * (H100["flow_work_size"] / flow_cfg["work_size"]) ** 2
+    got = {"clip": clip, "flow": flow, "student": clip,
+           "extract": 1 / (1 / clip + 1 / flow) if clip and flow else None}
+    return got, (f"{H100_SOURCE}; flow scaled by working pixels; the student's export at CLIP's "
+                 f"rate (the same tower); no figure for other models: pass --bench")
+
+
+def _hours(rows: int, rate: float | None, factor: float = 1.0) -> float | None:
+    return rows * factor / rate / 3600 if rate else None
+
+
+# ---------------------------------------------------------------- the plan
+
+def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[dict]:
+    """One row per stage (and split for the per-shard stages)."""
+    cluster, shards = config["cluster"], config["shards"]
+    fused = config["extraction"] == "fused"
+    gpu_flow = config["flow"]["backend"] == "ptlflow"
+    out = []
+
+    def row(stage, split, jobs_, videos, rows, kinds=(), hours=None, gpu=False, parts=()):
+        disk = sum(shards * shard_bytes(layouts[k], videos / shards, rows / shards) for k in kinds)
+        asked = jobs.runtime_min(cluster, stage, *parts, videos=videos // jobs_) / 60
+        out.append({"stage": stage, "split": split, "jobs": jobs_, "videos": videos, "rows": rows,
+                    "disk_bytes": int(disk), "device_hours": hours, "gpu": gpu,
+                    "hours_per_job": hours / jobs_ if hours is not None else None,
+                    "runtime_hours_asked": asked,
+                    "mem_mb": jobs.mem_mb(cluster, stage, *parts),
+                    "threads": jobs.threads(cluster, stage, *parts)})
+
+    row("samples", "all", 1, sum(s["videos"] for s in splits.values()), 0)
+    for split, s in splits.items():
+        row("probe", split, shards, s["videos"], 0)
+    for split, s in splits.items():
+        v, r = s["videos"], s["rows"]
+        if fused:
+            row("extract", split, shards, v, r, ("clip", "flow"), _hours(r, rate["extract"]), True,
+                ("clip", "flow"))
+        else:
+            row("clip", split, shards, v, r, ("clip",), _hours(r, rate["clip"]), True)
+            row("flow", split, shards, v, r, ("flow",), _hours(r, rate["flow"]), gpu_flow)
+    train = splits.get(config["dataset"]["train_split"], {"rows": 0})["rows"]
+    row("moclip_train", "all", 1, 0, 0, (), _hours(train * config["moclip"]["epochs"], rate["student"], 3.0), True)
+    for split, s in splits.items():
+        row("moclip_export", split, shards, s["videos"], s["rows"], ("motion",),
+            _hours(s["rows"], rate["student"]), True)
+    heads = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
+    for head in heads:
+        row("head", head, 1, 0, 0, (), None, True)
+    row("report", "all", 1, 0, 0)
+    return out
+
+
+def make_plan(config: dict, workdir=".", bench: str | None = None, sample: int = 16,
+              assume: tuple[int, float] = (300, 30.0)) -> dict:
+    workdir = Path(workdir)
+    splits, probes = split_rows(config, workdir, sample, assume)
+    layouts = stream_layouts(config, probes)
+    rate, rate_source = rates(config, read_bench(bench) if bench else None)
+    stages = stage_rows(config, splits, layouts, rate)
+    streams = {k: {"bytes_per_row": round(v["per_row"], 1), "source": v["source"],
+                   "disk_bytes": sum(r["disk_bytes"] for r in stages
+                                     if r["stage"] in {"clip": ("clip", "extract"), "flow": ("flow",),
+                                                       "motion": ("moclip_export",)}[k])}
+               for k, v in layouts.items()}
+    # extract rows hold clip and flow together: split them again per stream
+    for k in ("clip", "flow"):
+        n = config["shards"]
+        streams[k]["disk_bytes"] = int(sum(n * shard_bytes(layouts[k], s["videos"] / n, s["rows"] / n)
+                                           for s in splits.values()))
+    hours = [r["device_hours"] for r in stages if r["device_hours"] is not None]
+    return {"name": config["dataset"]["name"], "shards": config["shards"], "device": config["device"],
+            "splits": splits, "stages": stages, "streams": streams,
+            "disk_bytes": sum(r["disk_bytes"] for r in stages),
+            "device_hours": sum(hours) if hours else None, "rates": rate, "rates_source": rate_source}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def format_plan(plan: dict) -> str:
+    lines = [f"plan of {plan['name']}: {plan['shards']} shards per split, device {plan['device']}"]
+    for split, s in plan["splits"].items():
+        lines.append(f"  {split}: {s['listed']} listed, {s['present']} found, {s['videos']} videos, "
+                     f"{s['rows']:,} rows; {s['source']}")
+    lines.append(f"{'stage':<15}{'split':<13}{'jobs':>5}{'videos':>9}{'rows':>12}{'disk':>11}"
+                 f"{'dev-hours':>11}{'h/job':>8}{'asked':>8}{'mem/job':>10}{'cpus':>6}  gpu")
+    over = []
+    for r in plan["stages"]:
+        hours = "-" if r["device_hours"] is None else f"{r['device_hours']:.2f}"
+        per_job = "-" if r["hours_per_job"] is None else f"{r['hours_per_job']:.1f}"
+        if r["hours_per_job"] is not None and r["hours_per_job"] > r["runtime_hours_asked"]:
+            over.append(f"{r['stage']} ({r['split']})")
+        lines.append(f"{r['stage']:<15}{r['split'][:12]:<13}{r['jobs']:>5}{r['videos'] or '-':>9}"
+                     f"{r['rows'] or '-':>12}{_size(r['disk_bytes']) if r['disk_bytes'] else '-':>11}"
+                     f"{hours:>11}{per_job:>8}{r['runtime_hours_asked']:>8.1f}"
+                     f"{r['mem_mb'] / 1000:>8.1f}GB{r['threads']:>6}  {'yes' if r['gpu'] else '-'}")
+    total_h = plan["device_hours"]
+    lines.append(f"features on disk: {_size(plan['disk_bytes'])} "
+                 + "(" + ", ".join(f"{k} {_size(v['disk_bytes'])}" for k, v in plan["streams"].items()) + ")"
+                 + (f"; device-hours: {total_h:.1f}" if total_h is not None else ""))
+    for k, v in plan["streams"].items():
+        lines.append(f"  {k}: {_size(v['bytes_per_row'])} per row, {v['source']}")
+    known = ", ".join(f"{k} {v:.0f}" for k, v in plan["rates"].items() if v)
+    lines.append(f"rates (frames/s): {known or 'none known for these models'}; from {plan['rates_source']}")
+    if over:
+        lines.append(f"WARNING: jobs of {', '.join(over)} would run longer than the runtime they ask "
+                     f"for (cluster.runtime_min + cluster.runtime_per_video_s x videos per job): raise "
+                     f"those, or the shards, before submitting to a scheduler")
+    lines.append("h/job: device-hours per job at these rates; asked: the runtime a job asks the "
+                 "scheduler for (hours); device-hours: the student's training counts 3x its forward pass per frame per epoch; "
+                 "the heads' cost is `python -m pipeline bench-heads`' to measure; mem/job: the "
+                 "first attempt's request (cluster.mem_mb)")
+    return "\n".join(lines)
+
+
+def add_command(sub, add) -> None:
+    p = add(sub, "plan", main, "what a run will do and cost before it runs: jobs, videos, rows, "
+            "disk and device-hours per stage and split, and each job's resources")
+    p.add_argument("--configfile", nargs="+", default=None, help="the run's config file(s)")
+    p.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="overrides, as snakemake's")
+    p.add_argument("--bench", help="a `bench --csv` file: device-hours at its measured rates")
+    p.add_argument("--sample", type=int, default=16, help="videos probed (and their flow "
+                   "measured) when the run has no probe tables yet")
+    p.add_argument("--frames-per-video", type=int, default=300, help="assumed length when no "
+                   "listed video is found (at --fps)")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--json", help="also write the plan as JSON (disk_bytes: all feature files)")
+
+
+def main(a) -> None:
+    import yaml
+    from .config import resolve_config
+    overrides = {k: yaml.safe_load(v) for k, _, v in (c.partition("=") for c in a.config or [])}
+    config, _ = resolve_config(a.configfile or ["config.yaml"], overrides)
+    plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps))
+    print(format_plan(plan))
+    if a.json:
+        Path(a.json).write_text(json.dumps(plan, indent=2))

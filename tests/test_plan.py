@@ -1,0 +1,74 @@
+"""``python -m pipeline plan``: what a run will cost, before it runs."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from pipeline.plan import measure_layout, shard_bytes
+from pipeline.store import FeatureWriter
+
+
+@pytest.mark.parametrize("kind,shape,dtype,videos,rows", [
+    ("clip", (512,), np.float16, 40, 5000), ("clip", (64,), np.float32, 3, 70),
+    ("flow", (2, 24, 24), np.uint8, 12, 900)])
+def test_a_shards_size_is_predicted_from_its_measured_layout(tmp_path, kind, shape, dtype, videos, rows):
+    layout = measure_layout(kind, shape, dtype, tmp_path)
+    rng = np.random.default_rng(0)
+    per = np.array_split(np.arange(rows), videos)
+    with FeatureWriter(tmp_path / "real.h5", kind, shape, dtype) as w:
+        for v, idx in enumerate(per):
+            w.add(f"some/folder/clip_{v:05d}", idx, idx.astype(np.float32),
+                  rng.integers(0, 255, (len(idx), *shape)).astype(dtype), "sha256:" + "ab" * 32)
+    real = (tmp_path / "real.h5").stat().st_size
+    assert shard_bytes(layout, videos, rows) == pytest.approx(real, rel=0.05)
+
+
+def test_the_plan_of_a_finished_run_predicts_what_it_wrote(demo_run, tmp_path):
+    out = tmp_path / "plan.json"
+    proc = run_cli("plan", "--json", out, cwd=demo_run)
+    plan = json.loads(out.read_text())
+    features = demo_run / "results" / "demo" / "features"
+    written = sum(f.stat().st_size for kind in ("clip", "flow", "motion")
+                  for f in (features / kind).rglob("*.h5"))
+    assert plan["disk_bytes"] == pytest.approx(written, rel=0.25), proc.stdout
+    assert set(plan["splits"]) == {"train", "val", "test"}
+    for split in plan["splits"].values():
+        assert split["source"] == "probe tables (exact)"
+    stages = {(r["stage"], r["split"]): r for r in plan["stages"]}
+    assert stages[("extract", "train")]["jobs"] == 2
+    assert stages[("extract", "train")]["threads"] == 8  # the schema's default for extraction
+    assert stages[("head", "fusion")]["jobs"] == 1
+    assert "dis flow" in plan["streams"]["flow"]["source"]
+    assert "features on disk" in proc.stdout
+
+
+def test_a_plan_before_any_video_is_there_says_what_it_assumed(tmp_path):
+    """A user's data set whose videos are not downloaded yet: listed videos are counted, their
+    length assumed and said so; a flow model's compression falls back to a stated figure."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "classes.csv").write_text("id,name\n0,run\n1,eat\n")
+    (data / "list.csv").write_text("video,split,labels\n" + "".join(
+        f"v{i}.mp4,{'train' if i % 4 else 'test'},{'run' if i % 2 else 'eat'}\n" for i in range(40)))
+    cfg = {"dataset": {"name": "mine", "format": "csv", "videos": str(data / "videos"),
+                       "classes": str(data / "classes.csv"), "annotations": str(data / "list.csv"),
+                       "train_split": "train", "eval_split": "test"},
+           "clip": {"model": "ViT-B-32"}, "sampling": {"mode": "all", "max_frames": 1000},
+           "shards": 4, "heads": {"fusion": {}}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "plan.json"
+    proc = run_cli("plan", "--configfile", tmp_path / "my.yaml", "--frames-per-video", 400,
+                   "--json", out, cwd=tmp_path)
+    plan = json.loads(out.read_text())
+    assert plan["splits"]["train"]["videos"] == 30 and plan["splits"]["test"]["videos"] == 10
+    assert plan["splits"]["train"]["rows"] == 30 * 400
+    assert "assumed" in plan["splits"]["train"]["source"]
+    assert "assumed" in plan["streams"]["flow"]["source"]
+    # ViT-B-32 512-d float16 rows: about 1 KB each in the clip and the motion stream
+    assert plan["streams"]["clip"]["bytes_per_row"] == pytest.approx(1024, rel=0.05)
+    # RAFT at the default 256 px working size: the H100 figure it states
+    assert plan["rates"]["flow"] == pytest.approx(97.0)
+    assert plan["device_hours"] > 0 and "H100" in proc.stdout
+    assert (ROOT / "pipeline" / "plan.py").is_file()

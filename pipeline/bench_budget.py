@@ -44,23 +44,27 @@ def estimate_s(c: Costs, frames: int, repeats: int, baseline: bool, few: int, ha
 
 
 def fit_budget(c: Costs, frames: int, repeats: int, baseline: bool, few: int, half: int,
-               budget: float | None) -> Choice:
-    """The most frames that fit ``budget`` seconds; when even ``MIN_FRAMES`` do not, one
-    repeat, then fewer baseline frames and half-precision pairs (at least 8 each)."""
-    def best(r, f_few, f_half) -> int:
+               budget: float | None, enough: int = 16) -> Choice:
+    """The most frames that fit ``budget`` seconds. The stages' own figures come first: while
+    fewer than ``enough`` frames fit, one repeat, then fewer baseline frames and half-precision
+    pairs (8, then 2) are tried; the step that keeps the most frames wins."""
+    if not budget:
+        return Choice(frames, repeats, few, half, estimate_s(c, frames, repeats, baseline, few, half), True)
+
+    def most(r, f_few, f_half) -> int:
         fixed = estimate_s(c, 0, r, baseline, f_few, f_half)
         per_frame = estimate_s(c, 1, r, baseline, f_few, f_half) - fixed
         return min(frames, int((budget - fixed) / per_frame)) if budget > fixed else 0
 
-    if not budget:
-        return Choice(frames, repeats, few, half, estimate_s(c, frames, repeats, baseline, few, half), True)
-    for r, f_few, f_half in ((repeats, few, half), (1, few, half), (1, min(few, 8), min(half, 8))):
-        n = best(r, f_few, f_half)
-        if n >= MIN_FRAMES:
-            return Choice(n, r, f_few, f_half, estimate_s(c, n, r, baseline, f_few, f_half), True)
-    n = min(frames, MIN_FRAMES)
-    return Choice(n, 1, min(few, 8), min(half, 8), estimate_s(c, n, 1, baseline, min(few, 8), min(half, 8)),
-                  False)
+    steps = [(repeats, few, half), (1, few, half), (1, min(few, 8), min(half, 8)),
+             (1, min(few, 2), min(half, 2))]
+    found = [(most(*step), step) for step in steps]
+    good = [(n, step) for n, step in found if n >= min(frames, enough)]
+    n, step = good[0] if good else max(found, key=lambda f: f[0])
+    if n >= MIN_FRAMES:
+        return Choice(n, *step, estimate_s(c, n, *step[:1], baseline, *step[1:]), True)
+    n, step = min(frames, MIN_FRAMES), steps[-1]
+    return Choice(n, *step, estimate_s(c, n, step[0], baseline, *step[1:]), False)
 
 
 def cap_frames(probes: list, total: int) -> list:

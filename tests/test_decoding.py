@@ -137,7 +137,7 @@ def test_torchcodec_decoding_gives_the_opencv_features_within_tolerance(probes, 
             assert np.array_equal(g, w), k
     for k in want_flow:
         g, w = got_flow[k], want_flow[k]
-        if g.ndim == 4:  # quantised flow: one level is bound / 127.5 pixels
+        if g.ndim == 4:  # quantised flow: one level is bound / 127 pixels
             diff = np.abs(g.astype(float) - w)
             print(f"flow {k}: mean |difference| {diff.mean():.3f} levels")
             assert diff.mean() < 0.25, (k, diff.mean())

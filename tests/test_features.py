@@ -110,13 +110,16 @@ def test_flow_stage_scales_aligns_and_quantises(tmp_path, micro_clip):
     assert r.attrs["bound"] == 4.0 and r.attrs["step"] == 1 and "quantisation" in r.attrs
 
 
-def test_quantise_round_trip_within_bound_over_127():
+def test_quantise_round_trip_within_half_a_level_and_zero_is_exact():
     bound = 20.0
     f = np.random.default_rng(0).uniform(-bound, bound, (3, 2, 16, 16)).astype(np.float32)
     back = dequantise(quantise(f, bound), bound)
-    assert np.abs(back - f).max() <= bound / 127
-    assert np.array_equal(quantise(np.array([-99.0, 99.0]), bound), [0, 255])  # clipped
-    assert abs(dequantise(quantise(np.zeros(1), bound), bound)[0]) <= bound / 255
+    assert np.abs(back - f).max() <= bound / 254 + 1e-6
+    assert np.array_equal(quantise(np.array([-99.0, 99.0]), bound), [1, 255])  # clipped, symmetric
+    # a still pixel is stored as 128 and read back as exactly zero, in numpy and torch
+    assert quantise(np.zeros(1), bound)[0] == 128 and dequantise(quantise(np.zeros(1), bound), bound)[0] == 0.0
+    assert float(dequantise(quantise(torch.zeros(1), bound), bound)[0]) == 0.0
+    assert np.array_equal(quantise(torch.from_numpy(f), bound).numpy(), quantise(f, bound))
 
 
 def test_ptlflow_raft_small_rows_align_with_clip(micro_clip, probes, tmp_path):

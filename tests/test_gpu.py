@@ -96,3 +96,29 @@ def test_the_device_pool_hands_out_real_devices(tmp_path, monkeypatch):
     device = claim(tmp_path, list(range(n)))
     x = torch.ones(4, device=f"cuda:{device}")
     assert 0 <= device < n and float(x.sum()) == 4.0
+
+
+def test_coop_trains_on_cuda_and_scores_as_on_the_cpu(micro_clip):
+    """The learnable prompts (CoOp) move the frozen text tower to the head's device, train only
+    their context there, and score as the same weights do on the CPU."""
+    from dataclasses import replace
+    from pipeline.factory import load_clip, open_clip_module
+    from pipeline.heads.trainer import head_params, train_head
+    from test_prompt import C, _split, _text
+    clip = load_clip(micro_clip, None)
+    text = {**_text(), "protos": None, "species_protos": None,
+            "clip": (clip, open_clip_module().get_tokenizer(micro_clip))}
+    split = _split(species=False)
+    split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
+    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+                                    "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
+    model, history = train_head("prompt", params, split, None, C, False, CUDA, progress=False, text=text)
+    assert model.coop.ctx.is_cuda and np.isfinite(history[-1]["train_loss"])
+    rgb = torch.from_numpy(split.rgb.padded()[:8].astype(np.float32))
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    with torch.no_grad():
+        on_cuda = model.eval()(rgb.to(CUDA), None, mask.to(CUDA)).float().cpu()
+        on_cpu = model.to(CPU)(rgb, None, mask).float()
+    diff = float((on_cuda - on_cpu).abs().max())
+    print(f"\nCoOp prompt head, CUDA vs CPU scores: max difference {diff:.2e}")
+    assert diff < 1e-2

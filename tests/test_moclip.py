@@ -229,14 +229,15 @@ def test_export_aligns_and_motion_beats_clip_in_a_linear_probe(feats, tmp_path):
         export_motion(tmp_path / "student.pt", other, tmp_path / "m.h5", CPU)
 
 
-def test_flow_norm_per_frame_saturates_a_small_motion(micro_clip):
+def test_flow_norm_per_frame_saturates_a_small_motion_and_zero_stays_white(micro_clip):
     from pipeline.factory import load_clip, preprocess_cfg
+    from pipeline.features.flow import quantise
     from pipeline.moclip.model import MotionStudent
     clip = load_clip(micro_clip, None)
     pcfg = preprocess_cfg(clip)
     flow = np.zeros((1, 2, 16, 16), np.float32)
     flow[:, 0] = 2.0  # 2 px to the right everywhere, bound 20
-    q = torch.from_numpy(np.clip(np.round(flow / 20 * 127.5 + 127.5), 0, 255).astype(np.uint8))
+    q = quantise(torch.from_numpy(flow), 20.0)
     mean = torch.tensor(pcfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(pcfg["std"]).view(1, 3, 1, 1)
     rgb = {}
@@ -245,6 +246,11 @@ def test_flow_norm_per_frame_saturates_a_small_motion(micro_clip):
         rgb[norm] = student.images(q) * std + mean
     assert rgb["bound"].min() > 0.85  # pale: 2 px is a tenth of the bound
     assert rgb["per_frame"].min() < 0.1  # full colour: the frame's largest motion
+    still = quantise(torch.zeros(1, 2, 16, 16), 20.0)  # zero flow renders white, as ptlflow's
+    for norm in ("bound", "per_frame"):
+        student = MotionStudent(clip.visual, 2, 16, pcfg["mean"], pcfg["std"], 20.0, flow_norm=norm)
+        white = student.images(still) * std + mean
+        torch.testing.assert_close(white, torch.ones_like(white), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="flow_norm"):
         MotionStudent(clip.visual, 2, 16, pcfg["mean"], pcfg["std"], 20.0, flow_norm="max")
 

@@ -59,18 +59,19 @@ def centre_square(frame: np.ndarray, work_size: int, grey_from_bgr: bool = False
 
 
 def quantise(flow, bound: float):
-    """float flow (..., 2, H, W) in stored pixels -> uint8, 0..255 covering -bound..+bound
-    (numpy, or torch on any device)."""
+    """float flow (..., 2, H, W) in stored pixels -> uint8 (numpy, or torch on any device):
+    128 + round(flow / bound * 127), so 1..255 covers -bound..+bound and zero flow is stored as
+    128, which :func:`dequantise` returns as exactly zero (a still pixel renders white)."""
     if isinstance(flow, torch.Tensor):
-        return torch.round(flow.float().clamp(-bound, bound) / bound * 127.5 + 127.5).to(torch.uint8)
-    q = np.round(np.clip(flow, -bound, bound) / bound * 127.5 + 127.5)
+        return (torch.round(flow.float().clamp(-bound, bound) / bound * 127) + 128).to(torch.uint8)
+    q = np.round(np.clip(flow, -bound, bound) / bound * 127) + 128
     return q.astype(np.uint8)
 
 
 def dequantise(q, bound: float):
-    """Inverse of :func:`quantise` (numpy or torch); error at most bound / 255."""
+    """Inverse of :func:`quantise` (numpy or torch); error at most bound / 254, zero exact."""
     q = q.astype(np.float32) if isinstance(q, np.ndarray) else q.float()
-    return (q - 127.5) / 127.5 * bound
+    return (q - 128) / 127 * bound
 
 
 def resize_flow(flow, size: int):
@@ -275,7 +276,7 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
              "bound": bound, "size": size, "work_size": work,
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
-             "quantisation": "uint8 = round(clip(flow, -bound, bound) / bound * 127.5 + 127.5)",
+             "quantisation": "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)",
              "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
     return FlowComputer(cfg, attrs, square, square_rgb, compute, backend == "ptlflow")
 

@@ -36,7 +36,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
     flow = FeatureReader([flow_shard], kind="flow")
     got = {k: flow.attrs.get(k) for k in FLOW_KEYS}
     if got != meta["flow"]:
-        diff = {k: (got[k], meta["flow"][k]) for k in FLOW_KEYS if got[k] != meta["flow"][k]}
+        diff = {k: (got[k], meta["flow"].get(k)) for k in FLOW_KEYS if got[k] != meta["flow"].get(k)}
         raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
                          f"trained on (here vs student): {diff}; re-run moclip_train")
     attrs = {"device_type": device.type, "precision": "float16" if device.type == "cuda" else "float32",

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..features.flow import dequantise
+
 
 def _colour_wheel() -> torch.Tensor:
     """Middlebury colour wheel (55 hues: RY 15, YG 6, GC 4, CB 11, BM 13, MR 6), RGB in [0, 1]."""
@@ -87,7 +89,7 @@ class MotionStudent(nn.Module):
         if device not in tables:
             q = torch.arange(256, dtype=torch.float32, device=device)
             grid = torch.stack(torch.meshgrid(q, q, indexing="ij"))[None]  # [0] = dx, [1] = dy
-            tables[device] = flow_to_rgb((grid - 127.5) / 127.5 * self.bound, self.bound)[0].reshape(3, -1)
+            tables[device] = flow_to_rgb(dequantise(grid, self.bound), self.bound)[0].reshape(3, -1)
         return tables[device]
 
     def images(self, flow_uint8: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,7 @@ class MotionStudent(nn.Module):
         reaches full colour)."""
         n, _, h, w = flow_uint8.shape
         if self.flow_norm == "per_frame":
-            flow = (flow_uint8.float() - 127.5) / 127.5 * self.bound
+            flow = dequantise(flow_uint8, self.bound)
             peak = flow.norm(dim=1).amax((1, 2)).clamp(min=1e-6).view(n, 1, 1)
             rgb = flow_to_rgb(flow, peak)
         else:

@@ -29,7 +29,7 @@ from ..training import lr_factor, pos_weight as positive_weight
 from .model import MotionStudent, distill_loss
 
 log = logging.getLogger("pipeline")
-FLOW_KEYS = ("model", "weights", "backend", "bound", "size", "step", "work_size")
+FLOW_KEYS = ("model", "weights", "backend", "bound", "size", "step", "work_size", "quantisation")
 
 
 class Windows(Dataset):

@@ -10,6 +10,7 @@ from pipeline.config import section
 from pipeline.features.text import n_tokens, build_prompts, extract_text, split_sentences
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import build_head
+from pipeline.heads.graph import UNKNOWN, relation_graph, relation_prior
 from pipeline.heads.prompt import ZeroShotHead, prototypes, relation_matrix
 from pipeline.heads.trainer import head_params, model_kwargs, train_head
 from pipeline.store import read_text_bank
@@ -146,10 +147,29 @@ def test_relation_prior_is_neutral_at_gamma_zero():
         head.gamma.fill_(1.0)
     p_species, _ = head.species_distribution(F.normalize(
         (F.normalize(rgb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1))
-    expected = torch.log((p_species @ head.relation).clamp(min=1e-4))
+    expected = torch.log((p_species @ relation_prior(head.relation)).clamp(min=1e-4))
     assert (expected < -0.01).any()  # classes this species is not known to do lose score
     torch.testing.assert_close(head(rgb, motion, mask) - with_prior, expected, atol=1e-4, rtol=1e-4)
-    assert head.relation[2].tolist() == [1.0] * C  # species 2 has no known pair: neutral
+    assert head.relation[2].tolist() == [UNKNOWN] * C  # species 2 has no known pair
+    assert relation_prior(head.relation)[2].tolist() == [1.0] * C  # ... so its prior is neutral
+
+
+def test_a_species_that_does_every_action_keeps_its_graph_edges():
+    """MammalNet's panthera and acinonyx do every behaviour: that is knowledge (an edge to each
+    class), unlike a species nothing is known of (no edge); a class no species is known to do
+    and a class added after training have none either."""
+    r = relation_matrix([(0, c) for c in range(C)] + [(1, 2)], S, C)  # species 2: nothing known
+    a = relation_graph(r)
+    assert a[0, S:].tolist() == [1.0] * C  # every edge of the species that does everything
+    assert a[1, S:].tolist() == [0, 0, 1, 0, 0][:C] and a[2, S:].sum() == 0
+    mammalnet = torch.tensor([[1.0] * 4, [1, 0, 0, 0], [0, 1, 1, 0]])  # class 3: species 0 only
+    edges = relation_graph(mammalnet)[:3, 3:]
+    assert edges.sum() == 7 and edges[:, 3].tolist() == [1, 0, 0]  # 4 + 1 + 2 edges
+    # a head saved when "nothing known" was written as ones loads with its old graph
+    head = _prompt(refine="gcn")
+    old = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0], [1, 1, 1, 1, 1]])  # species 2: ones
+    head.load_state_dict({**head.state_dict(), "relation": old})
+    assert head.relation[2].tolist() == [UNKNOWN] * C and head.relation[:2].tolist() == old[:2].tolist()
 
 
 def _split(n=48, seed=0, species=True):

@@ -14,16 +14,34 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+UNKNOWN = -1.0  # a relation entry about which nothing is known (no edge, a neutral prior)
+
+
 def relation_graph(relation: torch.Tensor) -> torch.Tensor:
-    """(S + C, S + C) adjacency of a (S, C) relation matrix, species first, self-loops on.
-    A species row or a class column of all ones is the relation's "nothing known" (see
-    :func:`pipeline.heads.prompt.relation_matrix`), not a set of edges."""
+    """(S + C, S + C) adjacency of a (S, C) relation matrix (1 a known pair, 0 a known
+    non-pair, :data:`UNKNOWN`), species first, self-loops on. A species that does every
+    action (MammalNet's panthera) keeps all its edges; one nothing is known of has none."""
     s, c = relation.shape
-    known = (relation > 0) & ~(relation > 0).all(1, keepdim=True) & ~(relation > 0).all(0, keepdim=True)
+    known = relation > 0
     a = torch.eye(s + c, device=relation.device)
     a[:s, s:] = known.float()
     a[s:, :s] = known.float().T
     return a
+
+
+def relation_prior(relation: torch.Tensor) -> torch.Tensor:
+    """The relation as the species prior reads it: what is unknown is neutral (1, as a pair)."""
+    return torch.where(relation == UNKNOWN, torch.ones_like(relation), relation)
+
+
+def upgrade_relation(relation: torch.Tensor) -> torch.Tensor:
+    """A relation saved before :data:`UNKNOWN` existed wrote "nothing known" as a species row
+    or a class column of ones: read them as unknown, so such a head scores as it was trained."""
+    if (relation == UNKNOWN).any():
+        return relation
+    ones = relation > 0
+    return torch.where(ones.all(1, keepdim=True) | ones.all(0, keepdim=True),
+                       torch.full_like(relation, UNKNOWN), relation)
 
 
 class GraphRefiner(nn.Module):

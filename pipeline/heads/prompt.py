@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import GraphRefiner, relation_graph
+from .graph import UNKNOWN, GraphRefiner, relation_graph, relation_prior, upgrade_relation
 from .layers import attention, encoder_layer, masked_mean
 
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
@@ -69,12 +69,13 @@ def prototypes(bank, mask, groups=None, pooling: str = "mean", weighting: str = 
 
 
 def relation_matrix(pairs, n_species: int, n_classes: int) -> torch.Tensor:
-    """(S, C) with 1 for known species-action pairs; species without any pair get a row of
-    ones, so the prior is neutral where nothing is known."""
+    """(S, C): 1 for the known species-action pairs, 0 for the other actions of a species that
+    has pairs, :data:`~pipeline.heads.graph.UNKNOWN` for a species without any (its prior is
+    neutral and it has no graph edges)."""
     r = torch.zeros(n_species, n_classes)
     for s, c in pairs:
         r[s, c] = 1.0
-    r[r.sum(1) == 0] = 1.0
+    r[r.sum(1) == 0] = UNKNOWN
     return r
 
 
@@ -186,6 +187,12 @@ class CoopText(nn.Module):
         return F.normalize(x.float(), dim=-1)
 
 
+def _upgrade_saved_relation(state, prefix, *args):
+    key = prefix + "relation"
+    if key in state:
+        state[key] = upgrade_relation(state[key])
+
+
 class PromptHead(nn.Module):
     """See the module docstring. ``species``: ``none``, ``zero_shot`` (against the species bank)
     or ``classifier`` (zero-shot plus a trained correction, supervised by the annotation's
@@ -232,7 +239,8 @@ class PromptHead(nn.Module):
         # species
         self.species_mode = species if n_species else "none"
         self.register_buffer("species_protos", torch.zeros(max(n_species, 1), d))
-        self.register_buffer("relation", torch.ones(max(n_species, 1), n_classes))
+        self.register_buffer("relation", torch.full((max(n_species, 1), n_classes), UNKNOWN))
+        self._register_load_state_dict_pre_hook(_upgrade_saved_relation)
         self.use_prior = relation_prior and self.species_mode != "none"
         # species-conditioned video (Animal-CLIP conditions both sides on the predicted species)
         self.video_cond = None
@@ -256,7 +264,7 @@ class PromptHead(nn.Module):
         self.protos = torch.as_tensor(protos, dtype=torch.float32, device=dev)
         c = self.protos.shape[0]
         self.relation = (torch.as_tensor(relation, dtype=torch.float32, device=dev) if relation is not None
-                         else torch.ones(self.relation.shape[0], c, device=dev))
+                         else torch.full((self.relation.shape[0], c), UNKNOWN, device=dev))
         if self.coop is not None and names is not None:
             self.coop.set_names(names)
 
@@ -344,7 +352,7 @@ class PromptHead(nn.Module):
         cos = (F.normalize(cls.float(), dim=-1) * video[:, None]).sum(-1)
         logits = self.logit_scale.exp() * cos + (self.bias if self.multilabel else 0.0)
         if self.use_prior and p_species is not None:
-            logits = logits + self.gamma * torch.log((p_species @ self.relation).clamp(min=1e-4))
+            logits = logits + self.gamma * torch.log((p_species @ relation_prior(self.relation)).clamp(min=1e-4))
         # the graph's LayerNorm output has no unit scale: its anchor compares directions
         moved = F.normalize(refined, dim=-1) if self.refine_kind == "gcn" else refined
         self.aux = {"species_logits": species_logits, "anchor": ((moved - base) ** 2).sum(-1).mean()}
@@ -428,7 +436,7 @@ def add_classes(model, known: list[str], names: list[str], attrs: dict, device="
     protos = torch.cat([model.protos.cpu(), encode_classes(new, attrs, device).cpu()])
     relation = getattr(model, "relation", None)
     if relation is not None:
-        relation = torch.cat([relation.cpu(), torch.ones(len(relation), len(new))], 1)
+        relation = torch.cat([relation.cpu(), torch.full((len(relation), len(new)), UNKNOWN)], 1)
     model.set_classes(protos, relation, list(known) + new)
     return list(known) + new
 
@@ -456,7 +464,7 @@ def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict |
         if n_species:
             relation = text.get("relation")
             head.set_species(text["species_protos"],
-                             torch.ones(n_species, n_classes) if relation is None else relation)
+                             torch.full((n_species, n_classes), UNKNOWN) if relation is None else relation)
     if text is not None and text.get("protos") is not None:
         head.set_classes(text["protos"], getattr(head, "relation", None), text.get("class_names"))
     return head

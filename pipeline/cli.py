@@ -317,7 +317,16 @@ def cmd_report(a):
     info = json.loads(Path(a.dataset_info).read_text())
     metrics = json.loads(Path(a.metrics[0]).read_text())
     counts = split_counts(metrics["split"], a.missing, a.probes, a.features or ()) if a.probes else None
-    path = summary(a.metrics, a.out, a.probe, info.get("segments_source"), counts)
+    lines = []
+    if a.scores:
+        from .analysis import analyse
+        from .annotations import read_classes, read_samples
+        by_head = {m["head"]: m for m in map(json.loads, (Path(f).read_text() for f in a.metrics))
+                   if not m.get("no_metrics")}
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        lines = analyse(a.scores, by_head, read_classes(a.classes), read_samples(a.samples),
+                        a.train_split, a.out, a.videos_root, a.run)
+    path = summary(a.metrics, a.out, a.probe, info.get("segments_source"), counts, lines)
     print(path.read_text())
 
 
@@ -517,6 +526,13 @@ def _add_head_commands(sub):
     p.add_argument("--probes", nargs="*", help="probe tables of the evaluation split (skipped videos)")
     p.add_argument("--features", nargs="*", help="feature shards of the evaluation split (videos "
                    "the extraction skipped)")
+    p.add_argument("--scores", nargs="*", help="heads/*/scores.npz: the per-class comparison, "
+                   "confusions, worst videos and agreement")
+    p.add_argument("--samples", help="samples.tsv (training counts per class, video paths)")
+    p.add_argument("--classes", help="classes.tsv")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--videos-root", default="", help="dataset.videos (for the predict commands)")
+    p.add_argument("--run", default="results/NAME", help="the run folder (for the predict commands)")
     p.add_argument("--out", required=True, help="reports folder")
 
     p = _add(sub, "predict", cmd_predict, "label new videos with a trained run: decode, CLIP, "

@@ -108,6 +108,7 @@ def mark_out_of_date(summary, why: str) -> None:
 
 def expected_attrs(config: dict) -> dict:
     """Per kind, the shard attributes the config decides (checked without loading a model)."""
+    from .store import FLOW_QUANTISATION
     clip, flow = config["clip"], config["flow"]
     classical = flow["backend"] != "ptlflow"
     return {"clip": {"kind": "clip", "model": clip["model"], "sampling": config["sampling"]},
@@ -115,7 +116,7 @@ def expected_attrs(config: dict) -> dict:
                      "model": flow["backend"] if classical else flow["model"],
                      "step": flow["step"], "size": flow["size"], "work_size": flow["work_size"],
                      "bound": float(flow["bound"]), "half": flow["half"],
-                     "sampling": config["sampling"]},
+                     "quantisation": FLOW_QUANTISATION, "sampling": config["sampling"]},
             "motion": {"kind": "motion"}}
 
 

@@ -210,7 +210,7 @@ def _timeline(feats, probe, r, params, multilabel, device, window_s, path: Path)
     rows = {k: v for k, v in rows.items() if len(v)}
     split = _split({k: _Alias(feats[k], probe.video_id) for k in feats}, list(rows), rows)
     scores = probabilities(predict_logits(r["model"], split, params, device), multilabel)
-    from .report import pyplot
+    from .plots import pyplot
     plt = pyplot()
     top = np.argsort(-scores.max(0))[: min(8, scores.shape[1])]
     fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(rows) + 2), 0.4 * len(top) + 1.5))

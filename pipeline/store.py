@@ -37,6 +37,9 @@ KINDS = ("clip", "flow", "motion", "text")
 # Attributes that record how a file was made but not what its rows hold: a batch size (speed
 # only), where the weights file lay (its hash is ``weights``), the writing code's version.
 NOT_SETTINGS = ("batch_size", "weights_source", "producer")
+# How flow rows are stored (features.flow.quantise does it): a flow shard records it, and one
+# stored otherwise (before zero flow was exact) is stale.
+FLOW_QUANTISATION = "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)"
 INDEX_CHUNK_ROWS = 4096  # rows per chunk of /frame_index and /timestamps (int32, float32)
 
 

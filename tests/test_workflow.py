@@ -230,6 +230,32 @@ def test_report_files(demo_run):
     snakemake(demo_run, "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "summary.md" in html and "per_class_ap.png" in html
+    for name in ("per_class.png", "per_class.csv", "confusion.png", "worst_videos.csv", "agreement.png"):
+        assert name in html, name
+
+
+def test_the_report_shows_where_motion_helps_on_every_demo_class(demo_run):
+    """The demo's label is the motion: the best motion-aware head beats rgb_only on every class,
+    and the table is sorted by that gain."""
+    import csv
+    reports = demo_run / "results" / "demo" / "reports"
+    rows = list(csv.DictReader(open(reports / "per_class.csv")))
+    assert len(rows) == 6 and all(f"AP {h}" in rows[0] for h in ("fusion", "rgb_only", "zero_shot"))
+    gains = [float(r["gain"]) for r in rows]
+    assert gains == sorted(gains, reverse=True)
+    assert min(gains) > 0, rows
+    assert sum(int(r["train_videos"]) for r in rows) >= 72  # every training video has a label
+    summary = (reports / "summary.md").read_text()
+    assert "## Where motion helps" in summary and "higher on 6 of 6 classes" in summary
+    assert "hurts most: no class" in summary and "**Agreement**" in summary
+    assert "majority vote" in summary  # eight heads
+    worst = list(csv.DictReader(open(reports / "worst_videos.csv")))
+    assert {r["head"] for r in worst} >= {"fusion", "rgb_only", "zero_shot"}
+    assert sum(r["head"] == "fusion" for r in worst) == 20  # of the 24 test videos
+    video = worst[0]["command"].split()[4]
+    assert (demo_run / video).is_file() and worst[0]["command"].endswith("--timeline")
+    for name in ("per_class.png", "confusion.png", "agreement.png"):
+        assert (reports / name).stat().st_size > 5000, name
 
 
 def test_head_parameter_change_reruns_only_that_head_and_the_report(demo_run):

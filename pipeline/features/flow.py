@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..store import FeatureWriter
+from ..store import FLOW_QUANTISATION, FeatureWriter
 from ..video import Probe
 from .common import WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed
 from .decoding import centre_square_tensor, grey, stack, video_decoder
@@ -276,7 +276,7 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
              "sampling": sampling, "batch_size": cfg["batch_size"], "half": cfg["half"],
              "bound": bound, "size": size, "work_size": work,
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
-             "quantisation": "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)",
+             "quantisation": FLOW_QUANTISATION,
              "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
     return FlowComputer(cfg, attrs, square, square_rgb, compute, backend == "ptlflow")
 

@@ -18,6 +18,7 @@ from .data import identity_of, load_split
 from .models import build_head
 from .streams import PROMPT_HEADS, streams
 from .prompt import add_classes, clip_for, load_text
+from .scores import write_scores
 from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
 
 log = logging.getLogger("pipeline")
@@ -122,8 +123,12 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         if split is None:
             continue
         logits_all = predict_logits(model, split, params, device)
-        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids,
-                          probabilities(logits_all, multilabel), split.targets, all_names, multilabel)
+        probs = probabilities(logits_all, multilabel)
+        write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, probs,
+                          split.targets, all_names, multilabel)
+        if role == "eval":  # the report compares the heads class by class and video by video
+            write_scores(out / "scores.npz", split.video_ids, probs[:, :len(names)], split.targets,
+                         names, multilabel, streams(name, params)[1])
         if role == "eval":
             logits = logits_all[:, :len(names)]
             metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
@@ -159,7 +164,8 @@ def precisions(readers: dict, splits: dict) -> dict:
 def write_no_metrics(out: Path, name: str, split: str, names: list[str]) -> dict:
     """metrics.json saying why there are none, an empty predictions file and plots that say
     it, when the evaluation split holds no readable video."""
-    from ..report import plot_message, write_predictions
+    from ..plots import plot_message
+    from ..report import write_predictions
     why = (f"no readable video in the evaluation split {split!r}: every listed video is missing "
            f"or was skipped (reasons in missing.tsv and probe/{split}/shard-*.tsv)")
     log.warning("head %s: %s; the head is trained, nothing is evaluated", name, why)
@@ -167,6 +173,8 @@ def write_no_metrics(out: Path, name: str, split: str, names: list[str]) -> dict
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     write_predictions(out / "predictions" / f"{split}.csv", [], np.zeros((0, len(names))),
                       np.zeros((0,), np.int64), names, False)
+    write_scores(out / "scores.npz", [], np.zeros((0, len(names))), np.zeros((0,), np.int64), names,
+                 False, False)
     for plot in ("per_class_ap.png", "pr_curves.png"):
         plot_message(f"{name}: no metrics\n{why}", out / plot)
     return metrics
@@ -187,7 +195,7 @@ def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device, po
 
 def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
     """head.pt, train_log.csv and training.png of a trained head."""
-    from ..report import plot_training
+    from ..plots import plot_training
     with replacing(out / "head.pt") as partial:
         torch.save(ckpt, partial)
     with open(out / "train_log.csv", "w", newline="") as f:
@@ -222,7 +230,7 @@ def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments
 
 def write_metrics(out: Path, metrics: dict, logits, split, names, segments, multilabel: bool) -> None:
     """metrics.json, per_class_ap.png and pr_curves.png."""
-    from ..report import plot_per_class_ap, plot_pr_curves
+    from ..plots import plot_per_class_ap, plot_pr_curves
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     onehot = split.targets if multilabel else np.eye(len(names))[split.targets]
     plot_per_class_ap(metrics, names, segments, out / "per_class_ap.png")

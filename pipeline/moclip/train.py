@@ -301,7 +301,7 @@ def write_log(history: list[dict], path: Path) -> None:
 
 
 def plot_log(history: list[dict], path: Path) -> None:
-    from ..report import pyplot
+    from ..plots import pyplot
     plt = pyplot()
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))

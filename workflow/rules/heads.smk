@@ -11,6 +11,7 @@ rule head:
         log=f"{HEADS_DIR}/{{head}}/train_log.csv",
         metrics=f"{HEADS_DIR}/{{head}}/metrics.json",
         predictions=f"{HEADS_DIR}/{{head}}/predictions/{EVAL}.csv",
+        scores=f"{HEADS_DIR}/{{head}}/scores.npz",
         val_predictions=[f"{HEADS_DIR}/{{head}}/predictions/{VAL}.csv"] if VAL and VAL != EVAL else [],
         ap=report(f"{HEADS_DIR}/{{head}}/per_class_ap.png", category="Heads", subcategory="{head}",
                   caption="../report/per_class_ap.rst"),
@@ -47,6 +48,9 @@ rule head:
 rule report:
     input:
         metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
+        scores=expand(f"{HEADS_DIR}/{{head}}/scores.npz", head=HEAD_NAMES),
+        samples=rules.samples.output.samples,
+        classes=rules.samples.output.classes,
         probe=f"{MOCLIP}/probe.json",
         info=rules.samples.output.info,
         missing=rules.samples.output.missing,
@@ -57,8 +61,20 @@ rule report:
                        caption="../report/summary.rst"),
         plot=report(f"{RESULTS}/reports/heads.png", category="Summary",
                     caption="../report/heads.rst"),
+        per_class=report(f"{RESULTS}/reports/per_class.png", category="Where motion helps",
+                         caption="../report/per_class.rst"),
+        per_class_csv=report(f"{RESULTS}/reports/per_class.csv", category="Where motion helps",
+                             caption="../report/per_class.rst"),
+        confusion=report(f"{RESULTS}/reports/confusion.png", category="Where motion helps",
+                         caption="../report/confusion.rst"),
+        worst=report(f"{RESULTS}/reports/worst_videos.csv", category="Where motion helps",
+                     caption="../report/worst_videos.rst"),
+        agreement=report(f"{RESULTS}/reports/agreement.png", category="Where motion helps",
+                         caption="../report/agreement.rst"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+        analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
+            ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS))),
     threads: job_threads("report")
     resources:
         gpu=0,
@@ -73,5 +89,5 @@ rule report:
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
         " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
-        " --features {input.features:q}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        " --features {input.features:q} --scores {input.scores:q} --samples {input.samples:q}"
+        " --classes {input.classes:q} {params.analysis} --out {params.out:q} > {log:q} 2>&1"

@@ -157,7 +157,9 @@ def summary_rows(metrics_files) -> list[dict]:
     rows = []
     for p in metrics_files:
         m = json.loads(Path(p).read_text())
-        if "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
+        if m.get("species_source") == "oracle":  # trained and tested on the true species
+            rows.append({**m, "head": f"{m['head']} (oracle species)"})
+        elif "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
             rows.append({**m, "head": f"{m['head']} (predicted species)"})
             rows.append({**m, **m["oracle_species"], "head": f"{m['head']} (oracle species)",
                          "species": None})

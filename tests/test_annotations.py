@@ -242,3 +242,29 @@ def test_animal_clips_segments_are_shipped_and_split_the_140_classes_18_32_90(tm
     assert not [r for r in caplog.records if "matched by name" in r.message]  # same ids as ak_action.csv
     ours = build_samples({**cfg, "segments": str(AK / "ak_action_segments.csv")}).segments
     assert sum(a != b for a, b in zip(ours, s.segments)) > 0  # another definition than AK's own
+
+
+@pytest.mark.parametrize("fmt, folder, classes, listing, counts, head", [
+    ("mammalnet", MN, "behavior_to_id.csv", "mn_train.head300.csv", (2, 3, 7), ["eats food", "fights against other animals"]),
+    ("lote", LOTE, "LoTE_label.csv", "LoTE_train.head300.txt", (3, 6, 12), ["Feeding", "Resting", "Walking"])])
+def test_animal_clips_segments_of_mammalnet_and_lote_are_shipped(tmp_path, fmt, folder, classes, listing,
+                                                                   counts, head):
+    """Animal-CLIP's lt_acc splits (utils/tools.py): MammalNet 2/3/7, LoTE 3/6/12 classes."""
+    touch_videos(tmp_path, folder / listing, sep=" ")
+    s = build_samples({"format": fmt, "videos": str(tmp_path), "classes": str(folder / classes),
+                       "splits": {"train": str(folder / listing)}, "segments": f"animal_clip_{fmt}"})
+    assert (s.segments.count("head"), s.segments.count("middle"), s.segments.count("tail")) == counts
+    assert [n for n, seg in zip(s.classes.names, s.segments) if seg == "head"] == head
+
+
+def test_mammalnet_lists_that_name_the_video_folder_find_their_videos(tmp_path):
+    """MammalNet's own lists write trimmed_videos/X.mp4; the preset's videos: is that folder."""
+    folder = tmp_path / "trimmed_videos"
+    folder.mkdir()
+    for line in (MN / "mn_train.head300.csv").read_text(encoding="utf-8-sig").splitlines()[:20]:
+        (folder / line.split()[0].split("/", 1)[1]).touch()
+    s = build_samples({"format": "mammalnet", "videos": str(folder), "classes": str(MN / "behavior_to_id.csv"),
+                       "splits": {"train": str(MN / "mn_train.head300.csv")}})
+    assert len(s.rows) == 20 and all((folder / r["path"]).is_file() for r in s.rows)
+    assert s.rows[0]["video_id"].startswith("trimmed_videos/")  # ids as the list names them
+    assert len(s.missing) == 280

@@ -24,7 +24,7 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
        "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
        "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True,
-       "temporal": "windows", "windows": 2}
+       "temporal": "windows", "windows": 2, "betas": [0.5, 0.9], "species_train": "oracle"}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
@@ -32,7 +32,7 @@ CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"},
            "select_by": {"lr": 0.3, "epochs": 10, "patience": 10, "warmup_epochs": 0, "schedule": "none"}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
-OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting"}
+OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting", "eval_scores"}
 
 
 def head_keys(name):
@@ -121,5 +121,5 @@ def test_schema_keys_are_what_the_code_reads():
         if name != "zero_shot":
             want |= set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}
         else:
-            want = {"frames", "extra_classes", "pooling", "weighting"}
+            want = {"frames", "extra_classes", "pooling", "weighting", "eval_scores"}
         assert head_keys(name) == want, name

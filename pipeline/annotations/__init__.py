@@ -78,6 +78,16 @@ def _read_entries(cfg: dict, classes: NameTable, species: NameTable | None) -> l
     return entries
 
 
+def found_under(videos: Path, path: str) -> str | None:
+    """A listed video's path below ``dataset.videos``, or None when it is not there. A list
+    that starts its entries with the folder's own name (MammalNet's ``trimmed_videos/X.mp4``
+    with ``videos: .../trimmed_videos``) is read from inside that folder too."""
+    if (videos / path).is_file():
+        return path
+    first, _, rest = path.replace("\\", "/").partition("/")
+    return rest if rest and first == videos.name and (videos / rest).is_file() else None
+
+
 def video_id_of(path: str) -> str:
     """Stable id: the path relative to the video folder, without its extension."""
     p = Path(path.replace("\\", "/"))
@@ -132,6 +142,8 @@ def warn_case_splits(splits) -> None:
 # Segment files shipped with the package, named in ``dataset.segments`` instead of a path.
 SHIPPED_SEGMENTS = {
     "animal_clip_ak": "Animal-CLIP's head/middle/tail split of Animal Kingdom's 140 actions (18/32/90)",
+    "animal_clip_mammalnet": "Animal-CLIP's head/middle/tail split of MammalNet's 12 behaviours (2/3/7)",
+    "animal_clip_lote": "Animal-CLIP's head/middle/tail split of LoTE-Animal's 21 behaviours (3/6/12)",
 }
 
 
@@ -160,8 +172,8 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
     videos = Path(cfg["videos"])
     rows, missing = [], []
     for vid, e in seen.items():
-        if (videos / e.path).is_file():
-            rows.append({"video_id": vid, "path": e.path, "split": e.split,
+        if (path := found_under(videos, e.path)) is not None:
+            rows.append({"video_id": vid, "path": path, "split": e.split,
                          "labels": list(e.labels), "species": list(e.species)})
         else:
             missing.append({"video_id": vid, "path": e.path, "split": e.split,
@@ -188,7 +200,8 @@ def listed_videos(cfg: dict) -> list[dict]:
     names = (cfg.get("species") or {}).get("names")
     species = readers.read_name_table(names, "species") if names else None
     videos = Path(cfg["videos"])
-    return [{"video_id": vid, "path": e.path, "split": e.split, "present": (videos / e.path).is_file()}
+    return [{"video_id": vid, "path": found_under(videos, e.path) or e.path, "split": e.split,
+             "present": found_under(videos, e.path) is not None}
             for vid, e in unique_ids(_read_entries(cfg, classes, species)).items()]
 
 

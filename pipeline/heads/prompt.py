@@ -299,9 +299,9 @@ class PromptHead(nn.Module):
         if self.species_mode == "classifier":
             logits = logits + self.species_delta(video)
         p = torch.softmax(logits.float(), -1)
-        if self.oracle and species is not None:
+        if self.oracle and species is not None:  # multi-hot, weight 1 per species (Animal-CLIP's)
             known = species.sum(-1, keepdim=True) > 0
-            p = torch.where(known, species / species.sum(-1, keepdim=True).clamp(min=1), p)
+            p = torch.where(known, species.float(), p)
         return p, logits
 
     def positions(self, mask) -> torch.Tensor:

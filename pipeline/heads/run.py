@@ -208,7 +208,9 @@ def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
 def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments, device) -> dict:
     """The evaluation split's metrics, chance level, what the scores are, and for heads that
     predict species: species top-1 and the metrics with the ground-truth species (oracle)."""
-    metrics = evaluate_logits(logits, split.targets, multilabel=multilabel, segments=segments)
+    ranked = ranking_scores(logits, params)
+    metrics = evaluate_logits(ranked, split.targets, multilabel=multilabel, segments=segments)
+    metrics["eval_scores"] = params.get("eval_scores", "logits")
     chance = evaluate_logits(np.zeros_like(logits), split.targets, multilabel=multilabel)
     metrics.update({"n_videos": len(split), "scores": score_kind(model, multilabel),
                     "chance": {k: v for k, v in chance.items() if isinstance(v, float)}})
@@ -217,15 +219,26 @@ def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments
     if species_logits is not None and known:
         metrics["species"] = {**species_top1(predict_species(model, split, params, device), split.species),
                               "source": species_source(model)}
-    if getattr(model, "species_mode", "none") != "none" and known:
+    if getattr(model, "oracle", False) and known:  # trained on the true species: tested so too
+        metrics["species_source"] = "oracle"
+    elif getattr(model, "species_mode", "none") != "none" and known:
         metrics["species_source"] = "predicted"
         metrics["relation_gamma"] = model.gamma.item()
         model.oracle = True
-        oracle = evaluate_logits(predict_logits(model, split, params, device)[:, :logits.shape[1]],
-                                 split.targets, multilabel=multilabel, segments=segments)
+        oracle = evaluate_logits(ranking_scores(predict_logits(model, split, params, device)[:, :logits.shape[1]],
+                                                params), split.targets, multilabel=multilabel, segments=segments)
         model.oracle = False
         metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
     return metrics
+
+
+def ranking_scores(logits, params: dict):
+    """What the metrics rank: the logits, or (``eval_scores: softmax``, Animal-CLIP's
+    evaluation) a softmax over the classes of each video, whose per-class ranking differs."""
+    if params.get("eval_scores", "logits") != "softmax":
+        return logits
+    x = np.asarray(logits, np.float64)
+    return x - np.logaddexp.reduce(x, axis=1, keepdims=True)  # log-softmax: the softmax's order
 
 
 def write_metrics(out: Path, metrics: dict, logits, split, names, segments, multilabel: bool) -> None:

@@ -21,11 +21,12 @@ log = logging.getLogger("pipeline")
 TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
                   "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
                   "warmup_epochs": 1, "grad_clip": 1.0, "schedule": "warmup_cosine", "min_lr": 0.0,
-                  "select_by": "macro", "batch_rows": None}
+                  "select_by": "macro", "batch_rows": None, "betas": [0.9, 0.999],
+                  "eval_scores": "logits"}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
 TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
                                     "anchor_weight", "base_to_novel", "extra_classes", "pooling",
-                                    "weighting"}
+                                    "weighting", "species_train"}
 
 
 def head_params(name: str, given: dict | None) -> dict:
@@ -42,13 +43,16 @@ def model_kwargs(params: dict) -> dict:
 
 
 def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
-    """BCE, focal or asymmetric loss (``asl``, Ridnik et al.: easy negatives down-weighted and
-    clipped) for multi-label sets; label-smoothed cross-entropy otherwise."""
+    """BCE, focal, asymmetric loss (``asl``, Ridnik et al.: easy negatives down-weighted and
+    clipped) or a softmax cross-entropy (``ce``, label-smoothed) for multi-label sets;
+    label-smoothed cross-entropy otherwise."""
     logits = logits.float()
     if not multilabel:
         return F.cross_entropy(logits, targets, label_smoothing=params["label_smoothing"])
     if params["loss"] == "ce":  # a softmax over classes, the video's positives sharing the target
         share = targets / targets.sum(-1, keepdim=True).clamp(min=1)
+        eps = params["label_smoothing"]  # as timm's smoothing of multi-hot targets
+        share = (1 - eps) * share + eps / targets.shape[-1]
         return -(share * torch.log_softmax(logits, -1)).sum(-1).mean()
     if params["loss"] == "asl":
         p = torch.sigmoid(logits)
@@ -155,6 +159,8 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     rgb_dim = train.rgb.dim if train.rgb is not None else 0
     motion_dim = train.motion.dim if train.motion is not None else 0
     model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel)
+    if params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
+        model.oracle = True
     for stream in ("rgb", "motion"):
         feats = getattr(train, stream)
         if feats is not None:
@@ -166,7 +172,8 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         return model.eval(), []
     if multilabel and isinstance(getattr(model, "bias", None), torch.nn.Parameter):
         init_bias(model, train, params, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"],
+                            betas=tuple(params["betas"]))
     def plan(epoch):
         rng = np.random.default_rng([params["seed"], epoch])
         return rng, plan_batches(train.lengths, params["frames"], params["batch_size"], params["batch_rows"], rng)

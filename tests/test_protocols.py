@@ -1,0 +1,80 @@
+"""Published protocols as settings: Animal-CLIP's oracle species, softmax-ranked evaluation,
+AdamW betas and label-smoothed cross-entropy on multi-label sets."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.heads.run import evaluate_head, ranking_scores
+from pipeline.heads.trainer import head_params, loss_fn, predict_logits, train_head
+from pipeline.metrics import evaluate_logits
+from pipeline.report import summary_rows
+from test_prompt import C, CPU, _split, _text
+
+
+def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path, monkeypatch):
+    seen = []
+    from pipeline.heads import prompt
+    real = prompt.PromptHead.species_distribution
+
+    def spy(self, video, species=None):
+        p, logits = real(self, video, species)
+        seen.append((self.training, p.detach().clone(), None if species is None else species.clone()))
+        return p, logits
+    monkeypatch.setattr(prompt.PromptHead, "species_distribution", spy)
+    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+                                    "lr": 1e-3, "species_train": "oracle"})
+    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    training = [(p, s) for t, p, s in seen if t]
+    assert training and all(torch.equal(p, s.float()) for p, s in training)  # weight 1 per species
+    split = _split(seed=1)
+    metrics = evaluate_head(model, split, predict_logits(model, split, params, CPU), params, False, None, CPU)
+    assert metrics["species_source"] == "oracle" and "oracle_species" not in metrics
+    rows = summary_rows([_write(tmp_path, {**metrics, "head": "prompt", "split": "test"})])
+    assert [r["head"] for r in rows] == ["prompt (oracle species)"]
+    # the default predicts species and reports the oracle beside it, as an ablation
+    params = head_params("prompt", {"heads": 4, "epochs": 1, "batch_size": 16, "frames": 6})
+    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    metrics = evaluate_head(model, split, predict_logits(model, split, params, CPU), params, False, None, CPU)
+    assert metrics["species_source"] == "predicted" and "oracle_species" in metrics
+    rows = summary_rows([_write(tmp_path, {**metrics, "head": "prompt", "split": "test"})])
+    assert [r["head"] for r in rows] == ["prompt (predicted species)", "prompt (oracle species)"]
+
+
+def _write(tmp_path, metrics):
+    import json
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def test_softmax_ranked_evaluation_is_a_setting_and_is_recorded():
+    """A video with large logits everywhere tops every class by its logits; a softmax over
+    each video's classes ranks it by how its classes compare, as Animal-CLIP evaluates."""
+    logits = np.array([[9.0, 8.0], [1.0, 3.0], [2.0, 0.0]])
+    targets = np.array([[0, 1], [0, 1], [1, 0]])
+    by_logits = evaluate_logits(ranking_scores(logits, {}), targets, multilabel=True)
+    by_softmax = evaluate_logits(ranking_scores(logits, {"eval_scores": "softmax"}), targets, multilabel=True)
+    assert by_logits["mAP"] == pytest.approx((1 / 2 + 1) / 2)  # video 0 outranks the eater
+    assert by_softmax["mAP"] == pytest.approx(1.0)
+    assert head_params("zero_shot", {"eval_scores": "softmax"})["eval_scores"] == "softmax"
+    assert head_params("fusion", {})["eval_scores"] == "logits"
+
+
+def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
+    got = {}
+    real = torch.optim.AdamW
+
+    def spy(params, **kw):
+        got.update(kw)
+        return real(params, **kw)
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    params = head_params("prompt", {"heads": 4, "epochs": 1, "batch_size": 16, "frames": 6,
+                                    "betas": [0.9, 0.98], "weight_decay": 1e-3})
+    train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    assert got["betas"] == (0.9, 0.98) and got["weight_decay"] == 1e-3
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
+    y = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    target = 0.9 * y / 2 + 0.1 / 4
+    want = -(target * torch.log_softmax(logits, -1)).sum()
+    got_loss = loss_fn(logits, y, True, {"loss": "ce", "label_smoothing": 0.1})
+    assert float(got_loss) == pytest.approx(float(want))

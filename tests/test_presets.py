@@ -24,8 +24,10 @@ def _lists(tmp_path, src, n_train, sep=None, n_val=0):
             "test": str(tmp_path / "test.txt")}
 
 
-def _preset(tmp_path, name, dataset):
+def _preset(tmp_path, name, dataset, sections=None):
     cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    for section, values in (sections or {}).items():
+        cfg[section] = {**(cfg.get(section) or {}), **values}
     for key, value in dataset.items():
         if isinstance(value, dict):
             cfg["dataset"][key] = {**(cfg["dataset"].get(key) or {}), **value}
@@ -74,6 +76,7 @@ def test_mammalnet_preset(tmp_path):
         "splits": {"train": lists["train"], "val": lists["val"], "test": lists["test"]},
         "species": {"names": str(mn / "genus_to_id.csv"), "relation": str(mn / "relation.txt")}})
     assert config["dataset"]["multilabel"] is False and config["dataset"]["eval_split"] == "test"
+    assert config["dataset"]["segments"] == "animal_clip_mammalnet"
     assert "results/mammalnet/heads/prompt/metrics.json" in dag
 
 
@@ -85,4 +88,29 @@ def test_lote_preset_without_a_val_list(tmp_path):
         "splits": {"train": lists["train"], "test": lists["test"]},
         "species": {"names": str(lote / "animal_label.csv"), "relation": str(lote / "relation.txt")}})
     assert config["dataset"]["multilabel"] is False and "val" not in config["dataset"]["splits"]
+    assert config["dataset"]["segments"] == "animal_clip_lote"
     assert "features/clip/val" not in dag and "results/lote/heads/fusion/metrics.json" in dag
+
+
+def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
+    ak = DATA / "animal_kingdom"
+    lists = _lists(tmp_path, ak / "train_all.head300.txt", 240, sep="\t")
+    descriptions = tmp_path / "descriptions.csv"  # their file's format, our words
+    descriptions.write_text('name,description\nEating,"The animal chews food. It swallows."\n')
+    path_keys = {"videos": lists["videos"], "classes": str(ak / "label_titlecase.csv"),
+                 "splits": {"train": lists["train"], "test": lists["test"]},
+                 "species": {"names": str(ak / "animal_label.csv"),
+                             "relation": str(ak / "animal-action-relation.txt")}}
+    config, dag = _preset(tmp_path, "animal_kingdom_species", path_keys,
+                          {"text": {"descriptions": str(descriptions)}})
+    assert "results/animal_kingdom_species/heads/prompt/metrics.json" in dag
+    assert config["dataset"]["segments"] == "animal_clip_ak" and config["clip"]["model"] == "ViT-B-16"
+    p = config["heads"]["prompt"]
+    assert (p["refine"], p["species_train"], p["pooling"], p["loss"], p["label_smoothing"],
+            p["eval_scores"], p["lr"], p["betas"], p["weight_decay"], p["warmup_epochs"],
+            p["schedule"], p["min_lr"], p["epochs"], p["batch_size"], p["frames"]) == \
+        ("gcn", "oracle", "max", "ce", 0.1, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5, "warmup_cosine",
+         8e-7, 30, 64, 8)
+    header = (ROOT / "configs" / "animal_kingdom_species.yaml").read_text().split("\ndataset:")[0]
+    for cannot in ("fine-tunes its CLIP backbone", "Mixup/cutmix", "4 clips x 3 crops"):
+        assert cannot in header

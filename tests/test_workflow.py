@@ -397,7 +397,7 @@ def test_animal_clip_and_animalmotionclip_variants_train_on_the_demo_features(de
             "equally, max-pooled descriptions] |") in text
     assert "| interleave [3 temporal windows, semi_dense frames] |" in text
     row = next(line for line in text.splitlines() if line.startswith("| prompt (oracle species)"))
-    assert row.endswith("| Animal-CLIP (given the true species at test time, as the paper) |")
+    assert row.endswith("| Animal-CLIP's test-time setting (trained on predicted species: an ablation) |")
 
 
 def test_planning_imports_neither_torch_nor_opencv(tmp_path):

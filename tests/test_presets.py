@@ -105,11 +105,12 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
                           {"text": {"descriptions": str(descriptions)}})
     assert "results/animal_kingdom_species/heads/prompt/metrics.json" in dag
     assert config["dataset"]["segments"] == "animal_clip_ak" and config["clip"]["model"] == "ViT-B-16"
+    assert config["text"]["description_units"] == "whole"
     p = config["heads"]["prompt"]
     assert (p["refine"], p["species_train"], p["pooling"], p["loss"], p["label_smoothing"],
             p["eval_scores"], p["lr"], p["betas"], p["weight_decay"], p["warmup_epochs"],
             p["schedule"], p["min_lr"], p["epochs"], p["batch_size"], p["frames"]) == \
-        ("gcn", "oracle", "max", "ce", 0.1, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5, "warmup_cosine",
+        ("gcn", "oracle", "animal_clip", "ce", 0.1, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5, "warmup_cosine",
          8e-7, 30, 64, 8)
     header = (ROOT / "configs" / "animal_kingdom_species.yaml").read_text().split("\ndataset:")[0]
     for cannot in ("fine-tunes its CLIP backbone", "Mixup/cutmix", "4 clips x 3 crops"):

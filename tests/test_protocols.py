@@ -78,3 +78,26 @@ def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
     want = -(target * torch.log_softmax(logits, -1)).sum()
     got_loss = loss_fn(logits, y, True, {"loss": "ce", "label_smoothing": 0.1})
     assert float(got_loss) == pytest.approx(float(want))
+
+
+def test_animal_clips_class_text_is_the_max_of_raw_description_embeddings(tmp_path, micro_clip):
+    from pipeline.factory import open_clip_module
+    from pipeline.features.text import read_descriptions
+    from pipeline.heads.prompt import prototypes
+    bank = torch.tensor([[[3.0, 0.0], [0.0, 1.0], [1.0, 0.5], [2.0, 2.0]],
+                         [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True] * 4, [True, False, False, False]])
+    groups = [["name", "descriptions", "descriptions", "template:1"], ["name"]]
+    got = prototypes(bank, mask, groups, pooling="animal_clip")
+    # descriptions only ([0, 1], [1, 0.5]): raw max [1, 1]; normalising each first gives another
+    torch.testing.assert_close(got[0], torch.tensor([1.0, 1.0]) / 2 ** 0.5)
+    torch.testing.assert_close(got[1], torch.tensor([1.0, 1.0]) / 2 ** 0.5)  # no description: mean
+    # whole descriptions, as written: not split, not filtered; CLIP's tokenizer cuts at 77 tokens
+    long = "The animal walks slowly across the grass. " * 20
+    path = tmp_path / "d.csv"
+    path.write_text(f'name,description\nwalking,"{long}"\neating,"Chews. Swallows."\n')
+    whole = read_descriptions(path, ["walking", "eating"], units="whole")
+    assert whole == {0: [long.strip()], 1: ["Chews. Swallows."]}
+    assert read_descriptions(path, ["walking", "eating"])[1] == ["Chews.", "Swallows."]
+    tokens = open_clip_module().get_tokenizer(micro_clip)([long.strip()])
+    assert tokens.shape[-1] == 77

@@ -72,12 +72,15 @@ def _not_utf8(path) -> TextError:
                      f"(Excel: 'CSV UTF-8')")
 
 
-def read_descriptions(path, class_names: list[str], what: str = "class") -> dict[int, list[str]]:
+def read_descriptions(path, class_names: list[str], what: str = "class",
+                      units: str = "sentences") -> dict[int, list[str]]:
     """Descriptions per class, as sentences of at most 75 tokens keyed by id: a JSON or YAML
     mapping name -> list of texts, or a CSV of ``name,"paragraph"`` rows. Paragraphs are split
     into sentences (a sentence too long for CLIP at clause boundaries, never truncated); the
     sentences kept and dropped (refusals, empty entries, boilerplate openers) are logged per
-    class, with the file, and the classes without any description are named."""
+    class, with the file, and the classes without any description are named. ``units:
+    whole`` keeps each non-empty description as written (CLIP's tokenizer cuts it at 77
+    tokens), as Animal-CLIP does."""
     import yaml
     path = Path(path)
     try:
@@ -112,7 +115,10 @@ def read_descriptions(path, class_names: list[str], what: str = "class") -> dict
         if not isinstance(texts, list):
             raise TextError(f"{path}: key {name!r} must map to a list of sentences")
         dropped: dict[str, int] = {}
-        kept = split_sentences(texts, f"{path}:{name}", dropped=dropped)
+        if units == "whole":
+            kept = [t.strip() for t in texts if isinstance(t, str) and t.strip()]
+        else:
+            kept = split_sentences(texts, f"{path}:{name}", dropped=dropped)
         out.setdefault(index[normalise(str(name))], []).extend(kept)
         log.info("text: %s: %s %r: %d sentences kept%s", path, what, name, len(kept),
                  "".join(f", {n} {k}" for k, n in sorted(dropped.items())))
@@ -265,7 +271,8 @@ def encode_bank(model, model_name: str, prompts: list[list[str]], device):
 
 def extract_text(class_names, out, text_cfg: dict, clip_cfg: dict, device,
                  species_names=None, relation=None) -> dict:
-    descriptions = (read_descriptions(text_cfg["descriptions"], class_names)
+    descriptions = (read_descriptions(text_cfg["descriptions"], class_names,
+                                      units=text_cfg.get("description_units", "sentences"))
                     if text_cfg.get("descriptions") else None)
     prompts, sources = build_prompts(class_names, text_cfg["templates"], descriptions,
                                      species_names, relation)

@@ -50,6 +50,8 @@ def prototypes(bank, mask, groups=None, pooling: str = "mean", weighting: str = 
     same total weight, so the 1 to 509 species prompts of a class cannot outweigh its name,
     templates and descriptions."""
     bank, mask = torch.as_tensor(bank, dtype=torch.float32), torch.as_tensor(mask)
+    if pooling == "animal_clip" and groups is not None:
+        return animal_clip_prototypes(bank, mask, groups)
     rows = F.normalize(bank, dim=-1) * mask[..., None]
     if groups is None or (pooling == "mean" and weighting == "rows"):
         return F.normalize(rows.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
@@ -66,6 +68,17 @@ def prototypes(bank, mask, groups=None, pooling: str = "mean", weighting: str = 
         w = n if weighting == "rows" else (n > 0).float()
         total, weight = total + w * pooled, weight + w
     return F.normalize(total / weight.clamp(min=1e-12), dim=-1)
+
+
+def animal_clip_prototypes(bank, mask, groups) -> torch.Tensor:
+    """Animal-CLIP's class text: the element-wise max of the class's description embeddings as
+    CLIP gives them (not normalised first), then normalised. A class without a description
+    falls back to the mean of its other rows."""
+    desc = mask & torch.tensor([[x == "descriptions" for x in row] + [False] * (mask.shape[1] - len(row))
+                                for row in groups], dtype=torch.bool)
+    pooled = bank.masked_fill(~desc[..., None], float("-inf")).max(1).values
+    fallback = prototypes(bank, mask)
+    return torch.where(desc.any(1, keepdim=True), F.normalize(pooled, dim=-1), fallback)
 
 
 def relation_matrix(pairs, n_species: int, n_classes: int) -> torch.Tensor:

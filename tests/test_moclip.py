@@ -329,3 +329,31 @@ def test_flow_rows_of_other_frames_are_refused_once_when_opening(feats, tmp_path
     with pytest.raises(StoreError, match=f"{shifted}.*different frames"):
         open_data([p[("clip", "train")]], [tmp_path / "flow-train.h5"], [p[("clip", "val")]],
                   [p[("flow", "val")]], feats["samples"], feats["n_classes"], True, section("clip", CLIP))
+
+
+def test_vimoclips_adapter_and_validation_over_every_window():
+    """ViMoCLIP's student: Linear(d, d)-GELU-Linear(d, d) adapter without LayerNorm, and a
+    validation that reads every non-overlapping window of each video, not its centre only."""
+    from pipeline.moclip.model import Adapter
+    from pipeline.moclip.train import validate
+    a = Adapter(16, 0.1, "vimoclip")
+    assert [type(m).__name__ for m in a.mlp] == ["Linear", "GELU", "Linear"]
+    assert a.mlp[0].weight.shape == (16, 16) and float(a.mlp[-1].weight.abs().sum()) == 0
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(a(x), x)  # identity at start
+    assert [type(m).__name__ for m in Adapter(16).mlp][0] == "LayerNorm"
+    plans = []
+
+    def loader(plan):
+        plans.append(list(plan))
+        yield None, None, None, torch.ones(len(plan), 2)
+
+    def losses(batch):
+        return torch.tensor(1.0), torch.tensor(0.5), torch.zeros(len(plans[-1]), 2)
+    lengths = {"a": 70, "b": 30}
+    data = {"multilabel": True}
+    cfg = {"seq_len": 30, "cls_weight": 1.0}
+    validate(torch.nn.Linear(1, 1), loader, losses, ["a", "b"], lengths, cfg, data)
+    assert plans[-1] == [("a", 20), ("b", 0)]  # the centre windows
+    validate(torch.nn.Linear(1, 1), loader, losses, ["a", "b"], lengths, {**cfg, "val_windows": "all"}, data)
+    assert plans[-1] == [("a", 0), ("a", 30), ("a", 60), ("b", 0)]

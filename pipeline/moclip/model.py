@@ -48,13 +48,18 @@ def flow_to_rgb(flow: torch.Tensor, bound) -> torch.Tensor:
 
 
 class Adapter(nn.Module):
-    """x + alpha * MLP(x), with the MLP's output layer zero-initialised (identity at start)."""
+    """x + alpha * MLP(x), with the MLP's output layer zero-initialised (identity at start).
+    ``kind``: ``default`` (LayerNorm, then a 2x-wide MLP) or ``vimoclip`` (the released
+    student's Linear(d, d)-GELU-Linear(d, d), no LayerNorm)."""
 
-    def __init__(self, dim: int, hidden: int, alpha: float = 1.0):
+    def __init__(self, dim: int, alpha: float = 1.0, kind: str = "default"):
         super().__init__()
+        if kind not in ("default", "vimoclip"):
+            raise ValueError(f"adapter must be 'default' or 'vimoclip'; got {kind!r}")
         self.alpha = alpha
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, dim))
+        layers = [nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)] if kind == "vimoclip" else \
+            [nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)]
+        self.mlp = nn.Sequential(*layers)
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
@@ -65,14 +70,14 @@ class Adapter(nn.Module):
 class MotionStudent(nn.Module):
     def __init__(self, visual: nn.Module, n_classes: int, input_size: int, mean, std,
                  bound: float, train_blocks="all", adapter_alpha: float = 1.0,
-                 flow_norm: str = "bound", classifier: str = "linear"):
+                 flow_norm: str = "bound", classifier: str = "linear", adapter: str = "default"):
         super().__init__()
         if flow_norm not in ("bound", "per_frame"):
             raise ValueError(f"flow_norm must be 'bound' or 'per_frame'; got {flow_norm!r}")
         self.flow_norm = flow_norm
         self.visual = visual
         dim = visual.output_dim
-        self.adapter = Adapter(dim, dim * 2, adapter_alpha)
+        self.adapter = Adapter(dim, adapter_alpha, adapter)
         # mlp: the released student's Linear(d, d/2)-ReLU-Linear(d/2, C)
         self.classifier = (nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, n_classes))
                            if classifier == "mlp" else nn.Linear(dim, n_classes))

@@ -119,7 +119,8 @@ def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int,
     del teacher
     return MotionStudent(visual, n_classes, pcfg["size"], pcfg["mean"], pcfg["std"],
                          flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"],
-                         cfg.get("flow_norm", "bound"), cfg.get("classifier", "linear"))
+                         cfg.get("flow_norm", "bound"), cfg.get("classifier", "linear"),
+                         cfg.get("adapter", "default"))
 
 
 def load_targets(samples: list[dict], n_classes: int, multilabel: bool) -> dict:
@@ -279,7 +280,9 @@ def validate(student, loader, losses, videos, lengths, cfg, data) -> dict:
         return {"val_distill_loss": None, "val_loss": None, "val_mAP": None, "val_micro": None}
     student.eval()
     d_sum, c_sum, n, scores, targets = 0.0, 0.0, 0, [], []
-    for batch in loader(centre_plan(videos, lengths, cfg["seq_len"])):
+    plan = (sorted(epoch_plan(videos, lengths, cfg["seq_len"], 0, 0, "all_windows"))
+            if cfg.get("val_windows") == "all" else centre_plan(videos, lengths, cfg["seq_len"]))
+    for batch in loader(plan):
         d, c, logits = losses(batch)
         d_sum += d.item()
         c_sum += c.item()

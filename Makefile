@@ -7,6 +7,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	# OpenCV's headless contrib build over ptlflow's opencv-python, the same version: no libGL
+	# needed, and TV-L1 flow (cv2.optflow) is there (README, "OpenCV on compute nodes")
+	$(PY) -m pip install -q --force-reinstall --no-deps \
+	  "opencv-contrib-python-headless==$$($(PY) -c 'from importlib.metadata import version; print(version("opencv-python"))')"
 	touch $@
 
 .PHONY: demo test test-cluster gpu-check clean

@@ -215,7 +215,7 @@ def cmd_bench(a):
     clip = _params({"model": a.clip_model, "pretrained": a.pretrained, "batch_size": a.batch_size,
                     "decode_workers": a.decode_workers}, "clip")
     flow = {"backend": "ptlflow", "model": a.flow_model, "checkpoint": a.flow_checkpoint}
-    if a.flow_model in ("dis", "farneback"):
+    if a.flow_model in ("dis", "farneback", "tvl1"):
         flow = {"backend": a.flow_model}
     flow = _params({**flow, "work_size": a.flow_size, "size": a.flow_store_size,
                     "batch_size": a.flow_batch_size, "decode_workers": a.decode_workers}, "flow")

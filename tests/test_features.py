@@ -86,12 +86,21 @@ def _shifting_video(path, dx, dy, n=6, size=64):
     return frames
 
 
-@pytest.mark.parametrize("method", ["dis", "farneback"])
+@pytest.mark.parametrize("method", ["dis", "farneback", "tvl1"])
 def test_classical_flow_recovers_a_known_shift(method, tmp_path):
+    """tvl1: Dual TV-L1 from OpenCV's contrib modules, which `make test` installs."""
     frames = _shifting_video(tmp_path / "s.mp4", 3, -2)
     flow = classical_flow(frames[:-1], frames[1:], method)
     inner = flow[:, :, 12:-12, 12:-12]  # content moves opposite to the window: (-3, +2)
     assert abs(inner[:, 0].mean() - (-3)) < 0.25 and abs(inner[:, 1].mean() - 2) < 0.25
+
+
+def test_tvl1_without_opencvs_contrib_modules_says_what_to_install(monkeypatch):
+    from pipeline.features import flow
+    from pipeline.features.common import WeightsError
+    monkeypatch.delattr(flow.cv2, "optflow")
+    with pytest.raises(WeightsError, match="opencv-contrib-python-headless=="):
+        flow.flow_computer(section("flow", {"backend": "tvl1"}), torch.device("cpu"))
 
 
 def test_flow_stage_scales_aligns_and_quantises(tmp_path, micro_clip):

@@ -100,16 +100,29 @@ def resize_flow(flow, size: int):
 def classical_flow(first: np.ndarray, second: np.ndarray, method: str) -> np.ndarray:
     """(T, H, W) grey or (T, H, W, 3) RGB pairs -> (T, 2, H, W) float32 flow with OpenCV."""
     out = np.empty((first.shape[0], 2, *first.shape[1:3]), np.float32)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
+    if method == "dis":
+        solver = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    elif method == "tvl1":  # Dual TV-L1 (AnimalMotionCLIP's flow), OpenCV's contrib modules
+        solver = tvl1_solver()
+    else:
+        solver = None
     grey = (lambda f: f) if first.ndim == 3 else (lambda f: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
     for i, (a, b) in enumerate(zip(first, second)):
         ga, gb = grey(a), grey(b)
-        if dis is not None:
-            f = dis.calc(ga, gb, None)
+        if solver is not None:
+            f = solver.calc(ga, gb, None)
         else:
             f = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         out[i] = f.transpose(2, 0, 1)
     return out
+
+
+def tvl1_solver():
+    if not hasattr(cv2, "optflow"):
+        raise WeightsError("flow.backend tvl1 needs OpenCV's contrib modules (cv2.optflow), which "
+                           "this OpenCV lacks: pip install --force-reinstall --no-deps "
+                           f"opencv-contrib-python-headless=={cv2.__version__}.*")
+    return cv2.optflow.DualTVL1OpticalFlow_create()
 
 
 def _ptlflow_weights(model_ref, checkpoint: str | None) -> tuple[str | None, str]:
@@ -259,6 +272,8 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
             return centre_square_tensor(frames, work)
     else:
         name, identity = backend, "opencv-" + cv2.__version__
+        if backend == "tvl1":
+            tvl1_solver()  # says what to install before any video is decoded
 
         def compute(a, b):  # on the decode threads, in parallel
             return quantise(resize_flow(classical_flow(a, b, backend), size), bound)

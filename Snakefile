@@ -62,7 +62,7 @@ rule all:
     default_target: True
     input:
         rules.features.input,
-        rules.motion.input,
+        rules.motion.input if USES_STUDENT else [],
         rules.report.output,
 
 

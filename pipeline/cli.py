@@ -281,6 +281,13 @@ def cmd_moclip_export(a):
     log.info("moclip export: %d videos, %d rows -> %s", info["videos"], info["rows"], a.out)
 
 
+def cmd_flow_clip_model(a):
+    from .moclip.export import save_flow_clip
+    meta = save_flow_clip(_params(a.clip, "clip"), _params(a.params, "moclip"), a.flow, a.out)
+    log.info("flow_clip: frozen %s on flow images (%s normalisation) -> %s", meta["clip_model"],
+             meta["config"]["flow_norm"], a.out)
+
+
 def cmd_moclip_probe(a):
     from .moclip.export import probe_report
     samples, n_classes, multilabel = _dataset_info(a)
@@ -485,11 +492,19 @@ def _add_student_commands(sub):
     p.add_argument("--device", help=DEVICE_HELP)
 
     p = _add(sub, "moclip-export", cmd_moclip_export, "per-frame motion embeddings of one flow shard")
-    p.add_argument("--student", required=True)
+    p.add_argument("--student", required=True, help="student.pt (models/moclip or models/flow_clip)")
     p.add_argument("--flow", required=True, help="flow shard")
     p.add_argument("--out", required=True, help="motion shard to write")
     p.add_argument("--params", help="the moclip: config section as JSON")
     p.add_argument("--device", help=DEVICE_HELP)
+
+    p = _add(sub, "flow-clip-model", cmd_flow_clip_model, "the frozen CLIP as an untrained student "
+             "(its image tower on the flow images): what moclip-export turns into the flow_clip "
+             "stream, AnimalMotionCLIP's flow input")
+    p.add_argument("--flow", required=True, help="a flow shard (its settings are recorded)")
+    p.add_argument("--clip", required=True, help="the clip: config section as JSON")
+    p.add_argument("--params", help="the moclip: config section as JSON (flow_norm)")
+    p.add_argument("--out", required=True, help="models/flow_clip/model.pt")
 
     p = _add(sub, "moclip-probe", cmd_moclip_probe, "linear probe: motion vs CLIP embeddings")
     for name in ("clip-train", "motion-train", "clip-eval", "motion-eval"):

@@ -233,3 +233,16 @@ def head_section(name: str, given: dict | str | None = None) -> dict:
 def section(name: str, given: dict | str | None = None) -> dict:
     """One section (e.g. ``clip``) with defaults filled, from a dict or its JSON text."""
     return _checked(schema()["properties"][name], given, f"{name} parameters")
+
+
+# Keys added after runs existed, whose default reproduces what those runs did. A rule's rerun
+# trigger (its params) leaves such a key out while it has that default, so adding a key to the
+# schema re-runs nothing; setting it to anything else re-runs what it changes.
+NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre"},
+                    "text": {"description_units": "sentences"}}
+
+
+def trigger_view(name: str, values: dict) -> dict:
+    """A config section as a rule's rerun trigger sees it (see :data:`NEUTRAL_DEFAULTS`)."""
+    neutral = NEUTRAL_DEFAULTS.get(name, {})
+    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}

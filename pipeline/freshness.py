@@ -117,7 +117,7 @@ def expected_attrs(config: dict) -> dict:
                      "step": flow["step"], "size": flow["size"], "work_size": flow["work_size"],
                      "bound": float(flow["bound"]), "half": flow["half"],
                      "quantisation": FLOW_QUANTISATION, "sampling": config["sampling"]},
-            "motion": {"kind": "motion"}}
+            "motion": {"kind": "motion"}, "flow_clip": {"kind": "motion"}}
 
 
 def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str]]:

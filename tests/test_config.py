@@ -43,3 +43,15 @@ def test_shipped_config_is_valid(tmp_path):
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_keys_added_with_a_neutral_default_stay_out_of_rerun_triggers():
+    """A run made before moclip.adapter existed re-runs nothing when its config gains the key at
+    its default; another value re-runs the student."""
+    from pipeline.config import NEUTRAL_DEFAULTS, section, trigger_view
+    moclip = section("moclip", {})
+    assert "adapter" not in trigger_view("moclip", moclip) and "val_windows" not in trigger_view("moclip", moclip)
+    assert trigger_view("moclip", {**moclip, "adapter": "vimoclip"})["adapter"] == "vimoclip"
+    assert "description_units" not in trigger_view("text", section("text", {}))
+    for name, keys in NEUTRAL_DEFAULTS.items():  # each is the schema's default
+        assert {k: section(name, {})[k] for k in keys} == keys

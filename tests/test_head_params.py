@@ -24,7 +24,8 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "text_mode": "learnable", "n_ctx": 2, "softmax_weight": 0.0, "species_weight": 2.0,
        "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
        "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True,
-       "temporal": "windows", "windows": 2, "betas": [0.5, 0.9], "species_train": "oracle"}
+       "temporal": "windows", "windows": 2, "betas": [0.5, 0.9], "species_train": "oracle",
+       "classifier": "text"}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
@@ -32,7 +33,8 @@ CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"},
            "select_by": {"lr": 0.3, "epochs": 10, "patience": 10, "warmup_epochs": 0, "schedule": "none"}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
-OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting", "eval_scores"}
+OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting", "eval_scores",
+                   "motion_source"}  # motion_source: which shards the workflow gives the head
 
 
 def head_keys(name):
@@ -67,7 +69,8 @@ def _text(learnable: bool):
 def _fingerprint(name, params, multilabel):
     torch.manual_seed(0)
     train, val = _split(multilabel=multilabel), _split(seed=1, multilabel=multilabel)
-    text = _text(params.get("text_mode") == "learnable") if name in ("prompt", "zero_shot") else None
+    text = (_text(params.get("text_mode") == "learnable")
+            if name in ("prompt", "zero_shot") or params.get("classifier") == "text" else None)
     model, history = train_head(name, params, train, val, C, multilabel, CPU, progress=False, text=text)
     scores = predict_logits(model, val, params, CPU)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

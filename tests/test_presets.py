@@ -117,3 +117,17 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
     header = (ROOT / "configs" / "animal_kingdom_species.yaml").read_text().split("\ndataset:")[0]
     for cannot in ("fine-tunes its CLIP backbone", "Mixup/cutmix", "4 clips x 3 crops"):
         assert cannot in header
+
+
+def test_animal_kingdom_motionclip_preset_uses_flow_images_and_no_student(tmp_path):
+    ak = DATA / "animal_kingdom"
+    lists = _lists(tmp_path, ak / "train_multi.head400.txt", 300)
+    config, dag = _preset(tmp_path, "animal_kingdom_motionclip", {
+        "videos": lists["videos"], "classes": str(ak / "ak_action.csv"),
+        "segments": str(ak / "ak_action_segments.csv"),
+        "splits": {"train": lists["train"], "test": lists["test"]}})
+    assert config["flow"]["backend"] == "tvl1"
+    i = config["heads"]["interleave"]
+    assert (i["motion_source"], i["classifier"], i["loss"], i["temporal"]) == ("flow_clip", "text", "ce", "windows")
+    assert "features/flow_clip/test/shard-0.h5" in dag and "rule flow_clip_model" in dag
+    assert "rule moclip_train" not in dag and "features/motion/" not in dag  # no student

@@ -461,3 +461,31 @@ def test_the_conda_env_and_pyproject_list_the_same_dependencies():
     env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
     pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
     assert sorted(pip) == sorted(d for d in deps if not d.startswith("snakemake")), (pip, deps)
+
+
+def test_animalmotionclips_inputs_flow_images_through_frozen_clip_and_the_class_text(demo_run, tmp_path):
+    """AnimalMotionCLIP's inputs on cached features: the frozen CLIP's embeddings of the flow
+    images (the flow_clip stream, made by Snakemake from the run's flow shards, no student),
+    interleaved with the frames and scored against the class text, with cross-entropy."""
+    import json
+    res = demo_run / "results" / "demo"
+    targets = [f"results/demo/features/flow_clip/{s}/shard-{k}.h5" for s in ("train", "val", "test")
+               for k in (0, 1)]
+    snakemake(demo_run, *targets)
+    from pipeline.store import read_attrs
+    attrs = read_attrs(res / "features" / "flow_clip" / "test" / "shard-0.h5")
+    assert attrs["model"] == "clip-on-flow:demo-tiny-CNN" and attrs["embedding"] == "before adapter"
+    shards = [a.replace("/motion/", "/flow_clip/") if isinstance(a, str) else a
+              for a in map(str, _head_shard_args(res))]
+    params = {"motion_source": "flow_clip", "classifier": "text", "loss": "ce", "temporal": "windows",
+              "windows": 3, "aggregation": "semi_dense", "epochs": 20, "frames": 12, "batch_size": 12}
+    run_cli("head", "--name", "interleave", "--params", json.dumps(params), *shards,
+            "--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
+            "--dataset-info", res / "dataset.json", "--device", "cpu",
+            "--text", res / "features" / "text.h5", "--out", tmp_path / "amc", cwd=demo_run)
+    m = json.loads((tmp_path / "amc" / "metrics.json").read_text())
+    assert m["mAP"] > m["chance"]["mAP"] + 0.1, m  # the flow images carry the demo's motion
+    import torch
+    state = torch.load(tmp_path / "amc" / "head.pt", weights_only=False)["state_dict"]
+    protos = [k for k in state if k.endswith("step_classifier.protos")]
+    assert protos and float(state[protos[0]].abs().sum()) > 0  # the class text, not zeros

@@ -6,10 +6,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import attention, masked_mean, sinusoid
 from .prompt import build_prompt_head
 from .streams import PROMPT_HEADS, STREAMS
+
+
+class TextClassifier(nn.Module):
+    """Scores against the class text, as AnimalMotionCLIP (X-CLIP) does: a learnt scale times
+    the cosine of the projected representation with each class's text prototype (fixed, from
+    the text bank), plus a bias."""
+
+    def __init__(self, width: int, n_classes: int, text_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(width, text_dim)
+        self.register_buffer("protos", torch.zeros(n_classes, text_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(2.3))  # e^2.3 = 10: a sigmoid still learns
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        cos = F.normalize(self.proj(x), dim=-1) @ F.normalize(self.protos, dim=-1).T
+        return self.logit_scale.exp() * cos + self.bias
 
 
 def mlp_classifier(width: int, n_classes: int, dropout: float, variant: str = "default") -> nn.Module:
@@ -155,7 +173,7 @@ class InterleaveHead(nn.Module):
 
     def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4,
                  dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3, temporal="steps",
-                 windows=3):
+                 windows=3, classifier="mlp"):
         super().__init__()
         width = width or rgb_dim
         self.width, self.aggregation = width, aggregation
@@ -165,7 +183,9 @@ class InterleaveHead(nn.Module):
         self.motion_in = nn.Linear(motion_dim, width)
         self.type_embed = nn.Parameter(torch.zeros(2, width))
         self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False) for _ in range(layers))
-        self.step_classifier = mlp_classifier(width, n_classes, dropout)
+        # the class text's dimension is CLIP's, that of the frame embeddings
+        self.step_classifier = (TextClassifier(width, n_classes, rgb_dim) if classifier == "text"
+                                else mlp_classifier(width, n_classes, dropout))
 
     def per_step_logits(self, rgb, motion, mask):
         b, t = mask.shape
@@ -260,19 +280,21 @@ class Standardised(nn.Module):
 # schema lists, per head, exactly these keys, so a key meant for another head is refused
 # instead of ignored.
 _TRANSFORMER = {"layers": 2, "heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
+_MOTION = {"motion_source": "student"}  # heads that read motion: the student's, or flow_clip
 HEADS = {
-    "fusion": (FusionHead, {**_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
+    "fusion": (FusionHead, {**_MOTION, **_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
                             "mode": "cross", "positions": False, "variant": "default",
                             "standardise": True}),
-    "interleave": (InterleaveHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+    "interleave": (InterleaveHead, {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                    "classifier": "mlp",
                                     "aggregation": "dense", "semi_dense_k": 2, "sparse_n": 3,
                                     "temporal": "steps", "windows": 3, "standardise": True}),
     "rgb_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
                                 "variant": "default", "standardise": True}),
-    "motion_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
+    "motion_only": (TemporalHead, {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
                                    "variant": "default", "standardise": True}),
     "rgb_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "motion_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
+    "motion_linear": (LinearProbe, {**_MOTION, "lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
     "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0, "pooling": "mean", "weighting": "rows"}),
     "prompt": (None, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
                       "motion": False, "refine": "mlp", "conditioning": True, "species": "classifier",
@@ -280,7 +302,7 @@ HEADS = {
                       "softmax_weight": 0.5,
                       "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
                       "base_to_novel": None, "label_smoothing": 0.1, "pooling": "mean", "weighting": "rows",
-                      "species_train": "predicted"}),
+                      "species_train": "predicted", **_MOTION}),
 }
 
 
@@ -296,6 +318,8 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
     standardise = params.pop("standardise", True)
     if cls in (FusionHead, InterleaveHead):
         head = cls(rgb_dim, motion_dim, n_classes, **params)
+        if params.get("classifier") == "text" and text is not None and text.get("protos") is not None:
+            head.step_classifier.protos.copy_(torch.as_tensor(text["protos"], dtype=torch.float32))
     else:
         stream = "rgb" if needs_rgb else "motion"
         head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)

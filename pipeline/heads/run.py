@@ -16,7 +16,7 @@ from ..metrics import evaluate_logits, probabilities, species_top1
 from ..store import FeatureReader
 from .data import identity_of, load_split
 from .models import build_head
-from .streams import PROMPT_HEADS, streams
+from .streams import PROMPT_HEADS, reads_text, streams
 from .prompt import add_classes, clip_for, load_text
 from .scores import write_scores
 from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
@@ -83,7 +83,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         return load_split(readers.get(("clip", role)), readers.get(("motion", role)), by_id,
                           len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
 
-    if name in PROMPT_HEADS:
+    if reads_text(name, params):
         if not text_path:
             raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
         text = text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
@@ -259,7 +259,11 @@ def method_variant(name: str, params: dict) -> str | None:
         parts += ["species-conditioned video"] if params.get("video_species") else []
         parts += ["text groups weighed equally"] if params.get("weighting") == "groups" else []
         parts += ["max-pooled descriptions"] if params.get("pooling") == "max" else []
+        parts += ["Animal-CLIP's class text"] if params.get("pooling") == "animal_clip" else []
+    if params.get("motion_source") == "flow_clip":
+        parts.append("flow images through frozen CLIP")
     if name == "interleave":
+        parts += ["class-text classifier"] if params.get("classifier") == "text" else []
         if params.get("temporal") == "windows":
             parts.append(f"{params['windows']} temporal windows, {params['aggregation']} frames")
         elif params.get("aggregation", "dense") != "dense":

@@ -10,6 +10,12 @@ STREAMS = {"fusion": (True, True), "interleave": (True, True), "rgb_only": (True
 PROMPT_HEADS = ("zero_shot", "prompt")
 
 
+def reads_text(name: str, params: dict) -> bool:
+    """Whether a head is scored against the class text (the prompt heads, and the interleave
+    head with ``classifier: text``, AnimalMotionCLIP's)."""
+    return name in PROMPT_HEADS or params.get("classifier") == "text"
+
+
 def streams(name: str, params: dict) -> tuple[bool, bool]:
     """(reads rgb, reads motion) of a head with these parameters (the prompt head reads motion
     with ``motion: true``)."""

@@ -26,6 +26,26 @@ def load_student(path, device):
     return student.eval().to(device), meta
 
 
+def save_flow_clip(clip_cfg: dict, moclip_cfg: dict, flow_shard, out) -> dict:
+    """The frozen CLIP as a student never trained: its image tower on the flow colour images
+    (moclip.flow_norm), the adapter an identity. Its export is AnimalMotionCLIP's flow input
+    (frozen CLIP embeddings of flow images) on the cached flow, a stream beside the student's."""
+    from ..factory import weights_identity
+    from ..files import replacing
+    from ..store import read_attrs
+    flow_attrs = {k: read_attrs(flow_shard).get(k) for k in FLOW_KEYS}
+    cfg = {**moclip_cfg, "export": "before_adapter"}
+    student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, 1, cfg)
+    meta = {"teacher": {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"])},
+            "flow": flow_attrs, "clip_model": clip_cfg["model"], "n_classes": 1, "multilabel": True,
+            "config": cfg, "best_epoch": 0, "config_hash": "frozen", "frozen": True,
+            "input_size": student.input_size, "embed_dim": student.visual.output_dim}
+    with replacing(out) as partial:
+        torch.save({"state_dict": student.state_dict(), "meta": meta,
+                    "clip_pretrained": clip_cfg["pretrained"]}, partial)
+    return meta
+
+
 def export_motion(student_path, flow_shard, out, device, after_adapter: bool | None = None,
                   batch_rows: int = 256, dtype=np.float16) -> dict:
     """Motion embeddings of every row of a flow shard; ``after_adapter`` None: the student's
@@ -40,7 +60,8 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
         raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
                          f"trained on (here vs student): {diff}; re-run moclip_train")
     attrs = {"device_type": device.type, "precision": "float16" if device.type == "cuda" else "float32",
-             "model": f"moclip:{meta['clip_model']}", "teacher": meta["teacher"],
+             "model": f"{'clip-on-flow' if meta.get('frozen') else 'moclip'}:{meta['clip_model']}",
+             "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
     from ..features.clip import batch_size_for

@@ -3,8 +3,9 @@ import shlex
 
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
+from pipeline.config import trigger_view
 from pipeline.freshness import file_digest, shard_members
-from pipeline.heads.streams import PROMPT_HEADS, streams
+from pipeline.heads.streams import reads_text, streams
 
 DS = config["dataset"]
 RESULTS = f"results/{DS['name']}"
@@ -31,7 +32,7 @@ def as_json(section, keys=None, drop=()):
     """A config section (or its ``keys``) as compact JSON: the rule's params, and so its rerun
     trigger. ``drop`` names keys that do not change the output (batch sizes, workers), which
     reach the jobs through PIPELINE_RUNTIME instead, so changing them re-runs nothing."""
-    value = config[section]
+    value = trigger_view(section, config[section])
     value = {k: v for k, v in value.items() if (keys is None or k in keys) and k not in drop}
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -69,7 +70,7 @@ def probe_content(w):
 
 def student_settings():
     """What the student depends on: not the export choice, workers or the clip batch size."""
-    return json.dumps({"moclip": {k: v for k, v in config["moclip"].items()
+    return json.dumps({"moclip": {k: v for k, v in trigger_view("moclip", config["moclip"]).items()
                                   if k not in ("export",) + RUNTIME_ONLY},
                        "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}}, sort_keys=True)
 
@@ -119,14 +120,21 @@ def annotation_inputs():
 
 # CLIP's zero-shot classifier is every run's baseline, named in heads: or not.
 HEAD_NAMES = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
+# The student is distilled only when a head reads its stream (motion_source: student, the default).
+USES_STUDENT = any(streams(h, config["heads"].get(h) or {})[1]
+                   and (config["heads"].get(h) or {}).get("motion_source", "student") == "student"
+                   for h in HEAD_NAMES)
 
 
 def head_inputs(w):
-    rgb, motion = streams(w.head, config["heads"].get(w.head) or {})
+    params = config["heads"].get(w.head) or {}
+    rgb, motion = streams(w.head, params)
     kinds = (["clip"] if rgb else []) + (["motion"] if motion else [])
     roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
-    files = {f"{k}_{role}": split_shards(k, split) for k in kinds for role, split in roles.items()}
-    if w.head in PROMPT_HEADS:
+    # the motion stream: the student's, or the frozen CLIP's on the flow images (flow_clip)
+    folder = {"clip": "clip", "motion": params.get("motion_source", "student").replace("student", "motion")}
+    files = {f"{k}_{role}": split_shards(folder[k], split) for k in kinds for role, split in roles.items()}
+    if reads_text(w.head, params):
         files["text"] = f"{RESULTS}/features/text.h5"
     return files
 

@@ -47,11 +47,11 @@ rule head:
 
 rule report:
     input:
+        unpack(lambda w: {"probe": f"{MOCLIP}/probe.json"} if USES_STUDENT else {}),
         metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
         scores=expand(f"{HEADS_DIR}/{{head}}/scores.npz", head=HEAD_NAMES),
         samples=rules.samples.output.samples,
         classes=rules.samples.output.classes,
-        probe=f"{MOCLIP}/probe.json",
         info=rules.samples.output.info,
         missing=rules.samples.output.missing,
         probes=split_shards("probe", EVAL, ext="tsv"),
@@ -73,6 +73,7 @@ rule report:
                          caption="../report/agreement.rst"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+        probe=lambda w, input: f"--probe {shlex.quote(input.probe)}" if "probe" in input.keys() else "",
         analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
             ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS))),
     threads: job_threads("report")
@@ -87,7 +88,7 @@ rule report:
     benchmark:
         f"{BENCH}/report.tsv"
     shell:
-        "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} --probe {input.probe:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} {params.probe}"
         " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
         " --features {input.features:q} --scores {input.scores:q} --samples {input.samples:q}"
         " --classes {input.classes:q} {params.analysis} --out {params.out:q} > {log:q} 2>&1"

@@ -98,3 +98,50 @@ rule motion:
     input:
         per_shard(f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5"),
         f"{MOCLIP}/probe.json",
+
+
+# AnimalMotionCLIP's flow input on cached flow: the frozen CLIP's embeddings of the flow images,
+# for heads with motion_source: flow_clip (made only when one asks for them).
+rule flow_clip_model:
+    input:
+        flow=f"{RESULTS}/features/flow/{TRAIN}/shard-0.h5",
+        weights=CLIP_WEIGHTS,
+    output:
+        f"{RESULTS}/models/flow_clip/model.pt",
+    params:
+        clip=as_json("clip", keys=CLIP_IDENTITY),
+        moclip=as_json("moclip", keys=("flow_norm",)),
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=mem_mb("flow_clip_model"),
+        runtime=runtime("flow_clip_model"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/flow_clip_model.log",
+    shell:
+        "PIPELINE_THREADS={threads} python -m pipeline flow-clip-model --flow {input.flow:q} --clip {params.clip:q}"
+        " --params {params.moclip:q} --out {output:q} 2> {log:q}"
+
+
+rule flow_clip_export:
+    input:
+        student=rules.flow_clip_model.output[0],
+        flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+    output:
+        f"{RESULTS}/features/flow_clip/{{split}}/shard-{{shard}}.h5",
+    threads: job_threads("moclip_export")
+    resources:
+        gpu=gpus(),
+        mem_mb=mem_mb("moclip_export"),
+        runtime=runtime("moclip_export"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/flow_clip_export/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/flow_clip_export/{{split}}-{{shard}}.tsv"
+    shell:
+        "PIPELINE_THREADS={threads} python -m pipeline moclip-export --student {input.student:q} --flow {input.flow:q}"
+        " --out {output:q} 2> {log:q}"

@@ -489,3 +489,16 @@ def test_animalmotionclips_inputs_flow_images_through_frozen_clip_and_the_class_
     state = torch.load(tmp_path / "amc" / "head.pt", weights_only=False)["state_dict"]
     protos = [k for k in state if k.endswith("step_classifier.protos")]
     assert protos and float(state[protos[0]].abs().sum()) > 0  # the class text, not zeros
+
+
+def test_the_demo_class_texts_are_nearly_one_direction(demo_run):
+    """Why the demo's prompt head trails motion_only (README): the demo CLIP's six class
+    prototypes point almost the same way, so a head that scores classes by their text cannot
+    separate them as a classifier of its own can."""
+    from pipeline.heads.prompt import prototypes, row_groups
+    from pipeline.store import read_text_bank
+    bank = read_text_bank(demo_run / "results" / "demo" / "features" / "text.h5")
+    p = prototypes(bank["embeddings"], bank["mask"],
+                   row_groups(bank["sources"], list(bank["attrs"].get("templates") or [])))
+    cos = (p @ p.T).numpy()
+    assert cos.min() > 0.9, cos

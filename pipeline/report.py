@@ -183,6 +183,15 @@ def summary_notes(rows: list[dict], species, probe_file) -> list[str]:
         lines += ["", "*Oracle species* rows are given the ground-truth species of each test video "
                   "(an upper bound, not a result); *predicted species* rows use the head's own "
                   "species prediction."]
+    if any(r.get("species_source") == "oracle" for r in rows):
+        lines += ["", "Rows trained and tested on the annotated species (`species_train: oracle`, "
+                  "Animal-CLIP's protocol) are named *(oracle species)* too; set them beside "
+                  "Animal-CLIP's numbers, not beside heads that predict species."]
+    softmax = sorted({r["head"] for r in rows if r.get("eval_scores") == "softmax"})
+    if softmax:
+        lines += ["", f"mAP of {', '.join(softmax)} ranks a softmax over each video's classes "
+                  f"(`eval_scores: softmax`, Animal-CLIP's evaluation); the other rows rank the "
+                  f"logits, which can order videos differently per class."]
     for r in rows:
         b2n = r.get("base_to_novel")
         if b2n and "oracle" not in r["head"]:

@@ -101,3 +101,40 @@ def test_animal_clips_class_text_is_the_max_of_raw_description_embeddings(tmp_pa
     assert read_descriptions(path, ["walking", "eating"])[1] == ["Chews.", "Swallows."]
     tokens = open_clip_module().get_tokenizer(micro_clip)([long.strip()])
     assert tokens.shape[-1] == 77
+
+
+def test_the_summary_says_which_rows_rank_a_softmax_and_which_trained_on_the_true_species(tmp_path):
+    import json
+    from pipeline.report import summary
+    base = {"split": "test", "n_videos": 4, "mAP": 0.5, "mAP_micro": 0.5, "per_class_ap": [0.5, 0.5],
+            "chance": {"mAP": 0.2, "mAP_micro": 0.2}}
+    files = []
+    for head, extra in (("prompt", {"species_source": "oracle", "eval_scores": "softmax"}),
+                        ("zero_shot", {"eval_scores": "softmax"}), ("fusion", {"eval_scores": "logits"})):
+        path = tmp_path / f"{head}.json"
+        path.write_text(json.dumps({**base, **extra, "head": head}))
+        files.append(path)
+    text = summary(files, tmp_path / "rep").read_text()
+    assert "mAP of prompt (oracle species), zero_shot ranks a softmax" in text
+    assert "| Animal-CLIP (trained and tested on the true species, as the paper; mAP ranked by a softmax, as theirs) |" in text
+    assert "`species_train: oracle`" in text
+
+
+def test_the_readme_presets_table_names_rows_its_presets_give():
+    """Each README preset row names a head its preset trains (the AK preset once claimed an
+    oracle prompt row without species or a prompt head)."""
+    import re
+    from conftest import ROOT
+    from pipeline.config import resolve_config
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines()
+            if re.match(r"\| `[a-z_]+\.yaml` \|", line)]
+    assert len(rows) >= 5
+    for line in rows:
+        preset, _, row = [c.strip() for c in line.strip("|").split("|")][:3]
+        config, _ = resolve_config([ROOT / "configs" / preset.strip("`")])
+        if not row.startswith("`"):
+            continue  # a metric (top-1 ...), every head gives it
+        head = re.match(r"`([a-z_]+)", row).group(1)
+        assert head in config["heads"], (preset, head)
+        if "oracle species" in row:
+            assert config["dataset"].get("species"), preset

@@ -91,6 +91,7 @@ def test_distillation_is_zero_gradient_safe():
 def test_student_images_by_lookup_equal_the_colour_wheel():
     """The student colours uint8 flow with a table of all 256 x 256 values: it must give
     flow_to_rgb's colours, for every value and at any input size."""
+    from pipeline.features.flow import dequantise
     from pipeline.moclip.model import MotionStudent
     visual = torch.nn.Identity()
     visual.output_dim = 3
@@ -98,7 +99,7 @@ def test_student_images_by_lookup_equal_the_colour_wheel():
     flow = torch.cat([grid[None], grid.flip(1)[None]]).to(torch.uint8)  # (2, 2, 256, 256)
     for size in (256, 96):
         student = MotionStudent(visual, 2, size, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 3.0)
-        rgb = flow_to_rgb((flow.float() - 127.5) / 127.5 * 3.0, 3.0)
+        rgb = flow_to_rgb(dequantise(flow, 3.0), 3.0)
         if size != 256:
             rgb = torch.nn.functional.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False)
         assert torch.allclose(student.images(flow), (rgb - student.mean) / student.std, atol=1e-6)

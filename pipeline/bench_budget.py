@@ -47,7 +47,8 @@ def fit_budget(c: Costs, frames: int, repeats: int, baseline: bool, few: int, ha
                budget: float | None, enough: int = 16) -> Choice:
     """The most frames that fit ``budget`` seconds. The stages' own figures come first: while
     fewer than ``enough`` frames fit, one repeat, then fewer baseline frames and half-precision
-    pairs (8, then 2) are tried; the step that keeps the most frames wins."""
+    pairs (8, then 2, then no pair-by-pair baseline) are tried; the step that keeps the most
+    frames wins."""
     if not budget:
         return Choice(frames, repeats, few, half, estimate_s(c, frames, repeats, baseline, few, half), True)
 
@@ -57,7 +58,7 @@ def fit_budget(c: Costs, frames: int, repeats: int, baseline: bool, few: int, ha
         return min(frames, int((budget - fixed) / per_frame)) if budget > fixed else 0
 
     steps = [(repeats, few, half), (1, few, half), (1, min(few, 8), min(half, 8)),
-             (1, min(few, 2), min(half, 2))]
+             (1, min(few, 2), min(half, 2)), (1, 0, min(half, 2))]
     found = [(most(*step), step) for step in steps]
     good = [(n, step) for n, step in found if n >= min(frames, enough)]
     n, step = good[0] if good else max(found, key=lambda f: f[0])
@@ -85,6 +86,8 @@ def describe(choice: Choice, probes: list, all_frames: int, budget: float | None
     if not budget:
         return head + "; no time budget (--budget 0)"
     cut = "" if kept == all_frames else "; frames cut to fit"
+    if choice.baseline_flow_frames == 0:
+        cut += "; the pair-by-pair flow baseline (and the student's) skipped: it would not fit"
     tail = (f"; budget {budget:.0f} s, estimated {choice.estimate_s:.0f} s from each model "
             f"timed on a few frames{cut}")
     if not choice.fits:

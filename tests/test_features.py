@@ -224,6 +224,9 @@ def test_the_bench_budget_cuts_frames_then_repeats_and_says_so():
     assert fit_budget(fast, 64, 3, True, 128, 32, 600).frames == 64  # nothing to cut
     assert fit_budget(slow, 64, 3, True, 128, 32, 0).frames == 64  # no budget
     assert not fit_budget(slow, 64, 3, True, 128, 32, 5).fits  # says it will run over
+    # RAFT pair by pair at 720p on a CPU (minutes a pair): the baseline is skipped, not the frames
+    native = fit_budget(Costs(clip=0.08, flow=1.5, flow_native=300.0, ptlflow=True), 64, 3, True, 128, 32, 600)
+    assert native.baseline_flow_frames == 0 and native.frames >= 16 and native.estimate_s <= 600
     probes = [Probe(f"v{n}", f"v{n}.mp4", True, "", n, 25.0, 64, 48, list(range(n))) for n in (750, 750, 300)]
     cut = cap_frames(probes, 30)
     assert [len(p.sampled) for p in cut] == [10, 10, 10]  # spread, not all from the first video
@@ -231,6 +234,7 @@ def test_the_bench_budget_cuts_frames_then_repeats_and_says_so():
     text = describe(c, cut, 1800, 600)
     assert text.startswith("sampled: 30 of 1800 planned frames (3 video(s), up to 10 each)")
     assert "frames cut to fit" in text and "--budget 0" in text
+    assert "flow baseline (and the student's) skipped" in describe(native, cut, 1800, 600)
 
 
 def test_bench_names_what_limits_a_stage():

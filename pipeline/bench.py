@@ -96,8 +96,9 @@ def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
 
 def half_precision_cost(model, probes, cfg: dict, device, pairs: int = 32) -> dict:
     """What half precision costs RAFT-style models on these videos' real frames: the mean
-    end-point error (working pixels) of float16 (bfloat16 on CPU) flow against float32, the
-    mean float32 flow length beside it, and both rates on the same batch."""
+    end-point error (working pixels) of float16 flow against float32, the mean float32 flow
+    length beside it, and both rates on the same batch. CUDA only: the flow stage computes in
+    float32 on a CPU (where bfloat16 RAFT took minutes a pair on this project's CI machine)."""
     from .features.flow import centre_square, pair_partners, ptlflow_pairs
     firsts, seconds = [], []
     for p in probes:
@@ -117,7 +118,7 @@ def half_precision_cost(model, probes, cfg: dict, device, pairs: int = 32) -> di
         out[f"{name}_frames_per_s"] = len(batch) / sec
     return {"epe": float((out["half"] - out["float32"]).norm(dim=1).mean()),
             "magnitude": float(out["float32"].norm(dim=1).mean()), "pairs": len(batch),
-            "dtype": "float16" if device.type == "cuda" else "bfloat16",
+            "dtype": "float16",
             "float32_frames_per_s": out["float32_frames_per_s"], "half_frames_per_s": out["half_frames_per_s"]}
 
 
@@ -242,7 +243,8 @@ def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> C
     clip = 1 / clip_floor(model, size, 4, 4, device)
     flow = 1 / flow_floor({**flow_cfg, "batch_size": 2}, 2, device, flow_model)
     pixels = max(1.0, max(p.width * p.height for p in probes) / flow_cfg["work_size"] ** 2)
-    return Costs(clip, flow, flow * pixels ** (2 if flow_model is not None else 1), flow_model is not None)
+    return Costs(clip, flow, flow * pixels ** (2 if flow_model is not None else 1),
+                 flow_model is not None and device.type == "cuda")
 
 
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
@@ -320,7 +322,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         _log_rows(rows)
         rows["flow"] = _rounds({"frames_per_s": measured("flow", stage_rate(extract_flow, flow_cfg, "flow")),
                                 "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
-        if flow_model is not None:
+        if flow_model is not None and device.type == "cuda":  # the stage's half precision is CUDA's
             rows["flow"]["half_cost"] = half_precision_cost(flow_model, probes, flow_cfg, device,
                                                             choice.half_pairs)
         if baseline and n_few:  # pair by pair, timed once; it also writes the student's mp4s

@@ -19,7 +19,7 @@ class Costs:
     clip: float          # CLIP (and the student: the same tower at the same size)
     flow: float          # the flow stage's model at its working size
     flow_native: float   # the pair-by-pair baseline, at the videos' own resolution
-    ptlflow: bool        # a flow model (the half-precision check runs)
+    half_check: bool     # a flow model on CUDA: the half-precision check runs
 
 
 @dataclass
@@ -38,7 +38,7 @@ def estimate_s(c: Costs, frames: int, repeats: int, baseline: bool, few: int, ha
     and the half-precision check."""
     per_round = frames * (c.clip * (2 + baseline) + 2 * c.flow + (c.clip + c.flow)
                           + c.clip * 2) + baseline * few * c.clip
-    once = baseline * few * c.flow_native + (2 * half * c.flow if c.ptlflow else 0.0)
+    once = baseline * few * c.flow_native + (2 * half * c.flow if c.half_check else 0.0)
     warm = 2 * min(frames, 64) * (c.clip + c.flow)  # warm-up on the first video
     return repeats * per_round + once + warm
 

@@ -215,17 +215,17 @@ def test_the_bench_budget_cuts_frames_then_repeats_and_says_so():
     """ViT-B-32 and RAFT on a CPU (seconds a frame; RAFT at 720p pair by pair, 20 s): the frames,
     then the repeats, the baseline frames and the half-precision pairs are cut to fit."""
     from pipeline.bench_budget import Costs, cap_frames, describe, estimate_s, fit_budget
-    slow = Costs(clip=0.08, flow=1.5, flow_native=20.0, ptlflow=True)
+    slow = Costs(clip=0.08, flow=1.5, flow_native=20.0, half_check=True)
     assert estimate_s(slow, 64, 3, True, 128, 32) > 25 * 60  # the bench that ran past 25 minutes
     c = fit_budget(slow, 64, 3, True, 128, 32, 600)
     assert c.fits and c.estimate_s <= 600 and c.frames >= 2
     assert (c.repeats, c.baseline_flow_frames, c.half_pairs) == (1, 8, 8)
-    fast = Costs(clip=0.001, flow=0.002, flow_native=0.01, ptlflow=False)
+    fast = Costs(clip=0.001, flow=0.002, flow_native=0.01, half_check=False)
     assert fit_budget(fast, 64, 3, True, 128, 32, 600).frames == 64  # nothing to cut
     assert fit_budget(slow, 64, 3, True, 128, 32, 0).frames == 64  # no budget
     assert not fit_budget(slow, 64, 3, True, 128, 32, 5).fits  # says it will run over
     # RAFT pair by pair at 720p on a CPU (minutes a pair): the baseline is skipped, not the frames
-    native = fit_budget(Costs(clip=0.08, flow=1.5, flow_native=300.0, ptlflow=True), 64, 3, True, 128, 32, 600)
+    native = fit_budget(Costs(clip=0.08, flow=1.5, flow_native=300.0, half_check=True), 64, 3, True, 128, 32, 600)
     assert native.baseline_flow_frames == 0 and native.frames >= 16 and native.estimate_s <= 600
     probes = [Probe(f"v{n}", f"v{n}.mp4", True, "", n, 25.0, 64, 48, list(range(n))) for n in (750, 750, 300)]
     cut = cap_frames(probes, 30)

@@ -42,13 +42,18 @@ def _preset(tmp_path, name, dataset, sections=None):
     return resolve_config([path])[0], out.stdout
 
 
-def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
+def _ak_preset(tmp_path, name):
+    """An Animal Kingdom preset's dry run on the official lists' excerpt."""
     ak = DATA / "animal_kingdom"
     lists = _lists(tmp_path, ak / "train_multi.head400.txt", 300)
-    config, dag = _preset(tmp_path, "animal_kingdom", {
+    return _preset(tmp_path, name, {
         "videos": lists["videos"], "classes": str(ak / "ak_action.csv"),
         "segments": str(ak / "ak_action_segments.csv"),
         "splits": {"train": lists["train"], "test": lists["test"]}})
+
+
+def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
+    config, dag = _ak_preset(tmp_path, "animal_kingdom")
     assert "results/animal_kingdom/heads/fusion/metrics.json" in dag
     assert config["sampling"]["mode"] == "all" and config["sampling"]["max_frames"] >= 10000
     assert (config["flow"]["model"], config["flow"]["checkpoint"], config["flow"]["work_size"],
@@ -120,12 +125,7 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
 
 
 def test_animal_kingdom_motionclip_preset_uses_flow_images_and_no_student(tmp_path):
-    ak = DATA / "animal_kingdom"
-    lists = _lists(tmp_path, ak / "train_multi.head400.txt", 300)
-    config, dag = _preset(tmp_path, "animal_kingdom_motionclip", {
-        "videos": lists["videos"], "classes": str(ak / "ak_action.csv"),
-        "segments": str(ak / "ak_action_segments.csv"),
-        "splits": {"train": lists["train"], "test": lists["test"]}})
+    config, dag = _ak_preset(tmp_path, "animal_kingdom_motionclip")
     assert config["flow"]["backend"] == "tvl1"
     i = config["heads"]["interleave"]
     assert (i["motion_source"], i["classifier"], i["loss"], i["temporal"]) == ("flow_clip", "text", "ce", "windows")

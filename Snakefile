@@ -8,7 +8,7 @@ import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from pipeline.config import ConfigError, resolve_config
+from pipeline.config import RUNTIME_ENV, ConfigError, resolve_config, runtime_settings
 
 # No `configfile:` directive: Snakemake would deep-merge a user's --configfile into the demo's
 # config.yaml and leak the demo's settings into every key the user did not repeat. Instead a
@@ -37,17 +37,15 @@ if getattr(workflow, "is_main_process", True):  # not in the jobs a cluster runs
         print(f"note: removed {_path}: {_why}; this run makes it again", file=sys.stderr)
 
 
-# Speed-only settings reach the jobs in the environment (see pipeline.cli.apply_runtime), so
-# changing the device or a batch size re-runs nothing.
-RUNTIME = json.dumps({"device": config["device"], "decoder": config["decoder"],
-                      **{s: {k: v for k, v in config[s].items() if k in RUNTIME_ONLY}
-                         for s in ("clip", "flow", "moclip")}}, sort_keys=True)
+# Speed-only settings (the schema's x-runtime keys) reach the jobs in the environment, not in
+# the rules' params, so changing the device or a batch size re-runs nothing.
+RUNTIME = json.dumps(runtime_settings(config), sort_keys=True)
 # Rules run `python -m pipeline`: the package is found in this workflow's own folder, so a
 # conda env (--software-deployment-method conda) needs only the dependencies, not the package.
 # GPU jobs running side by side each claim their own device from a pool in the run's folder.
 _pool = f"results/{config['dataset']['name']}/.devices"
 _prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
-           f"export PIPELINE_RUNTIME={shlex.quote(RUNTIME)}; "
+           f"export {RUNTIME_ENV}={shlex.quote(RUNTIME)}; "
            f"export PIPELINE_DEVICE_POOL={shlex.quote(_pool)}; ")
 shell.prefix(_prefix.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix
 

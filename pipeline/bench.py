@@ -62,7 +62,7 @@ def _batches(n: int, bs: int):
 
 @torch.inference_mode()
 def clip_floor(model, size: int, frames: int, bs: int, device) -> float:
-    from .features.common import autocast
+    from .compute import autocast
     x = torch.randn(bs, 3, size, size, device=device)
     with autocast(device):
         model.encode_image(x[:2])
@@ -124,7 +124,7 @@ def half_precision_cost(model, probes, cfg: dict, device, pairs: int = 32) -> di
 
 @torch.inference_mode()
 def student_floor(student, size: int, frames: int, bs: int, device) -> float:
-    from .features.common import autocast
+    from .compute import autocast
     x = torch.randint(0, 256, (bs, 2, size, size), dtype=torch.uint8, device=device)
     with autocast(device):
         student.embed(x[:2])
@@ -477,3 +477,11 @@ def write_csv(rows: list[dict], path) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+
+
+def device_name(device) -> str:
+    """The GPU's name, or the CPU's cores and torch's threads: what a bench table was timed on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"

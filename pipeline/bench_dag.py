@@ -71,8 +71,8 @@ def main(argv=None) -> None:
             timed([py, "-m", "snakemake", "--cores", "2", "--until", "probe"], work)  # empty files: probed as unreadable, quickly
             t_probed = timed([py, "-m", "snakemake", "-n", "--cores", "2"], work)
             rows.append((n, a.shards, t_samples, t_new, t_probed))
-    print(f"| videos | shards per split | samples (s) | snakemake -n, new run (s) | "
-          f"snakemake -n, all probed (s) |\n|---:|---:|---:|---:|---:|")
+    print("| videos | shards per split | samples (s) | snakemake -n, new run (s) | "
+          "snakemake -n, all probed (s) |\n|---:|---:|---:|---:|---:|")
     for n, shards, s, new, probed in rows:
         print(f"| {n:,} | {shards} | {s:.1f} | {new:.1f} | {probed:.1f} |")
 

@@ -65,7 +65,7 @@ def _run_one(args: dict, queue) -> None:
     os.environ["PIPELINE_FEATURE_MEMORY_MB"] = "0"  # open streamed; the timed videos are read below
     import torch
 
-    from .features.common import pick_device
+    from .compute import pick_device
     from .heads.data import load_split
     from .heads.streams import streams
     from .heads.trainer import head_params, train_head
@@ -104,7 +104,7 @@ def _run_student(args: dict, queue) -> None:
 
     from .config import section
     from .factory import load_clip, weights_identity
-    from .features.common import pick_device
+    from .compute import pick_device
     from .moclip.train import open_data, train_student
     from .store import FeatureWriter
     device = pick_device(args["device"])

@@ -161,6 +161,20 @@ def typed_overrides(overrides: dict) -> dict:
     return typed(copy.deepcopy(dict(overrides)), schema())
 
 
+def parse_overrides(items) -> dict:
+    """``--config KEY=VALUE ...`` as snakemake reads them (values are YAML)."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--config {item!r}: expected KEY=VALUE (e.g. shards=8)")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--config {item!r}: the value is not valid YAML") from None
+    return overrides
+
+
 def resolve_config(files, overrides: dict | None = None, default="config.yaml") -> tuple[dict, dict]:
     """The config a run uses, and where each value came from.
 
@@ -241,8 +255,57 @@ def section(name: str, given: dict | str | None = None) -> dict:
 NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre"},
                     "text": {"description_units": "sentences"}}
 
+# Speed-only settings (the schema marks them ``x-runtime``: device, decoder, batch sizes of
+# frozen models, workers) change how fast a job runs, never what it writes. They stay out of the
+# rules' params (changing them re-runs nothing) and reach the jobs in this environment variable.
+RUNTIME_ENV = "PIPELINE_RUNTIME"
+
+
+@lru_cache(maxsize=1)
+def runtime_keys() -> dict:
+    """``{section: (key, ...)}`` of the speed-only settings; section ``""`` is the top level."""
+    props = schema()["properties"]
+    keys = {"": tuple(k for k, v in props.items() if v.get("x-runtime"))}
+    for name, sub in props.items():
+        found = tuple(k for k, v in sub.get("properties", {}).items() if v.get("x-runtime"))
+        if found:
+            keys[name] = found
+    return keys
+
+
+def runtime_settings(config: dict) -> dict:
+    """The speed-only settings of a resolved config: what the workflow hands its jobs."""
+    return {**{k: config[k] for k in runtime_keys()[""]},
+            **{name: {k: config[name][k] for k in keys}
+               for name, keys in runtime_keys().items() if name}}
+
 
 def trigger_view(name: str, values: dict) -> dict:
-    """A config section as a rule's rerun trigger sees it (see :data:`NEUTRAL_DEFAULTS`)."""
+    """A config section as a rule's rerun trigger sees it: without its speed-only keys and
+    without the keys at a neutral default (see :data:`NEUTRAL_DEFAULTS`)."""
+    drop = set(runtime_keys().get(name, ()))
     neutral = NEUTRAL_DEFAULTS.get(name, {})
-    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
+    return {k: v for k, v in values.items()
+            if k not in drop and not (k in neutral and v == neutral[k])}
+
+
+def job_runtime() -> dict:
+    """The speed-only settings this job was given (:data:`RUNTIME_ENV`; none outside a workflow)."""
+    import os
+    return json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+
+
+def with_runtime(name: str, given: dict | str | None, flags: dict | None = None) -> dict:
+    """Section ``name`` as a job uses it: ``given`` (its params, dict or JSON), the job's
+    speed-only settings over it, and set command-line ``flags`` over those; defaults filled."""
+    given = json.loads(given) if isinstance(given, str) else dict(given or {})
+    runtime = {k: v for k, v in job_runtime().get(name, {}).items() if v is not None}
+    return section(name, {**given, **runtime, **{k: v for k, v in (flags or {}).items() if v is not None}})
+
+
+def runtime_value(key: str, given=None):
+    """A top-level speed-only setting (device, decoder): ``given`` (a flag), else the job's,
+    else the schema's default."""
+    if given is not None:
+        return given
+    return job_runtime().get(key, schema()["properties"][key]["default"])

@@ -114,7 +114,7 @@ def _train(out, cfg: dict, progress: bool, open_clip) -> dict:
     from tqdm import tqdm
 
     from .factory import preprocess_cfg
-    from .features.clip import normalise
+    from .features.clip import normalise_pixels
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     model = open_clip.create_model(MODEL, pretrained=None)
@@ -129,7 +129,7 @@ def _train(out, cfg: dict, progress: bool, open_clip) -> dict:
     def batch(n, detail):
         pairs = [frame_and_caption(rng, size, detail) for _ in range(n)]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
-        return normalise(x, pcfg), tokenizer([p[1] for p in pairs])
+        return normalise_pixels(x, pcfg), tokenizer([p[1] for p in pairs])
 
     start = time.perf_counter()
     model.train()
@@ -156,14 +156,14 @@ def shape_accuracy(model, tokenizer, pcfg, rng, n: int = 400) -> float:
     """Zero-shot shape accuracy on held-out single-object frames, prompts "a photo of a {shape}"."""
     import torch.nn.functional as F
 
-    from .features.clip import normalise
+    from .features.clip import normalise_pixels
     frames, truth = [], []
     while len(frames) < n:
         img, _, shapes = frame_and_caption(rng, pcfg["size"])
         if len(shapes) == 1:
             frames.append(img)
             truth.append(demo.SHAPES.index(shapes[0]))
-    x = normalise(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous(), pcfg)
+    x = normalise_pixels(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous(), pcfg)
     image = F.normalize(model.encode_image(x), dim=-1)
     text = F.normalize(model.encode_text(tokenizer([f"a photo of a {s}" for s in demo.SHAPES])), dim=-1)
     return float(((image @ text.T).argmax(1).numpy() == np.array(truth)).mean())

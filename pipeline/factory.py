@@ -1,18 +1,39 @@
 """CLIP models by name and weights (an open_clip tag, a local checkpoint file, or random for
 tests and the demo), with what the provenance records of them and their preprocessing.
-Weights that cannot be had raise :class:`~pipeline.features.common.WeightsError` saying what
-to do, before any download is attempted."""
+Weights that cannot be had raise :class:`WeightsError` saying what to do, before any download
+is attempted."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
-
-from .features.common import WeightsError, reachable, sha256_of
+from .files import sha256_of
 
 log = logging.getLogger("pipeline")
 CONFIG_DIR = Path(__file__).resolve().parent / "resources" / "open_clip"
+
+
+class WeightsError(RuntimeError):
+    """Model weights that cannot be had; the message says how to point at a local file."""
+
+
+def is_weights_file(pretrained: str | None) -> bool:
+    """Whether ``clip.pretrained`` names a local file (a path, a file name with a suffix, or a file
+    that is there), not an open_clip tag (``openai``, ``laion2b_s34b_b79k``); a named file that
+    does not exist is still one, and an error where it is loaded. One rule for the workflow (the
+    file is a job input), the weights command (a tag is fetched) and the loaders."""
+    return bool(pretrained) and bool(Path(pretrained).suffix or "/" in pretrained
+                                     or Path(pretrained).is_file())
+
+
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether ``host`` accepts a connection (checked before a download that could not happen)."""
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def open_clip_module():
@@ -40,6 +61,7 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
 
     Weights that cannot be had raise :class:`WeightsError` with what to do, not a traceback.
     """
+    import torch
     open_clip = open_clip_module()
     if name not in open_clip.list_models():
         raise WeightsError(f"unknown open_clip model {name!r}; known: ViT-B-32, ViT-B-16, "
@@ -49,7 +71,7 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
             log.warning("RANDOM WEIGHTS: CLIP model %s has no pretrained weights (clip.pretrained: "
                         "null). Fine for tests and the demo; features are meaningless otherwise.", name)
     elif not Path(pretrained).is_file():
-        if Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained:
+        if is_weights_file(pretrained):
             raise WeightsError(f"CLIP weights file {pretrained!r} not found; give an existing "
                                f"file or an open_clip tag in clip.pretrained")
         tags = open_clip.list_pretrained_tags_by_model(name)

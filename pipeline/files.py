@@ -1,8 +1,10 @@
-"""Writing a file whole or not at all: a job killed mid-write never leaves a half-written file
-under the final name, where Snakemake and the next stage would take it for finished."""
+"""Files: written whole or not at all (a job killed mid-write never leaves a half-written file
+under the final name, where Snakemake and the next stage would take it for finished), and their
+content's digest."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,3 +38,12 @@ def local_path(path, workdir=None):
     if path and workdir is not None and not Path(path).is_absolute() and (Path(workdir) / path).exists():
         return str(Path(workdir) / path)
     return path
+
+
+def sha256_of(path: str | Path, limit: int | None = None) -> str:
+    """The file's SHA-256 (its first ``limit`` hex digits)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:limit] if limit else h.hexdigest()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 
@@ -132,7 +131,7 @@ def shard_bytes(layout: dict, videos: float, rows: float) -> float:
 
 def measure_flow(config: dict, probes: list, tmp: Path) -> dict:
     """Flow's layout, its compression measured on real flow rows of the sample videos."""
-    from .features.common import pick_device
+    from .compute import pick_device
     from .features.flow import extract_flow
     cfg = config["flow"]
     size = cfg["size"]
@@ -316,28 +315,3 @@ def format_plan(plan: dict) -> str:
                  "the heads' cost is `python -m pipeline bench-heads`' to measure; mem/job: the "
                  "first attempt's request (cluster.mem_mb)")
     return "\n".join(lines)
-
-
-def add_command(sub, add) -> None:
-    p = add(sub, "plan", main, "what a run will do and cost before it runs: jobs, videos, rows, "
-            "disk and device-hours per stage and split, and each job's resources")
-    p.add_argument("--configfile", nargs="+", default=None, help="the run's config file(s)")
-    p.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="overrides, as snakemake's")
-    p.add_argument("--bench", help="a `bench --csv` file: device-hours at its measured rates")
-    p.add_argument("--sample", type=int, default=16, help="videos probed (and their flow "
-                   "measured) when the run has no probe tables yet")
-    p.add_argument("--frames-per-video", type=int, default=300, help="assumed length when no "
-                   "listed video is found (at --fps)")
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--json", help="also write the plan as JSON (disk_bytes: all feature files)")
-
-
-def main(a) -> None:
-    import yaml
-    from .config import resolve_config
-    overrides = {k: yaml.safe_load(v) for k, _, v in (c.partition("=") for c in a.config or [])}
-    config, _ = resolve_config(a.configfile or ["config.yaml"], overrides)
-    plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps))
-    print(format_plan(plan))
-    if a.json:
-        Path(a.json).write_text(json.dumps(plan, indent=2))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import textwrap
 
-import numpy as np
-
 SEGMENT_COLOURS = {"head": "#1f77b4", "middle": "#ff7f0e", "tail": "#2ca02c"}
 
 

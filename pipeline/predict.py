@@ -123,7 +123,7 @@ def _split(feats: dict, videos: list[str], rows: dict | None = None) -> SplitFea
                          np.zeros(len(videos), np.int64), {})
 
 
-def add_classes(r: dict, names: list[str], device) -> None:
+def open_vocabulary(r: dict, names: list[str], device) -> None:
     """Open vocabulary: the trained prompt head also scores ``names``, encoded now with the
     run's CLIP text tower and templates."""
     from .heads.prompt import add_classes as add_to_head
@@ -147,7 +147,7 @@ def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5,
     r = load_run(run, head)
     r["model"].to(device)
     if extra_classes:
-        add_classes(r, extra_classes, device)
+        open_vocabulary(r, extra_classes, device)
     params, multilabel = r["ckpt"]["params"], r["ckpt"]["multilabel"]
     try:
         videos = expand_videos(paths)

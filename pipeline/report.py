@@ -32,7 +32,7 @@ COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", 
                   ("mAP", "macro mAP")]
 
 
-def split_counts(split: str, missing_file, probe_files, feature_files=()) -> dict:
+def split_counts(split: str, missing_file, probe_tables, feature_files=()) -> dict:
     """Videos of ``split`` listed, missing (not found), skipped as unreadable by the probe,
     skipped by the extraction (they probed but did not decode: named, from the shards'
     ``skipped`` attribute) and, by the caller, evaluated."""
@@ -41,14 +41,14 @@ def split_counts(split: str, missing_file, probe_files, feature_files=()) -> dic
     from .video import read_probes
     with open(missing_file, newline="", encoding="utf-8") as f:
         missing = sum(r["split"] == split for r in csv.DictReader(f, delimiter="\t"))
-    probes = [p for f in probe_files for p in read_probes(f, readable_only=False)]
+    probes = [p for f in probe_tables for p in read_probes(f, readable_only=False)]
     skipped = [p for p in probes if not p.readable]
     undecodable = {}
     for path in feature_files:
         for vid, why in read_attrs(path).get("skipped") or []:
             undecodable.setdefault(vid, why)
     return {"listed": len(probes) + missing, "missing": missing, "skipped": len(skipped),
-            "undecodable": sorted(undecodable.items()), "probe_tables": [str(f) for f in probe_files]}
+            "undecodable": sorted(undecodable.items()), "probe_tables": [str(f) for f in probe_tables]}
 
 
 def counts_line(counts: dict, split: str, evaluated: int) -> str:
@@ -74,7 +74,7 @@ def no_metrics_summary(rows: list[dict], out_dir: Path, counts: dict | None) -> 
     return path
 
 
-def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None = None,
+def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str | None = None,
             counts: dict | None = None, analysis: list[str] = ()) -> Path:
     """reports/summary.md (every head side by side, with the notes that read it, then the
     ``analysis`` lines of :func:`pipeline.analysis.analyse`) and heads.png."""
@@ -117,7 +117,7 @@ def summary(metrics_files, out_dir, probe_file=None, segments_source: str | None
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r)} |")
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
-    lines += summary_notes(rows, species, probe_file)
+    lines += summary_notes(rows, species, linear_probe_file)
     lines += list(analysis)
     mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
     if mixed:
@@ -155,11 +155,11 @@ def compare_with(row: dict) -> str:
 
 
 def summary_rows(metrics_files) -> list[dict]:
-    """One row per head's metrics.json; a head with an oracle-species ablation gives two,
-    labelled."""
+    """One row per head's metrics.json (a path, or its content); a head with an oracle-species
+    ablation gives two, labelled."""
     rows = []
     for p in metrics_files:
-        m = json.loads(Path(p).read_text())
+        m = p if isinstance(p, dict) else json.loads(Path(p).read_text())
         if m.get("species_source") == "oracle":  # trained and tested on the true species
             rows.append({**m, "head": f"{m['head']} (oracle species)"})
         elif "oracle_species" in m:  # the oracle is an ablation: its own, labelled row
@@ -171,7 +171,7 @@ def summary_rows(metrics_files) -> list[dict]:
     return rows
 
 
-def summary_notes(rows: list[dict], species, probe_file) -> list[str]:
+def summary_notes(rows: list[dict], species, linear_probe_file) -> list[str]:
     """What the species, oracle, base-to-novel and linear-probe figures mean, where present."""
     lines = []
     if species:
@@ -200,10 +200,10 @@ def summary_notes(rows: list[dict], species, probe_file) -> list[str]:
                       f"{b2n['novel_classes']} novel classes (never trained on) "
                       f"{100 * b2n['novel']:.2f} (chance {100 * b2n.get('novel_chance', 0):.2f}), "
                       f"harmonic mean {100 * b2n['harmonic_mean']:.2f}."]
-    if probe_file and Path(probe_file).exists() and json.loads(Path(probe_file).read_text()).get("no_metrics"):
-        lines += ["", f"Linear probe: none ({json.loads(Path(probe_file).read_text())['no_metrics']})."]
-    elif probe_file and Path(probe_file).exists():
-        p = json.loads(Path(probe_file).read_text())
+    if linear_probe_file and Path(linear_probe_file).exists() and json.loads(Path(linear_probe_file).read_text()).get("no_metrics"):
+        lines += ["", f"Linear probe: none ({json.loads(Path(linear_probe_file).read_text())['no_metrics']})."]
+    elif linear_probe_file and Path(linear_probe_file).exists():
+        p = json.loads(Path(linear_probe_file).read_text())
         lines += ["", f"Linear probe on time-pooled embeddings ({p['metric']}): CLIP frames "
                   f"{100 * p['clip']:.2f}, MoCLIP motion {100 * p['motion']:.2f}."]
     return lines

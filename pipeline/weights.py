@@ -53,7 +53,8 @@ def needed(config: dict) -> list[dict]:
     its cache place and state."""
     out = []
     clip = config["clip"]
-    if clip["pretrained"] and not Path(clip["pretrained"]).suffix and "/" not in clip["pretrained"]:
+    from .factory import is_weights_file
+    if clip["pretrained"] and not is_weights_file(clip["pretrained"]):
         out.append({"what": f"CLIP {clip['model']} {clip['pretrained']!r}", "kind": "clip",
                     "model": clip["model"], "tag": clip["pretrained"],
                     **clip_cache(clip["model"], clip["pretrained"])})

@@ -6,8 +6,8 @@ import torch
 from pipeline.demo import SHAPES
 from pipeline.demo_clip import MODEL, colour_name, frame_and_caption, position_name, train_demo_clip
 from pipeline.factory import load_clip, preprocess_cfg, weights_identity
-from pipeline.features.clip import normalise
-from pipeline.features.common import sha256_of
+from pipeline.features.clip import normalise_pixels
+from pipeline.files import sha256_of
 
 SHORT_RUN = {"seed": 0, "steps": 12, "batch_size": 16, "lr": 3e-3, "detail": 0.5}
 
@@ -36,7 +36,7 @@ def test_the_checkpoint_is_an_open_clip_file_loaded_like_a_download(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert weights_identity(str(out)) == "sha256:" + sha256_of(out, 16)
-    x = normalise(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), preprocess_cfg(model))
+    x = normalise_pixels(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), preprocess_cfg(model))
     assert model.encode_image(x).shape == (2, model.visual.output_dim)
     # seeded: the same command writes the same weights
     train_demo_clip(tmp_path / "again.pt", SHORT_RUN, progress=False)

@@ -160,7 +160,7 @@ def test_no_readable_video_in_the_evaluation_split(tmp_path, demo_dir):
     for head in ("motion_linear", "zero_shot"):
         log = (res / "logs" / "heads" / f"{head}.log").read_text()
         assert log.count("no readable video in the evaluation split") == 1 and "Traceback" not in log
-    assert "no readable video" in (res / "logs" / "moclip_probe.log").read_text()
+    assert "no readable video" in (res / "logs" / "moclip_linear_probe.log").read_text()
 
 
 def _label(demo_dir, i):

@@ -97,7 +97,7 @@ def test_classical_flow_recovers_a_known_shift(method, tmp_path):
 
 def test_tvl1_without_opencvs_contrib_modules_says_what_to_install(monkeypatch):
     from pipeline.features import flow
-    from pipeline.features.common import WeightsError
+    from pipeline.factory import WeightsError
     monkeypatch.delattr(flow.cv2, "optflow")
     with pytest.raises(WeightsError, match="opencv-contrib-python-headless=="):
         flow.flow_computer(section("flow", {"backend": "tvl1"}), torch.device("cpu"))
@@ -250,7 +250,7 @@ def test_bench_names_what_limits_a_stage():
 
 
 def test_prefetch_keeps_order_and_raises_the_readers_error():
-    from pipeline.features.common import prefetch
+    from pipeline.compute import prefetch
 
     def reader():
         yield from range(7)

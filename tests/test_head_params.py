@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pipeline.config import ConfigError, schema, validate_config
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import HEADS
-from pipeline.heads.prompt import relation_matrix
+from pipeline.heads.text_bank import relation_matrix
 from pipeline.heads.trainer import TRAIN_DEFAULTS, head_params, predict_logits, train_head
 
 CPU = torch.device("cpu")

@@ -11,7 +11,8 @@ from pipeline.features.text import n_tokens, build_prompts, extract_text, split_
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import build_head
 from pipeline.heads.graph import UNKNOWN, relation_graph, relation_prior
-from pipeline.heads.prompt import ZeroShotHead, prototypes, relation_matrix
+from pipeline.heads.prompt import ZeroShotHead
+from pipeline.heads.text_bank import prototypes, relation_matrix
 from pipeline.heads.trainer import head_params, model_kwargs, train_head
 from pipeline.store import read_text_bank
 
@@ -237,7 +238,7 @@ def test_zero_shot_needs_no_training_and_is_clips_classifier():
 
 
 def test_bank_of_another_model_is_refused(micro_clip, tmp_path):
-    from pipeline.heads.prompt import load_text
+    from pipeline.heads.text_bank import load_text
     from pipeline.store import StoreError
     extract_text(["walking"], tmp_path / "t.h5", section("text", {}),
                  section("clip", {"model": micro_clip, "pretrained": None}), CPU)
@@ -304,7 +305,7 @@ def _grouped_bank():
 
 
 def test_group_weighting_gives_every_group_the_same_total_weight():
-    from pipeline.heads.prompt import prototypes
+    from pipeline.heads.text_bank import prototypes
     bank, mask, groups, axes, counts = _grouped_bank()
     by_groups = prototypes(bank, mask, groups, weighting="groups")[0]
     share = {g: float(by_groups @ a) for g, a in axes.items()}
@@ -317,14 +318,14 @@ def test_group_weighting_gives_every_group_the_same_total_weight():
 
 
 def test_row_groups_tell_species_prompts_from_templates():
-    from pipeline.heads.prompt import row_groups
+    from pipeline.heads.text_bank import row_groups
     templates = ["a video of {action}", "a {species} {action}"]
     got = row_groups([["name", "template:0", "template:1", "template:1", "description"]], templates)
     assert got == [["name", "templates", "species", "species", "descriptions"]]
 
 
 def test_max_pooling_is_the_element_wise_max_of_the_descriptions():
-    from pipeline.heads.prompt import prototypes
+    from pipeline.heads.text_bank import prototypes
     g = torch.Generator().manual_seed(4)
     desc = torch.randn(1, 5, D, generator=g)
     mask = torch.tensor([[True] * 4 + [False]])

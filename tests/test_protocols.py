@@ -83,7 +83,7 @@ def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
 def test_animal_clips_class_text_is_the_max_of_raw_description_embeddings(tmp_path, micro_clip):
     from pipeline.factory import open_clip_module
     from pipeline.features.text import read_descriptions
-    from pipeline.heads.prompt import prototypes
+    from pipeline.heads.text_bank import prototypes
     bank = torch.tensor([[[3.0, 0.0], [0.0, 1.0], [1.0, 0.5], [2.0, 2.0]],
                          [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
     mask = torch.tensor([[True] * 4, [True, False, False, False]])

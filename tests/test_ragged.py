@@ -153,7 +153,7 @@ def _attention_peak_mb(chunk: bool) -> float:
     code = f"""
 import resource, torch
 import pipeline.heads.layers as m
-from pipeline.features.common import return_freed_memory
+from pipeline.compute import return_freed_memory
 return_freed_memory()  # as train_head does
 if not {chunk}:
     m.CHUNK_ELEMENTS = 10 ** 18

@@ -61,7 +61,7 @@ def _run(tmp_path, multilabel=True):
 
 def _eval_cosines():
     """Cosines of the stored image embeddings and the text bank's class prototypes."""
-    from pipeline.heads.prompt import prototypes
+    from pipeline.heads.text_bank import prototypes
     protos, video, labels = _world(2)
     text = prototypes(protos[:, None].astype(np.float32), np.ones((C, 1), bool)).double().numpy()
     v = video.astype(np.float64)

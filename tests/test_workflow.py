@@ -16,7 +16,7 @@ def test_dry_run_lists_the_whole_dag():
     jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
             if line.strip() and not line.startswith("total")}
     assert jobs == {"demo_data", "demo_clip", "samples", "probe", "extract", "text", "moclip_train",
-                    "moclip_export", "moclip_probe", "head", "report", "all"}, jobs
+                    "moclip_export", "moclip_linear_probe", "head", "report", "all"}, jobs
 
 
 def test_separate_extraction_runs_a_clip_and_a_flow_job_per_shard(tmp_path):
@@ -81,9 +81,9 @@ def test_rerun_does_nothing(demo_run):
 def test_moclip_stage_logs_the_linear_probe(demo_run):
     import json
     res = demo_run / "results" / "demo"
-    probe = json.loads((res / "models" / "moclip" / "probe.json").read_text())
+    probe = json.loads((res / "models" / "moclip" / "linear_probe.json").read_text())
     assert probe["motion"] > probe["clip"]
-    log = (res / "logs" / "moclip_probe.log").read_text()
+    log = (res / "logs" / "moclip_linear_probe.log").read_text()
     assert "CLIP frames" in log and "MoCLIP motion" in log
     assert (res / "features" / "motion" / "test" / "shard-0.h5").exists()
     assert "epoch 1:" in (res / "logs" / "moclip_train.log").read_text()
@@ -103,7 +103,7 @@ def test_student_parameter_change_reruns_student_not_extraction(demo_run):
         jobs = jobs_of_dry_run(demo_run, cfg)
     finally:
         (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
-    assert {"moclip_train", "moclip_export", "moclip_probe"} <= jobs
+    assert {"moclip_train", "moclip_export", "moclip_linear_probe"} <= jobs
     assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text"}
 
 
@@ -127,7 +127,7 @@ def test_demo_clip_knows_shapes_not_motion(demo_run):
     import csv
     import json
 
-    from pipeline.features.common import sha256_of
+    from pipeline.files import sha256_of
     from pipeline.store import read_attrs
     res = demo_run / "results" / "demo"
     ckpt = demo_run / "data" / "demo" / "demo_clip.pt"
@@ -342,7 +342,7 @@ def test_speed_settings_and_the_eval_split_re_run_only_what_they_change(demo_run
         jobs = jobs_of_dry_run(demo_run, cfg)
     finally:
         (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
-    assert {"head", "moclip_probe", "report"} <= jobs
+    assert {"head", "moclip_linear_probe", "report"} <= jobs
     assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text", "moclip_train",
                        "moclip_export"}, jobs
 
@@ -495,7 +495,7 @@ def test_the_demo_class_texts_are_nearly_one_direction(demo_run):
     """Why the demo's prompt head trails motion_only (README): the demo CLIP's six class
     prototypes point almost the same way, so a head that scores classes by their text cannot
     separate them as a classifier of its own can."""
-    from pipeline.heads.prompt import prototypes, row_groups
+    from pipeline.heads.text_bank import prototypes, row_groups
     from pipeline.store import read_text_bank
     bank = read_text_bank(demo_run / "results" / "demo" / "features" / "text.h5")
     p = prototypes(bank["embeddings"], bank["mask"],

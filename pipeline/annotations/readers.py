@@ -41,7 +41,7 @@ class NameTable:
     extra: dict[str, list[str]] = field(default_factory=dict)  # other columns, by header
 
     def lookup(self, name: str, where: tuple[str, int], what: str) -> int:
-        key = normalise(name)
+        key = name_key(name)
         index = self._index()
         if key not in index:
             raise AnnotationError(where[0], where[1],
@@ -61,14 +61,14 @@ class NameTable:
         return i
 
     def has_name(self, name: str) -> bool:
-        return normalise(name) in self._index()
+        return name_key(name) in self._index()
 
     def resolve(self, token: str, where: tuple[str, int], what: str) -> int:
         """A name or an id. A name wins over an id ("2" is the class named "2" when there is
         one); a number that is no name, in a table whose names include numbers that are not
         their own ids, is ambiguous and refused."""
         if self.has_name(token):
-            return self._index()[normalise(token)]
+            return self._index()[name_key(token)]
         if token.strip().isdigit():
             numeric = [n for i, n in enumerate(self.names) if n.strip().isdigit() and int(n) != i]
             if numeric:
@@ -81,11 +81,12 @@ class NameTable:
 
     def _index(self) -> dict[str, int]:
         if not hasattr(self, "_cache"):
-            self._cache = {normalise(n): i for i, n in enumerate(self.names)}
+            self._cache = {name_key(n): i for i, n in enumerate(self.names)}
         return self._cache
 
 
-def normalise(name: str) -> str:
+def name_key(name: str) -> str:
+    """A class or species name as names are matched: case and spacing ignored."""
     return " ".join(name.strip().lower().split())
 
 
@@ -139,10 +140,10 @@ def read_name_table(path, what: str = "class") -> NameTable:
     names = [by_id[i] for i in range(len(by_id))]
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
-        if normalise(n) in seen:
-            raise AnnotationError(path, None, f"{what} name {n!r} is given to ids {seen[normalise(n)]} "
+        if name_key(n) in seen:
+            raise AnnotationError(path, None, f"{what} name {n!r} is given to ids {seen[name_key(n)]} "
                                   f"and {i} (names are compared ignoring case)")
-        seen[normalise(n)] = i
+        seen[name_key(n)] = i
     return NameTable(names, str(path),
                      {h: [col.get(i, "") for i in range(len(names))] for h, col in extra.items()})
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import batched, compute_precision, precision_context
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe
-from .common import (batched, compute_precision, decode_ahead, decode_workers, precision_context,
-                     skip_failed)
+from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import stack, video_decoder
 from .reuse import shard_job
 
@@ -52,7 +52,7 @@ def resize_crop(frames: torch.Tensor, cfg: dict) -> torch.Tensor:
     return x[:, :, top:top + size, left:left + size].contiguous()
 
 
-def normalise(x: torch.Tensor, cfg: dict) -> torch.Tensor:
+def normalise_pixels(x: torch.Tensor, cfg: dict) -> torch.Tensor:
     """uint8 (T, 3, S, S) -> float, normalised with the model's mean and std."""
     mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1) * 255
@@ -61,7 +61,7 @@ def normalise(x: torch.Tensor, cfg: dict) -> torch.Tensor:
 
 def preprocess(frames: torch.Tensor, cfg: dict) -> torch.Tensor:
     """uint8 (T, H, W, 3) RGB on any device -> normalised float (T, 3, S, S) on that device."""
-    return normalise(resize_crop(frames, cfg), cfg)
+    return normalise_pixels(resize_crop(frames, cfg), cfg)
 
 
 def batch_size_for(requested: int, device: torch.device) -> int:
@@ -113,7 +113,7 @@ class ClipEncoder:
             with precision_context(self.precision, self.device):
                 return self.model.encode_image(x)
 
-        rows = ((p, normalise(x.to(self.device, non_blocking=True), self.pcfg)) for p, x in videos)
+        rows = ((p, normalise_pixels(x.to(self.device, non_blocking=True), self.pcfg)) for p, x in videos)
         for probe, emb in batched(rows, encode, self.batch_size):
             yield probe, emb.astype(self.dtype)
 

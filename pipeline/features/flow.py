@@ -19,9 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import batched
+from ..factory import WeightsError
+from ..files import sha256_of
 from ..store import FLOW_QUANTISATION, FeatureWriter
 from ..video import Probe
-from .common import WeightsError, batched, decode_ahead, decode_workers, sha256_of, skip_failed
+from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import centre_square_tensor, grey, stack, video_decoder
 from .reuse import shard_job
 
@@ -141,7 +144,7 @@ def _ptlflow_weights(model_ref, checkpoint: str | None) -> tuple[str | None, str
     url = tags[checkpoint]
     cached = hub_checkpoint(url)
     if not cached.is_file():
-        from .common import reachable
+        from ..factory import reachable
         host = urlparse(url).hostname or ""
         if not reachable(host):
             raise WeightsError(f"flow checkpoint {checkpoint!r} is not in the local cache "

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..annotations.readers import normalise
-from ..store import write_text_bank
+from ..annotations.readers import name_key
+from ..compute import autocast
 from ..factory import load_clip, open_clip_module, weights_identity
-from .common import autocast
+from ..store import write_text_bank
 
 log = logging.getLogger("pipeline")
 
@@ -30,7 +30,7 @@ def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
     "CSV UTF-8"); a quote left open (which would swallow the rows after it into one paragraph)
     and a file separated by ';' or tabs are errors naming the line."""
     import csv
-    known = {normalise(n) for n in class_names}
+    known = {name_key(n) for n in class_names}
     raw: dict = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -40,7 +40,7 @@ def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
                 number, start = start, reader.line_num + 1
                 if not row or not "".join(row).strip():
                     continue
-                if number == 1 and normalise(row[0]) not in known and \
+                if number == 1 and name_key(row[0]) not in known and \
                         row[0].strip().lower() in ("name", "class", "action", "species", "label"):
                     continue  # a header
                 if len(row) < 2:
@@ -50,7 +50,7 @@ def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
                                     f"'name,\"description\"'; {found}")
                 paragraph = ",".join(row[1:])
                 swallowed = next((line.split(",")[0] for line in paragraph.splitlines()[1:]
-                                  if normalise(line.split(",")[0]) in known), None)
+                                  if name_key(line.split(",")[0]) in known), None)
                 if swallowed is not None:
                     raise TextError(f"{path}, line {number}: the quote opened on this line is "
                                     f"closed only after the row of {swallowed.strip()!r}; close "
@@ -104,10 +104,10 @@ def read_descriptions(path, class_names: list[str], what: str = "class",
         raise TextError(f"{path}: expected a mapping '{what} name: [sentences]'"
                         + ("; this looks like a table separated by ';' or tabs: write it as a "
                            ".csv file of comma-separated name,\"description\" rows" if table else ""))
-    index = {normalise(n): i for i, n in enumerate(class_names)}
+    index = {name_key(n): i for i, n in enumerate(class_names)}
     out: dict[int, list[str]] = {}
     for name, texts in raw.items():
-        if normalise(str(name)) not in index:
+        if name_key(str(name)) not in index:
             raise TextError(f"{path}: key {name!r} is not a {what} name of this data set "
                             f"(names are matched ignoring case)")
         if texts is None or isinstance(texts, str):
@@ -119,7 +119,7 @@ def read_descriptions(path, class_names: list[str], what: str = "class",
             kept = [t.strip() for t in texts if isinstance(t, str) and t.strip()]
         else:
             kept = split_sentences(texts, f"{path}:{name}", dropped=dropped)
-        out.setdefault(index[normalise(str(name))], []).extend(kept)
+        out.setdefault(index[name_key(str(name))], []).extend(kept)
         log.info("text: %s: %s %r: %d sentences kept%s", path, what, name, len(kept),
                  "".join(f", {n} {k}" for k, n in sorted(dropped.items())))
     missing = [n for i, n in enumerate(class_names) if not out.get(i)]

@@ -275,7 +275,7 @@ def batches(split: SplitFeatures, frames, plan: list[np.ndarray], rng=None, devi
     """Yield ``(rgb, motion, mask, targets, species)`` tensors for the batches of ``plan``
     (None for a stream a head does not use, or species where the data set has none), each
     padded to its own longest video. Streamed features are read one batch ahead on a thread."""
-    from ..features.common import prefetch
+    from ..compute import prefetch
 
     def arrays():
         for sel in plan:

@@ -14,7 +14,6 @@ classes (open vocabulary, base-to-novel) without retraining.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -22,78 +21,14 @@ import torch.nn.functional as F
 
 from .graph import UNKNOWN, GraphRefiner, relation_graph, relation_prior, upgrade_relation
 from .layers import attention, encoder_layer, masked_mean
+from .text_bank import encode_classes
 
 CLIP_SCALE = 100.0  # CLIP's trained logit scale
 
 
-GROUPS = ("name", "templates", "species", "descriptions")
-
-
-def row_groups(sources, templates=()) -> list[list[str]]:
-    """The group of each bank row from its source: the bare name, a template, a template with
-    ``{species}`` (one prompt per species the relation gives the class), or a description."""
-    def group(source: str) -> str:
-        if source.startswith("template:"):
-            i = int(source.split(":")[1])
-            return "species" if i < len(templates) and "{species}" in templates[i] else "templates"
-        return {"name": "name", "description": "descriptions"}.get(source, "templates")
-    return [[group(str(s)) for s in row] for row in sources]
-
-
-def prototypes(bank, mask, groups=None, pooling: str = "mean", weighting: str = "rows") -> torch.Tensor:
-    """``(C, K, D)`` bank rows and ``(C, K)`` mask -> ``(C, D)`` class prototypes.
-
-    Each group of rows (:data:`GROUPS`, from :func:`row_groups`) is pooled into one vector:
-    the mean of its normalised rows, or for descriptions with ``pooling: max`` their
-    element-wise max (Animal-CLIP). ``weighting: rows`` weighs the groups by their row counts
-    (with mean pooling: the plain mean of every row); ``groups`` gives each present group the
-    same total weight, so the 1 to 509 species prompts of a class cannot outweigh its name,
-    templates and descriptions."""
-    bank, mask = torch.as_tensor(bank, dtype=torch.float32), torch.as_tensor(mask)
-    if pooling == "animal_clip" and groups is not None:
-        return animal_clip_prototypes(bank, mask, groups)
-    rows = F.normalize(bank, dim=-1) * mask[..., None]
-    if groups is None or (pooling == "mean" and weighting == "rows"):
-        return F.normalize(rows.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
-    total, weight = torch.zeros(bank.shape[0], bank.shape[2]), torch.zeros(bank.shape[0], 1)
-    for g in GROUPS:
-        member = mask & torch.tensor([[x == g for x in row] + [False] * (mask.shape[1] - len(row))
-                                      for row in groups], dtype=torch.bool)
-        n = member.sum(1, keepdim=True).float()
-        if g == "descriptions" and pooling == "max":
-            pooled = rows.masked_fill(~member[..., None], float("-inf")).max(1).values
-            pooled = torch.where(n > 0, pooled, torch.zeros_like(pooled))
-        else:
-            pooled = (rows * member[..., None]).sum(1) / n.clamp(min=1)
-        w = n if weighting == "rows" else (n > 0).float()
-        total, weight = total + w * pooled, weight + w
-    return F.normalize(total / weight.clamp(min=1e-12), dim=-1)
-
-
-def animal_clip_prototypes(bank, mask, groups) -> torch.Tensor:
-    """Animal-CLIP's class text: the element-wise max of the class's description embeddings as
-    CLIP gives them (not normalised first), then normalised. A class without a description
-    falls back to the mean of its other rows."""
-    desc = mask & torch.tensor([[x == "descriptions" for x in row] + [False] * (mask.shape[1] - len(row))
-                                for row in groups], dtype=torch.bool)
-    pooled = bank.masked_fill(~desc[..., None], float("-inf")).max(1).values
-    fallback = prototypes(bank, mask)
-    return torch.where(desc.any(1, keepdim=True), F.normalize(pooled, dim=-1), fallback)
-
-
-def relation_matrix(pairs, n_species: int, n_classes: int) -> torch.Tensor:
-    """(S, C): 1 for the known species-action pairs, 0 for the other actions of a species that
-    has pairs, :data:`~pipeline.heads.graph.UNKNOWN` for a species without any (its prior is
-    neutral and it has no graph edges)."""
-    r = torch.zeros(n_species, n_classes)
-    for s, c in pairs:
-        r[s, c] = 1.0
-    r[r.sum(1) == 0] = UNKNOWN
-    return r
-
-
-def video_embedding(rgb, mask) -> torch.Tensor:
-    return F.normalize(masked_mean(F.normalize(rgb.float(), dim=-1), mask), dim=-1)
+def video_embedding(frames, mask) -> torch.Tensor:
+    """The zero-shot video: the normalised mean of the normalised frame embeddings."""
+    return F.normalize(masked_mean(F.normalize(frames, dim=-1), mask), dim=-1)
 
 
 def _zero(linear: nn.Linear) -> nn.Linear:
@@ -131,8 +66,7 @@ class ZeroShotHead(nn.Module):
         pass  # CLIP's space is used as it is
 
     def forward(self, rgb, motion, mask, species=None):
-        frames = F.normalize(rgb.double(), dim=-1)
-        video = F.normalize(masked_mean(frames, mask), dim=-1)
+        video = video_embedding(rgb.double(), mask)
         if len(self.species_protos):
             self.aux = {"species_logits": self.scale * video @ F.normalize(
                 self.species_protos.double(), dim=-1).T}
@@ -335,7 +269,7 @@ class PromptHead(nn.Module):
     def forward(self, rgb, motion, mask, species=None):
         b, t, _ = rgb.shape
         frames = F.normalize(rgb.float(), dim=-1)
-        zs = F.normalize(masked_mean(frames, mask), dim=-1)
+        zs = video_embedding(rgb.float(), mask)
         pos = self.positions(mask)
         tokens, tok_mask = frames + pos, mask
         if self.motion_in is not None:
@@ -388,56 +322,6 @@ class PromptHead(nn.Module):
                 loss = loss + params["species_weight"] * -(target * torch.log_softmax(
                     sl[known].float(), -1)).sum(-1).mean()
         return loss + params["anchor_weight"] * self.aux["anchor"]
-
-
-def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu", pooling: str = "mean",
-              weighting: str = "rows") -> dict:
-    """What the prompt heads need from ``text.h5``: class and species prototypes (see
-    :func:`prototypes` for ``pooling`` and ``weighting``), the relation matrix (S, C), the class
-    names, and for the learnable mode the CLIP model and tokenizer. Refuses a bank made with
-    another CLIP model than the frame features."""
-    from ..store import read_text_bank
-    bank = read_text_bank(path, expect={"model": clip_identity["model"],
-                                        "weights": clip_identity["weights"]})
-    sp = bank["species"]
-
-    def protos(b, templates=()):
-        return prototypes(b["embeddings"], b["mask"], row_groups(b["sources"], templates), pooling, weighting)
-    text = {"protos": protos(bank, list(bank["attrs"].get("templates") or [])),
-            "class_names": bank["class_names"], "species_protos": None if sp is None else protos(sp),
-            "species_names": None if sp is None else sp["class_names"], "relation": None,
-            "attrs": {k: bank["attrs"].get(k) for k in ("model", "weights", "pretrained", "templates",
-                                                        "prompt_hash", "logit_scale")}, "clip": None}
-    if sp is not None:
-        text["relation"] = relation_matrix(bank["attrs"].get("relation") or [], len(sp["class_names"]),
-                                           len(bank["class_names"]))
-    if learnable:
-        text["clip"] = clip_for(text["attrs"], device)
-    return text
-
-
-def clip_for(attrs: dict, device="cpu"):
-    """(model, tokenizer) of the CLIP model a text bank was made with."""
-    from ..factory import load_clip, open_clip_module, weights_identity
-    from ..features.common import WeightsError
-    pretrained = attrs.get("pretrained") or None
-    if attrs.get("weights") and Path(str(pretrained)).suffix in (".pt", ".pth", ".bin", ".safetensors") \
-            and Path(pretrained).is_file() and weights_identity(pretrained) != attrs["weights"]:
-        raise WeightsError(f"the text bank was made with CLIP weights {attrs['weights']}, but "
-                           f"{pretrained!r} seen from here is another file; run from the run's "
-                           f"project folder or restore that file")
-    model = load_clip(attrs["model"], pretrained, device)
-    return model, open_clip_module().get_tokenizer(attrs["model"])
-
-
-def encode_classes(names: list[str], attrs: dict, device="cpu") -> torch.Tensor:
-    """(E, D) prototypes of classes known by name only: the bank's CLIP text tower and
-    templates (those without ``{species}``), encoded now."""
-    from ..features.text import build_prompts, encode_bank
-    clip, _ = clip_for(attrs, device)
-    prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
-    bank, mask = encode_bank(clip, attrs["model"], prompts, device)
-    return prototypes(bank, mask)
 
 
 def add_classes(model, known: list[str], names: list[str], attrs: dict, device="cpu") -> list[str]:

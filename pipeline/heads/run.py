@@ -17,7 +17,8 @@ from ..store import FeatureReader
 from .data import identity_of, load_split
 from .models import build_head
 from .streams import PROMPT_HEADS, reads_text, streams
-from .prompt import add_classes, clip_for, load_text
+from .prompt import add_classes
+from .text_bank import clip_for, load_text
 from .scores import write_scores
 from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
 

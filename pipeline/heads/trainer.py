@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..features.common import autocast, return_freed_memory
+from ..compute import autocast, return_freed_memory
 from ..metrics import evaluate_logits
-from ..training import pos_weight as positive_weight
+from ..training import lr_factor, pos_weight as positive_weight
 from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import HEADS, build_head
 
@@ -119,10 +119,9 @@ def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
     return (m["mAP_micro"] if which == "micro" else m["mAP"]) or 0.0
 
 
-def lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
-    """The learning rate at ``step`` as a fraction of ``lr`` (the schema's ``schedule``)."""
-    from ..training import lr_factor as factor
-    return factor(step, steps_per_epoch, params["epochs"], params["schedule"],
+def head_lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
+    """:func:`pipeline.training.lr_factor` with a head's parameters (the schema's ``schedule``)."""
+    return lr_factor(step, steps_per_epoch, params["epochs"], params["schedule"],
                   params["warmup_epochs"], params["min_lr"] / params["lr"])
 
 
@@ -179,7 +178,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         return rng, plan_batches(train.lengths, params["frames"], params["batch_size"], params["batch_rows"], rng)
 
     steps = len(plan(0)[1])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, params))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: head_lr_factor(s, steps, params))
     pos_weight = positive_weight(train.targets, params["pos_weight"], device=device) if multilabel else None
 
     if val is None:

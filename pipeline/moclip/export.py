@@ -1,5 +1,5 @@
 """Export of per-frame motion embeddings (stage ``moclip_export``) and the linear probe that
-checks them against the CLIP frame embeddings (stage ``moclip_probe``)."""
+checks them against the CLIP frame embeddings (stage ``moclip_linear_probe``)."""
 from __future__ import annotations
 
 import logging
@@ -65,7 +65,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
     from ..features.clip import batch_size_for
-    from ..features.common import autocast, batched, prefetch
+    from ..compute import autocast, batched, prefetch
 
     @torch.inference_mode()
     def embed(x):
@@ -113,9 +113,9 @@ def linear_probe(train_x, train_y, test_x, test_y, multilabel: bool, seed: int =
     return evaluate(scores, test_y, multilabel=False)["top1"]
 
 
-def probe_report(clip_train, clip_eval, motion_train, motion_eval, samples: list[dict],
+def linear_probe_report(clip_train, clip_eval, motion_train, motion_eval, samples: list[dict],
                  n_classes: int, multilabel: bool) -> dict:
-    """Stage ``moclip_probe``: the linear probe on time-pooled CLIP frame and MoCLIP motion
+    """Stage ``moclip_linear_probe``: the linear probe on time-pooled CLIP frame and MoCLIP motion
     embeddings, trained on one split's shards and scored on another's."""
     from ..annotations import label_targets
     by_id = {r["video_id"]: r for r in samples}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..annotations import label_targets
-from ..features.common import autocast, return_freed_memory
+from ..compute import autocast, return_freed_memory
 from ..files import replacing
 from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs

@@ -4,6 +4,7 @@ import shlex
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
+from pipeline.factory import is_weights_file
 from pipeline.freshness import file_digest, shard_members
 from pipeline.heads.streams import reads_text, streams
 
@@ -29,21 +30,18 @@ SUMMARY = f"{RESULTS}/reports/summary.md"
 
 
 def as_json(section, keys=None, drop=()):
-    """A config section (or its ``keys``) as compact JSON: the rule's params, and so its rerun
-    trigger. ``drop`` names keys that do not change the output (batch sizes, workers), which
-    reach the jobs through PIPELINE_RUNTIME instead, so changing them re-runs nothing."""
-    value = trigger_view(section, config[section])
-    value = {k: v for k, v in value.items() if (keys is None or k in keys) and k not in drop}
+    """A config section (or its ``keys``, less ``drop``) as compact JSON: the rule's params, and
+    so its rerun trigger; speed-only keys stay out (pipeline.config.trigger_view), so changing
+    them re-runs nothing."""
+    value = {k: v for k, v in trigger_view(section, config[section]).items()
+             if (keys is None or k in keys) and k not in drop}
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on
 # A local checkpoint file is an input of every job that loads CLIP: replacing the file re-runs
 # them, and a rule that makes it (the demo's demo_clip) runs first. An open_clip tag is no file.
-_PRETRAINED = config["clip"]["pretrained"] or ""
-CLIP_WEIGHTS = [_PRETRAINED] if (Path(_PRETRAINED).suffix in (".pt", ".pth", ".bin", ".safetensors")
-                                 or "/" in _PRETRAINED) else []
-RUNTIME_ONLY = ("batch_size", "decode_workers", "num_workers")
+CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"]["pretrained"]) else []
 
 
 REUSE = f"{RESULTS}/features/.reuse"  # extracted rows kept for re-made shards (features/reuse.py)
@@ -71,7 +69,7 @@ def probe_content(w):
 def student_settings():
     """What the student depends on: not the export choice, workers or the clip batch size."""
     return json.dumps({"moclip": {k: v for k, v in trigger_view("moclip", config["moclip"]).items()
-                                  if k not in ("export",) + RUNTIME_ONLY},
+                                  if k != "export"},
                        "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}}, sort_keys=True)
 
 

@@ -24,8 +24,8 @@ rule extract:
         clip=f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
         flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
     params:
-        clip=as_json("clip", drop=RUNTIME_ONLY),
-        flow=as_json("flow", drop=RUNTIME_ONLY),
+        clip=as_json("clip"),
+        flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,
@@ -53,7 +53,7 @@ rule clip:
     output:
         f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
     params:
-        clip=as_json("clip", drop=RUNTIME_ONLY),
+        clip=as_json("clip"),
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,
@@ -80,7 +80,7 @@ rule flow:
     output:
         f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
     params:
-        flow=as_json("flow", drop=RUNTIME_ONLY),
+        flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
         reuse=REUSE,

@@ -47,14 +47,14 @@ rule head:
 
 rule report:
     input:
-        unpack(lambda w: {"probe": f"{MOCLIP}/probe.json"} if USES_STUDENT else {}),
+        unpack(lambda w: {"linear_probe": f"{MOCLIP}/linear_probe.json"} if USES_STUDENT else {}),
         metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
         scores=expand(f"{HEADS_DIR}/{{head}}/scores.npz", head=HEAD_NAMES),
         samples=rules.samples.output.samples,
         classes=rules.samples.output.classes,
         info=rules.samples.output.info,
         missing=rules.samples.output.missing,
-        probes=split_shards("probe", EVAL, ext="tsv"),
+        probe_tables=split_shards("probe", EVAL, ext="tsv"),
         features=split_shards("clip", EVAL) + split_shards("flow", EVAL),
     output:
         summary=report(SUMMARY, category="Summary",
@@ -73,7 +73,8 @@ rule report:
                          caption="../report/agreement.rst"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
-        probe=lambda w, input: f"--probe {shlex.quote(input.probe)}" if "probe" in input.keys() else "",
+        linear_probe=lambda w, input: (f"--linear-probe {shlex.quote(input.linear_probe)}"
+                                       if "linear_probe" in input.keys() else ""),
         analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
             ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS))),
     threads: job_threads("report")
@@ -88,7 +89,7 @@ rule report:
     benchmark:
         f"{BENCH}/report.tsv"
     shell:
-        "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} {params.probe}"
-        " --dataset-info {input.info:q} --missing {input.missing:q} --probes {input.probes:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline report --metrics {input.metrics:q} {params.linear_probe}"
+        " --dataset-info {input.info:q} --missing {input.missing:q} --probe-tables {input.probe_tables:q}"
         " --features {input.features:q} --scores {input.scores:q} --samples {input.samples:q}"
         " --classes {input.classes:q} {params.analysis} --out {params.out:q} > {log:q} 2>&1"

@@ -65,7 +65,7 @@ rule moclip_export:
         " --out {output:q} --params {params.moclip:q} 2> {log:q}"
 
 
-rule moclip_probe:
+rule moclip_linear_probe:
     input:
         clip_train=split_shards("clip", TRAIN),
         motion_train=split_shards("motion", TRAIN),
@@ -75,20 +75,20 @@ rule moclip_probe:
         classes=rules.samples.output.classes,
         info=rules.samples.output.info,
     output:
-        f"{MOCLIP}/probe.json",
-    threads: job_threads("moclip_probe")
+        f"{MOCLIP}/linear_probe.json",
+    threads: job_threads("moclip_linear_probe")
     resources:
         gpu=0,
-        mem_mb=mem_mb("moclip_probe"),
-        runtime=runtime("moclip_probe"),
+        mem_mb=mem_mb("moclip_linear_probe"),
+        runtime=runtime("moclip_linear_probe"),
     conda:
         ENV
     log:
-        f"{LOGS}/moclip_probe.log",
+        f"{LOGS}/moclip_linear_probe.log",
     benchmark:
-        f"{BENCH}/moclip_probe.tsv"
+        f"{BENCH}/moclip_linear_probe.tsv"
     shell:
-        "PIPELINE_THREADS={threads} python -m pipeline moclip-probe --clip-train {input.clip_train:q}"
+        "PIPELINE_THREADS={threads} python -m pipeline moclip-linear-probe --clip-train {input.clip_train:q}"
         " --motion-train {input.motion_train:q} --clip-eval {input.clip_eval:q}"
         " --motion-eval {input.motion_eval:q} --samples {input.samples:q} --classes {input.classes:q}"
         " --dataset-info {input.info:q} --out {output:q} 2> {log:q}"
@@ -97,7 +97,7 @@ rule moclip_probe:
 rule motion:
     input:
         per_shard(f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5"),
-        f"{MOCLIP}/probe.json",
+        f"{MOCLIP}/linear_probe.json",
 
 
 # AnimalMotionCLIP's flow input on cached flow: the frozen CLIP's embeddings of the flow images,

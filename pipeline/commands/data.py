@@ -1,0 +1,100 @@
+"""Commands of the data stages: the demo data set, the config, weights, samples and probe."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from . import CONFIG_FILES, CONFIG_OVERRIDES, arg, command, params, positive_int
+
+log = logging.getLogger("pipeline")
+
+
+@command("demo", "write the synthetic demo data set (videos whose label is their motion)",
+         arg("--out", required=True, help="output folder"),
+         arg("--params", help="the demo: config section as JSON"))
+def cmd_demo(a):
+    from ..demo import make_demo
+    info = make_demo(a.out, params(a.params, "demo"))
+    log.info("demo data set: %d videos, %d classes in %s", info["videos"], info["classes"], a.out)
+
+
+@command("config", "print the config a run uses, each value marked with where it came from (a "
+         "file, --config or the schema default), after validating it",
+         CONFIG_FILES, CONFIG_OVERRIDES)
+def cmd_config(a):
+    from ..config import format_config, parse_overrides, resolve_config
+    config, sources = resolve_config(a.configfile or [], parse_overrides(a.config))
+    sys.stdout.write(format_config(config, sources))
+
+
+@command("weights", "fetch every checkpoint a config needs (CLIP and flow tags) into the caches "
+         "the stages read, on a node with network; --check lists each as cached or missing, with "
+         "where it goes (exit 2 if one is missing)",
+         CONFIG_FILES,
+         arg("--check", action="store_true", help="only say what is cached and missing"))
+def cmd_weights(a):
+    from ..config import resolve_config
+    from ..weights import fetch, format_items, needed
+    config, _ = resolve_config(a.configfile or [])
+    items = needed(config)
+    if not a.check:
+        items = fetch(items)
+    print(format_items(items))
+    missing = [i["what"] for i in items if not i["cached"]]
+    if missing:
+        print(f"error: missing from the local caches: {', '.join(missing)}; run `python -m "
+              f"pipeline weights --configfile ...` on a node with network", file=sys.stderr)
+        raise SystemExit(1)
+
+
+@command("demo-clip", "train the demo's tiny CLIP on frames of the demo's world and write an "
+         "open_clip checkpoint (for clip.pretrained)",
+         arg("--out", required=True, help="checkpoint file to write"),
+         arg("--params", help="the demo: config section as JSON (its clip: steps, batch_size, lr)"))
+def cmd_demo_clip(a):
+    from ..demo_clip import MODEL, train_demo_clip
+    demo = params(a.params, "demo")
+    info = train_demo_clip(a.out, {**demo["clip"], "seed": demo["seed"]})
+    log.info("demo CLIP (%s): %d steps in %.0f s, zero-shot shape accuracy %.2f on held-out frames "
+             "(chance 0.25); written to %s", MODEL, info["steps"], info["seconds"],
+             info["shape_accuracy"], a.out)
+
+
+@command("samples", "read a data set's annotation files into samples.tsv, classes.tsv, "
+         "missing.tsv (+ species.tsv, relation.tsv)",
+         arg("--params", required=True, help="the dataset: config section as JSON"),
+         arg("--shards", type=positive_int, default=1, help="shards per split"),
+         arg("--out", required=True, help="results/<name> folder"))
+def cmd_samples(a):
+    from ..annotations import build_samples, split_roles, write_samples
+    ds = json.loads(a.params)
+    s = build_samples(ds, a.shards)
+    write_samples(s, a.out)
+    for m in s.missing:
+        log.warning("missing video %s (listed at %s, line %s)", m["path"], m["file"], m["line"])
+    splits = sorted({r["split"] for r in s.rows})
+    log.info("%d videos in %s; %d listed but missing (see missing.tsv); %d classes; %s",
+             len(s.rows), ", ".join(f"{sp}: {sum(r['split'] == sp for r in s.rows)}" for sp in splits),
+             len(s.missing), len(s.classes.names), "multi-label" if s.multilabel else "single-label")
+    if "train_split" in ds:  # the workflow checks the roles when it builds the DAG
+        split_roles(ds, splits)
+
+
+@command("probe", "decode every video of one shard: real frame count, fps, size, and the frame "
+         "sampling plan; unreadable videos are recorded with the reason",
+         arg("--samples", required=True),
+         arg("--videos", required=True, help="folder the sample paths are relative to"),
+         arg("--split", required=True),
+         arg("--shard", type=int, required=True),
+         arg("--params", help="the sampling: config section as JSON"),
+         arg("--out", required=True, help="probe TSV to write"))
+def cmd_probe(a):
+    from ..annotations import read_samples
+    from ..video import probe_listed, write_probes
+    rows = [r for r in read_samples(a.samples) if r["split"] == a.split and r["shard"] == a.shard]
+    probes = probe_listed(rows, a.videos, params(a.params, "sampling"), f"probe {a.split}/{a.shard}")
+    write_probes(probes, a.out)
+    bad = sum(not p.readable for p in probes)
+    log.info("probed %d videos of %s shard %d: %d readable, %d skipped (reasons in %s)",
+             len(probes), a.split, a.shard, len(probes) - bad, bad, a.out)

@@ -6,16 +6,16 @@ on the current device, and prints one row per stage.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
-import resource
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .bench_budget import Costs, cap_frames, describe, fit_budget
+from .bench_reference import (baseline_clip, baseline_flow, baseline_student, clip_floor, flow_floor,
+                              half_precision_cost, peak_memory, reset_peak, student_floor, sync, timed)
 from .features.clip import extract_clip
 from .features.common import decode_ahead, decode_workers
 from .features.decoding import FELL_BACK, torchcodec_decoder, video_decoder
@@ -26,166 +26,6 @@ from .video import DECODE_PASSES, count_by_decoding, expand_videos, probe_files,
 log = logging.getLogger("pipeline")
 COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
            "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video"]
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak(device) -> tuple[float, str]:
-    _sync(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "GPU peak allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
-
-
-def _reset(device):
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _timed(fn, device):
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
-
-
-# ---------------------------------------------------------------- floors: the model alone
-
-def _batches(n: int, bs: int):
-    return [min(bs, n - s) for s in range(0, n, bs)]
-
-
-@torch.inference_mode()
-def clip_floor(model, size: int, frames: int, bs: int, device) -> float:
-    from .compute import autocast
-    x = torch.randn(bs, 3, size, size, device=device)
-    with autocast(device):
-        model.encode_image(x[:2])
-        return frames / _timed(lambda: [model.encode_image(x[:b]) for b in _batches(frames, bs)], device)
-
-
-@torch.inference_mode()
-def flow_floor(cfg: dict, frames: int, device, model=None) -> float:
-    """Flow model alone on ready-made frames, in the stage's batches (``batch_size`` pairs that
-    span videos) and its precision."""
-    from .features.flow import classical_flow, ptlflow_pairs
-    w = cfg["work_size"]
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 255, (min(frames, cfg["batch_size"]), w, w, 3), dtype=np.uint8)
-    b = np.roll(a, 2, axis=2)
-    if cfg["backend"] == "ptlflow":
-        pairs = torch.from_numpy(np.stack([a, b], 1)).to(device)
-        half = cfg["half"] and device.type == "cuda"
-        ptlflow_pairs(model, pairs[:1], device, half)
-        return frames / _timed(lambda: [ptlflow_pairs(model, pairs[:n], device, half)
-                                        for n in _batches(frames, cfg["batch_size"])], device)
-    # the stage runs classical flow on its decode threads, so its floor gets as many threads;
-    # its input is grey
-    from concurrent.futures import ThreadPoolExecutor
-    reps = -(-frames // len(a))
-    ga, gb = np.ascontiguousarray(a[..., 0]), np.ascontiguousarray(b[..., 0])
-    with ThreadPoolExecutor(decode_workers(cfg, device)) as pool:
-        sec = _timed(lambda: list(pool.map(lambda _: classical_flow(ga, gb, cfg["backend"]), range(reps))), device)
-    return reps * len(a) / sec
-
-
-def half_precision_cost(model, probes, cfg: dict, device, pairs: int = 32) -> dict:
-    """What half precision costs RAFT-style models on these videos' real frames: the mean
-    end-point error (working pixels) of float16 flow against float32, the mean float32 flow
-    length beside it, and both rates on the same batch. CUDA only: the flow stage computes in
-    float32 on a CPU (where bfloat16 RAFT took minutes a pair on this project's CI machine)."""
-    from .features.flow import centre_square, pair_partners, ptlflow_pairs
-    firsts, seconds = [], []
-    for p in probes:
-        for t, u in zip(p.sampled, pair_partners(p.sampled, p.frames, cfg["step"])):
-            if len(firsts) < pairs:
-                a, b = read_frames(p.path, [min(t, u), max(t, u)], lambda f: centre_square(f, cfg["work_size"]))
-                firsts.append(a)
-                seconds.append(b)
-    batch = torch.from_numpy(np.stack([np.stack(firsts), np.stack(seconds)], 1)).to(device)
-    ptlflow_pairs(model, batch[:1], device, True)
-    out = {}
-    for name, half in (("float32", False), ("half", True)):
-        flows = []
-        sec = _timed(lambda: flows.extend(ptlflow_pairs(model, batch[s:s + cfg["batch_size"]], device, half)
-                                          for s in range(0, len(batch), cfg["batch_size"])), device)
-        out[name] = torch.cat(flows)
-        out[f"{name}_frames_per_s"] = len(batch) / sec
-    return {"epe": float((out["half"] - out["float32"]).norm(dim=1).mean()),
-            "magnitude": float(out["float32"].norm(dim=1).mean()), "pairs": len(batch),
-            "dtype": "float16",
-            "float32_frames_per_s": out["float32_frames_per_s"], "half_frames_per_s": out["half_frames_per_s"]}
-
-
-@torch.inference_mode()
-def student_floor(student, size: int, frames: int, bs: int, device) -> float:
-    from .compute import autocast
-    x = torch.randint(0, 256, (bs, 2, size, size), dtype=torch.uint8, device=device)
-    with autocast(device):
-        student.embed(x[:2])
-        return frames / _timed(lambda: [student.embed(x[:b]) for b in _batches(frames, bs)], device)
-
-
-# ---------------------------------------------------------------- the straightforward baseline
-# What a researcher writes first: per-frame PIL preprocessing through the model's own
-# transform, one model call per video; flow one pair at a time at the video's own resolution,
-# written out as a colour-wheel mp4 and decoded again for the student. Kept here only, as the
-# reference the pipeline is measured against.
-
-@torch.no_grad()
-def baseline_clip(probes, model, transform, device) -> int:
-    from PIL import Image
-    n = 0
-    for p in probes:
-        frames = read_frames(p.path, p.sampled)
-        x = torch.stack([transform(Image.fromarray(f)) for f in frames]).to(device)
-        model.encode_image(x)
-        n += len(frames)
-    return n
-
-
-@torch.no_grad()
-def baseline_flow(probes, cfg, device, model, out_dir: Path) -> int:
-    import cv2
-    from .features.flow import classical_flow, pair_partners
-    from .moclip.model import flow_to_rgb
-    n = 0
-    for p in probes:
-        partners = pair_partners(p.sampled, p.frames, cfg["step"])
-        writer = None
-        for t, u in zip(p.sampled, partners):
-            a, b = read_frames(p.path, [min(t, u), max(t, u)])
-            if cfg["backend"] == "ptlflow":
-                pair = torch.from_numpy(np.stack([a, b])[None]).to(device).permute(0, 1, 4, 2, 3)
-                flow = model({"images": pair.flip(2).float() / 255})["flows"][0, 0]
-            else:
-                flow = torch.from_numpy(classical_flow(a[None], b[None], cfg["backend"])[0])
-            rgb = (flow_to_rgb(flow[None].float(), cfg["bound"])[0].permute(1, 2, 0) * 255).byte().cpu().numpy()
-            if writer is None:
-                writer = cv2.VideoWriter(str(out_dir / f"{p.video_id}.mp4"),
-                                         cv2.VideoWriter_fourcc(*"mp4v"), 10, rgb.shape[1::-1])
-            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            n += 1
-        writer.release()
-    return n
-
-
-@torch.no_grad()
-def baseline_student(probes, student, transform, device, flow_dir: Path) -> int:
-    from PIL import Image
-    n = 0
-    for p in probes:
-        path = flow_dir / f"{p.video_id}.mp4"
-        frames = read_frames(path, list(range(len(p.sampled))))
-        x = torch.stack([transform(Image.fromarray(f)) for f in frames]).to(device)
-        student.visual(x)
-        n += len(frames)
-    return n
 
 
 # ---------------------------------------------------------------- the whole benchmark
@@ -221,18 +61,51 @@ def _rounds(measures: dict, repeats: int) -> dict:
     return best
 
 
-def _stage_run(fn, device, peaks: list, passes: list | None = None, probes=()):
-    """A measurement of a stage's own clock (frames/s) that also records its peak memory and
-    the full decoding passes it made per video (``passes``)."""
-    def run():
-        _reset(device)
-        before = sum(DECODE_PASSES[p.path] for p in probes)
-        fps = fn()
-        peaks.append(_peak(device))
-        if passes is not None:
-            passes.append((sum(DECODE_PASSES[p.path] for p in probes) - before) / max(len(probes), 1))
-        return fps
-    return run
+@dataclasses.dataclass
+class _Session:
+    """What every stage's measurement shares: the sampled videos, the device, the rounds, and
+    each stage's peak memory and decoding passes."""
+    probes: list
+    device: torch.device
+    repeats: int
+    decoder: str
+    baseline: bool
+    tmp: Path
+    few: list  # the first frames only: the slow pair-by-pair baselines
+    peaks: dict = dataclasses.field(default_factory=lambda: {k: [] for k in STAGES})
+    passes: dict = dataclasses.field(default_factory=lambda: {k: [] for k in STAGES})
+
+    @property
+    def frames(self) -> int:
+        return sum(len(p.sampled) for p in self.probes)
+
+    def rate(self, fn, n: int | None = None):
+        """A measurement: frames/s of ``fn`` over ``n`` frames (default: every sampled frame)."""
+        return lambda: (self.frames if n is None else n) / timed(fn, self.device)
+
+    def measured(self, stage: str, fn):
+        """``fn`` (a stage's own frames/s) that also records its peak memory and the full
+        decoding passes it made per video."""
+        def run():
+            reset_peak(self.device)
+            before = sum(DECODE_PASSES[p.path] for p in self.probes)
+            fps = fn()
+            self.peaks[stage].append(peak_memory(self.device))
+            self.passes[stage].append((sum(DECODE_PASSES[p.path] for p in self.probes) - before)
+                                      / max(len(self.probes), 1))
+            return fps
+        return run
+
+    def stage_rate(self, extract, cfg: dict, name: str):
+        """A stage's own clock (frames/s), as its extraction function reports it."""
+        def run():
+            st = extract(self.probes, self.tmp / f"{name}.h5", cfg, self.device, progress=False,
+                         decoder=self.decoder)
+            return st["frames"] / st["seconds"]
+        return self.measured(name, run)
+
+
+STAGES = ("probe", "decode", "clip", "flow", "extract", "student")
 
 
 def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> Costs:
@@ -247,6 +120,80 @@ def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> C
                  flow_model is not None and device.type == "cuda")
 
 
+def _bench_probe(b: _Session, sampling: dict) -> dict:
+    every = sum(p.frames for p in b.probes)
+    probe = {"frames_per_s": b.measured("probe", b.rate(
+        lambda: [probe_video(p.path, p.video_id, sampling) for p in b.probes], every))}
+    if b.baseline:  # what probing did before: decode every frame to count them
+        probe["baseline"] = b.rate(lambda: [count_by_decoding(p.path) for p in b.probes], every)
+    return {**_rounds(probe, b.repeats), "frames": every, "count_differences": count_differences(b.probes)}
+
+
+def _bench_decode(b: _Session, clip_cfg: dict) -> dict:
+    bare = video_decoder(b.decoder, b.device, lambda p: (  # decoded frames, nothing done with them
+        sorted(set(p.sampled)), {"frames": (set(p.sampled), lambda f: 0, lambda c: [0] * len(c))}))
+    workers = decode_workers(clip_cfg, b.device)
+    decode = {"frames_per_s": b.measured("decode", b.rate(
+        lambda: [None for _ in decode_ahead(b.probes, bare, workers=workers)]))}
+    if b.baseline:
+        decode["baseline"] = b.rate(lambda: [read_frames(p.path, p.sampled) for p in b.probes])
+    return _rounds(decode, b.repeats)
+
+
+def _bench_clip(b: _Session, clip_cfg: dict, model, size: int, transform) -> dict:
+    from .features.clip import batch_size_for
+    bs = batch_size_for(clip_cfg["batch_size"], b.device)
+    clip = {"frames_per_s": b.stage_rate(extract_clip, clip_cfg, "clip"),
+            "floor": lambda: clip_floor(model, size, b.frames, bs, b.device)}
+    if b.baseline:
+        clip["baseline"] = b.rate(lambda: baseline_clip(b.probes, model, transform, b.device))
+    return _rounds(clip, b.repeats)
+
+
+def _bench_flow(b: _Session, flow_cfg: dict, flow_model, half_pairs: int) -> dict:
+    row = _rounds({"frames_per_s": b.stage_rate(extract_flow, flow_cfg, "flow"),
+                   "floor": lambda: flow_floor(flow_cfg, b.frames, b.device, flow_model)}, b.repeats)
+    if flow_model is not None and b.device.type == "cuda":  # the stage's half precision is CUDA's
+        row["half_cost"] = half_precision_cost(flow_model, b.probes, flow_cfg, b.device, half_pairs)
+    n_few = sum(len(p.sampled) for p in b.few)
+    if b.baseline and n_few:  # pair by pair, timed once; it also writes the student's mp4s
+        row["baseline"] = b.rate(lambda: baseline_flow(b.few, flow_cfg, b.device, flow_model, b.tmp), n_few)()
+    return row
+
+
+def _bench_extract(b: _Session, clip_cfg: dict, flow_cfg: dict, clip_row: dict, flow_row: dict) -> dict:
+    def fused():  # clip and flow from one decode of each video (extraction: fused)
+        st = extract_both(b.probes, b.tmp / "fc.h5", b.tmp / "ff.h5", clip_cfg, flow_cfg, b.device,
+                          progress=False, decoder=b.decoder)
+        return st["frames"] / st["seconds"]
+    row = _rounds({"frames_per_s": b.measured("extract", fused)}, b.repeats)
+    row["floor"] = 1 / (1 / clip_row["floor"] + 1 / flow_row["floor"])
+    row["separate"] = 1 / (1 / clip_row["frames_per_s"] + 1 / flow_row["frames_per_s"])
+    return row
+
+
+def _bench_student(b: _Session, clip_cfg: dict, flow_cfg: dict, transform) -> dict:
+    """The student's export on the flow shard the flow stage wrote: the frozen CLIP on flow
+    images stands in for a trained student (the same network, so the same cost)."""
+    from .config import section
+    from .features.clip import batch_size_for
+    from .moclip.export import export_motion, load_student, save_flow_clip
+    save_flow_clip(clip_cfg, section("moclip"), b.tmp / "flow.h5", b.tmp / "student.pt")
+    student, _ = load_student(b.tmp / "student.pt", b.device)
+
+    def export():  # the stage's own clock: rows/s after the student is loaded
+        st = export_motion(b.tmp / "student.pt", b.tmp / "flow.h5", b.tmp / "motion.h5", b.device)
+        sync(b.device)
+        return st["rows"] / st["seconds"]
+    measures = {"frames_per_s": b.measured("student", export),
+                "floor": lambda: student_floor(student, flow_cfg["size"], b.frames,
+                                               batch_size_for(256, b.device), b.device)}
+    n_few = sum(len(p.sampled) for p in b.few)
+    if b.baseline and n_few:
+        measures["baseline"] = b.rate(lambda: baseline_student(b.few, student, transform, b.device, b.tmp), n_few)
+    return _rounds(measures, b.repeats)
+
+
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
               repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv",
               budget: float | None = 600):
@@ -256,112 +203,43 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
     frames/s, and its rate is what is compared. ``budget`` (seconds) cuts the frames, then the
     repeats, so that slow models on a CPU still finish (:mod:`pipeline.bench_budget`)."""
     from .factory import load_clip, open_clip_module, preprocess_cfg
-    from .features.clip import batch_size_for
     from .features.flow import load_flow_model
-    from .moclip.export import export_motion
-    from .moclip.model import MotionStudent
     probes, bad = readable_probes(videos, sampling)
-    frames = sum(len(p.sampled) for p in probes)
+    planned = sum(len(p.sampled) for p in probes)
     model = load_clip(clip_cfg["model"], clip_cfg["pretrained"], device)
     pcfg = preprocess_cfg(model)
     transform = open_clip_module().image_transform(pcfg["size"], is_train=False, mean=pcfg["mean"], std=pcfg["std"])
     flow_model = (load_flow_model(flow_cfg["model"], flow_cfg["checkpoint"], device)[0]
                   if flow_cfg["backend"] == "ptlflow" else None)
-    planned = frames
-    choice = fit_budget(calibrate(model, pcfg["size"], flow_cfg, flow_model, probes, device), frames,
+    choice = fit_budget(calibrate(model, pcfg["size"], flow_cfg, flow_model, probes, device), planned,
                         repeats, baseline, baseline_flow_frames, 32, budget)
     probes = cap_frames(probes, choice.frames)
-    frames, repeats = sum(len(p.sampled) for p in probes), choice.repeats
-    baseline_flow_frames = choice.baseline_flow_frames
     sampled = describe(choice, probes, planned, budget)
     log.info("bench %s", sampled)
-    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # warm-up on one video: model load, cudnn autotune and lazy init are not throughput
         extract_clip(probes[:1], tmp / "w-clip.h5", clip_cfg, device, progress=False, decoder=decoder)
         extract_flow(probes[:1], tmp / "w-flow.h5", flow_cfg, device, progress=False, decoder=decoder)
-        few = _first_frames(probes, baseline_flow_frames)
-        n_few = sum(len(p.sampled) for p in few)
-
-        def rate(fn, n=frames):
-            return lambda: n / _timed(fn, device)
-
-        def stage_rate(fn, cfg, name):
-            def run():
-                st = fn(probes, tmp / f"{name}.h5", cfg, device, progress=False, decoder=decoder)
-                return st["frames"] / st["seconds"]
-            return run
-
-        peaks = {k: [] for k in ("probe", "decode", "clip", "flow", "extract", "student")}
-        passes = {k: [] for k in peaks}
-
-        def measured(stage, fn):
-            return _stage_run(fn, device, peaks[stage], passes[stage], probes)
-        all_frames = sum(p.frames for p in probes)
-        probe = {"frames_per_s": measured("probe", rate(lambda: [probe_video(p.path, p.video_id, sampling)
-                                                                  for p in probes], all_frames))}
-        if baseline:  # what probing did before: decode every frame to count them
-            probe["baseline"] = rate(lambda: [count_by_decoding(p.path) for p in probes], all_frames)
-        rows["probe"] = _rounds(probe, repeats)
-        rows["probe"]["frames"] = all_frames
-        rows["probe"]["count_differences"] = count_differences(probes)
-        bare = video_decoder(decoder, device, lambda p: (  # decoded frames, nothing done with them
-            sorted(set(p.sampled)), {"frames": (set(p.sampled), lambda f: 0, lambda c: [0] * len(c))}))
-        decode = {"frames_per_s": measured("decode", rate(lambda: [None for _ in decode_ahead(
-            probes, bare, workers=decode_workers(clip_cfg, device))]))}
-        if baseline:
-            decode["baseline"] = rate(lambda: [read_frames(p.path, p.sampled) for p in probes])
-        rows["decode"] = _rounds(decode, repeats)
-        clip_bs = batch_size_for(clip_cfg["batch_size"], device)
-        clip = {"frames_per_s": measured("clip", stage_rate(extract_clip, clip_cfg, "clip")),
-                "floor": lambda: clip_floor(model, pcfg["size"], frames, clip_bs, device)}
-        if baseline:
-            clip["baseline"] = rate(lambda: baseline_clip(probes, model, transform, device))
-        rows["clip"] = _rounds(clip, repeats)
+        b = _Session(probes, device, choice.repeats, decoder, baseline, tmp,
+                     _first_frames(probes, choice.baseline_flow_frames))
+        rows = {"probe": _bench_probe(b, sampling), "decode": _bench_decode(b, clip_cfg),
+                "clip": _bench_clip(b, clip_cfg, model, pcfg["size"], transform)}
         _log_rows(rows)
-        rows["flow"] = _rounds({"frames_per_s": measured("flow", stage_rate(extract_flow, flow_cfg, "flow")),
-                                "floor": lambda: flow_floor(flow_cfg, frames, device, flow_model)}, repeats)
-        if flow_model is not None and device.type == "cuda":  # the stage's half precision is CUDA's
-            rows["flow"]["half_cost"] = half_precision_cost(flow_model, probes, flow_cfg, device,
-                                                            choice.half_pairs)
-        if baseline and n_few:  # pair by pair, timed once; it also writes the student's mp4s
-            rows["flow"]["baseline"] = rate(lambda: baseline_flow(few, flow_cfg, device, flow_model, tmp), n_few)()
+        rows["flow"] = _bench_flow(b, flow_cfg, flow_model, choice.half_pairs)
         _log_rows(rows)
-
-        def fused():  # clip and flow from one decode of each video (extraction: fused)
-            st = extract_both(probes, tmp / "fc.h5", tmp / "ff.h5", clip_cfg, flow_cfg, device, progress=False,
-                              decoder=decoder)
-            return st["frames"] / st["seconds"]
-        rows["extract"] = _rounds({"frames_per_s": measured("extract", fused)}, repeats)
-        rows["extract"]["floor"] = 1 / (1 / rows["clip"]["floor"] + 1 / rows["flow"]["floor"])
-        rows["extract"]["separate"] = 1 / (1 / rows["clip"]["frames_per_s"] + 1 / rows["flow"]["frames_per_s"])
-        _log_rows(rows)
-        student = MotionStudent(load_clip(clip_cfg["model"], clip_cfg["pretrained"], device).visual, 2,
-                                pcfg["size"], pcfg["mean"], pcfg["std"], flow_cfg["bound"]).to(device).eval()
-        torch.save({"state_dict": student.state_dict(), "clip_pretrained": clip_cfg["pretrained"],
-                    "meta": _student_meta(tmp / "flow.h5", clip_cfg, pcfg, student)}, tmp / "student.pt")
-
-        def export():  # the stage's own clock: rows/s after the student is loaded
-            st = export_motion(tmp / "student.pt", tmp / "flow.h5", tmp / "motion.h5", device)
-            _sync(device)
-            return st["rows"] / st["seconds"]
-        measures = {"frames_per_s": measured("student", export),
-                    "floor": lambda: student_floor(student, flow_cfg["size"], frames,
-                                                   batch_size_for(256, device), device)}
-        if baseline and n_few:
-            measures["baseline"] = rate(lambda: baseline_student(few, student, transform, device, tmp), n_few)
-        rows["student"] = _rounds(measures, repeats)
+        rows["extract"] = _bench_extract(b, clip_cfg, flow_cfg, rows["clip"], rows["flow"])
+        rows["student"] = _bench_student(b, clip_cfg, flow_cfg, transform)
         for stage, r in rows.items():
-            r["peak"] = max(peaks[stage])
-            r["passes"] = max(passes[stage])
+            r["peak"] = max(b.peaks[stage])
+            r["passes"] = max(b.passes[stage])
         _log_rows(rows)
     used = ("torchcodec (NVDEC)" if device.type == "cuda" else "torchcodec (CPU)") \
         if decoder == "torchcodec" and torchcodec_decoder(device) is not None else "OpenCV (CPU)"
     fell_back = sum(p.path in FELL_BACK for p in probes)
     if used.startswith("torchcodec") and fell_back:
         used = "OpenCV (CPU)" if fell_back == len(probes) else used + f" + {fell_back} on OpenCV"
-    return table_rows(rows, frames, device, used), bad, sampled
+    return table_rows(rows, b.frames, device, used), bad, sampled
 
 
 def readable_probes(videos, sampling: dict):
@@ -412,17 +290,6 @@ def stage_limit(fps: float, floor: float | None, decode: float | None, device) -
     if floor and device.type == "cpu" and fps >= 0.85 / (1 / decode + 1 / floor):
         return "decode + model (shared cores)"
     return "pipeline overhead"
-
-
-def _student_meta(flow_shard, clip_cfg, pcfg, student) -> dict:
-    from .factory import weights_identity
-    from .moclip.train import FLOW_KEYS
-    from .store import read_attrs
-    attrs = read_attrs(flow_shard)
-    return {"teacher": {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"])},
-            "flow": {k: attrs.get(k) for k in FLOW_KEYS}, "clip_model": clip_cfg["model"],
-            "n_classes": 2, "multilabel": True, "config_hash": "bench", "embed_dim": student.visual.output_dim,
-            "config": {"train_blocks": "all", "adapter_alpha": 1.0, "export": "before_adapter"}}
 
 
 def _f(v, spec):

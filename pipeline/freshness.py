@@ -15,7 +15,10 @@ import json
 import os
 import time
 from functools import lru_cache
+from glob import glob
 from pathlib import Path
+
+from .layout import shard_path
 
 
 def _digest(parts) -> str:
@@ -127,12 +130,12 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
     workflow deletes them before it builds its DAG, so the run makes them again (rows that
     are still right come back from the reuse pool, not from decoding)."""
     results = Path(results)
-    plan = {(s, f"shard-{k}.h5") for s in splits for k in range(shards)}
     student = results / "models" / "moclip" / "student.pt"
     found = []
     for kind, expect in expected_attrs(config).items():
-        for path in sorted((results / "features" / kind).glob("*/shard-*.h5")):
-            if (path.parent.name, path.name) not in plan:
+        plan = {Path(shard_path(results, kind, s, k)) for s in splits for k in range(shards)}
+        for path in sorted(map(Path, glob(shard_path(results, kind, "*", "*")))):
+            if path not in plan:
                 why = f"not in the run's plan ({len(list(splits))} splits x {shards} shards)"
             elif kind == "motion" and not student.is_file():
                 why = f"its student ({student}) is gone"
@@ -149,7 +152,7 @@ def wanted_fingerprints(results, splits, shards: int) -> set[str] | None:
     wanted = set()
     for split in splits:
         for k in range(shards):
-            table = Path(results) / "probe" / split / f"shard-{k}.tsv"
+            table = Path(shard_path(results, "probe", split, k))
             if not table.is_file():
                 return None
             with open(table, newline="", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs
+from .layout import shard_path
 
 # frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
 # at 224 px, RAFT at a 256 px working size (its cost grows with the working pixels)
@@ -28,7 +29,7 @@ SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
 
 
 def _probe_tables(results: Path, split: str, shards: int) -> list[Path] | None:
-    tables = [results / "probe" / split / f"shard-{s}.tsv" for s in range(shards)]
+    tables = [Path(shard_path(results, "probe", split, s)) for s in range(shards)]
     return tables if all(t.is_file() for t in tables) else None
 
 

@@ -22,6 +22,7 @@ from .heads.run import load_head
 from .heads.data import SplitFeatures
 from .heads.streams import PROMPT_HEADS, streams
 from .heads.trainer import predict_logits
+from .layout import shard_path
 from .metrics import probabilities
 from .files import local_path
 from .moclip.export import export_motion
@@ -36,7 +37,7 @@ class RunError(RuntimeError):
 
 
 def _first_shard(run: Path, kind: str) -> Path:
-    found = sorted(glob(str(run / "features" / kind / "*" / "shard-*.h5")))
+    found = sorted(glob(shard_path(run, kind, "*", "*")))
     if not found:
         raise RunError(f"{run}: no {kind} features; is this a finished run (results/<name>)?")
     return Path(found[0])

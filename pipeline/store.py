@@ -30,7 +30,6 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .files import replacing
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
@@ -47,10 +46,34 @@ class StoreError(RuntimeError):
     pass
 
 
-def _encode_attr(value):
+def encode_attr(value):
     if isinstance(value, (dict, list, tuple)) or value is None:
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def header_attrs(kind: str, complete: bool, attrs: dict) -> dict:
+    """The attributes every store starts with, then its own."""
+    return {"kind": kind, "schema_version": SCHEMA_VERSION, "producer": f"pipeline {__version__}",
+            "complete": complete, **attrs}
+
+
+def file_attrs(f) -> dict:
+    return {k: decode_attr(v) for k, v in f.attrs.items()}
+
+
+def check_kind(path, attrs: dict, kind: str | None) -> None:
+    if kind is not None and attrs.get("kind") != kind:
+        raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected {kind!r}")
+
+
+def check_expected(path, attrs: dict, expect: dict | None,
+                   fix: str = "re-extract the features or point at matching ones") -> None:
+    """Refuse a store whose attributes differ from ``expect`` (e.g. the model identity)."""
+    for key, want in (expect or {}).items():
+        if attrs.get(key) != want:
+            raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but {want!r} is "
+                             f"expected here; {fix}")
 
 
 def decode_attr(value):
@@ -100,10 +123,8 @@ class FeatureWriter:
         self._offsets = [0]
         self._sha = hashlib.sha256()
         self.settings = settings_sha256(kind, row_shape, dtype, attrs or {})
-        for key, value in {"kind": kind, "schema_version": SCHEMA_VERSION,
-                           "producer": f"pipeline {__version__}", "complete": False,
-                           "settings_sha256": self.settings, **(attrs or {})}.items():
-            self._f.attrs[key] = _encode_attr(value)
+        for key, value in header_attrs(kind, False, {"settings_sha256": self.settings, **(attrs or {})}).items():
+            self._f.attrs[key] = encode_attr(value)
 
     @property
     def chunks(self):
@@ -143,7 +164,7 @@ class FeatureWriter:
 
     def record(self, key: str, value) -> None:
         """Set one more attribute before the file is published (e.g. the videos skipped)."""
-        self._f.attrs[key] = _encode_attr(value)
+        self._f.attrs[key] = encode_attr(value)
 
     def close(self) -> Path:
         """Write the index, mark complete and rename to the final name."""
@@ -187,7 +208,7 @@ def settings_sha256(kind: str, row_shape, dtype, attrs: dict) -> str:
 
 def read_attrs(path) -> dict:
     with open_store(path) as f:
-        return {k: decode_attr(v) for k, v in f.attrs.items()}
+        return file_attrs(f)
 
 
 def open_store(path) -> h5py.File:
@@ -221,7 +242,7 @@ class FeatureReader:
         self._shard_attrs: list[dict] = []
         for k, path in enumerate(self.paths):
             with open_store(path) as f:
-                attrs = {a: decode_attr(v) for a, v in f.attrs.items()}
+                attrs = file_attrs(f)
                 self._check(path, f, attrs, kind, expect)
                 self._shard_attrs.append(attrs)
                 ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][:]]
@@ -239,29 +260,20 @@ class FeatureReader:
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{path}: feature schema version {attrs.get('schema_version')}, this "
                              f"pipeline reads version {SCHEMA_VERSION}; re-run its stage")
-        if kind is not None and attrs.get("kind") != kind:
-            raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected {kind!r}")
+        check_kind(path, attrs, kind)
         if not attrs.get("complete") or "offsets" not in f or "video_ids" not in f:
             raise StoreError(f"{path}: incomplete feature file (its writer was interrupted); "
                              f"delete it and re-run its stage")
         if f["offsets"][-1] != f["data"].shape[0]:
             raise StoreError(f"{path}: index covers {f['offsets'][-1]} rows but data has "
                              f"{f['data'].shape[0]}; the file is damaged, re-run its stage")
-        FeatureReader._expect(path, attrs, expect)
-
-    @staticmethod
-    def _expect(path, attrs, expect):
-        for key, want in (expect or {}).items():
-            if attrs.get(key) != want:
-                raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but "
-                                 f"{want!r} is expected here; re-extract the features or point "
-                                 f"at matching ones")
+        check_expected(path, attrs, expect)
 
     def require(self, expect: dict) -> None:
         """Refuse (naming the shard and the attribute) any shard whose attributes differ from
         ``expect``, as the ``expect`` argument does when opening."""
         for path, attrs in zip(self.paths, self._shard_attrs):
-            self._expect(path, attrs, expect)
+            check_expected(path, attrs, expect)
 
     @property
     def shard_attrs(self) -> list[dict]:
@@ -348,56 +360,3 @@ class FeatureReader:
         for f in self._files.values():
             f.close()
         self._files = {}
-
-
-# ---------------------------------------------------------------- text bank (not per video)
-
-def _write_bank(g, embeddings, mask, prompts, sources, class_names):
-    k = mask.shape[1]
-    strings = h5py.string_dtype("utf-8")
-
-    def grid(rows):
-        return np.array([[r[j] if j < len(r) else "" for j in range(k)] for r in rows], dtype=object)
-
-    g.create_dataset("embeddings", data=embeddings.astype(np.float32))
-    g.create_dataset("mask", data=mask.astype(bool))
-    g.create_dataset("prompts", data=grid(prompts), dtype=strings)
-    g.create_dataset("sources", data=grid(sources), dtype=strings)
-    g.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=strings)
-
-
-def write_text_bank(path, embeddings: np.ndarray, mask: np.ndarray, prompts: list[list[str]],
-                    sources: list[list[str]], class_names: list[str], attrs: dict,
-                    species: dict | None = None) -> Path:
-    """Class text embeddings ``(C, K, D)`` with a ``(C, K)`` validity mask and the strings;
-    ``species`` (same keys) is the species bank, stored in group ``/species``."""
-    path = Path(path)
-    with replacing(path) as partial, h5py.File(partial, "w") as f:
-        _write_bank(f, embeddings, mask, prompts, sources, class_names)
-        if species is not None:
-            _write_bank(f.create_group("species"), **species)
-        for key, value in {"kind": "text", "schema_version": SCHEMA_VERSION,
-                           "producer": f"pipeline {__version__}", "complete": True,
-                           **attrs}.items():
-            f.attrs[key] = _encode_attr(value)
-    return path
-
-
-def read_text_bank(path, expect: dict | None = None) -> dict:
-    with open_store(path) as f:
-        attrs = {a: decode_attr(v) for a, v in f.attrs.items()}
-        if attrs.get("kind") != "text":
-            raise StoreError(f"{path}: holds {attrs.get('kind')!r} features, expected 'text'")
-        for key, want in (expect or {}).items():
-            if attrs.get(key) != want:
-                raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but {want!r} "
-                                 f"is expected here; re-run the text stage")
-
-        def bank(g):
-            def strs(name):
-                return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
-                                    otypes=[object])(g[name][()])
-            return {"embeddings": g["embeddings"][()], "mask": g["mask"][()],
-                    "prompts": strs("prompts"), "sources": strs("sources"),
-                    "class_names": list(strs("class_names"))}
-        return {**bank(f), "attrs": attrs, "species": bank(f["species"]) if "species" in f else None}

@@ -166,7 +166,7 @@ def test_weights_that_cannot_be_had_give_one_clear_line(args, words, probes, tmp
 
 def test_text_bank(micro_clip, tmp_path):
     from pipeline.features.text import TextError, extract_text
-    from pipeline.store import read_text_bank
+    from pipeline.text_store import read_text_bank
     desc = tmp_path / "d.yaml"
     desc.write_text("Walking: [An animal walks on four legs., null, '']\nEATING: Chewing food.\n")
     text = section("text", {"templates": ["{action}", "a {species} {action}"], "descriptions": str(desc)})

@@ -14,7 +14,7 @@ from pipeline.heads.graph import UNKNOWN, relation_graph, relation_prior
 from pipeline.heads.prompt import ZeroShotHead
 from pipeline.heads.text_bank import prototypes, relation_matrix
 from pipeline.heads.trainer import head_params, model_kwargs, train_head
-from pipeline.store import read_text_bank
+from pipeline.text_store import read_text_bank
 
 CPU = torch.device("cpu")
 D, C, S = 16, 5, 3

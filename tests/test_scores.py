@@ -7,7 +7,8 @@ import torch
 
 from pipeline.heads.run import run_head
 from pipeline.metrics import evaluate, probabilities, species_top1
-from pipeline.store import FeatureWriter, write_text_bank
+from pipeline.store import FeatureWriter
+from pipeline.text_store import write_text_bank
 
 D, C, S = 24, 6, 3
 

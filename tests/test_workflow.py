@@ -496,7 +496,7 @@ def test_the_demo_class_texts_are_nearly_one_direction(demo_run):
     prototypes point almost the same way, so a head that scores classes by their text cannot
     separate them as a classifier of its own can."""
     from pipeline.heads.text_bank import prototypes, row_groups
-    from pipeline.store import read_text_bank
+    from pipeline.text_store import read_text_bank
     bank = read_text_bank(demo_run / "results" / "demo" / "features" / "text.h5")
     p = prototypes(bank["embeddings"], bank["mask"],
                    row_groups(bank["sources"], list(bank["attrs"].get("templates") or [])))

@@ -15,7 +15,7 @@ import torch
 from ..annotations.readers import name_key
 from ..compute import autocast
 from ..factory import load_clip, open_clip_module, weights_identity
-from ..store import write_text_bank
+from ..text_store import write_text_bank
 
 log = logging.getLogger("pipeline")
 

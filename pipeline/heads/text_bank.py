@@ -83,7 +83,7 @@ def load_text(path, clip_identity: dict, learnable: bool = False, device="cpu", 
     :func:`prototypes` for ``pooling`` and ``weighting``), the relation matrix (S, C), the class
     names, and for the learnable mode the CLIP model and tokenizer. Refuses a bank made with
     another CLIP model than the frame features."""
-    from ..store import read_text_bank
+    from ..text_store import read_text_bank
     bank = read_text_bank(path, expect={"model": clip_identity["model"],
                                         "weights": clip_identity["weights"]})
     sp = bank["species"]

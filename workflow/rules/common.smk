@@ -7,6 +7,7 @@ from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.freshness import file_digest, shard_members
 from pipeline.heads.streams import reads_text, streams
+from pipeline.layout import shard_path
 
 DS = config["dataset"]
 RESULTS = f"results/{DS['name']}"
@@ -73,8 +74,14 @@ def student_settings():
                        "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}}, sort_keys=True)
 
 
-def per_shard(pattern):
-    return expand(pattern, split=SPLITS, shard=SHARDS)
+def shard_pattern(kind):
+    """The path pattern of one shard of ``kind`` (wildcards split and shard; pipeline/layout.py)."""
+    return shard_path(RESULTS, kind)
+
+
+def per_shard(kind):
+    """Every shard of ``kind``, every split."""
+    return [shard_path(RESULTS, kind, split, k) for split in SPLITS for k in SHARDS]
 
 
 def gpus(rule_uses_gpu=True):
@@ -100,10 +107,9 @@ def runtime(rule, *parts):
     return minutes
 
 
-def split_shards(kind, split, ext="h5"):
+def split_shards(kind, split):
     """All shards of one kind (clip, flow, motion features; probe tables) for one split."""
-    folder = "probe" if kind == "probe" else f"features/{kind}"
-    return expand(f"{RESULTS}/{folder}/{split}/shard-{{shard}}.{ext}", shard=SHARDS)
+    return [shard_path(RESULTS, kind, split, k) for k in SHARDS]
 
 
 def annotation_inputs():

@@ -90,7 +90,7 @@ checkpoint probe:
     input:
         samples=samples_table,
     output:
-        f"{RESULTS}/probe/{{split}}/shard-{{shard}}.tsv",
+        shard_pattern("probe"),
     params:
         sampling=as_json("sampling"),
         videos=DS["videos"],

@@ -21,8 +21,8 @@ rule extract:
         probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
-        clip=f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
-        flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+        clip=shard_pattern("clip"),
+        flow=shard_pattern("flow"),
     params:
         clip=as_json("clip"),
         flow=as_json("flow"),
@@ -51,7 +51,7 @@ rule clip:
         probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
-        f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5",
+        shard_pattern("clip"),
     params:
         clip=as_json("clip"),
         sampling=as_json("sampling"),
@@ -78,7 +78,7 @@ rule flow:
     input:
         probe=probe_table,
     output:
-        f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+        shard_pattern("flow"),
     params:
         flow=as_json("flow"),
         sampling=as_json("sampling"),
@@ -132,6 +132,6 @@ rule text:
 
 rule features:
     input:
-        per_shard(f"{RESULTS}/features/clip/{{split}}/shard-{{shard}}.h5"),
-        per_shard(f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5"),
+        per_shard("clip"),
+        per_shard("flow"),
         f"{RESULTS}/features/text.h5",

@@ -54,7 +54,7 @@ rule report:
         classes=rules.samples.output.classes,
         info=rules.samples.output.info,
         missing=rules.samples.output.missing,
-        probe_tables=split_shards("probe", EVAL, ext="tsv"),
+        probe_tables=split_shards("probe", EVAL),
         features=split_shards("clip", EVAL) + split_shards("flow", EVAL),
     output:
         summary=report(SUMMARY, category="Summary",

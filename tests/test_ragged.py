@@ -134,7 +134,7 @@ def test_batch_rows_trains_the_long_video_in_a_small_batch(tmp_path):
     assert max(h["val_metric"] for h in history) > 0.6
 
 
-def test_chunked_attention_equals_full_and_bounds_memory():
+def test_chunked_attention_and_its_gradients_equal_full_attention():
     from pipeline.heads.layers import sdpa_in_chunks
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 50, 8, generator=g, requires_grad=True) for _ in range(3))

@@ -1,0 +1,107 @@
+"""The house rules, checked: a ground floor that imports no stage, no import cycle, no private
+name used across modules, no module over 400 lines, a README for the user's path (at most 300
+lines) whose links, and the docs' links, lead somewhere."""
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "pipeline"
+# Below every stage: devices and precision, files, shard paths, the stores, how models and
+# weights are found. They import nothing above them.
+GROUND = {"pipeline", "pipeline.compute", "pipeline.devices", "pipeline.files", "pipeline.layout",
+          "pipeline.store", "pipeline.text_store", "pipeline.factory", "pipeline.weights",
+          "pipeline.demo_convnet"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules) -> list[tuple[str, list[str], bool]]:
+    """(module imported, names taken from it, at module level?) for each pipeline import."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    top = {id(n) for n in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("pipeline"):
+                continue
+            for alias in node.names:  # `from . import x` may name a module
+                sub = f"{target}.{alias.name}"
+                found.append((sub if sub in modules else target, [alias.name], id(node) in top))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], id(node) in top) for a in node.names if a.name.startswith("pipeline")]
+    return found
+
+
+def test_the_ground_floor_imports_no_stage():
+    modules = _modules()
+    up = [(name, target) for name in sorted(GROUND) for target, _, _ in _imports(name, modules[name], modules)
+          if target not in GROUND]
+    assert not up, f"arrows back up from the ground floor: {up}"
+
+
+def test_no_import_cycle_at_module_level():
+    modules = _modules()
+    graph = {name: {t for t, _, top in _imports(name, path, modules) if top and t in modules and t != name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [nxt]))
+            if not state.get(nxt):
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+    for name in sorted(graph):
+        if not state.get(name):
+            visit(name, [name])
+
+
+def test_no_private_name_crosses_a_module():
+    modules = _modules()
+    crossing = [(name, target, n) for name, path in modules.items()
+                for target, names, _ in _imports(name, path, modules) for n in names
+                if n.startswith("_") and not n.startswith("__") and target != name]
+    assert not crossing, crossing
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readme_keeps_to_the_users_path_and_every_link_leads_somewhere():
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300
+    for page in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith("http"):
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (page.parent / file).resolve() if file else page
+            assert dest.exists(), f"{page.name}: link to {target}: no such file"
+            if anchor:
+                headings = [_anchor(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)]
+                assert anchor in headings, f"{page.name}: link to {target}: no such heading"

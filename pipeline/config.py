@@ -17,6 +17,10 @@ import yaml
 SCHEMA_PATH = Path(__file__).parent / "resources" / "config.schema.yaml"
 
 
+# Keys renamed since runs were configured: an old name is refused with its new one.
+RENAMED_KEYS = {"heads": "attention_heads"}
+
+
 class ConfigError(ValueError):
     pass
 
@@ -56,6 +60,9 @@ def _message(error: jsonschema.ValidationError, sch: dict, source: str) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         name = ".".join(filter(None, [_key(error.absolute_path).replace("(top level)", ""), extra[0]]))
+        renamed = RENAMED_KEYS.get(extra[0])
+        if renamed in allowed:
+            return f"{source}: key '{name}' is now called '{renamed}'; rename it in your config"
         return f"{source}: unknown key '{name}'; allowed keys here: {', '.join(allowed)}"
     if error.validator == "enum":
         return (f"{source}: key '{key}' is {error.instance!r}; allowed values: "

@@ -55,3 +55,14 @@ def test_keys_added_with_a_neutral_default_stay_out_of_rerun_triggers():
     assert "description_units" not in trigger_view("text", section("text", {}))
     for name, keys in NEUTRAL_DEFAULTS.items():  # each is the schema's default
         assert {k: section(name, {})[k] for k in keys} == keys
+
+
+def test_a_renamed_key_is_refused_with_its_new_name(tmp_path):
+    """heads.<head>.heads (attention heads, beside the classifier heads of `heads:`) is now
+    attention_heads: an old config says what to rename, not just "unknown key"."""
+    cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
+                       "annotations": "a.csv"}, "heads": {"fusion": {"heads": 8}}}
+    with pytest.raises(ConfigError, match=r"'heads\.fusion\.heads' is now called 'attention_heads'"):
+        validate_config(cfg)
+    cfg["heads"]["fusion"] = {"attention_heads": 8}
+    assert validate_config(cfg)["heads"]["fusion"]["attention_heads"] == 8

@@ -110,7 +110,7 @@ def test_coop_trains_on_cuda_and_scores_as_on_the_cpu(micro_clip):
             "clip": (clip, open_clip_module().get_tokenizer(micro_clip))}
     split = _split(species=False)
     split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
-    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
     model, history = train_head("prompt", params, split, None, C, False, CUDA, progress=False, text=text)
     assert model.coop.ctx.is_cuda and np.isfinite(history[-1]["train_loss"])

@@ -17,7 +17,7 @@ D, C, S = 32, 4, 2  # 32: the micro CLIP's width (the learnable text mode runs i
 # matter (focal_gamma only acts with the focal loss, ...). Both runs of a pair share the context.
 ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 3, "patience": 1,
        "loss": "asl", "pos_weight": 5.0, "focal_gamma": 0.5, "label_smoothing": 0.3, "seed": 7,
-       "warmup_epochs": 0, "grad_clip": 1e-4, "layers": 3, "heads": 4, "width": 24, "ff_mult": 1,
+       "warmup_epochs": 0, "grad_clip": 1e-4, "layers": 3, "attention_heads": 4, "width": 24, "ff_mult": 1,
        "dropout": 0.6, "mode": "temporal_concat", "positions": "flip", "aggregation": "sparse",
        "semi_dense_k": 3, "sparse_n": 1, "max_frames": 32, "motion": True, "refine": "attention",
        "conditioning": False, "species": "zero_shot", "relation_prior": False,
@@ -88,7 +88,7 @@ CASES = [(name, key) for name in HEADS for key in sorted(head_keys(name) - OUTSI
 
 @pytest.mark.parametrize("name, key", CASES, ids=[f"{n}-{k}" for n, k in CASES])
 def test_every_accepted_key_reaches_the_head(name, key, micro_clip):
-    base_given = {"epochs": 2, "batch_size": 8, "frames": 4, **({"heads": 2} if "heads" in head_keys(name) else {})}
+    base_given = {"epochs": 2, "batch_size": 8, "frames": 4, **({"attention_heads": 2} if "heads" in head_keys(name) else {})}
     base_given = {k: v for k, v in base_given.items() if k in head_keys(name)}
     context = {**base_given, **{k: v for k, v in CONTEXT.get(key, {}).items() if k in head_keys(name)}}
     default = head_params(name, context)[key]

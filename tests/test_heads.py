@@ -9,7 +9,7 @@ from pipeline.heads.data import SplitFeatures, sample_indices
 from pipeline.heads.models import HEADS, InterleaveHead, aggregation_steps, build_head
 from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict_logits, train_head
 
-SMALL = {"layers": 1, "heads": 2, "width": 16, "dropout": 0.0}
+SMALL = {"layers": 1, "attention_heads": 2, "width": 16, "dropout": 0.0}
 
 
 def make_split(n=40, t=10, d=8, c=4, multilabel=True, seed=0, signal=True):
@@ -85,7 +85,7 @@ def test_aggregation_steps(scheme, n, want):
 @pytest.mark.parametrize("scheme", ["dense", "semi_dense", "sparse", "all"])
 def test_interleave_aggregates_per_step_logits(scheme):
     torch.manual_seed(0)
-    head = InterleaveHead(8, 8, 3, layers=1, heads=2, width=16, dropout=0.0, aggregation=scheme).eval()
+    head = InterleaveHead(8, 8, 3, layers=1, attention_heads=2, width=16, dropout=0.0, aggregation=scheme).eval()
     rgb, motion = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False
@@ -100,7 +100,7 @@ def test_interleave_aggregates_per_step_logits(scheme):
 
 def test_interleave_really_interleaves():
     """Token 2t is rgb_t and 2t+1 motion_t: changing motion_1 changes token 3 only."""
-    head = InterleaveHead(4, 4, 2, layers=1, heads=1, width=4, dropout=0.0)
+    head = InterleaveHead(4, 4, 2, layers=1, attention_heads=1, width=4, dropout=0.0)
     seen = []
     head.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
     rgb, motion = torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)
@@ -199,7 +199,7 @@ def test_window_plan_cuts_the_clip_and_selects_frames_in_each_window():
 @pytest.mark.parametrize("scheme", ["dense", "semi_dense", "sparse"])
 def test_windowed_classifiers_share_weights_and_see_only_their_window(scheme):
     torch.manual_seed(0)
-    kwargs = dict(layers=1, heads=2, width=16, dropout=0.0, aggregation=scheme, temporal="windows")
+    kwargs = dict(layers=1, attention_heads=2, width=16, dropout=0.0, aggregation=scheme, temporal="windows")
     head = InterleaveHead(8, 8, 3, windows=3, **kwargs).eval()
     five = InterleaveHead(8, 8, 3, windows=5, **kwargs)
     assert {k: v.shape for k, v in head.state_dict().items()} == {k: v.shape for k, v in five.state_dict().items()}

@@ -91,7 +91,7 @@ def _batch(b=4, t=6, seed=1):
 
 
 def _prompt(**overrides):
-    params = model_kwargs(head_params("prompt", {"heads": 4, "motion": True, **overrides}))
+    params = model_kwargs(head_params("prompt", {"attention_heads": 4, "motion": True, **overrides}))
     return build_head("prompt", D, 8, C, params, _text(), multilabel=True).eval()
 
 
@@ -185,7 +185,7 @@ def _split(n=48, seed=0, species=True):
 
 
 def test_a_class_added_after_training_is_scored_without_retraining():
-    params = head_params("prompt", {"heads": 4, "epochs": 3, "batch_size": 16, "frames": 6, "lr": 1e-3})
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 3, "batch_size": 16, "frames": 6, "lr": 1e-3})
     text = {**_text(), "species_protos": None, "relation": None}
     model, history = train_head("prompt", params, _split(species=False), _split(seed=1, species=False),
                                 C, False, CPU, progress=False, text=text)
@@ -209,7 +209,7 @@ def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
     text = {**_text(), "protos": None, "clip": (clip, open_clip_module().get_tokenizer(micro_clip))}
     split = _split(species=False)
     split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
-    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
     from pipeline.heads.prompt import CoopText
     ctx0 = CoopText(clip, text["clip"][1], text["class_names"], 3).ctx.detach().clone()
@@ -270,7 +270,7 @@ def test_gcn_moves_class_text_along_the_relation_graph():
 
 
 def test_gcn_and_species_conditioned_video_train(tmp_path):
-    params = head_params("prompt", {"heads": 4, "epochs": 6, "batch_size": 16, "frames": 6, "lr": 3e-3,
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 6, "batch_size": 16, "frames": 6, "lr": 3e-3,
                                     "refine": "gcn", "video_species": True})
     model, history = train_head("prompt", params, _split(), _split(seed=1), C, False, CPU,
                                 progress=False, text=_text())

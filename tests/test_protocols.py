@@ -21,7 +21,7 @@ def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path
         seen.append((self.training, p.detach().clone(), None if species is None else species.clone()))
         return p, logits
     monkeypatch.setattr(prompt.PromptHead, "species_distribution", spy)
-    params = head_params("prompt", {"heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "lr": 1e-3, "species_train": "oracle"})
     model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
     training = [(p, s) for t, p, s in seen if t]
@@ -32,7 +32,7 @@ def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path
     rows = summary_rows([_write(tmp_path, {**metrics, "head": "prompt", "split": "test"})])
     assert [r["head"] for r in rows] == ["prompt (oracle species)"]
     # the default predicts species and reports the oracle beside it, as an ablation
-    params = head_params("prompt", {"heads": 4, "epochs": 1, "batch_size": 16, "frames": 6})
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 1, "batch_size": 16, "frames": 6})
     model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
     metrics = evaluate_head(model, split, predict_logits(model, split, params, CPU), params, False, None, CPU)
     assert metrics["species_source"] == "predicted" and "oracle_species" in metrics
@@ -68,7 +68,7 @@ def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
         got.update(kw)
         return real(params, **kw)
     monkeypatch.setattr(torch.optim, "AdamW", spy)
-    params = head_params("prompt", {"heads": 4, "epochs": 1, "batch_size": 16, "frames": 6,
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 1, "batch_size": 16, "frames": 6,
                                     "betas": [0.9, 0.98], "weight_decay": 1e-3})
     train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
     assert got["betas"] == (0.9, 0.98) and got["weight_decay"] == 1e-3

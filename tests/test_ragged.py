@@ -52,7 +52,7 @@ def test_every_frame_training_equals_padding_to_the_longest(tmp_path, head):
     train = _split(paths, samples)
     vpaths, vsamples, _ = _store(tmp_path, "v", seed=1)
     val = _split(vpaths, vsamples)
-    params = head_params(head, {"layers": 1, "heads": 2, "epochs": 20, "lr": 1e-3, "frames": "all",
+    params = head_params(head, {"layers": 1, "attention_heads": 2, "epochs": 20, "lr": 1e-3, "frames": "all",
                                 "batch_size": 4})
     model, history = train_head(head, params, train, val, C, False, CPU, progress=False)
     logits = predict_logits(model, val, params, CPU)
@@ -69,7 +69,7 @@ def test_every_frame_training_equals_padding_to_the_longest(tmp_path, head):
 
 def test_streamed_features_train_exactly_like_in_memory(tmp_path, monkeypatch):
     paths, samples, _ = _store(tmp_path, "t")
-    params = head_params("motion_only", {"layers": 1, "heads": 2, "epochs": 3, "frames": "all",
+    params = head_params("motion_only", {"layers": 1, "attention_heads": 2, "epochs": 3, "frames": "all",
                                          "batch_size": 4})
     memory = _split(paths, samples)
     monkeypatch.setenv("PIPELINE_FEATURE_MEMORY_MB", "0.001")
@@ -113,7 +113,7 @@ def test_batch_rows_trains_the_long_video_in_a_small_batch(tmp_path):
     train = _split(paths, samples)
     vpaths, vsamples, _ = _store(tmp_path, "v", seed=1)
     val = _split(vpaths, vsamples)
-    params = head_params("motion_only", {"layers": 1, "heads": 2, "epochs": 20, "lr": 1e-3, "frames": "all",
+    params = head_params("motion_only", {"layers": 1, "attention_heads": 2, "epochs": 20, "lr": 1e-3, "frames": "all",
                                          "batch_size": 4, "batch_rows": 24})
     seen = []
     import pipeline.heads.trainer as trainer
@@ -180,7 +180,7 @@ def test_prompt_head_takes_videos_longer_than_its_position_table():
     import torch.nn.functional as F
     from pipeline.heads.prompt import PromptHead
     torch.manual_seed(0)
-    head = PromptHead(D, 0, C, layers=1, heads=2, max_frames=8, conditioning=True).eval()
+    head = PromptHead(D, 0, C, layers=1, attention_heads=2, max_frames=8, conditioning=True).eval()
     head.set_classes(F.normalize(torch.randn(C, D), dim=-1))
     with torch.no_grad():
         head.out_proj.weight.normal_(0, 0.1)  # zero-initialised: make the temporal path count

@@ -139,3 +139,19 @@ def test_weighting_reaches_the_prototypes_run_head_scores_with(tmp_path):
                                   [{"name": n} for n in names], True, tmp_path / weighting,
                                   torch.device("cpu"), {"eval": "test"}, text_path=tmp_path / "text.h5")["mAP"]
     assert got["groups"] > got["rows"] + 0.05, got
+
+
+def test_a_head_saved_with_the_old_heads_key_still_loads(tmp_path):
+    """Checkpoints written before `heads` (attention heads) was named `attention_heads` load."""
+    from pipeline.heads.run import load_head
+    shards, samples = _shards(tmp_path)
+    run_head("rgb_only", {"frames": 4, "epochs": 1, "layers": 1, "attention_heads": 2}, shards, samples,
+             [{"name": f"class {c}"} for c in range(C)], True, tmp_path / "out", torch.device("cpu"),
+             {"eval": "test"})
+    path = tmp_path / "out" / "head.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["params"]["heads"] = ckpt["params"].pop("attention_heads")
+    torch.save(ckpt, path)
+    model, loaded = load_head(path)
+    assert loaded["params"]["attention_heads"] == 2 and "heads" not in loaded["params"]
+    assert model.head.blocks[0].self_attn.num_heads == 2

@@ -43,11 +43,11 @@ class FusionBlock(nn.Module):
     """Self-attention over RGB, cross-attention RGB -> motion, feed-forward; each residual +
     layer norm (post-norm, as in ViMoCLIP's TFAM)."""
 
-    def __init__(self, width: int, heads: int, ff_mult: int, dropout: float, cross: bool,
+    def __init__(self, width: int, attention_heads: int, ff_mult: int, dropout: float, cross: bool,
                  activation: str = "gelu"):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True) if cross else None
+        self.self_attn = nn.MultiheadAttention(width, attention_heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(width, attention_heads, dropout=dropout, batch_first=True) if cross else None
         act = nn.ReLU() if activation == "relu" else nn.GELU()
         self.ff = nn.Sequential(nn.Linear(width, width * ff_mult), act, nn.Dropout(dropout),
                                 nn.Linear(width * ff_mult, width))
@@ -67,7 +67,7 @@ class FusionHead(nn.Module):
     ``channel_concat`` (per-frame concatenation projected to the width). ``variant:
     reference``: the released TFAM's ReLU feed-forward and 256-wide classifier."""
 
-    def __init__(self, rgb_dim, motion_dim, n_classes, layers=4, heads=8, width=None, ff_mult=4,
+    def __init__(self, rgb_dim, motion_dim, n_classes, layers=4, attention_heads=8, width=None, ff_mult=4,
                  dropout=0.1, mode="cross", positions=False, variant="default"):
         super().__init__()
         width = width or rgb_dim
@@ -77,7 +77,7 @@ class FusionHead(nn.Module):
         self.motion_in = nn.Linear(motion_dim, width) if motion_dim != width else nn.Identity()
         self.type_embed = nn.Parameter(torch.zeros(2, width)) if mode == "temporal_concat" else None
         act = "relu" if variant == "reference" else "gelu"
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, mode == "cross", act)
+        self.blocks = nn.ModuleList(FusionBlock(width, attention_heads, ff_mult, dropout, mode == "cross", act)
                                     for _ in range(layers))
         self.classifier = mlp_classifier(width, n_classes, dropout, variant)
 
@@ -104,14 +104,14 @@ class TemporalHead(nn.Module):
     """Single-stream baseline (``rgb_only`` / ``motion_only``): a temporal transformer over one
     stream, masked mean, MLP classifier."""
 
-    def __init__(self, in_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4, dropout=0.1,
+    def __init__(self, in_dim, n_classes, layers=2, attention_heads=8, width=None, ff_mult=4, dropout=0.1,
                  positions=True, stream="rgb", variant="default"):
         super().__init__()
         width = width or in_dim
         self.stream, self.positions, self.width = stream, positions, width
         self.proj = nn.Linear(in_dim, width) if in_dim != width else nn.Identity()
         act = "relu" if variant == "reference" else "gelu"
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False, act)
+        self.blocks = nn.ModuleList(FusionBlock(width, attention_heads, ff_mult, dropout, False, act)
                                     for _ in range(layers))
         self.classifier = mlp_classifier(width, n_classes, dropout, variant)
 
@@ -171,7 +171,7 @@ class InterleaveHead(nn.Module):
     averaged. (The published method fine-tunes X-CLIP end to end on frames and flow images;
     this head trains on frozen features.)"""
 
-    def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, heads=8, width=None, ff_mult=4,
+    def __init__(self, rgb_dim, motion_dim, n_classes, layers=2, attention_heads=8, width=None, ff_mult=4,
                  dropout=0.1, aggregation="dense", semi_dense_k=2, sparse_n=3, temporal="steps",
                  windows=3, classifier="mlp"):
         super().__init__()
@@ -182,7 +182,7 @@ class InterleaveHead(nn.Module):
         self.rgb_in = nn.Linear(rgb_dim, width) if rgb_dim != width else nn.Identity()
         self.motion_in = nn.Linear(motion_dim, width)
         self.type_embed = nn.Parameter(torch.zeros(2, width))
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, ff_mult, dropout, False) for _ in range(layers))
+        self.blocks = nn.ModuleList(FusionBlock(width, attention_heads, ff_mult, dropout, False) for _ in range(layers))
         # the class text's dimension is CLIP's, that of the frame embeddings
         self.step_classifier = (TextClassifier(width, n_classes, rgb_dim) if classifier == "text"
                                 else mlp_classifier(width, n_classes, dropout))
@@ -279,7 +279,7 @@ class Standardised(nn.Module):
 # every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
 # schema lists, per head, exactly these keys, so a key meant for another head is refused
 # instead of ignored.
-_TRANSFORMER = {"layers": 2, "heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
+_TRANSFORMER = {"layers": 2, "attention_heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
 _MOTION = {"motion_source": "student"}  # heads that read motion: the student's, or flow_clip
 HEADS = {
     "fusion": (FusionHead, {**_MOTION, **_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
@@ -296,7 +296,7 @@ HEADS = {
     "rgb_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
     "motion_linear": (LinearProbe, {**_MOTION, "lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
     "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0, "pooling": "mean", "weighting": "rows"}),
-    "prompt": (None, {"layers": 1, "heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
+    "prompt": (None, {"layers": 1, "attention_heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
                       "motion": False, "refine": "mlp", "conditioning": True, "species": "classifier",
                       "relation_prior": True, "video_species": False, "text_mode": "bank", "n_ctx": 4,
                       "softmax_weight": 0.5,

@@ -147,18 +147,19 @@ class PromptHead(nn.Module):
     ground-truth species passed to :meth:`forward`."""
     takes_species = True
 
-    def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, heads=8,
+    def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, attention_heads=8,
                  dropout=0.1, max_frames=64, use_motion=False, refine="mlp", conditioning=True,
                  species="classifier", relation_prior=True, multilabel=True, coop=None,
                  video_species=False):
         super().__init__()
         d = rgb_dim
-        if d % heads:
-            raise ValueError(f"prompt head: heads={heads} must divide the embedding width {d}")
+        if d % attention_heads:
+            raise ValueError(f"prompt head: attention_heads={attention_heads} must divide the "
+                             f"embedding width {d}")
         self.multilabel, self.oracle = multilabel, False
         self.register_buffer("protos", torch.zeros(n_classes, d))
         self.pos = nn.Parameter(0.01 * torch.randn(max_frames, d))
-        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(d, attention_heads, 4 * d, dropout, batch_first=True, norm_first=True)
         self.temporal = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out_proj = _zero(nn.Linear(d, d))
         self.motion_in = nn.Linear(motion_dim, d) if use_motion and motion_dim else None
@@ -171,7 +172,7 @@ class PromptHead(nn.Module):
             self.refine = GraphRefiner(d)
         elif refine == "attention":
             self.refine_norm = nn.LayerNorm(d)
-            self.refine = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            self.refine = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
             _zero(self.refine.out_proj)
         else:
             self.refine = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), _zero(nn.Linear(d, d)))
@@ -180,7 +181,7 @@ class PromptHead(nn.Module):
         self.cond = None
         if conditioning:
             self.cond_norm = nn.LayerNorm(d)
-            self.cond = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            self.cond = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
             _zero(self.cond.out_proj)
             self.cond_scale = nn.Parameter(torch.full((d,), 0.1))
         # species
@@ -193,7 +194,7 @@ class PromptHead(nn.Module):
         self.video_cond = None
         if video_species and self.species_mode != "none":
             self.video_cond_norm = nn.LayerNorm(d)
-            self.video_cond = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+            self.video_cond = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
             _zero(self.video_cond.out_proj)
         if self.species_mode == "classifier":
             self.species_delta = _zero(nn.Linear(d, n_species))

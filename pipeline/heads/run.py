@@ -306,6 +306,8 @@ def load_head(path, device="cpu"):
     """A trained head and its checkpoint dict. Prompt heads come back with their classes; a
     head in the learnable text mode reloads the CLIP model its text bank was made with."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "heads" in ckpt["params"]:  # saved before the key was named attention_heads
+        ckpt["params"]["attention_heads"] = ckpt["params"].pop("heads")
     text = None
     if ckpt["name"] in PROMPT_HEADS:
         d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)

@@ -1,31 +1,11 @@
-"""Tables and plots: per head (per-class AP, precision-recall, training curves) and the summary
-of all heads side by side (``reports/summary.md``)."""
+"""The report stage: every head side by side (``reports/summary.md``, ``heads.png``) with the
+notes that read the table, and the evaluation split's counts (listed, missing, skipped)."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from .plots import plot_message, pyplot
-
-def write_predictions(path, video_ids, scores, targets, class_names, multilabel: bool, k: int = 5):
-    """Top-``k`` classes and scores per video. Scores are written in full (shortest round-trip
-    form): rounding to a few decimals would tie scores that rank differently."""
-    k = min(k, scores.shape[1])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    top = np.argsort(-scores, axis=1)[:, :k]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "labels"] + [x for i in range(1, k + 1) for x in (f"top{i}", f"score{i}")])
-        for vid, s, t, y in zip(video_ids, scores, top, targets):
-            truth = [class_names[c] for c in (np.flatnonzero(y) if multilabel else [int(y)])]
-            w.writerow([vid, ";".join(truth)] + [x for c in t for x in (class_names[c], repr(float(s[c])))])
-
-
-# ---------------------------------------------------------------- summary of all heads
 
 COLUMNS_MULTI = [("mAP", "macro mAP"), ("mAP_micro", "micro mAP")]
 COLUMNS_SINGLE = [("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc."),

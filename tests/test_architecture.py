@@ -53,6 +53,15 @@ def test_the_ground_floor_imports_no_stage():
     assert not up, f"arrows back up from the ground floor: {up}"
 
 
+def test_only_the_report_command_imports_the_report_stage():
+    """Training and prediction draw with pipeline.plots and write with pipeline.heads.scores;
+    the last stage (report, analysis) is imported by its command alone."""
+    modules = _modules()
+    users = {name for name, path in modules.items() for target, _, _ in _imports(name, path, modules)
+             if target in ("pipeline.report", "pipeline.analysis") and name != target}
+    assert users <= {"pipeline.commands.heads", "pipeline.report"}, users
+
+
 def test_no_import_cycle_at_module_level():
     modules = _modules()
     graph = {name: {t for t, _, top in _imports(name, path, modules) if top and t in modules and t != name}

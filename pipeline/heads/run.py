@@ -16,10 +16,10 @@ from ..metrics import evaluate_logits, probabilities, species_top1
 from ..store import FeatureReader
 from .data import identity_of, load_split
 from .models import build_head
-from .streams import PROMPT_HEADS, reads_text, streams
 from .prompt import add_classes
+from .scores import write_predictions, write_scores
+from .streams import PROMPT_HEADS, reads_text, streams
 from .text_bank import clip_for, load_text
-from .scores import write_scores
 from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
 
 log = logging.getLogger("pipeline")
@@ -64,7 +64,6 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
              multilabel: bool, out: str | Path, device, splits: dict, text_path=None) -> dict:
     """``shards``: {(kind, role): [paths]} with kind clip/motion and role train/val/eval;
     ``splits``: {role: split name}; ``text_path``: the text bank, for the prompt heads."""
-    from ..report import write_predictions
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = head_params(name, given)
@@ -166,7 +165,6 @@ def write_no_metrics(out: Path, name: str, split: str, names: list[str]) -> dict
     """metrics.json saying why there are none, an empty predictions file and plots that say
     it, when the evaluation split holds no readable video."""
     from ..plots import plot_message
-    from ..report import write_predictions
     why = (f"no readable video in the evaluation split {split!r}: every listed video is missing "
            f"or was skipped (reasons in missing.tsv and probe/{split}/shard-*.tsv)")
     log.warning("head %s: %s; the head is trained, nothing is evaluated", name, why)

@@ -1,13 +1,29 @@
-"""A head's evaluation scores (``heads/<head>/scores.npz``): one row per video, one column per
-class, the probabilities of predictions/<split>.csv in full; the report compares the heads
-with them class by class and video by video (:mod:`pipeline.analysis`)."""
+"""What a head writes of its evaluation: ``predictions/<split>.csv`` (each video's top classes)
+and ``scores.npz`` (one row per video, one column per class, the probabilities in full), with
+which the report compares the heads class by class and video by video (:mod:`pipeline.analysis`)."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 
 from ..files import replacing
+
+
+def write_predictions(path, video_ids, scores, targets, class_names, multilabel: bool, k: int = 5):
+    """Top-``k`` classes and scores per video. Scores are written in full (shortest round-trip
+    form): rounding to a few decimals would tie scores that rank differently."""
+    k = min(k, scores.shape[1])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    top = np.argsort(-scores, axis=1)[:, :k]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "labels"] + [x for i in range(1, k + 1) for x in (f"top{i}", f"score{i}")])
+        for vid, s, t, y in zip(video_ids, scores, top, targets):
+            truth = [class_names[c] for c in (np.flatnonzero(y) if multilabel else [int(y)])]
+            w.writerow([vid, ";".join(truth)] + [x for c in t for x in (class_names[c], repr(float(s[c])))])
 
 
 def write_scores(path, video_ids, probabilities, targets, class_names, multilabel: bool,

@@ -363,22 +363,6 @@ def test_every_written_file_is_a_declared_output(demo_run):
     assert written - kept <= declared, sorted(written - kept - declared)
 
 
-def test_the_conda_env_holds_dependencies_only_and_rules_find_the_package():
-    env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
-    pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
-    assert not [p for p in pip if p.startswith(("-e", ".", "/"))], pip
-    snakefile = (ROOT / "Snakefile").read_text()
-    assert "export PYTHONPATH={shlex.quote(workflow.basedir)}" in snakefile
-
-
-def test_the_repository_says_things_in_its_own_words_without_symlinks():
-    import subprocess
-    files = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert not [line for line in files.splitlines() if line.startswith("120000")], "symlinks"
-    hits = subprocess.run(["git", "grep", "-l", "DESIGN" + ".md"], cwd=ROOT, capture_output=True, text=True)
-    assert hits.stdout == "", hits.stdout
-
-
 def test_animal_clip_and_animalmotionclip_variants_train_on_the_demo_features(demo_run, tmp_path):
     """The prompt head with Animal-CLIP's graph, species-conditioned video, equal text groups and
     max-pooled descriptions, and the interleave head with AnimalMotionCLIP's windows and
@@ -438,38 +422,6 @@ def test_each_rule_asks_for_its_cpus_and_more_memory_on_a_retry(tmp_path):
     mem = [int(_job_resources(snakemake(work, "-n", "--forceall", "--attempt", str(a)).stdout,
                               "head")[1].split("mem_mb=")[1].split(",")[0]) for a in (1, 2, 3)]
     assert mem == [2000, 3000, 4500], mem  # cluster.mem_retry_factor 1.5 per attempt
-
-
-def test_a_job_uses_its_own_cpus_not_the_nodes(monkeypatch):
-    import os
-    from pipeline.config import section
-    from pipeline.devices import job_cpus
-    from pipeline.features.common import decode_workers
-    import torch
-    cores = len(os.sched_getaffinity(0))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    monkeypatch.setenv("PIPELINE_THREADS", "64")
-    assert job_cpus() == cores  # the affinity bounds what Snakemake says
-    monkeypatch.setenv("PIPELINE_THREADS", "3")
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    assert job_cpus() == min(2, cores)
-    # a 32-core node, a job given 4 of them: decoding beside a GPU takes the job's CPUs
-    # (one left for the model's thread), not the node's
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
-    monkeypatch.setattr(os, "cpu_count", lambda: 32)
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    monkeypatch.setenv("PIPELINE_THREADS", "4")
-    assert decode_workers(section("clip", {}), torch.device("cuda")) == 3
-
-
-def test_the_conda_env_and_pyproject_list_the_same_dependencies():
-    """One list of dependencies: the jobs' conda env holds pyproject's, less Snakemake (the
-    jobs run under it, they do not import it)."""
-    import tomllib
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
-    pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
-    assert sorted(pip) == sorted(d for d in deps if not d.startswith("snakemake")), (pip, deps)
 
 
 def test_animalmotionclips_inputs_flow_images_through_frozen_clip_and_the_class_text(demo_run, tmp_path):

@@ -66,3 +66,22 @@ def test_a_renamed_key_is_refused_with_its_new_name(tmp_path):
         validate_config(cfg)
     cfg["heads"]["fusion"] = {"attention_heads": 8}
     assert validate_config(cfg)["heads"]["fusion"]["attention_heads"] == 8
+
+
+def test_speed_settings_are_marked_once_and_reach_the_jobs_but_not_the_triggers(monkeypatch):
+    """The schema marks the speed-only keys (x-runtime); the rules' triggers leave them out, the
+    jobs get them from the environment, and a batch size that changes training stays a setting
+    (moclip.batch_size once reached neither the student nor its trigger)."""
+    import json
+    from pipeline.config import (RUNTIME_ENV, runtime_keys, runtime_settings, section, trigger_view,
+                                 with_runtime)
+    assert runtime_keys() == {"": ("decoder", "device"), "clip": ("batch_size", "decode_workers"),
+                              "flow": ("batch_size", "decode_workers"), "moclip": ("num_workers",)}
+    assert "batch_size" not in trigger_view("clip", section("clip", {}))
+    assert trigger_view("moclip", section("moclip", {"batch_size": 8}))["batch_size"] == 8
+    config = {"device": "cpu", "decoder": "opencv", "clip": section("clip", {"batch_size": 16}),
+              "flow": section("flow", {}), "moclip": section("moclip", {"num_workers": 3})}
+    monkeypatch.setenv(RUNTIME_ENV, json.dumps(runtime_settings(config)))
+    assert with_runtime("clip", {"model": "ViT-B-16"})["batch_size"] == 16  # from the workflow
+    assert with_runtime("clip", {}, {"batch_size": 4})["batch_size"] == 4   # a flag wins
+    assert with_runtime("moclip", {"batch_size": 8}) == section("moclip", {"batch_size": 8, "num_workers": 3})

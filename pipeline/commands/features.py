@@ -42,24 +42,28 @@ def _section(a, name: str) -> dict:
     return with_runtime(name, a.params, {"batch_size": a.batch_size, "decode_workers": a.decode_workers})
 
 
+def _one_stage(a, name: str) -> None:
+    """The clip or the flow stage alone on one probe shard (extraction: separate)."""
+    if name == "clip":
+        from ..features.clip import extract_clip as extract
+    else:
+        from ..features.flow import extract_flow as extract
+    probes, device = _stage_inputs(a)
+    _report(name, a.out, extract(probes, a.out, _section(a, name), device,
+                                 sampling=params(a.sampling, "sampling"), decoder=a.decoder,
+                                 reuse=a.reuse))
+
+
 @command("clip", "frozen CLIP frame embeddings of the planned frames of one probe shard -> HDF5",
          *_shard_args("clip"))
 def cmd_clip(a):
-    from ..features.clip import extract_clip
-    probes, device = _stage_inputs(a)
-    _report("clip", a.out, extract_clip(probes, a.out, _section(a, "clip"), device,
-                                        sampling=params(a.sampling, "sampling"), decoder=a.decoder,
-                                        reuse=a.reuse))
+    _one_stage(a, "clip")
 
 
 @command("flow", "optical flow (quantised, CLIP's field of view) of the planned frames of one "
          "probe shard -> HDF5", *_shard_args("flow"))
 def cmd_flow(a):
-    from ..features.flow import extract_flow
-    probes, device = _stage_inputs(a)
-    _report("flow", a.out, extract_flow(probes, a.out, _section(a, "flow"), device,
-                                        sampling=params(a.sampling, "sampling"), decoder=a.decoder,
-                                        reuse=a.reuse))
+    _one_stage(a, "flow")
 
 
 @command("extract", "clip and flow of one probe shard from one decode of each video -> both HDF5 "

@@ -159,7 +159,7 @@ def test_bench_heads_prints_samples_per_second(tmp_path):
 
 
 def test_learning_rate_schedules():
-    from pipeline.heads.trainer import lr_factor
+    from pipeline.heads.trainer import head_lr_factor as lr_factor
     base = head_params("fusion", {"lr": 1e-3, "epochs": 4, "warmup_epochs": 1})
     none = [lr_factor(s, 5, {**base, "schedule": "none"}) for s in range(20)]
     assert none == [1.0] * 20

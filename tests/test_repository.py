@@ -51,3 +51,15 @@ def test_the_conda_env_and_pyproject_list_the_same_dependencies():
     env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
     pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
     assert sorted(pip) == sorted(d for d in deps if not d.startswith("snakemake")), (pip, deps)
+
+
+def test_the_readmes_dataset_example_is_valid_and_lists_the_presets_files():
+    """The README's Animal Kingdom `dataset:` names the files the preset names, and validates."""
+    import re
+    from pipeline.config import validate_config
+    block = re.search(r"```yaml\n(dataset:\n.*?)```", (ROOT / "README.md").read_text(), re.S)[1]
+    example = validate_config(yaml.safe_load(block))["dataset"]
+    preset = yaml.safe_load((ROOT / "configs" / "animal_kingdom.yaml").read_text())["dataset"]
+    for key in ("format", "videos", "classes", "segments", "splits"):
+        assert example[key] == preset[key], key
+    assert example["eval_split"] == preset["eval_split"]

@@ -67,7 +67,7 @@ def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
     header = (ROOT / "configs" / "animal_kingdom.yaml").read_text().split("\ndataset:")[0]
     assert "ViT-B/16" in header and "clip='{model: ViT-B-16" in header
     f = config["heads"]["fusion"]
-    assert (f["layers"], f["heads"], f["ff_mult"], f["dropout"], f["positions"], f["variant"],
+    assert (f["layers"], f["attention_heads"], f["ff_mult"], f["dropout"], f["positions"], f["variant"],
             f["lr"], f["weight_decay"], f["schedule"], f["min_lr"], f["epochs"], f["batch_size"],
             f["loss"], f["pos_weight"], f["select_by"], f["frames"]) == \
         (4, 8, 4, 0.1, False, "reference", 1e-4, 0.1, "cosine_epoch", 1e-6, 30, 8, "bce", None, "micro", "all")

@@ -88,7 +88,7 @@ CASES = [(name, key) for name in HEADS for key in sorted(head_keys(name) - OUTSI
 
 @pytest.mark.parametrize("name, key", CASES, ids=[f"{n}-{k}" for n, k in CASES])
 def test_every_accepted_key_reaches_the_head(name, key, micro_clip):
-    base_given = {"epochs": 2, "batch_size": 8, "frames": 4, **({"attention_heads": 2} if "heads" in head_keys(name) else {})}
+    base_given = {"epochs": 2, "batch_size": 8, "frames": 4, **({"attention_heads": 2} if "attention_heads" in head_keys(name) else {})}
     base_given = {k: v for k, v in base_given.items() if k in head_keys(name)}
     context = {**base_given, **{k: v for k, v in CONTEXT.get(key, {}).items() if k in head_keys(name)}}
     default = head_params(name, context)[key]

@@ -312,9 +312,7 @@ def with_runtime(name: str, given: dict | str | None, flags: dict | None = None)
     return section(name, {**given, **runtime, **{k: v for k, v in (flags or {}).items() if v is not None}})
 
 
-def runtime_value(key: str, given=None):
-    """A top-level speed-only setting (device, decoder): ``given`` (a flag), else the job's,
-    else the schema's default."""
-    if given is not None:
-        return given
+def runtime_value(key: str):
+    """A top-level speed-only setting (device, decoder) as this job was given it, else the
+    schema's default."""
     return job_runtime().get(key, schema()["properties"][key]["default"])

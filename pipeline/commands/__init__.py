@@ -49,6 +49,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def head_names(trained_only: bool = False) -> list[str]:
+    """The heads a command may name (``trained_only``: without zero_shot, which trains nothing)."""
+    from ..heads.streams import STREAMS
+    return [h for h in sorted(STREAMS) if not (trained_only and h == "zero_shot")]
+
+
 def mark_summary(a, why: str) -> None:
     """Mark the run's summary out of date while a job that changes what it shows runs."""
     if getattr(a, "summary", None):

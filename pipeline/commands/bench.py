@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import CONFIG_FILES, CONFIG_OVERRIDES, DECODERS, DEVICE, arg, command, params, positive_int
+from . import (CONFIG_FILES, CONFIG_OVERRIDES, DECODERS, DEVICE, arg, command, head_names, params,
+               positive_int)
 
 log = logging.getLogger("pipeline")
 
@@ -61,14 +62,9 @@ def cmd_bench(a):
         write_csv(rows, a.csv)
 
 
-def _head_names(training_only: bool = False):
-    from ..heads.streams import STREAMS
-    return [h for h in sorted(STREAMS) if not (training_only and h == "zero_shot")]
-
-
 @command("bench-heads", "training samples/s, seconds per epoch and peak memory of each head on a "
          "synthetic store with a real length distribution, in memory and streamed",
-         arg("--heads", nargs="+", default=_head_names(training_only=True), choices=_head_names()),
+         arg("--heads", nargs="+", default=head_names(trained_only=True), choices=head_names()),
          arg("--lengths", default="ak", help="ak (Animal Kingdom's every-frame clips: median about "
              "300 rows, a few over 3000) or a file with one row count per line"),
          arg("--videos", type=positive_int, default=24000),

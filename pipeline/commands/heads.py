@@ -6,19 +6,14 @@ import logging
 from pathlib import Path
 
 from . import (DATASET_FILES, DEVICE, SUMMARY, PipelineError, arg, command, dataset_info,
-               mark_summary, positive_int)
+               head_names, mark_summary, positive_int)
 
 log = logging.getLogger("pipeline")
 
 
-def _head_names():
-    from ..heads.streams import STREAMS
-    return sorted(STREAMS)
-
-
 @command("head", "train one head on cached features; write head.pt, train_log.csv, "
          "predictions/<split>.csv, metrics.json and plots",
-         arg("--name", required=True, choices=_head_names()),
+         arg("--name", required=True, choices=head_names()),
          arg("--params", help="the head's parameters (heads.<name> in config) as JSON"),
          *(arg(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
            for kind in ("clip", "motion") for role in ("train", "val", "eval")),

@@ -81,7 +81,7 @@ def shard_pattern(kind):
 
 def per_shard(kind):
     """Every shard of ``kind``, every split."""
-    return [shard_path(RESULTS, kind, split, k) for split in SPLITS for k in SHARDS]
+    return [path for split in SPLITS for path in split_shards(kind, split)]
 
 
 def gpus(rule_uses_gpu=True):

@@ -28,13 +28,14 @@ config.update(_resolved)
 include: "workflow/rules/common.smk"
 
 
-# Shards that cannot be current (damaged, another model's, outside the plan, motion features
-# without their student) are removed before the DAG is built, so this run makes them again.
-if getattr(workflow, "is_main_process", True):  # not in the jobs a cluster runs
-    from pipeline.freshness import stale_outputs
-    for _path, _why in stale_outputs(RESULTS, config, SPLITS, config["shards"]):
-        _path.unlink()
-        print(f"note: removed {_path}: {_why}; this run makes it again", file=sys.stderr)
+# Shards that cannot be current are only *named* while the DAG is planned (a dry run, lint or
+# summary changes no file): those in the plan are forced (force_if_stale in common.smk) and a
+# real run makes them again; those outside it are set aside into the cache at onstart, once
+# this run holds Snakemake's lock, so a second invocation never touches a running one's files.
+for _path, _why in STALE.items():
+    print(f"note: {_path}: {_why}; a run makes it again", file=sys.stderr)
+for _path, _why in OUT_OF_PLAN.items():
+    print(f"note: {_path}: {_why}; a run sets it aside into the cache ({CACHE})", file=sys.stderr)
 
 
 # Speed-only settings (the schema's x-runtime keys) reach the jobs in the environment, not in
@@ -46,7 +47,8 @@ RUNTIME = json.dumps(runtime_settings(config), sort_keys=True)
 _pool = f"results/{config['dataset']['name']}/.devices"
 _prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
            f"export {RUNTIME_ENV}={shlex.quote(RUNTIME)}; "
-           f"export PIPELINE_DEVICE_POOL={shlex.quote(_pool)}; ")
+           f"export PIPELINE_DEVICE_POOL={shlex.quote(_pool)}; "
+           f"export PIPELINE_CACHE={shlex.quote(CACHE)}; ")  # where rows are, not what they are
 shell.prefix(_prefix.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix
 
 
@@ -65,6 +67,11 @@ rule all:
 
 
 onstart:
+    # holding the lock, a real run: set aside the shards outside the plan, and make sure the
+    # cache holds the rows of every current shard (deleted, or copied without its links)
+    from pipeline.freshness import adopt_into_cache
+    for _line in adopt_into_cache(RESULTS, config, SPLITS, CACHE):
+        print(_line, file=sys.stderr)
     # One GPU job per visible GPU on a workstation unless --resources gpu=N says otherwise (the
     # rules ask for `gpu`, which nothing limits until a total is given); CPU jobs go on beside
     # them. A cluster executor's jobs get their own GPUs from the scheduler.
@@ -80,10 +87,3 @@ onstart:
                 _scheduler.global_resources["gpu"] = _n
             print(f"note: at most {_n} GPU job(s) at once ({_n} visible GPU(s)); "
                   f"--resources gpu=N to change", file=sys.stderr)
-
-
-onsuccess:
-    # pooled rows that no shard and no listed video needs any more (see pipeline/features/reuse.py)
-    from pipeline.features.reuse import prune_pool
-    from pipeline.freshness import wanted_fingerprints
-    prune_pool(Path(REUSE), wanted_fingerprints(RESULTS, SPLITS, config["shards"]))

@@ -87,6 +87,26 @@ def _source_of(error: jsonschema.ValidationError, sources: dict | None, files: s
     return "--config" if "--config" in near else files
 
 
+def _whole_numbers(value, node: dict | None, source: str, path=()) -> None:
+    """JSON Schema counts 2.0 as an integer: make it 2 where the schema says integer (a float
+    would crash ``range``); refuse infinity and NaN, which YAML reads from 1.0e400 or .nan."""
+    import math
+    if isinstance(value, dict):
+        props = (node or {}).get("properties", {})
+        for key, sub in value.items():
+            child = props.get(key) or (node or {}).get("additionalProperties")
+            if isinstance(sub, float):
+                if not math.isfinite(sub):
+                    raise ConfigError(f"{source}: key '{_key(path + (key,))}' is {sub}; give a "
+                                      f"finite number")
+                types = (child or {}).get("type", [])
+                types = [types] if isinstance(types, str) else types
+                if "integer" in types and "number" not in types and sub.is_integer():
+                    value[key] = int(sub)
+            else:
+                _whole_numbers(sub, child if isinstance(child, dict) else None, source, path + (key,))
+
+
 def validate_config(config: dict, source: str = "config.yaml", sources: dict | None = None) -> dict:
     """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError.
     ``sources`` (leaf path -> where it was set) names ``--config`` in an error it caused."""
@@ -97,6 +117,7 @@ def validate_config(config: dict, source: str = "config.yaml", sources: dict | N
         raise ConfigError(_message(errors[0], sch, _source_of(errors[0], sources, source)))
     # Defaults of nested objects whose parent was defaulted are filled by a second pass.
     _Validator(sch).validate(config)
+    _whole_numbers(config, sch, source)
     from .annotations import list_key
     fmt = config["dataset"]["format"]
     key, what = list_key(fmt)

@@ -1,11 +1,13 @@
 """What decides whether a stage's outputs are current, for the workflow to build its DAG from.
 
 Snakemake re-runs a job when an input is newer or its params changed. The rules feed it what
-really decides each output: a probe shard re-runs when its videos (ids, paths, file size and
-mtime) change, not when a label does; an extraction shard re-runs when its probe table's content
-changes, not when the table is merely rewritten. Files that cannot be current (damaged, made by
-another model, motion features without their student) are set aside before the DAG is built, so
-the run re-makes them. Light on purpose: the DAG is built without torch or OpenCV.
+really decides each output: a probe shard re-runs when its videos (ids, paths, file size, mtime,
+inode and ctime) change, not when a label does; an extraction shard re-runs when its probe
+table's content changes, not when the table is merely rewritten. Shards that cannot be current
+(damaged, made by another model) are *forced* in the DAG, never touched while it is planned: a
+look (dry run, lint, summary) changes no file, and only a real run, holding Snakemake's lock,
+replaces them (their rows are in the cache). Light on purpose: the DAG is built without torch or
+OpenCV.
 """
 from __future__ import annotations
 
@@ -39,16 +41,18 @@ def _members(samples_tsv: str, mtime_ns: int) -> dict:
 
 
 def shard_members(samples_tsv, videos, split: str, shard: int) -> str:
-    """Digest of what a probe shard reads: its videos' ids and paths, and each file's size and
-    mtime (a file replaced under its name, older or newer, is probed again; the probe's content
-    fingerprint then says whether its features must be made again). Labels are not in it."""
+    """Digest of what a probe shard reads: its videos' ids and paths, and each file's size,
+    mtime, inode and ctime (a file replaced under its name is probed again, even with its size
+    and mtime kept by ``cp -p`` or ``rsync -a``; a copy re-reads its bytes, it decodes nothing:
+    the probe's content fingerprint then says whether its features must be made again). Labels
+    are not in it."""
     path = Path(samples_tsv)
     rows = _members(str(path), path.stat().st_mtime_ns).get((split, int(shard)), [])
     parts = []
     for vid, rel in sorted(rows):
         try:
             st = os.stat(Path(videos) / rel)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
         except OSError:
             stamp = "missing"
         parts += [vid, rel, stamp]
@@ -123,38 +127,43 @@ def expected_attrs(config: dict) -> dict:
             "motion": {"kind": "motion"}, "flow_clip": {"kind": "motion"}}
 
 
-def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str]]:
-    """Feature shards of a run folder that cannot be current, with why: damaged, made with
-    other settings than the config's, outside the run's plan (a split or shard number it no
-    longer has), or motion features whose student (models/moclip/student.pt) is gone. The
-    workflow deletes them before it builds its DAG, so the run makes them again (rows that
-    are still right come back from the reuse pool, not from decoding)."""
+def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str, bool]]:
+    """Feature shards of a run folder that cannot be current: ``(path, why, in_plan)``. In the
+    plan: damaged, or made with other settings than the config's (a real run makes them again:
+    the workflow forces their jobs). Outside it: a split or shard number the config no longer
+    has (a real run sets them aside into the cache, :func:`set_aside`). Reads, never writes."""
     results = Path(results)
-    student = results / "models" / "moclip" / "student.pt"
     found = []
     for kind, expect in expected_attrs(config).items():
         plan = {Path(shard_path(results, kind, s, k)) for s in splits for k in range(shards)}
         for path in sorted(map(Path, glob(shard_path(results, kind, "*", "*")))):
             if path not in plan:
-                why = f"not in the run's plan ({len(list(splits))} splits x {shards} shards)"
-            elif kind == "motion" and not student.is_file():
-                why = f"its student ({student}) is gone"
-            else:
-                why = stale_reason(path, expect)
-            if why:
-                found.append((path, why))
+                found.append((path, f"not in the run's plan ({len(list(splits))} splits x "
+                                    f"{shards} shards)", False))
+            elif why := stale_reason(path, expect):
+                found.append((path, why, True))
     return found
 
 
-def wanted_fingerprints(results, splits, shards: int) -> set[str] | None:
-    """The content fingerprints of every video in the run's probe tables; None if one is
-    missing (the run is not complete: keep every pooled row)."""
-    wanted = set()
-    for split in splits:
-        for k in range(shards):
-            table = Path(shard_path(results, "probe", split, k))
-            if not table.is_file():
-                return None
-            with open(table, newline="", encoding="utf-8") as f:
-                wanted |= {r.get("fingerprint") for r in csv.DictReader(f, delimiter="\t")}
-    return wanted - {None, ""}
+EXTRACTED = ("clip", "flow")  # the kinds whose rows cost a decode: the cache keeps them
+
+
+def adopt_into_cache(results, config: dict, splits, cache) -> list[str]:
+    """What a real run does once it holds Snakemake's lock (the Snakefile's ``onstart``): set
+    aside the shards outside the run's plan (their rows into the cache, then out of the run)
+    and make sure the cache holds the rows of every current shard. Returns console lines."""
+    from .features.reuse import adopt
+    lines = []
+    for path, why, in_plan in stale_outputs(results, config, splits, config["shards"]):
+        if not in_plan:
+            if path.parent.parent.name in EXTRACTED and stale_reason(path, {}) is None:
+                adopt([path], Path(cache))
+            path.unlink(missing_ok=True)
+            lines.append(f"note: set aside {path} ({why}); its rows stay in the cache")
+    shards = [Path(p) for kind in EXTRACTED for p in glob(shard_path(results, kind, "*", "*"))]
+    counts = adopt(sorted(shards), Path(cache))
+    if any(counts.values()):
+        lines.append(f"note: cache {cache}: {counts['linked']} shard(s) hard-linked, "
+                     f"{counts['copied']} copied (no hard links there: twice the disk), "
+                     f"{counts['relinked']} stored twice made one again")
+    return lines

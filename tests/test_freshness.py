@@ -1,5 +1,5 @@
 """What decides whether outputs are current: a probe shard's members, files that cannot be
-current (removed before the DAG), the summary's out-of-date banner."""
+current (named while the DAG is planned, never removed then), the summary's out-of-date banner."""
 import os
 
 import numpy as np
@@ -42,6 +42,24 @@ def test_a_probe_shard_is_decided_by_its_videos_not_their_labels(tmp_path):
     assert shard_members(table, videos, "train", 0) != before
 
 
+def test_a_same_size_same_mtime_replacement_is_probed_again(tmp_path):
+    """cp -p, rsync -a and tar x keep size and mtime: the inode and ctime still tell."""
+    import shutil
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"x" * 10)
+    table = tmp_path / "samples.tsv"
+    table.write_text("video_id\tpath\tsplit\tshard\tlabels\tspecies\na\ta.mp4\ttrain\t0\t1\t\n")
+    before = shard_members(table, videos, "train", 0)
+    assert shard_members(table, videos, "train", 0) == before
+    (tmp_path / "new.mp4").write_bytes(b"y" * 10)
+    shutil.copystat(videos / "a.mp4", tmp_path / "new.mp4")
+    os.replace(tmp_path / "new.mp4", videos / "a.mp4")
+    st = (videos / "a.mp4").stat()
+    assert st.st_size == 10
+    assert shard_members(table, videos, "train", 0) != before
+
+
 def _shard(path, kind="clip", model="m", complete=True):
     w = FeatureWriter(path, kind, (4,), np.float16, {"model": model, "sampling": {"mode": "uniform"}})
     w.add("v", [0], [0.0], np.zeros((1, 4)))
@@ -66,12 +84,15 @@ def test_files_that_cannot_be_current_are_named(tmp_path):
     with open(good, "r+b") as f:
         f.truncate(good.stat().st_size // 2)
     _shard(tmp_path / "features" / "motion" / "train" / "shard-0.h5", kind="motion")
-    found = {str(p.relative_to(tmp_path)): why for p, why in
-             stale_outputs(tmp_path, cfg, ["train", "test"], 2)}
+    before = sorted((p, p.stat().st_size) for p in tmp_path.rglob("*"))
+    stale = stale_outputs(tmp_path, cfg, ["train", "test"], 2)
+    assert sorted((p, p.stat().st_size) for p in tmp_path.rglob("*")) == before  # reads only
+    found = {str(p.relative_to(tmp_path)): why for p, why, _ in stale}
+    assert {str(p.relative_to(tmp_path)) for p, _, in_plan in stale if not in_plan} == \
+        {"features/clip/train/shard-7.h5"}
+    # a motion shard whose student is gone is Snakemake's to re-make (the student is its input)
     assert set(found) == {"features/clip/train/shard-1.h5", "features/clip/train/shard-7.h5",
-                          "features/clip/test/shard-0.h5", "features/clip/test/shard-1.h5",
-                          "features/motion/train/shard-0.h5"}, found
+                          "features/clip/test/shard-0.h5", "features/clip/test/shard-1.h5"}, found
     assert "made with model='other'" in found["features/clip/train/shard-1.h5"]
     assert "not in the run's plan" in found["features/clip/train/shard-7.h5"]
     assert "not a readable HDF5" in found["features/clip/test/shard-0.h5"]
-    assert "its student" in found["features/motion/train/shard-0.h5"]

@@ -12,7 +12,7 @@ import torch
 from pipeline.config import section
 from pipeline.features.extract import extract_both
 from pipeline.features.flow import extract_flow
-from pipeline.features.reuse import prune_pool
+from pipeline.features.reuse import read_index
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video
 
@@ -113,17 +113,42 @@ def test_other_settings_are_not_reused(videos, micro_clip, tmp_path, opens):
     assert (stats["reused"], stats["videos"]) == (2, 0)
 
 
-def test_the_pool_keeps_what_a_current_video_wants_and_drops_the_rest(videos, micro_clip, tmp_path):
+def test_prune_keeps_what_a_run_uses_and_drops_the_rest(videos, micro_clip, tmp_path):
+    from pipeline.cache import Run, prune, unused
     _, flow_cfg = _cfgs(micro_clip)
     pool = tmp_path / "pool"
     a, b = _probes(videos, ["v0", "v1"]), _probes(videos, ["v2"])
     extract_flow(a, tmp_path / "a.h5", flow_cfg, CPU, progress=False, reuse=pool)
     extract_flow(b, tmp_path / "b.h5", flow_cfg, CPU, progress=False, reuse=pool)
-    assert len(list((pool / "flow").glob("*.h5"))) == 2
-    (tmp_path / "a.h5").unlink()  # its shard is gone: the pool file is an orphan
-    assert prune_pool(pool, None) == []  # an incomplete run prunes nothing
-    kept = prune_pool(pool, {a[1].fingerprint, b[0].fingerprint})
-    assert kept == [] and len(list((pool / "flow").glob("*.h5"))) == 2  # v1 is still wanted
-    gone = prune_pool(pool, {b[0].fingerprint})  # v0, v1 no longer listed
-    assert len(gone) == 1 and len(list((pool / "flow").glob("*.h5"))) == 1
+    files = sorted((pool / "flow").glob("*.h5"))
+    assert len(files) == 2
+    (tmp_path / "a.h5").unlink()  # its shard is gone: nothing prunes its rows on its own
+    assert sorted((pool / "flow").glob("*.h5")) == files
+    settings = read_index(files[0])[0]
+    wants_v1 = Run("r", tmp_path, pool, rows={("flow", settings, a[1].fingerprint)})
+    assert unused(pool, [wants_v1]) and len(unused(pool, [wants_v1])) == 1  # v2's file only
+    nobody = Run("r", tmp_path, pool)
+    lines = prune(pool, [nobody], dry_run=True)
+    assert len(list((pool / "flow").glob("*.h5"))) == 2 and lines[-1].startswith("would free")
+    prune(pool, [wants_v1], dry_run=False)
+    left = list((pool / "flow").glob("*.h5"))
+    assert len(left) == 1 and a[1].fingerprint in read_index(left[0])[1]
+
+
+def test_without_hard_links_the_cache_copies(videos, micro_clip, tmp_path, monkeypatch, caplog):
+    import errno
+    import os
+    _, flow_cfg = _cfgs(micro_clip)
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", no_links)
+    pool = tmp_path / "pool"
+    extract_flow(_probes(videos, ["v0", "v1"]), tmp_path / "a.h5", flow_cfg, CPU, progress=False,
+                 reuse=pool)
+    (tmp_path / "a.h5").unlink()
+    stats = extract_flow(_probes(videos, ["v0", "v1"]), tmp_path / "a.h5", flow_cfg, CPU,
+                         progress=False, reuse=pool)
+    assert (stats["reused"], stats["videos"]) == (2, 0)
+    assert "copied into it" in caplog.text
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 COMMANDS: list[tuple] = []  # (name, function, help, args), in the order `--help` lists them
@@ -75,8 +76,10 @@ DECODERS = ("opencv", "torchcodec")
 DECODER = arg("--decoder", choices=DECODERS, help="opencv (CPU) or torchcodec (NVDEC on a CUDA "
               "device); default: the workflow's decoder setting, else opencv")
 SUMMARY = arg("--summary", help="the run's reports/summary.md, marked out of date while this job runs")
-REUSE = arg("--reuse", type=Path, help="the run's pool of extracted rows (features/.reuse): videos "
-            "found there with the same content and settings are copied, not decoded")
+REUSE = arg("--reuse", type=Path, default=os.environ.get("PIPELINE_CACHE") or None,
+            help="the cache of extracted rows (config `cache`; the workflow's jobs get it as "
+                 "$PIPELINE_CACHE): videos found there, or in a current shard of any run beside "
+                 "this one, with the same content and settings are copied, not decoded")
 DATASET_FILES = tuple(arg(f"--{name}", required=True) for name in ("samples", "classes", "dataset-info"))
 CONFIG_FILES = arg("--configfile", nargs="+", action="extend", metavar="FILE",
                    help="config files, as given to snakemake --configfile (they replace the default "

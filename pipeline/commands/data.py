@@ -98,3 +98,32 @@ def cmd_probe(a):
     bad = sum(not p.readable for p in probes)
     log.info("probed %d videos of %s shard %d: %d readable, %d skipped (reasons in %s)",
              len(probes), a.split, a.shard, len(probes) - bad, bad, a.out)
+
+
+@command("cache", "the cache of extracted rows: its size and what the given configs' runs use "
+         "(`cache`), or delete what none of them uses (`cache prune [--dry-run]`); nothing else "
+         "ever deletes from it",
+         arg("action", nargs="?", choices=("show", "prune"), default="show"),
+         arg("--configfile", nargs="+", action="extend", metavar="FILE",
+             help="the config of each run to count, one file a run (default: ./config.yaml)"),
+         CONFIG_OVERRIDES,
+         arg("--dry-run", action="store_true", help="prune: only say what would be deleted"),
+         arg("--max-gb", type=float, help="prune: then delete the oldest rows until the cache's own "
+             "disk is under this size (rows a run uses included; each one named)"))
+def cmd_cache(a):
+    from pathlib import Path
+
+    from ..cache import describe, prune, run_of
+    from ..config import parse_overrides, resolve_config
+    files = [[f] for f in a.configfile] if a.configfile else [[]]
+    runs = [run_of(resolve_config(f, parse_overrides(a.config))[0]) for f in files]
+    caches = {r.cache.resolve(): r.cache for r in runs}
+    for cache in caches.values():
+        mine = [r for r in runs if r.cache.resolve() == cache.resolve()]
+        if not Path(cache).is_dir():
+            print(f"cache {cache}: empty (no run has extracted into it yet)")
+        elif a.action == "show":
+            print(describe(cache, mine))
+        else:
+            max_bytes = None if a.max_gb is None else int(a.max_gb * 1e9)
+            print("\n".join(prune(cache, mine, a.dry_run, max_bytes)))

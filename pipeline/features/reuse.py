@@ -1,20 +1,21 @@
-"""Rows reused, not recomputed: the run's pool of extracted rows (``features/.reuse/<kind>/``).
+"""Rows reused, not recomputed: the cache of extracted rows (``<cache>/<kind>/<content>.h5``).
 
-Every extraction shard, once published, is hard-linked into the pool. Snakemake deletes a job's
-old outputs before the job runs, so the pool is what keeps the rows of a shard being re-made
-(one video added to it, a changed shard count, a video that moved split). A job looks up each
-of its videos by what decides its rows (the file's fingerprint and the store's settings hash),
-copies the rows it finds, from any shard of the run, and decodes only the rest.
-
-A pool file whose shard is gone (its link count is 1) is deleted by :func:`prune_pool` once no
-current video wants its rows (see the Snakefile's ``onsuccess``). Filesystems without hard
-links get no pool: re-made shards are then decoded again, as the log says.
+Every extraction shard, once published, is hard-linked into the cache (copied where the
+filesystem has no hard links, as the log says once). Snakemake deletes a job's old outputs
+before the job runs, so the cache is what keeps the rows of a shard being re-made (one video
+added to it, a changed shard count, a video that moved split, a trial setting undone). A job
+looks up each of its videos by what decides its rows (the file's fingerprint and the store's
+settings hash), copies the rows it finds, from the cache or any current shard of the run, and
+decodes only the rest. One cache may serve many runs (config ``cache:``); its files are only
+ever added, never rewritten, so runs read and write it side by side. Nothing deletes from it
+but ``python -m pipeline cache prune`` (pipeline/cache.py).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _entries(folder: Path):
     return sorted(folder.glob("*.h5")) if folder.is_dir() else []
 
 
-def _read_index(path: Path):
+def read_index(path: Path):
     """(settings, {fingerprint: (start, stop)}) of a pool file, or None if it is unusable."""
     try:
         with open_store(path) as f:
@@ -54,11 +55,12 @@ def _read_index(path: Path):
     return attrs.get("settings_sha256"), rows
 
 
-def pool_index(pool: Path, settings: str) -> dict[str, Source]:
-    """Fingerprint -> where its rows lie, over the pool files made with ``settings``."""
+def pool_index(pool: Path, settings: str, shards=()) -> dict[str, Source]:
+    """Fingerprint -> where its rows lie, over the cache files (and the run's current
+    ``shards``) made with ``settings``."""
     found: dict[str, Source] = {}
-    for path in _entries(pool):
-        got = _read_index(path)
+    for path in [*_entries(pool), *shards]:
+        got = read_index(path)
         if got and got[0] == settings:
             for fp, (a, b) in got[1].items():
                 found.setdefault(fp, Source(path, a, b))
@@ -88,7 +90,8 @@ def reuse_rows(probes: list, writers: dict[str, FeatureWriter], pool: Path | Non
     writer) with the same settings and the same frames; returns (reused, left to decode)."""
     if pool is None or not probes:
         return [], list(probes)
-    indexes = {kind: pool_index(Path(pool) / kind, w.settings) for kind, w in writers.items()}
+    indexes = {kind: pool_index(Path(pool) / kind, w.settings, run_shards(w.path))
+               for kind, w in writers.items()}
     reused, rest, files = [], [], {}
     try:
         for p in probes:
@@ -103,6 +106,17 @@ def reuse_rows(probes: list, writers: dict[str, FeatureWriter], pool: Path | Non
         for f in files.values():
             f.close()
     return reused, rest
+
+
+def run_shards(path: Path) -> list[Path]:
+    """The other published shards of this kind of every run beside this one
+    (``results/*/features/<kind>/*/shard-*.h5``): runs of other names over the same videos
+    copy each other's rows."""
+    path = Path(path).absolute()
+    if len(path.parents) < 6 or path.parents[2].name != "features":
+        return []  # a shard outside a run's layout (a test, a hand-made file)
+    kind, results = path.parent.parent.name, path.parents[4]
+    return sorted(p for p in results.glob(f"*/features/{kind}/*/shard-*.h5") if p != path)
 
 
 def _same_frames(probe, sources: dict, files: dict) -> bool:
@@ -138,49 +152,59 @@ def shard_job(writers: dict[str, FeatureWriter], probes: list, desc: str, progre
         publish(w.path, pool)
 
 
-_NO_LINKS: list = []
+_SAID: set = set()
 
 
-def publish(path: Path, pool: Path | None) -> None:
-    """Hard-link a published shard into the pool, named by its content hash."""
+def publish(path: Path, pool: Path | None) -> str | None:
+    """Put a published shard's rows into the cache, named by their content hash: a hard link
+    (no disk), else a copy. Returns "linked", "copied" or None (already there)."""
     if pool is None:
-        return
+        return None
     from ..store import read_attrs
     attrs = read_attrs(path)
     folder = Path(pool) / attrs["kind"]
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{attrs['content_sha256'][:32]}.h5"
-    temp = folder / f".{target.name}.{os.getpid()}"
+    if target.exists() and (os.path.samefile(path, target) or read_index(target) is not None):
+        return None
+    temp = folder / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
-        temp.unlink(missing_ok=True)
         os.link(path, temp)
-        # replaces an entry of the same name, which may be a damaged or orphaned copy
-        os.replace(temp, target)
+        how = "linked"
     except OSError as e:
-        if not _NO_LINKS:
-            log.warning("no reuse pool: %s cannot hard-link into %s (%s); a shard made again "
-                        "is decoded again", path.parent, folder, e.strerror or e)
-        _NO_LINKS.append(True)
+        if "copy" not in _SAID:
+            log.warning("cache %s: no hard links from %s (%s); shards are copied into it, which "
+                        "costs their disk twice", pool, path.parent, e.strerror or e)
+            _SAID.add("copy")
+        shutil.copyfile(path, temp)
+        how = "copied"
+    os.replace(temp, target)  # atomic: another run never sees half a file
+    return how
 
 
-def prune_pool(pool: Path, wanted: set[str] | None) -> list[Path]:
-    """Delete the pool files that no shard links to (link count 1) and whose rows no current
-    video wants: ``wanted`` are the fingerprints of the current probe tables, and rows also held
-    by a linked pool file with the same settings are not wanted from an orphan. ``wanted`` None
-    (the run is not complete) deletes nothing. Returns what was deleted."""
-    if wanted is None:
-        return []
-    gone = []
-    for folder in (p for p in Path(pool).iterdir() if p.is_dir()) if Path(pool).is_dir() else ():
-        entries = [(p, p.stat().st_nlink, _read_index(p)) for p in _entries(folder)]
-        linked = {(idx[0], fp) for _, n, idx in entries if n > 1 and idx for fp in idx[1]}
-        current = {idx[0] for _, n, idx in entries if n > 1 and idx}
-        for path, n, idx in entries:
-            if n > 1:
-                continue
-            keep = idx is not None and idx[0] in current and any(
-                fp in wanted and (idx[0], fp) not in linked for fp in idx[1])
-            if not keep:
-                path.unlink(missing_ok=True)
-                gone.append(path)
-    return gone
+def adopt(shards, pool: Path) -> dict:
+    """Make sure the cache holds the rows of every current shard (a cache deleted or copied
+    without its links, a shard made before the cache existed); a cached copy of a shard is
+    turned back into a link to it (a project copied with ``cp -r`` stores its rows twice).
+    Returns counts: linked, copied, relinked."""
+    counts = {"linked": 0, "copied": 0, "relinked": 0}
+    for path in shards:
+        if read_index(Path(path)) is None:
+            continue
+        from ..store import read_attrs
+        attrs = read_attrs(path)
+        target = Path(pool) / attrs["kind"] / f"{attrs['content_sha256'][:32]}.h5"
+        if target.exists() and not os.path.samefile(path, target) and \
+                target.stat().st_size == Path(path).stat().st_size:
+            temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+            try:
+                os.link(path, temp)
+                os.replace(temp, target)
+                counts["relinked"] += 1
+            except OSError:
+                pass
+            continue
+        how = publish(Path(path), pool)
+        if how:
+            counts[how] += 1
+    return counts

@@ -5,7 +5,7 @@ from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
-from pipeline.freshness import file_digest, shard_members
+from pipeline.freshness import file_digest, shard_members, stale_outputs
 from pipeline.heads.streams import reads_text, streams
 from pipeline.layout import shard_path
 
@@ -20,8 +20,8 @@ ENV = "../../envs/pipeline.yaml"
 # reader, so both agree on every file the stage accepts (and refuse the same files, by line).
 try:
     SPLITS, VAL, _notes = plan_splits(DS, config["shards"])
-except AnnotationError as e:
-    sys.exit(f"error: {e}")
+except AnnotationError as e:  # named against the user's own config files
+    sys.exit(f"error: {str(e).replace('config.yaml', ', '.join(map(str, workflow.overwrite_configfiles)) or 'config.yaml')}")
 for _note in _notes:
     print(f"note: {_note}", file=sys.stderr)
 TRAIN, EVAL = DS["train_split"], DS["eval_split"]
@@ -45,7 +45,32 @@ CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank de
 CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"]["pretrained"]) else []
 
 
-REUSE = f"{RESULTS}/features/.reuse"  # extracted rows kept for re-made shards (features/reuse.py)
+# extracted rows kept for re-made shards and other runs (pipeline/features/reuse.py)
+CACHE = config["cache"] or f"{RESULTS}/features/.reuse"
+
+# Shards that cannot be current (pipeline/freshness.py), read once while the DAG is planned; the
+# jobs a cluster runs plan nothing of their own.
+_stale = stale_outputs(RESULTS, config, SPLITS, config["shards"]) \
+    if getattr(workflow, "is_main_process", True) else []
+STALE = {str(p): why for p, why, in_plan in _stale if in_plan}
+OUT_OF_PLAN = {str(p): why for p, why, in_plan in _stale if not in_plan}
+
+
+def force_if_stale(*kinds):
+    """An input function that adds no file: the job of a shard that cannot be current is forced,
+    so the DAG plans to make it again and nothing is removed while planning (Snakemake deletes
+    the old file when the job starts, in a real run that holds the lock)."""
+    def inputs(w):
+        for kind in kinds:
+            path = shard_path(RESULTS, kind, w.split, w.shard)
+            if path in STALE:
+                dag = getattr(workflow, "_dag", None)
+                if dag is None or not hasattr(dag, "forcefiles"):
+                    sys.exit(f"error: {path} cannot be current ({STALE[path]}) and this Snakemake "
+                             f"cannot be told to make it again; delete it and re-run")
+                dag.forcefiles.add(path)
+        return []
+    return inputs
 
 
 def samples_table(w):

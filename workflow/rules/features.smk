@@ -18,6 +18,7 @@ else:
 
 rule extract:
     input:
+        force_if_stale("clip", "flow"),
         probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
@@ -28,7 +29,6 @@ rule extract:
         flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
-        reuse=REUSE,
     threads: job_threads("extract", "clip", "flow")
     resources:
         gpu=gpus(),
@@ -43,11 +43,12 @@ rule extract:
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
         " --flow-out {output.flow:q} --clip {params.clip:q} --flow {params.flow:q}"
-        " --sampling {params.sampling:q} --reuse {params.reuse:q} 2> {log:q}"
+        " --sampling {params.sampling:q} 2> {log:q}"
 
 
 rule clip:
     input:
+        force_if_stale("clip"),
         probe=probe_table,
         weights=CLIP_WEIGHTS,
     output:
@@ -56,7 +57,6 @@ rule clip:
         clip=as_json("clip"),
         sampling=as_json("sampling"),
         videos=probe_content,
-        reuse=REUSE,
     threads: job_threads("clip")
     resources:
         gpu=gpus(),
@@ -70,12 +70,13 @@ rule clip:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline clip --probe {input.probe:q} --out {output:q}"
-        " --params {params.clip:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
+        " --params {params.clip:q} --sampling {params.sampling:q}"
         " 2> {log:q}"
 
 
 rule flow:
     input:
+        force_if_stale("flow"),
         probe=probe_table,
     output:
         shard_pattern("flow"),
@@ -83,7 +84,6 @@ rule flow:
         flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
-        reuse=REUSE,
     threads: job_threads("flow")
     resources:
         gpu=gpus(config["flow"]["backend"] == "ptlflow"),
@@ -97,7 +97,7 @@ rule flow:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline flow --probe {input.probe:q} --out {output:q}"
-        " --params {params.flow:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
+        " --params {params.flow:q} --sampling {params.sampling:q}"
         " 2> {log:q}"
 
 

@@ -40,6 +40,7 @@ rule moclip_train:
 
 rule moclip_export:
     input:
+        force_if_stale("motion"),
         student=rules.moclip_train.output.student,
         flow=shard_pattern("flow"),
     output:
@@ -127,6 +128,7 @@ rule flow_clip_model:
 
 rule flow_clip_export:
     input:
+        force_if_stale("flow_clip"),
         student=rules.flow_clip_model.output[0],
         flow=shard_pattern("flow"),
     output:

@@ -1,0 +1,139 @@
+"""``python -m pipeline cache``: what the cache of extracted rows holds, what the runs use, and
+the one way anything is deleted from it (``cache prune``).
+
+A cache entry (``<cache>/<kind>/<content>.h5``, pipeline/features/reuse.py) is *used* by a run
+when it is one of the run's current shards (a hard link to it, or a copy), or when it holds rows
+(a video fingerprint with a settings hash) that the run's shards or probe tables name and no
+other kept entry holds. Light: h5py only, no torch.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+
+from .layout import shard_path
+
+KINDS = ("clip", "flow")
+
+
+@dataclass
+class Run:
+    name: str
+    results: Path
+    cache: Path
+    rows: set = field(default_factory=set)  # (kind, settings, fingerprint) the run wants
+    contents: set = field(default_factory=set)  # (kind, content name) of its current shards
+
+
+@dataclass
+class Entry:
+    path: Path
+    kind: str
+    bytes: int
+    shared: bool  # a hard link of a current shard: deleting it frees nothing
+    mtime: float
+    settings: str | None
+    fingerprints: tuple
+
+
+def run_of(config: dict, workdir: Path = Path(".")) -> Run:
+    """What one config's run uses, read from its shards and probe tables."""
+    from .features.reuse import read_index
+    from .store import read_attrs
+    results = workdir / "results" / config["dataset"]["name"]
+    cache = Path(config.get("cache") or results / "features" / ".reuse")
+    run = Run(config["dataset"]["name"], results, cache if cache.is_absolute() else workdir / cache)
+    probed = set()
+    for table in glob(shard_path(results, "probe", "*", "*")):
+        with open(table, newline="", encoding="utf-8") as f:
+            probed |= {r.get("fingerprint") for r in csv.DictReader(f, delimiter="\t")} - {None, ""}
+    for kind in KINDS:
+        settings = set()
+        for path in glob(shard_path(results, kind, "*", "*")):
+            got = read_index(Path(path))
+            if got is None:
+                continue
+            settings.add(got[0])
+            run.rows |= {(kind, got[0], fp) for fp in got[1]}
+            run.contents.add((kind, read_attrs(path)["content_sha256"][:32]))
+        run.rows |= {(kind, s, fp) for s in settings for fp in probed}
+    return run
+
+
+def entries(cache: Path) -> list[Entry]:
+    from .features.reuse import read_index
+    out = []
+    for kind in KINDS:
+        for path in sorted((Path(cache) / kind).glob("*.h5")):
+            st = path.stat()
+            got = read_index(path)
+            out.append(Entry(path, kind, st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size,
+                             st.st_nlink > 1, st.st_mtime, got[0] if got else None,
+                             tuple(got[1]) if got else ()))
+    return out
+
+
+def unused(cache: Path, runs: list[Run], max_bytes: int | None = None) -> list[tuple[Entry, str]]:
+    """The entries no run uses (with why), then, over ``max_bytes`` of the cache's own disk,
+    the oldest of the rest."""
+    items = entries(cache)
+    contents = set().union(*(r.contents for r in runs)) if runs else set()
+    wanted = set().union(*(r.rows for r in runs)) if runs else set()
+    kept, covered, gone = [], set(), []
+    for e in items:  # the runs' current shards first: they are there anyway
+        if (e.kind, e.path.stem) in contents:
+            kept.append(e)
+            covered |= {(e.kind, e.settings, fp) for fp in e.fingerprints}
+    for e in sorted((e for e in items if e not in kept), key=lambda e: -e.mtime):
+        mine = {(e.kind, e.settings, fp) for fp in e.fingerprints}
+        if e.settings is None:
+            gone.append((e, "unreadable"))
+        elif mine & wanted - covered:
+            kept.append(e)
+            covered |= mine
+        else:
+            gone.append((e, "no run given uses its rows"))
+    if max_bytes is not None:
+        own = sum(e.bytes for e in kept if not e.shared)
+        for e in sorted((e for e in kept if not e.shared), key=lambda e: e.mtime):
+            if own <= max_bytes:
+                break
+            gone.append((e, f"oldest over the size limit ({max_bytes / 1e9:g} GB)"))
+            own -= e.bytes
+    return gone
+
+
+def describe(cache: Path, runs: list[Run]) -> str:
+    items = entries(cache)
+    own = sum(e.bytes for e in items if not e.shared)
+    shared = sum(e.bytes for e in items if e.shared)
+    free = sum(e.bytes for e, _ in unused(cache, runs) if not e.shared)
+    lines = [f"cache {cache}: {len(items)} file(s), {_gb(own)} of its own disk, {_gb(shared)} "
+             f"shared with shards (hard links, no extra disk)"]
+    for kind in KINDS:
+        n = [e for e in items if e.kind == kind]
+        lines.append(f"  {kind}: {len(n)} file(s), {sum(len(e.fingerprints) for e in n)} video rows")
+    for r in runs:
+        mine = [e for e in items if (e.kind, e.path.stem) in r.contents]
+        lines.append(f"  run {r.name} ({r.results}): {len(r.contents)} current shard(s), "
+                     f"{len(mine)} of them in the cache")
+    lines.append(f"  `cache prune` would free {_gb(free)} (what none of these runs uses)")
+    return "\n".join(lines)
+
+
+def prune(cache: Path, runs: list[Run], dry_run: bool, max_bytes: int | None = None) -> list[str]:
+    lines, freed = [], 0
+    for e, why in unused(cache, runs, max_bytes):
+        freed += 0 if e.shared else e.bytes
+        lines.append(f"{'would delete' if dry_run else 'deleted'} {e.path} ({_gb(e.bytes)}): {why}")
+        if not dry_run:
+            e.path.unlink(missing_ok=True)
+    lines.append(f"{'would free' if dry_run else 'freed'} {freed:,} bytes ({_gb(freed)})")
+    return lines
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3f} GB" if n >= 1e7 else f"{n / 1e6:.2f} MB"
+

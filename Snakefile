@@ -36,6 +36,10 @@ for _path, _why in STALE.items():
     print(f"note: {_path}: {_why}; a run makes it again", file=sys.stderr)
 for _path, _why in OUT_OF_PLAN.items():
     print(f"note: {_path}: {_why}; a run sets it aside into the cache ({CACHE})", file=sys.stderr)
+if getattr(workflow, "is_main_process", True):
+    from pipeline.freshness import checkpoint_note
+    if _note := checkpoint_note(RESULTS, _rows, annotation_inputs()):
+        print(f"note: {_note}", file=sys.stderr)
 
 
 # Speed-only settings (the schema's x-runtime keys) reach the jobs in the environment, not in

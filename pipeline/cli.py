@@ -62,7 +62,10 @@ def main(argv=None) -> int:
         args.func(args)
     except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError,
             RunError, DescribeError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        files = getattr(args, "configfile", None)
+        text = str(e).replace("config.yaml", ", ".join(map(str, files))) \
+            if files and isinstance(e, AnnotationError) else str(e)  # the user's own config
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

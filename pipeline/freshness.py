@@ -167,3 +167,25 @@ def adopt_into_cache(results, config: dict, splits, cache) -> list[str]:
                      f"{counts['copied']} copied (no hard links there: twice the disk), "
                      f"{counts['relinked']} stored twice made one again")
     return lines
+
+
+def checkpoint_note(results, rows: list[dict], inputs) -> str | None:
+    """What a dry run cannot know behind the samples and probe checkpoints, said with the
+    number that matters: how many listed videos a real run could decode at most. None when the
+    samples stage will not run again (its inputs are older than samples.tsv, no video is new)."""
+    samples = Path(results) / "samples.tsv"
+    if not samples.is_file() or not rows:
+        return None
+    made = samples.stat().st_mtime
+    newer = any(Path(f).is_file() and Path(f).stat().st_mtime > made for f in inputs)
+    known = set()
+    for table in glob(shard_path(results, "probe", "*", "*")):
+        with open(table, newline="", encoding="utf-8") as f:
+            known |= {r["video_id"] for r in csv.DictReader(f, delimiter="\t")}
+    new = sum(r["video_id"] not in known for r in rows)
+    if not newer and not new:
+        return None
+    return (f"samples and probe are checkpoints, so a dry run lists every job after them; a real "
+            f"run decodes at most {new} of {len(rows)} listed videos (those new to the run's "
+            f"probe tables; the others only if their files changed) and re-runs only the shards "
+            f"whose videos changed")

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from glob import glob
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import jobs
+from .heads.streams import motion_sources, run_heads
 from .layout import shard_path
 
 # frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
@@ -28,9 +30,9 @@ H100_SOURCE = "one H100 (docs/benchmarks.md, commit 8a26edf)"
 SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
 
 
-def _probe_tables(results: Path, split: str, shards: int) -> list[Path] | None:
-    tables = [Path(shard_path(results, "probe", split, s)) for s in range(shards)]
-    return tables if all(t.is_file() for t in tables) else None
+def _probe_tables(results: Path, split: str, shards: int) -> list[Path]:
+    """The split's probe tables the run has written, for any shard count."""
+    return sorted(Path(p) for p in glob(shard_path(results, "probe", split, "*")))
 
 
 def _spread(items: list, n: int) -> list:
@@ -60,11 +62,22 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
         present = [v for v in videos if v["present"]]
         tables = _probe_tables(results, split, shards)
         info = {"listed": len(videos), "present": len(present)}
-        if tables:
-            got = [p for t in tables for p in read_probes(t)]
-            info.update(videos=len(got), rows=sum(len(p.sampled) for p in got),
-                        frames=sum(p.frames for p in got), source="probe tables (exact)")
-            probes += _spread(got, max(1, sample // 4))
+        listed_ids = {v.get("video_id") for v in videos}
+        got = [p for t in tables for p in read_probes(t) if p.video_id in listed_ids] if tables else []
+        if got:
+            # the run's probe tables, for the videos still listed; new ones at their mean
+            new = len(present) - len(got)
+            ok = [p for p in got if p.readable]
+            share = len(ok) / len(got)
+            per_rows = np.mean([len(p.sampled) for p in ok]) if ok else 0.0
+            per_frames = np.mean([p.frames for p in ok]) if ok else 0.0
+            extra = round(max(0, new) * share)
+            info.update(videos=len(ok) + extra, rows=int(sum(len(p.sampled) for p in ok) + per_rows * extra),
+                        frames=int(sum(p.frames for p in ok) + per_frames * extra),
+                        source="probe tables (exact)" if new <= 0 else
+                        f"probe tables for {len(got)} videos (exact), {new} new listed videos "
+                        f"estimated from their mean")
+            probes += _spread(ok, max(1, sample // 4))
         elif present:
             picked = [probe_video(Path(ds["videos"]) / v["path"], v["video_id"], config["sampling"])
                       for v in _spread(present, sample)]
@@ -178,13 +191,42 @@ def stream_layouts(config: dict, probes: list) -> dict:
 
 # ---------------------------------------------------------------- device time
 
+class PlanError(ValueError):
+    """A plan's input (a bench CSV) that cannot be used, named with its line."""
+
+
 def read_bench(path) -> dict:
-    """stage -> frames/s from a ``bench --csv`` file."""
-    with open(path, newline="") as f:
-        rows = {r["stage"]: float(r["frames_per_s"]) for r in csv.DictReader(f) if r.get("frames_per_s")}
+    """stage -> frames/s from a ``bench --csv`` file; every rate a finite number above zero."""
+    import math
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"stage", "frames_per_s"} <= set(reader.fieldnames):
+                raise PlanError(f"{path}: not a bench CSV (it needs the columns stage and "
+                                f"frames_per_s; its first line is {','.join(reader.fieldnames or [])!r}); "
+                                f"write one with `python -m pipeline bench VIDEOS --csv {path}`")
+            rows = {}
+            for line, r in enumerate(reader, start=2):
+                text = (r.get("frames_per_s") or "").strip()
+                if not text:
+                    continue
+                try:
+                    rate = float(text)
+                except ValueError:
+                    raise PlanError(f"{path}, line {line}: frames_per_s is {text!r}, not a "
+                                    f"number") from None
+                if not (math.isfinite(rate) and rate > 0):
+                    raise PlanError(f"{path}, line {line}: frames_per_s of {r['stage']!r} is "
+                                    f"{text}; a rate is a number above zero (re-run bench)")
+                rows[r["stage"]] = rate
+    except FileNotFoundError:
+        raise PlanError(f"{path}: bench CSV not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise PlanError(f"{path}: not a text CSV file ({e.__class__.__name__}); give the file "
+                        f"`python -m pipeline bench VIDEOS --csv FILE` wrote") from None
     if not rows:
-        raise ValueError(f"{path}: no stage rows with frames_per_s; write one with "
-                         f"`python -m pipeline bench VIDEOS --csv {path}`")
+        raise PlanError(f"{path}: no stage rows with frames_per_s; write one with "
+                        f"`python -m pipeline bench VIDEOS --csv {path}`")
     return rows
 
 
@@ -238,13 +280,17 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
         else:
             row("clip", split, shards, v, r, ("clip",), _hours(r, rate["clip"]), True)
             row("flow", split, shards, v, r, ("flow",), _hours(r, rate["flow"]), gpu_flow)
-    train = splits.get(config["dataset"]["train_split"], {"rows": 0})["rows"]
-    row("moclip_train", "all", 1, 0, 0, (), _hours(train * config["moclip"]["epochs"], rate["student"], 3.0), True)
-    for split, s in splits.items():
-        row("moclip_export", split, shards, s["videos"], s["rows"], ("motion",),
-            _hours(s["rows"], rate["student"]), True)
-    heads = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
-    for head in heads:
+    sources = motion_sources(config)  # the stages this config's run makes, as the workflow decides
+    if "student" in sources:
+        train = splits.get(config["dataset"]["train_split"], {"rows": 0})["rows"]
+        row("moclip_train", "all", 1, 0, 0, (),
+            _hours(train * config["moclip"]["epochs"], rate["student"], 3.0), True)
+    for source in sorted(sources):
+        stage = "moclip_export" if source == "student" else "flow_clip_export"
+        for split, s in splits.items():
+            row(stage, split, shards, s["videos"], s["rows"], ("motion",),
+                _hours(s["rows"], rate["student"]), True, ("moclip_export",))
+    for head in run_heads(config):
         row("head", head, 1, 0, 0, (), None, True)
     row("report", "all", 1, 0, 0)
     return out
@@ -260,7 +306,7 @@ def make_plan(config: dict, workdir=".", bench: str | None = None, sample: int =
     streams = {k: {"bytes_per_row": round(v["per_row"], 1), "source": v["source"],
                    "disk_bytes": sum(r["disk_bytes"] for r in stages
                                      if r["stage"] in {"clip": ("clip", "extract"), "flow": ("flow",),
-                                                       "motion": ("moclip_export",)}[k])}
+                                                       "motion": ("moclip_export", "flow_clip_export")}[k])}
                for k, v in layouts.items()}
     # extract rows hold clip and flow together: split them again per stream
     for k in ("clip", "flow"):
@@ -269,6 +315,7 @@ def make_plan(config: dict, workdir=".", bench: str | None = None, sample: int =
                                            for s in splits.values()))
     hours = [r["device_hours"] for r in stages if r["device_hours"] is not None]
     return {"name": config["dataset"]["name"], "shards": config["shards"], "device": config["device"],
+            "train_split": config["dataset"]["train_split"], "eval_split": config["dataset"]["eval_split"],
             "splits": splits, "stages": stages, "streams": streams,
             "disk_bytes": sum(r["disk_bytes"] for r in stages),
             "device_hours": sum(hours) if hours else None, "rates": rate, "rates_source": rate_source}
@@ -307,6 +354,13 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  {k}: {_size(v['bytes_per_row'])} per row, {v['source']}")
     known = ", ".join(f"{k} {v:.0f}" for k, v in plan["rates"].items() if v)
     lines.append(f"rates (frames/s): {known or 'none known for these models'}; from {plan['rates_source']}")
+    for split, s in plan["splits"].items():
+        if not s["videos"]:
+            lines.append(f"WARNING: split {split!r} has no readable video ({s['listed']} listed, "
+                         f"{s['present']} found under dataset.videos): check the paths and files")
+    for role in ("train_split", "eval_split"):
+        if plan.get(role) and plan[role] not in plan["splits"]:
+            lines.append(f"WARNING: dataset.{role} {plan[role]!r} has no listed video")
     if over:
         lines.append(f"WARNING: jobs of {', '.join(over)} would run longer than the runtime they ask "
                      f"for (cluster.runtime_min + cluster.runtime_per_video_s x videos per job): raise "

@@ -190,6 +190,8 @@ def test_a_label_fix_re_extracts_nothing(run, demo_dir):
         names = [r["name"] for r in csv.DictReader(f)]
     new = next(n for n in names if n != _label(demo_dir, 3))
     _annotations(run, demo_dir, range(N), relabel={3: new})
+    dry = snakemake(run, "-n")  # behind the checkpoints, it says what a real run decodes
+    assert f"decodes at most 0 of {N} listed videos" in dry.stderr, dry.stderr[-2000:]
     proc, extracted = rerun(run)
     ran = set(jobs(proc))
     assert not ran & {"probe", "extract", "clip", "flow"}, ran
@@ -202,9 +204,34 @@ def test_a_label_fix_re_extracts_nothing(run, demo_dir):
     assert now["labels"] != old["labels"]
 
 
+def test_the_plan_works_from_the_current_lists_and_the_stages_the_run_makes(run, demo_dir, tmp_path):
+    """One video dropped and one added since the probe tables were written; heads that read no
+    motion: no student, no motion features in the plan."""
+    import json
+    from conftest import run_cli
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    lines = (run / "ann.csv").read_text().splitlines()
+    (run / "plan.csv").write_text("\n".join(lines[:1] + lines[2:] + ["v100.mp4,train," + lines[1].split(",")[2]]) + "\n")
+    shutil.copy(demo_dir / "videos" / "clip_020.mp4", run / "videos" / "v100.mp4")
+    cfg["dataset"]["annotations"] = "plan.csv"
+    cfg["heads"] = {"rgb_linear": {"epochs": 1}}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "plan.json"
+    run_cli("plan", "--configfile", tmp_path / "plan.yaml", "--json", out, cwd=run)
+    plan = json.loads(out.read_text())
+    (run / "videos" / "v100.mp4").unlink()
+    assert plan["splits"]["train"]["videos"] == 8  # v000 gone, v100 new
+    assert "1 new listed videos estimated" in plan["splits"]["train"]["source"]
+    assert plan["splits"]["test"]["source"] == "probe tables (exact)"
+    stages = {r["stage"] for r in plan["stages"]}
+    assert not stages & {"moclip_train", "moclip_export"} and "head" in stages
+    assert plan["streams"]["motion"]["disk_bytes"] == 0
+
+
 def test_adding_a_video_decodes_that_video_only(run, demo_dir):
     shutil.copy(demo_dir / "videos" / "clip_020.mp4", run / "videos" / "v100.mp4")
     _annotations(run, demo_dir, list(range(N)) + [100])
+    assert f"decodes at most 1 of {N + 1} listed" in snakemake(run, "-n").stderr
     proc, extracted = rerun(run)
     shard = shard_of("v100", 2)
     assert list(extracted) == [f"train-{shard}"], extracted
@@ -273,9 +300,12 @@ def test_damaged_shards_are_made_again_alone(run):
     for path in (truncated, text, other):
         assert f"{path.relative_to(run)}: " in proc.stderr, proc.stderr[-2000:]
     assert jobs(proc).count("extract") == 3
-    # a shard damaged in place is decoded again; a new file in its place leaves the pooled
-    # rows intact, and they are copied (a fused job copies a video only if both kinds are pooled)
-    assert extracted == {"test-0": (0, n_videos[truncated]), "test-1": (n_videos[text], 0),
+    # a shard damaged in place (its cache link too) takes its rows from older cache entries where
+    # they are there (earlier versions of the shard) and decodes the rest; a new file in its
+    # place leaves the cached rows intact, and they are copied (a fused job copies a video only
+    # if both kinds are cached)
+    assert sum(extracted["test-0"]) == n_videos[truncated], extracted
+    assert extracted == {"test-0": extracted["test-0"], "test-1": (n_videos[text], 0),
                          "train-1": (n_videos[other], 0)}, extracted
 
 

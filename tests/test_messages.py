@@ -25,6 +25,31 @@ def test_config_values_that_would_misplace_or_lose_results(over, words):
     validate_config(_cfg(dataset__name="ak.v2"))  # dots inside a name are fine
 
 
+def test_whole_floats_are_integers_and_infinity_is_refused():
+    cfg = validate_config({**_cfg(), "shards": 2.0, "sampling": {"frames": 8.0}})
+    assert cfg["shards"] == 2 and type(cfg["shards"]) is int and type(cfg["sampling"]["frames"]) is int
+    with pytest.raises(ConfigError, match=r"key 'flow\.bound' is inf; give a finite number"):
+        validate_config({**_cfg(), "flow": {"bound": float("inf")}})
+    with pytest.raises(ConfigError, match=r"shards' must be of type integer"):
+        validate_config({**_cfg(), "shards": 2.5})
+
+
+def test_a_file_named_in_my_yaml_is_reported_against_my_yaml(tmp_path):
+    import yaml
+    from conftest import copy_workflow, snakemake
+    work = copy_workflow(tmp_path, demo_clip=False)
+    cfg = {"dataset": {"name": "mine", "format": "csv", "videos": "videos", "classes": "nope.csv",
+                       "annotations": "list.csv"}, "shards": 2.0, "flow": {"bound": 20.0}}
+    (work / "my.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "-n", "--configfile", "my.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "nope.csv: file not found; check the path in " in out, out[-2000:]
+    assert out.strip().endswith("my.yaml") and "config.yaml" not in out
+    assert "Traceback" not in out
+    plan = run_cli("plan", "--configfile", work / "my.yaml", cwd=work, check=False)
+    assert plan.returncode == 2 and "check the path in " + str(work / "my.yaml") in plan.stderr
+
+
 def test_samples_with_zero_shards(tmp_path):
     proc = run_cli("samples", "--params", "{}", "--shards", "0", "--out", tmp_path, check=False)
     assert proc.returncode == 2 and "--shards: must be 1 or more" in proc.stderr

@@ -25,6 +25,7 @@ def test_a_shards_size_is_predicted_from_its_measured_layout(tmp_path, kind, sha
     assert shard_bytes(layout, videos, rows) == pytest.approx(real, rel=0.05)
 
 
+@pytest.mark.slow
 def test_the_plan_of_a_finished_run_predicts_what_it_wrote(demo_run, tmp_path):
     out = tmp_path / "plan.json"
     proc = run_cli("plan", "--json", out, cwd=demo_run)
@@ -72,3 +73,17 @@ def test_a_plan_before_any_video_is_there_says_what_it_assumed(tmp_path):
     assert plan["rates"]["flow"] == pytest.approx(97.0)
     assert plan["device_hours"] > 0 and "H100" in proc.stdout
     assert (ROOT / "pipeline" / "plan.py").is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("stage,frames_per_s\nclip,fast\n", "line 2: frames_per_s is 'fast', not a number"),
+    ("stage,frames_per_s\nclip,100\nflow,-3\n", "line 3: frames_per_s of 'flow' is -3; a rate is a number above zero"),
+    ("stage,frames_per_s\nclip,0\n", "line 2: frames_per_s of 'clip' is 0"),
+    ("stage,frames_per_s\nclip,1e400\n", "is 1e400; a rate is a number above zero"),
+    ("name,speed\nclip,100\n", "not a bench CSV (it needs the columns stage and frames_per_s"),
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text CSV file")])
+def test_a_bad_bench_csv_is_one_clear_line(tmp_path, content, message):
+    bench = tmp_path / "bench.csv"
+    bench.write_bytes(content if isinstance(content, bytes) else content.encode())
+    proc = run_cli("plan", "--bench", bench, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -380,6 +380,8 @@ def test_description_files_as_users_save_them(tmp_path, caplog):
         "never.csv": ('eating,"It chews.\nsleeping rests\n', "utf-8", r"never.csv, line 1: .*never closed"),
         "semi.csv": ("eating;It chews.\nrunning;Fast.\n", "utf-8", r"semi.csv, line 1: expected comma-separated .* ';'"),
         "tab.csv": ("eating\tIt chews.\n", "utf-8", r"tab.csv, line 1: expected comma-separated .* tabs"),
+        "third.csv": ('eating,"It chews.",extra\n', "utf-8", r"third.csv, line 1: 3 columns where a row is"),
+        "commas.csv": ("eating,\"ok\"\nrunning,It runs, fast\n", "utf-8", r"commas.csv, line 2: 3 columns.*quote a description"),
         "latin.csv": ('eating,"It chews caf\xe9 food."\n', "latin-1", r"latin.csv: not UTF-8 text"),
         "latin.yaml": ("eating: [caf\xe9]\n", "latin-1", r"latin.yaml: not UTF-8 text"),
         "table.txt": ("eating;It chews.\nrunning;Fast.\n", "utf-8", r"table.txt: expected a mapping .* separated by ';' or tabs"),

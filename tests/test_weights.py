@@ -64,7 +64,30 @@ def test_weights_are_listed_fetched_and_found_where_the_stages_look(tmp_path, mo
     assert weights.fetch(weights.needed(resolve_config([cfg_file])[0])) and len(fetched) == 2  # nothing twice
     check = run_cli("weights", "--check", "--configfile", cfg_file, env={**os.environ, **env})
     assert check.stdout.count("cached ") == 2
-    # local files and random weights need nothing
-    CONFIG_LOCAL = {**CONFIG, "clip": {"pretrained": str(cfg_file)}, "flow": {"backend": "dis"}}
+    # a local checkpoint is checked, not fetched; random weights need nothing
+    import torch
+    torch.save({"state_dict": {}}, tmp_path / "mine.pt")
+    CONFIG_LOCAL = {**CONFIG, "clip": {"pretrained": str(tmp_path / "mine.pt")}, "flow": {"backend": "dis"}}
     cfg_file.write_text(yaml.safe_dump(CONFIG_LOCAL))
+    items = weights.needed(resolve_config([cfg_file])[0])
+    assert [(i["kind"], i["cached"]) for i in items] == [("local", True)] and weights.fetch(items) == items
+    cfg_file.write_text(yaml.safe_dump({**CONFIG, "clip": {"pretrained": None}, "flow": {"backend": "dis"}}))
     assert weights.needed(resolve_config([cfg_file])[0]) == []
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"flow": {"checkpoint": "models/raft.ckpt"}}, "MISSING  flow raft file models/raft.ckpt: file not found"),
+    ({"flow": {"checkpoint": "nonsense"}}, "ptlflow has no checkpoint 'nonsense' for raft; its tags: "),
+    ({"clip": {"pretrained": "weights/missing.pt"}}, "CLIP ViT-B-32 file weights/missing.pt: file not found"),
+    ({"clip": {"pretrained": "NOT_A_CKPT"}}, "not a checkpoint"),
+    ({"clip": {"pretrained": "laion_typo"}}, "open_clip has no tag 'laion_typo' for ViT-B-32; its tags: openai"),
+])
+def test_weights_that_cannot_be_had_are_one_line_each(tmp_path, monkeypatch, section, message):
+    env = _caches(tmp_path, monkeypatch)
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    section = yaml.safe_load(yaml.safe_dump(section).replace("NOT_A_CKPT", str(tmp_path / "notes.txt")))
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({**CONFIG, **section}))
+    proc = run_cli("weights", "--check", "--configfile", tmp_path / "my.yaml", check=False,
+                   env={**os.environ, **env})
+    assert proc.returncode == 1 and message in proc.stdout and "Traceback" not in proc.stderr, \
+        proc.stdout + proc.stderr

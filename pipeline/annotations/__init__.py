@@ -227,15 +227,18 @@ def split_roles(ds: dict, splits) -> tuple[str | None, list[str]]:
     return val, notes
 
 
-def plan_splits(ds: dict, shards: int = 1) -> tuple[list[str], str | None, list[str]]:
-    """(splits that hold at least one present video, validation split or None, notes), read
-    with the same reader as the samples stage, for the workflow to build its DAG from."""
+def plan_splits(ds: dict, shards: int = 1) -> tuple[list[str], str | None, list[str], list[dict]]:
+    """(splits that hold at least one present video, validation split or None, notes, the
+    listed videos' rows), read with the same reader as the samples stage, for the workflow to
+    build its DAG from."""
     if ds["format"] == "demo":
+        rows = []
         splits = DEMO_SPLITS  # the demo's videos are written by a rule of the run itself
     else:
-        splits = sorted({r["split"] for r in build_samples(ds, shards).rows})
+        rows = build_samples(ds, shards).rows
+        splits = sorted({r["split"] for r in rows})
     val, notes = split_roles(ds, splits)
-    return splits, val, notes
+    return splits, val, notes, rows
 
 
 def _ids(values) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import (CONFIG_FILES, CONFIG_OVERRIDES, DECODERS, DEVICE, arg, command, head_names, params,
-               positive_int)
+from . import (CONFIG_FILES, CONFIG_OVERRIDES, DECODERS, DEVICE, PipelineError, arg, command,
+               head_names, params, positive_int)
 
 log = logging.getLogger("pipeline")
 
@@ -124,9 +124,12 @@ def cmd_plan(a):
     import json
 
     from ..config import parse_overrides, resolve_config
-    from ..plan import format_plan, make_plan
+    from ..plan import PlanError, format_plan, make_plan
     config, _ = resolve_config(a.configfile or [], parse_overrides(a.config))
-    plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps))
+    try:
+        plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps))
+    except PlanError as e:
+        raise PipelineError(str(e)) from None
     print(format_plan(plan))
     if a.json:
         Path(a.json).write_text(json.dumps(plan, indent=2))

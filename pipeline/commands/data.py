@@ -30,7 +30,7 @@ def cmd_config(a):
 
 @command("weights", "fetch every checkpoint a config needs (CLIP and flow tags) into the caches "
          "the stages read, on a node with network; --check lists each as cached or missing, with "
-         "where it goes (exit 2 if one is missing)",
+         "where it goes; local files are checked (exit 1 if one is missing or unusable)",
          CONFIG_FILES,
          arg("--check", action="store_true", help="only say what is cached and missing"))
 def cmd_weights(a):
@@ -41,10 +41,14 @@ def cmd_weights(a):
     if not a.check:
         items = fetch(items)
     print(format_items(items))
-    missing = [i["what"] for i in items if not i["cached"]]
+    bad = [i["what"] for i in items if i.get("problem")]
+    missing = [i["what"] for i in items if not i["cached"] and not i.get("problem")]
+    if bad:
+        print(f"error: {', '.join(bad)}: cannot be had (see above); fix the config", file=sys.stderr)
     if missing:
         print(f"error: missing from the local caches: {', '.join(missing)}; run `python -m "
               f"pipeline weights --configfile ...` on a node with network", file=sys.stderr)
+    if bad or missing:
         raise SystemExit(1)
 
 

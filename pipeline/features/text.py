@@ -48,7 +48,11 @@ def _read_csv_descriptions(path: Path, class_names: list[str]) -> dict:
                     found = f"this line looks separated by {sep}" if sep else f"got {row!r}"
                     raise TextError(f"{path}, line {number}: expected comma-separated "
                                     f"'name,\"description\"'; {found}")
-                paragraph = ",".join(row[1:])
+                if len(row) > 2:
+                    raise TextError(f"{path}, line {number}: {len(row)} columns where a row is "
+                                    f"'name,\"description\"'; quote a description that holds "
+                                    f"commas, or remove the extra column")
+                paragraph = row[1]
                 swallowed = next((line.split(",")[0] for line in paragraph.splitlines()[1:]
                                   if name_key(line.split(",")[0]) in known), None)
                 if swallowed is not None:

@@ -21,3 +21,16 @@ def streams(name: str, params: dict) -> tuple[bool, bool]:
     with ``motion: true``)."""
     rgb, motion = STREAMS[name]
     return rgb, motion or (name == "prompt" and bool(params.get("motion")))
+
+
+def run_heads(config: dict) -> list[str]:
+    """The heads a run trains and reports: those named in ``heads:``, and CLIP's zero-shot
+    classifier, every run's baseline, named or not."""
+    return list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
+
+
+def motion_sources(config: dict) -> set[str]:
+    """Where the run's motion streams come from: ``student`` (the distilled MoCLIP, whose
+    training and export run only then) and/or ``flow_clip`` (the frozen CLIP on flow images)."""
+    return {(config["heads"].get(h) or {}).get("motion_source", "student")
+            for h in run_heads(config) if streams(h, config["heads"].get(h) or {})[1]}

@@ -6,7 +6,7 @@ from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.freshness import file_digest, shard_members, stale_outputs
-from pipeline.heads.streams import reads_text, streams
+from pipeline.heads.streams import motion_sources, reads_text, run_heads, streams
 from pipeline.layout import shard_path
 
 DS = config["dataset"]
@@ -19,7 +19,7 @@ ENV = "../../envs/pipeline.yaml"
 # The DAG needs the split names before any job starts; they are read by the samples stage's own
 # reader, so both agree on every file the stage accepts (and refuse the same files, by line).
 try:
-    SPLITS, VAL, _notes = plan_splits(DS, config["shards"])
+    SPLITS, VAL, _notes, _rows = plan_splits(DS, config["shards"])
 except AnnotationError as e:  # named against the user's own config files
     sys.exit(f"error: {str(e).replace('config.yaml', ', '.join(map(str, workflow.overwrite_configfiles)) or 'config.yaml')}")
 for _note in _notes:
@@ -147,12 +147,9 @@ def annotation_inputs():
     return files
 
 
-# CLIP's zero-shot classifier is every run's baseline, named in heads: or not.
-HEAD_NAMES = list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
+HEAD_NAMES = run_heads(config)
 # The student is distilled only when a head reads its stream (motion_source: student, the default).
-USES_STUDENT = any(streams(h, config["heads"].get(h) or {})[1]
-                   and (config["heads"].get(h) or {}).get("motion_source", "student") == "student"
-                   for h in HEAD_NAMES)
+USES_STUDENT = "student" in motion_sources(config)
 
 
 def head_inputs(w):

@@ -107,16 +107,56 @@ def _whole_numbers(value, node: dict | None, source: str, path=()) -> None:
                 _whole_numbers(sub, child if isinstance(child, dict) else None, source, path + (key,))
 
 
+def _head_entries(heads, sch: dict, source: str, sources: dict | None) -> dict:
+    """``heads:`` entries by any name, each checked against its type's settings (``type``,
+    ``grid`` and ``seeds`` are the entry's own; a user type's settings go to its class)."""
+    types = sch["properties"]["heads"]["properties"]
+    if not isinstance(heads, dict):
+        raise ConfigError(f"{source}: key 'heads' must be a mapping of names to head settings")
+    for name, entry in heads.items():
+        entry = {} if entry is None else entry
+        where = f"heads.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: key '{where}' must be a mapping of settings; got {entry!r}")
+        head_type = entry.get("type") or name
+        if not isinstance(head_type, str) or (":" not in head_type and head_type not in types):
+            raise ConfigError(f"{source}: key '{where}': unknown head type {head_type!r}; a type "
+                              f"is one of {', '.join(types)}, or your own class as module:Class "
+                              f"or path/to/file.py:Class (docs/heads.md); a name that is no "
+                              f"type needs 'type:'")
+        grid, seeds = entry.get("grid", {}), entry.get("seeds", [])
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"{source}: key '{where}.grid' maps settings to non-empty lists of values")
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                  for x in seeds):
+            raise ConfigError(f"{source}: key '{where}.seeds' is a list of integers")
+        if ":" in head_type:
+            continue  # a user's class: its constructor checks its settings (docs/heads.md)
+        settings = {k: v for k, v in entry.items() if k not in ("type", "grid", "seeds")}
+        trials = [settings] + [{**settings, key: value} for key, values in grid.items() for value in values]
+        trials += [{**settings, "seed": x} for x in seeds]
+        for trial in trials:
+            errors = sorted(_Validator(types[head_type]).iter_errors(copy.deepcopy(trial)),
+                            key=lambda e: list(e.absolute_path))
+            if errors:
+                errors[0].path.extendleft([name, "heads"])
+                raise ConfigError(_message(errors[0], sch, _source_of(errors[0], sources, source)))
+    return heads
+
+
 def validate_config(config: dict, source: str = "config.yaml", sources: dict | None = None) -> dict:
     """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError.
     ``sources`` (leaf path -> where it was set) names ``--config`` in an error it caused."""
     config = copy.deepcopy(dict(config))
     sch = schema()
+    heads = config.pop("heads", None)  # entries by any name: checked against their types below
     errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0], sch, _source_of(errors[0], sources, source)))
     # Defaults of nested objects whose parent was defaulted are filled by a second pass.
     _Validator(sch).validate(config)
+    if heads is not None:
+        config["heads"] = _head_entries(heads, sch, source, sources)
     _whole_numbers(config, sch, source)
     from .annotations import list_key
     fmt = config["dataset"]["format"]

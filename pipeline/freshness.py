@@ -129,10 +129,11 @@ def expected_attrs(config: dict) -> dict:
 
 def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str, bool]]:
     """Feature shards of a run folder that cannot be current: ``(path, why, in_plan)``. In the
-    plan: damaged, or made with other settings than the config's (a real run makes them again:
-    the workflow forces their jobs). Outside it: a split or shard number the config no longer
+    plan: damaged, made with other settings than the config's, or motion features whose student
+    is gone (a real run makes them again: the workflow forces their jobs). Outside it: a split or shard number the config no longer
     has (a real run sets them aside into the cache, :func:`set_aside`). Reads, never writes."""
     results = Path(results)
+    student = results / "models" / "moclip" / "student.pt"
     found = []
     for kind, expect in expected_attrs(config).items():
         plan = {Path(shard_path(results, kind, s, k)) for s in splits for k in range(shards)}
@@ -140,6 +141,8 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
             if path not in plan:
                 found.append((path, f"not in the run's plan ({len(list(splits))} splits x "
                                     f"{shards} shards)", False))
+            elif kind == "motion" and not student.is_file():  # Snakemake would keep it
+                found.append((path, f"its student ({student}) is gone", True))
             elif why := stale_reason(path, expect):
                 found.append((path, why, True))
     return found

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs
-from .heads.streams import motion_sources, run_heads
+from .heads.registry import motion_sources, run_entries
 from .layout import shard_path
 
 # frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
@@ -290,7 +290,7 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
         for split, s in splits.items():
             row(stage, split, shards, s["videos"], s["rows"], ("motion",),
                 _hours(s["rows"], rate["student"]), True, ("moclip_export",))
-    for head in run_heads(config):
+    for head in run_entries(config):
         row("head", head, 1, 0, 0, (), None, True)
     row("report", "all", 1, 0, 0)
     return out

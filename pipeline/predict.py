@@ -51,7 +51,7 @@ def load_run(run, head: str) -> dict:
         trained = sorted(p.parent.name for p in run.glob("heads/*/head.pt"))
         raise RunError(f"{head_path} not found; trained heads in {run}: {', '.join(trained) or 'none'}")
     model, ckpt = load_head(head_path)
-    _, need_motion = streams(ckpt["name"], ckpt["params"])
+    _, need_motion = streams(ckpt.get("type", ckpt["name"]), ckpt["params"])
     student = run / "models" / "moclip" / "student.pt"
     if need_motion and not student.exists():
         raise RunError(f"{student} not found: head {head!r} needs the motion student; finish the "
@@ -90,7 +90,7 @@ def load_run(run, head: str) -> dict:
 def compute_features(probes, r: dict, device, tmp: Path) -> dict:
     """clip / flow / motion readers for ``probes``, made by the stage functions; ``failed``:
     (video id, reason) of the videos whose decoding failed (the others go on)."""
-    _, need_motion = streams(r["ckpt"]["name"], r["ckpt"]["params"])
+    _, need_motion = streams(r["ckpt"].get("type", r["ckpt"]["name"]), r["ckpt"]["params"])
     out = {}
     if need_motion:  # one decode of each video for both
         stats = extract_both(probes, tmp / "clip.h5", tmp / "flow.h5", r["clip_cfg"], r["flow_cfg"],
@@ -129,7 +129,7 @@ def open_vocabulary(r: dict, names: list[str], device) -> None:
     run's CLIP text tower and templates."""
     from .heads.prompt import add_classes as add_to_head
     ckpt = r["ckpt"]
-    if ckpt["name"] not in PROMPT_HEADS:
+    if ckpt.get("type", ckpt["name"]) not in PROMPT_HEADS:
         raise RunError(f"head {ckpt['name']!r} has a fixed set of classes; new classes need a "
                        f"prompt or zero_shot head (--head prompt)")
     known = r["classes"]

@@ -98,6 +98,7 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
     lines += summary_notes(rows, species, linear_probe_file)
+    lines += experiments(rows, cols[0], out_dir / "experiments.csv")
     lines += list(analysis)
     mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
     if mixed:
@@ -118,18 +119,19 @@ def compare_with(row: dict) -> str:
     head = row["head"]
     if head.startswith("*"):
         return ""
-    if head == "zero_shot":
+    kind = row.get("type", head.split(" (")[0])  # the head type; rows saved before types: the name
+    if kind == "zero_shot":
         return "CLIP zero-shot"
-    if head == "fusion":
+    if kind == "fusion":
         return "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)"
-    if head == "prompt (oracle species)":
+    if kind == "prompt" and head.endswith("(oracle species)"):
         ranked = "; mAP ranked by a softmax, as theirs" if row.get("eval_scores") == "softmax" else ""
         if row.get("species_source") == "oracle":
             return f"Animal-CLIP (trained and tested on the true species, as the paper{ranked})"
         return f"Animal-CLIP's test-time setting (trained on predicted species: an ablation{ranked})"
-    if head.startswith("prompt"):
+    if kind == "prompt":
         return "none: Animal-CLIP's number uses the true species (oracle row); frozen video features"
-    if head == "interleave":
+    if kind == "interleave":
         return "none: AnimalMotionCLIP fine-tunes X-CLIP end to end; this head trains on frozen features"
     return "-"
 
@@ -204,3 +206,48 @@ def plot_heads(order: list[dict], column: tuple[str, str], chance, split: str, p
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def experiments(rows: list[dict], column: tuple[str, str], csv_path: Path) -> list[str]:
+    """reports/experiments.csv (every entry: name, type, group, what its expansion varies, seed,
+    metrics) and, for entries expanded from a grid or seeds, a summary section: each setting
+    that differs between siblings, and over seeds the mean and standard deviation."""
+    import csv
+    import statistics
+    key, label = column
+    entries = [r for r in rows if r.get("entry") and not r["head"].endswith("(oracle species)")]
+    metric_keys = sorted({k for r in entries for k, v in r.items()
+                          if isinstance(v, float) and (k.startswith("mAP") or k.startswith("top")
+                                                       or k == "mean_class_accuracy")})
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "type", "group", "varies", "seed", *metric_keys])
+        for r in rows:
+            e = r.get("entry") or {}
+            w.writerow([r["head"], r.get("type", r["head"]), e.get("group", r["head"]),
+                        json.dumps(e.get("varies", {}), sort_keys=True), e.get("seed", ""),
+                        *[r.get(k, "") for k in metric_keys]])
+    groups: dict = {}
+    for r in entries:
+        if r["entry"].get("varies"):
+            groups.setdefault(r["entry"]["group"], []).append(r)
+    if not groups:
+        return []
+    lines = ["", "## Experiments", "",
+             f"Entries expanded from a grid or seeds (`reports/experiments.csv` lists every "
+             f"entry); {label} in percent, mean ± standard deviation over seeds.", "",
+             "| entry | type | settings that differ | seeds | " + label + " |", "|---|---|---|---|---|"]
+    for group, members in sorted(groups.items()):
+        by_setting: dict = {}
+        for r in members:
+            varies = {k: v for k, v in r["entry"]["varies"].items() if k != "seed"}
+            by_setting.setdefault(json.dumps(varies, sort_keys=True), []).append(r)
+        for varies, runs in sorted(by_setting.items()):
+            values = [100 * r[key] for r in runs if r.get(key) is not None]
+            seeds = [r["entry"]["varies"].get("seed") for r in runs if "seed" in r["entry"]["varies"]]
+            shown = ", ".join(f"{k}={v}" for k, v in json.loads(varies).items()) or "-"
+            cell = (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+                    if len(values) > 1 else (f"{values[0]:.2f}" if values else "-"))
+            lines.append(f"| {group} | {runs[0].get('type', group)} | {shown} | "
+                         f"{', '.join(map(str, seeds)) or '-'} | {cell} |")
+    return lines

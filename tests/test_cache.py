@@ -175,7 +175,8 @@ def test_a_second_invocation_leaves_a_running_run_green(run):
     published = {p: p.stat().st_ino for p in feat.glob("*/shard-*.h5") if p.stat().st_mtime > since}
     snakemake(run, "-n", "features", "--config", "shards=1", check=False)
     b = snakemake(run, "features", "--config", "shards=1", check=False)
-    assert b.returncode != 0 and "lock" in (b.stdout + b.stderr).lower()
+    said = (b.stdout + b.stderr).lower()  # Snakemake refuses it: the lock, or A's running jobs
+    assert b.returncode != 0 and ("lock" in said or "incomplete" in said), said[-2000:]
     assert all(p.exists() and p.stat().st_ino == ino for p, ino in published.items())
     out, _ = a.communicate(timeout=600)
     assert a.returncode == 0, out[-3000:]
@@ -335,7 +336,7 @@ def test_a_killed_student_retraining_leaves_nothing_stale(run):
     # a student that goes missing takes its motion features with it
     student.unlink()
     again = snakemake(run)
-    assert "moclip_train" in jobs(again) and "moclip_export" in jobs(again)
+    assert "moclip_train" in jobs(again) and "its student" in again.stderr
 
 
 def test_a_new_shard_count_copies_every_row(run):

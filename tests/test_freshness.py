@@ -90,9 +90,10 @@ def test_files_that_cannot_be_current_are_named(tmp_path):
     found = {str(p.relative_to(tmp_path)): why for p, why, _ in stale}
     assert {str(p.relative_to(tmp_path)) for p, _, in_plan in stale if not in_plan} == \
         {"features/clip/train/shard-7.h5"}
-    # a motion shard whose student is gone is Snakemake's to re-make (the student is its input)
     assert set(found) == {"features/clip/train/shard-1.h5", "features/clip/train/shard-7.h5",
-                          "features/clip/test/shard-0.h5", "features/clip/test/shard-1.h5"}, found
+                          "features/clip/test/shard-0.h5", "features/clip/test/shard-1.h5",
+                          "features/motion/train/shard-0.h5"}, found
+    assert "its student" in found["features/motion/train/shard-0.h5"]
     assert "made with model='other'" in found["features/clip/train/shard-1.h5"]
     assert "not in the run's plan" in found["features/clip/train/shard-7.h5"]
     assert "not a readable HDF5" in found["features/clip/test/shard-0.h5"]

@@ -76,10 +76,16 @@ DECODERS = ("opencv", "torchcodec")
 DECODER = arg("--decoder", choices=DECODERS, help="opencv (CPU) or torchcodec (NVDEC on a CUDA "
               "device); default: the workflow's decoder setting, else opencv")
 SUMMARY = arg("--summary", help="the run's reports/summary.md, marked out of date while this job runs")
-REUSE = arg("--reuse", type=Path, default=os.environ.get("PIPELINE_CACHE") or None,
-            help="the cache of extracted rows (config `cache`; the workflow's jobs get it as "
-                 "$PIPELINE_CACHE): videos found there, or in a current shard of any run beside "
-                 "this one, with the same content and settings are copied, not decoded")
+REUSE = arg("--reuse", type=Path, help="the cache of extracted rows (config `cache`): videos found "
+            "there, or in a current shard of any run beside this one, with the same content and "
+            "settings are copied, not decoded; $PIPELINE_CACHE, which the workflow's jobs get, "
+            "wins over it")
+
+
+def cache_of(a) -> Path | None:
+    """The cache a job uses: $PIPELINE_CACHE (the workflow's ``cache:``), else --reuse."""
+    env = os.environ.get("PIPELINE_CACHE")
+    return Path(env) if env else a.reuse
 DATASET_FILES = tuple(arg(f"--{name}", required=True) for name in ("samples", "classes", "dataset-info"))
 CONFIG_FILES = arg("--configfile", nargs="+", action="extend", metavar="FILE",
                    help="config files, as given to snakemake --configfile (they replace the default "

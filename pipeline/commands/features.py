@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import DECODER, DEVICE, REUSE, arg, command, optional_int, params
+from . import DECODER, DEVICE, REUSE, arg, cache_of, command, optional_int, params
 
 log = logging.getLogger("pipeline")
 
@@ -51,7 +51,7 @@ def _one_stage(a, name: str) -> None:
     probes, device = _stage_inputs(a)
     _report(name, a.out, extract(probes, a.out, _section(a, name), device,
                                  sampling=params(a.sampling, "sampling"), decoder=a.decoder,
-                                 reuse=a.reuse))
+                                 reuse=cache_of(a)))
 
 
 @command("clip", "frozen CLIP frame embeddings of the planned frames of one probe shard -> HDF5",
@@ -81,7 +81,7 @@ def cmd_extract(a):
     probes, device = _stage_inputs(a)
     stats = extract_both(probes, a.clip_out, a.flow_out, with_runtime("clip", a.clip),
                          with_runtime("flow", a.flow), device,
-                         sampling=params(a.sampling, "sampling"), decoder=a.decoder, reuse=a.reuse)
+                         sampling=params(a.sampling, "sampling"), decoder=a.decoder, reuse=cache_of(a))
     _report("extract (clip + flow, one decode per video)", f"{a.clip_out}, {a.flow_out}", stats)
 
 

@@ -6,15 +6,19 @@ import logging
 from pathlib import Path
 
 from . import (DATASET_FILES, DEVICE, SUMMARY, PipelineError, arg, command, dataset_info,
-               head_names, mark_summary, positive_int)
+               mark_summary, positive_int)
 
 log = logging.getLogger("pipeline")
 
 
 @command("head", "train one head on cached features; write head.pt, train_log.csv, "
          "predictions/<split>.csv, metrics.json and plots",
-         arg("--name", required=True, choices=head_names()),
-         arg("--params", help="the head's parameters (heads.<name> in config) as JSON"),
+         arg("--name", required=True, help="the entry's name (heads.<name>): its results folder "
+             "and summary row"),
+         arg("--entry", help="the entry as JSON: type (a head type, or module:Class / "
+             "file.py:Class; default: the name), group and varies (its grid and seed values)"),
+         arg("--params", help="the entry's settings (heads.<name> in config, less type, grid and "
+             "seeds) as JSON"),
          *(arg(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
            for kind in ("clip", "motion") for role in ("train", "val", "eval")),
          arg("--train-split", default="train"),
@@ -33,8 +37,20 @@ def cmd_head(a):
     shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in ("clip", "motion")
               for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
     splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
-    m = run_head(a.name, json.loads(a.params or "{}"), shards, samples, read_classes(a.classes),
-                 multilabel, a.out, pick_device(a.device), splits, a.text)
+    given = json.loads(a.params or "{}")
+    entry = given.pop("_entry", None) or json.loads(a.entry or "{}")  # the workflow's, or yours
+    head_type = entry.get("type") or a.name
+    from ..heads.streams import STREAMS
+    from ..heads.user import HeadTypeError, is_user_type
+    if not is_user_type(head_type) and head_type not in STREAMS:
+        raise PipelineError(f"--name {a.name}: head type {head_type!r} is none of "
+                            f"{', '.join(sorted(STREAMS))} and no module:Class; give --entry "
+                            f"'{{\"type\": ...}}'")
+    try:
+        m = run_head(a.name, given, shards, samples, read_classes(a.classes),
+                     multilabel, a.out, pick_device(a.device), splits, a.text, entry)
+    except HeadTypeError as e:
+        raise PipelineError(f"heads.{a.name}: {e}") from None
     if m.get("no_metrics"):
         return
     keys = ("mAP", "mAP_micro") if multilabel else ("top1", "top5", "mean_class_accuracy")
@@ -61,7 +77,8 @@ def cmd_head(a):
 def cmd_report(a):
     from ..report import split_counts, summary
     info = json.loads(Path(a.dataset_info).read_text())
-    metrics = [json.loads(Path(f).read_text()) for f in a.metrics]
+    # each row named by its folder (heads/<name>/), which its scores.npz is found by too
+    metrics = [{**json.loads(Path(f).read_text()), "head": Path(f).parent.name} for f in a.metrics]
     counts = (split_counts(metrics[0]["split"], a.missing, a.probe_tables, a.features or ())
               if a.probe_tables else None)
     lines = []
@@ -106,3 +123,16 @@ def cmd_predict(a):
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
     if not any("error" not in r for r in results):
         raise PipelineError("no video could be read")
+
+
+@command("export", "write one array per video of a run's feature stream (npy, or one npz) and "
+         "index.csv with each video's labels and species, for use outside the pipeline",
+         arg("--run", required=True, help="a run folder: results/<name>"),
+         arg("--split", required=True),
+         arg("--stream", required=True, choices=("clip", "flow", "motion", "flow_clip")),
+         arg("--format", choices=("npy", "npz"), default="npy"),
+         arg("--out", required=True, help="folder to write"))
+def cmd_export(a):
+    from ..api import export, open_run
+    index = export(open_run(a.run), a.split, a.stream, a.out, a.format)
+    log.info("exported %s %s features of %s to %s (index: %s)", a.split, a.stream, a.run, a.out, index)

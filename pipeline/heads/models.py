@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from .layers import attention, masked_mean, sinusoid
 from .prompt import build_prompt_head
 from .streams import PROMPT_HEADS, STREAMS
+from .user import is_user_type, user_class
 
 
 class TextClassifier(nn.Module):
@@ -307,9 +308,12 @@ HEADS = {
 
 
 def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
-               text: dict | None = None, multilabel: bool = True) -> nn.Module:
-    """``text`` (class prototypes etc., see :func:`prompt.build_prompt_head`) is used by the
-    prompt heads only."""
+               text: dict | None = None, multilabel: bool = True,
+               class_names: list[str] | None = None) -> nn.Module:
+    """A head of type ``name``. ``text`` (class prototypes etc., see
+    :func:`prompt.build_prompt_head`) is used by the heads that read the class text."""
+    if is_user_type(name):
+        return _user_head(name, rgb_dim, motion_dim, n_classes, params, text, class_names)
     if name in PROMPT_HEADS:
         return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
     cls, _ = HEADS[name]
@@ -325,3 +329,18 @@ def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params:
         head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)
     return Standardised(head, rgb_dim, motion_dim, standardise)
 
+
+
+def _user_head(head_type: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
+               text: dict | None, class_names: list[str] | None) -> nn.Module:
+    """A user's head (docs/heads.md): built with the documented keywords, standardised inputs
+    unless ``standardise: false``."""
+    cls = user_class(head_type)
+    settings = dict(params)
+    standardise = settings.pop("standardise", True)
+    kwargs = {"rgb_dim": rgb_dim, "motion_dim": motion_dim,
+              "class_names": list(class_names or [f"class {i}" for i in range(n_classes)]),
+              "settings": settings}
+    if getattr(cls, "reads_text", False):
+        kwargs["class_text"] = None if text is None else torch.as_tensor(text["protos"], dtype=torch.float32)
+    return Standardised(cls(**kwargs), rgb_dim, motion_dim, standardise)

@@ -61,13 +61,18 @@ def _subset_text(text: dict, keep: list[int]) -> dict:
 
 
 def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes: list[dict],
-             multilabel: bool, out: str | Path, device, splits: dict, text_path=None) -> dict:
-    """``shards``: {(kind, role): [paths]} with kind clip/motion and role train/val/eval;
-    ``splits``: {role: split name}; ``text_path``: the text bank, for the prompt heads."""
+             multilabel: bool, out: str | Path, device, splits: dict, text_path=None,
+             entry: dict | None = None) -> dict:
+    """``name``: the entry's name (heads.<name>); ``entry``: its type, group and varied values
+    (pipeline/heads/registry.py; type defaults to the name); ``shards``: {(kind, role): [paths]}
+    with kind clip/motion and role train/val/eval; ``splits``: {role: split name};
+    ``text_path``: the text bank, for the heads that read the class text."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params = head_params(name, given)
-    need_rgb, need_motion = streams(name, params)
+    entry = {"type": name, "group": name, "varies": {}, **(entry or {})}
+    head_type = entry["type"]
+    params = head_params(head_type, given)
+    need_rgb, need_motion = streams(head_type, params)
     by_id = {r["video_id"]: r for r in samples}
     names = [c["name"] for c in classes]
     segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
@@ -83,7 +88,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         return load_split(readers.get(("clip", role)), readers.get(("motion", role)), by_id,
                           len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
 
-    if reads_text(name, params):
+    if reads_text(head_type, params):
         if not text_path:
             raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
         text = text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
@@ -95,16 +100,17 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
-        if name != "prompt":
+        if head_type != "prompt":
             raise ValueError("base_to_novel is an option of the prompt head")
         log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
                  len(novel), ", ".join(names[c] for c in novel))
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
-    model, history = train_head(name, params, train, val, len(base), multilabel, device,
-                                text=_subset_text(text, base) if novel else text)
+    model, history = train_head(head_type, params, train, val, len(base), multilabel, device,
+                                text=_subset_text(text, base) if novel else text,
+                                class_names=[names[c] for c in base])
     if novel:
         model.set_classes(text["protos"], text["relation"], names)
-    ckpt = {"state_dict": model.state_dict(), "name": name, "params": params,
+    ckpt = {"state_dict": model.state_dict(), "name": name, "type": head_type, "params": params,
             "identity": train.identity, "n_classes": len(names), "class_names": names,
             "multilabel": multilabel, "n_species": n_species,
             "text": None if text is None else {k: text[k] for k in ("attrs", "species_names")},
@@ -128,11 +134,13 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                           split.targets, all_names, multilabel)
         if role == "eval":  # the report compares the heads class by class and video by video
             write_scores(out / "scores.npz", split.video_ids, probs[:, :len(names)], split.targets,
-                         names, multilabel, streams(name, params)[1])
+                         names, multilabel, streams(head_type, params)[1])
         if role == "eval":
             logits = logits_all[:, :len(names)]
             metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
-                       "split": splits["eval"], "head": name, "variant": method_variant(name, params),
+                       "split": splits["eval"], "head": name, "type": head_type,
+                       "variant": method_variant(head_type, params),
+                       "entry": entry_record(name, entry, params, readers),
                        **precisions(readers, splits)}
             if novel:
                 metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
@@ -141,6 +149,22 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     if result is None:  # no readable video to evaluate: the report says so
         result = write_no_metrics(out, name, splits["eval"], all_names)
     return result
+
+
+def entry_record(name: str, entry: dict, params: dict, readers: dict) -> dict:
+    """What made these numbers: the entry's name, type, group, the values its expansion varies,
+    its resolved settings and seed, and the identity of every feature stream it read."""
+    features: dict = {}
+    for (kind, _), reader in readers.items():
+        for attrs in reader.shard_attrs:
+            got = features.setdefault(kind, {"settings_sha256": set(), "model": set(), "weights": set()})
+            got["settings_sha256"].add(attrs.get("settings_sha256"))
+            got["model"].add(str(attrs.get("model")))
+            got["weights"].add(str(attrs.get("weights", attrs.get("pretrained"))))
+    return {"name": name, "type": entry["type"], "group": entry["group"], "varies": entry["varies"],
+            "seed": params.get("seed"), "settings": params,
+            "features": {k: {key: sorted(str(x) for x in v) for key, v in got.items()}
+                         for k, got in sorted(features.items())}}
 
 
 def precisions(readers: dict, splits: dict) -> dict:
@@ -306,14 +330,15 @@ def load_head(path, device="cpu"):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "heads" in ckpt["params"]:  # saved before the key was named attention_heads
         ckpt["params"]["attention_heads"] = ckpt["params"].pop("heads")
+    head_type = ckpt.get("type", ckpt["name"])  # heads saved before types were named
     text = None
-    if ckpt["name"] in PROMPT_HEADS:
+    if head_type in PROMPT_HEADS:
         d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)
         text = {"protos": torch.zeros(ckpt["n_classes"], d), "class_names": ckpt["class_names"],
                 "species_protos": torch.zeros(s, d) if s else None, "relation": None,
                 "clip": (clip_for(ckpt["text"]["attrs"], device)
                          if ckpt["params"].get("text_mode") == "learnable" else None)}
-    model = build_head(ckpt["name"], ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
-                       model_kwargs(ckpt["params"]), text, ckpt["multilabel"])
+    model = build_head(head_type, ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
+                       model_kwargs(ckpt["params"]), text, ckpt["multilabel"], ckpt["class_names"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device), ckpt

@@ -2,6 +2,8 @@
 embeddings (``motion``). Free of torch, so that the workflow can build its DAG from it."""
 from __future__ import annotations
 
+from .user import is_user_type, user_class
+
 # name -> (reads rgb, reads motion)
 STREAMS = {"fusion": (True, True), "interleave": (True, True), "rgb_only": (True, False),
            "motion_only": (False, True), "rgb_linear": (True, False), "motion_linear": (False, True),
@@ -10,27 +12,21 @@ STREAMS = {"fusion": (True, True), "interleave": (True, True), "rgb_only": (True
 PROMPT_HEADS = ("zero_shot", "prompt")
 
 
-def reads_text(name: str, params: dict) -> bool:
-    """Whether a head is scored against the class text (the prompt heads, and the interleave
-    head with ``classifier: text``, AnimalMotionCLIP's)."""
-    return name in PROMPT_HEADS or params.get("classifier") == "text"
+def reads_text(head_type: str, params: dict, where: str = ".") -> bool:
+    """Whether a head type is scored against the class text (the prompt heads, the interleave
+    head with ``classifier: text``, AnimalMotionCLIP's, and a user head that sets
+    ``reads_text = True``)."""
+    if is_user_type(head_type):
+        return bool(getattr(user_class(head_type, where), "reads_text", False))
+    return head_type in PROMPT_HEADS or params.get("classifier") == "text"
 
 
-def streams(name: str, params: dict) -> tuple[bool, bool]:
-    """(reads rgb, reads motion) of a head with these parameters (the prompt head reads motion
-    with ``motion: true``)."""
-    rgb, motion = STREAMS[name]
-    return rgb, motion or (name == "prompt" and bool(params.get("motion")))
+def streams(head_type: str, params: dict, where: str = ".") -> tuple[bool, bool]:
+    """(reads rgb, reads motion) of a head type with these settings (the prompt head reads
+    motion with ``motion: true``; a user head says which in its ``streams``)."""
+    if is_user_type(head_type):
+        declared = getattr(user_class(head_type, where), "streams", ())
+        return "rgb" in declared, "motion" in declared
+    rgb, motion = STREAMS[head_type]
+    return rgb, motion or (head_type == "prompt" and bool(params.get("motion")))
 
-
-def run_heads(config: dict) -> list[str]:
-    """The heads a run trains and reports: those named in ``heads:``, and CLIP's zero-shot
-    classifier, every run's baseline, named or not."""
-    return list(config["heads"]) + ([] if "zero_shot" in config["heads"] else ["zero_shot"])
-
-
-def motion_sources(config: dict) -> set[str]:
-    """Where the run's motion streams come from: ``student`` (the distilled MoCLIP, whose
-    training and export run only then) and/or ``flow_clip`` (the frozen CLIP on flow images)."""
-    return {(config["heads"].get(h) or {}).get("motion_source", "student")
-            for h in run_heads(config) if streams(h, config["heads"].get(h) or {})[1]}

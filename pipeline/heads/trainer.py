@@ -30,9 +30,13 @@ TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "spe
 
 
 def head_params(name: str, given: dict | None) -> dict:
-    """Defaults of the head, then the trainer's, overridden by the config's. ``given`` is
-    checked against the head's own schema: a key that does not reach this head is an error."""
+    """Defaults of the head type ``name``, then the trainer's, overridden by the config's.
+    ``given`` is checked against the type's own schema: a key that does not reach this head is
+    an error. A user's head takes the trainer's keys and passes the rest to its constructor."""
     from ..config import head_section
+    from .user import USER_TRAINER_DEFAULTS, is_user_type
+    if is_user_type(name):
+        return {**TRAIN_DEFAULTS, **USER_TRAINER_DEFAULTS, **(given or {})}
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; heads: {', '.join(HEADS)}")
     return {**TRAIN_DEFAULTS, **HEADS[name][1], **head_section(name, given)}
@@ -149,15 +153,16 @@ def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
 
 def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
                n_classes: int, multilabel: bool, device, progress: bool = True,
-               text: dict | None = None):
-    """Returns (best model, history). ``params`` as given by :func:`head_params`; ``text``
-    (class prototypes, species bank) for the prompt heads."""
+               text: dict | None = None, class_names: list[str] | None = None):
+    """Returns (best model, history). ``name``: the head type; ``params`` as given by
+    :func:`head_params`; ``text`` (class prototypes, species bank) for the heads that read it."""
     from tqdm import tqdm
     return_freed_memory()
     torch.manual_seed(params["seed"])
     rgb_dim = train.rgb.dim if train.rgb is not None else 0
     motion_dim = train.motion.dim if train.motion is not None else 0
-    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel)
+    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel,
+                       class_names)
     if params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
         model.oracle = True
     for stream in ("rgb", "motion"):

@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 
 from pipeline import jobs
@@ -6,7 +7,9 @@ from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.freshness import file_digest, shard_members, stale_outputs
-from pipeline.heads.streams import motion_sources, reads_text, run_heads, streams
+from pipeline.heads.registry import check_entries, motion_sources
+from pipeline.heads.streams import reads_text, streams
+from pipeline.heads.user import HeadTypeError
 from pipeline.layout import shard_path
 
 DS = config["dataset"]
@@ -47,6 +50,10 @@ CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"][
 
 # extracted rows kept for re-made shards and other runs (pipeline/features/reuse.py)
 CACHE = config["cache"] or f"{RESULTS}/features/.reuse"
+# The extraction rules' --reuse: always this value, so that their params and command (rerun
+# triggers) stay those of shards made before `cache:` existed; the jobs take the cache from
+# $PIPELINE_CACHE, which wins over --reuse (pipeline/commands/features.py).
+PARAMS_BEFORE_CACHE = f"{RESULTS}/features/.reuse"
 
 # Shards that cannot be current (pipeline/freshness.py), read once while the DAG is planned; the
 # jobs a cluster runs plan nothing of their own.
@@ -147,21 +154,41 @@ def annotation_inputs():
     return files
 
 
-HEAD_NAMES = run_heads(config)
+# The run's heads by name (grids and seeds expanded; a user's head imported and checked now,
+# so that a head that cannot be built stops the run before any job).
+try:
+    ENTRIES = check_entries(config)
+except HeadTypeError as e:
+    sys.exit(f"error: {e}")
+HEAD_NAMES = list(ENTRIES)
 # The student is distilled only when a head reads its stream (motion_source: student, the default).
 USES_STUDENT = "student" in motion_sources(config)
 
 
+def head_settings(name):
+    """An entry's settings as the head job's params (its rerun trigger); an entry that is not
+    simply its type's name also says its type, group and varied values (under ``_entry``), so
+    that plain entries keep the params they had before entries had types."""
+    entry = ENTRIES[name]
+    given = dict(entry["settings"])
+    if entry["type"] != name or entry["varies"]:
+        given["_entry"] = {k: entry[k] for k in ("type", "group", "varies")}
+    return json.dumps(given, sort_keys=True)
+
+
 def head_inputs(w):
-    params = config["heads"].get(w.head) or {}
-    rgb, motion = streams(w.head, params)
+    entry = ENTRIES[w.head]
+    params = entry["settings"]
+    rgb, motion = streams(entry["type"], params)
     kinds = (["clip"] if rgb else []) + (["motion"] if motion else [])
     roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
     # the motion stream: the student's, or the frozen CLIP's on the flow images (flow_clip)
     folder = {"clip": "clip", "motion": params.get("motion_source", "student").replace("student", "motion")}
     files = {f"{k}_{role}": split_shards(folder[k], split) for k in kinds for role, split in roles.items()}
-    if reads_text(w.head, params):
+    if reads_text(entry["type"], params):
         files["text"] = f"{RESULTS}/features/text.h5"
+    if entry["type"].split(":")[0].endswith(".py"):  # a user's head in a file: editing it re-runs
+        files["code"] = entry["type"].rsplit(":", 1)[0]
     return files
 
 

@@ -29,6 +29,7 @@ rule extract:
         flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
+        reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("extract", "clip", "flow")
     resources:
         gpu=gpus(),
@@ -43,7 +44,7 @@ rule extract:
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline extract --probe {input.probe:q} --clip-out {output.clip:q}"
         " --flow-out {output.flow:q} --clip {params.clip:q} --flow {params.flow:q}"
-        " --sampling {params.sampling:q} 2> {log:q}"
+        " --sampling {params.sampling:q} --reuse {params.reuse:q} 2> {log:q}"
 
 
 rule clip:
@@ -57,6 +58,7 @@ rule clip:
         clip=as_json("clip"),
         sampling=as_json("sampling"),
         videos=probe_content,
+        reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("clip")
     resources:
         gpu=gpus(),
@@ -70,7 +72,7 @@ rule clip:
         f"{BENCH}/clip/{{split}}-{{shard}}.tsv"
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline clip --probe {input.probe:q} --out {output:q}"
-        " --params {params.clip:q} --sampling {params.sampling:q}"
+        " --params {params.clip:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
 
@@ -84,6 +86,7 @@ rule flow:
         flow=as_json("flow"),
         sampling=as_json("sampling"),
         videos=probe_content,
+        reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("flow")
     resources:
         gpu=gpus(config["flow"]["backend"] == "ptlflow"),
@@ -97,7 +100,7 @@ rule flow:
         f"{BENCH}/flow/{{split}}-{{shard}}.tsv"
     shell:
         "PIPELINE_THREADS={threads} python -m pipeline flow --probe {input.probe:q} --out {output:q}"
-        " --params {params.flow:q} --sampling {params.sampling:q}"
+        " --params {params.flow:q} --sampling {params.sampling:q} --reuse {params.reuse:q}"
         " 2> {log:q}"
 
 

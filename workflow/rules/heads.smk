@@ -20,9 +20,9 @@ rule head:
         training=report(f"{HEADS_DIR}/{{head}}/training.png", category="Heads",
                         subcategory="{head}", caption="../report/training.rst"),
     wildcard_constraints:
-        head="|".join(HEAD_NAMES),
+        head="|".join(map(re.escape, HEAD_NAMES)),
     params:
-        head=lambda w: json.dumps(config["heads"].get(w.head, {}), sort_keys=True),
+        head=lambda w: head_settings(w.head),
         shards=head_args,
         splits=" ".join(f"--{role}-split {shlex.quote(split)}" for role, split in
                         (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),
@@ -69,6 +69,7 @@ rule report:
                          caption="../report/confusion.rst"),
         worst=report(f"{RESULTS}/reports/worst_videos.csv", category="Where motion helps",
                      caption="../report/worst_videos.rst"),
+        experiments=f"{RESULTS}/reports/experiments.csv",
         agreement=report(f"{RESULTS}/reports/agreement.png", category="Where motion helps",
                          caption="../report/agreement.rst"),
     params:

@@ -1,0 +1,168 @@
+"""The features of a finished run, for your own code: ``pipeline.open_run(results_dir)``.
+
+    run = pipeline.open_run("results/demo")
+    run.classes                       # class names, in label order
+    run.samples("train")              # videos with labels and species joined (names and ids)
+    for video_id, rows in run.arrays("test", "clip"):   # (frames, dim) per video
+        ...
+    data = run.dataset("train", streams=("clip", "motion"), frames=16)   # a torch Dataset
+    loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=pipeline.api.collate)
+
+Streams are the run's feature folders: ``clip`` (CLIP frame embeddings), ``flow`` (optical flow,
+uint8-quantised), ``motion`` (the student's motion embeddings), ``flow_clip``. Light at import:
+torch is imported by :meth:`Run.dataset` only.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import read_classes, read_samples
+from .layout import shard_path
+from .store import FeatureReader, StoreError
+
+STREAMS = ("clip", "flow", "motion", "flow_clip")
+
+
+class Run:
+    """A finished run folder (``results/<name>``): its classes, samples and feature shards."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not (self.path / "samples.tsv").is_file():
+            raise StoreError(f"{self.path}: no samples.tsv; give a run folder (results/<name>) "
+                             f"whose samples stage has run")
+        self.classes = [c["name"] for c in read_classes(self.path / "classes.tsv")]
+        species_tsv = self.path / "species.tsv"
+        self.species = [c["name"] for c in read_classes(species_tsv)] if species_tsv.is_file() else []
+        self._samples = read_samples(self.path / "samples.tsv")
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({r["split"] for r in self._samples})
+
+    def samples(self, split: str | None = None) -> list[dict]:
+        """Each listed video: id, path, split, label ids and names, species ids and names."""
+        return [{**r, "label_names": [self.classes[i] for i in r["labels"]],
+                 "species_names": [self.species[i] for i in r["species"] if i < len(self.species)]}
+                for r in self._samples if split is None or r["split"] == split]
+
+    def shards(self, split: str, stream: str) -> list[Path]:
+        if stream not in STREAMS:
+            raise ValueError(f"stream {stream!r}: one of {', '.join(STREAMS)}")
+        found = sorted(Path(p) for p in glob(shard_path(self.path, stream, split, "*")))
+        if not found:
+            raise StoreError(f"{self.path}: no {stream} shards of split {split!r} (run the stage "
+                             f"that makes them; splits here: {', '.join(self.splits)})")
+        return found
+
+    def reader(self, split: str, stream: str) -> FeatureReader:
+        kind = "motion" if stream == "flow_clip" else stream
+        return FeatureReader(self.shards(split, stream), kind=kind)
+
+    def arrays(self, split: str, stream: str):
+        """(video_id, rows) for every stored video of the split, in shard order."""
+        for rows in self.reader(split, stream):
+            yield rows.video_id, rows.data
+
+    def labels(self, split: str) -> tuple[list[str], np.ndarray]:
+        """(video ids, (N, C) multi-hot float32 label matrix) of the split's listed videos."""
+        rows = [r for r in self._samples if r["split"] == split]
+        y = np.zeros((len(rows), len(self.classes)), np.float32)
+        for i, r in enumerate(rows):
+            y[i, r["labels"]] = 1
+        return [r["video_id"] for r in rows], y
+
+    def dataset(self, split: str, streams=("clip",), frames: int | None = None):
+        """A ``torch.utils.data.Dataset`` of the split's videos stored in every stream (see
+        :func:`video_dataset`)."""
+        return video_dataset()(self, split, tuple(streams), frames)
+
+
+def open_run(path) -> Run:
+    return Run(path)
+
+
+@lru_cache(maxsize=1)
+def video_dataset():
+    """The Dataset class (made on first use: importing this module needs no torch). Item
+    ``i``: ``{"video_id", <stream>: float tensor (T, ...), "labels": (C,) multi-hot, "species":
+    (S,) multi-hot}``; ``frames``: that many rows spread evenly over the video (all rows when
+    None or when the video is shorter). Ragged videos: batch with :func:`collate`."""
+    import torch
+
+    class VideoDataset(torch.utils.data.Dataset):
+        def __init__(self, run: Run, split: str, streams: tuple, frames: int | None):
+            self.readers = {s: run.reader(split, s) for s in streams}
+            stored = set.intersection(*(set(r.video_ids) for r in self.readers.values()))
+            self.rows = [r for r in run.samples(split) if r["video_id"] in stored]
+            self.n_classes, self.n_species, self.frames = len(run.classes), len(run.species), frames
+
+        def __len__(self) -> int:
+            return len(self.rows)
+
+        def __getitem__(self, i: int) -> dict:
+            r = self.rows[i]
+            item = {"video_id": r["video_id"]}
+            for stream, reader in self.readers.items():
+                data = reader.video(r["video_id"]).data
+                if self.frames and len(data) > self.frames:
+                    data = data[np.linspace(0, len(data) - 1, self.frames).round().astype(int)]
+                item[stream] = torch.from_numpy(np.asarray(data, np.float32))
+            item["labels"] = torch.zeros(self.n_classes)
+            item["labels"][r["labels"]] = 1
+            item["species"] = torch.zeros(self.n_species)
+            if r["species"] and self.n_species:
+                item["species"][r["species"]] = 1
+            return item
+
+    return VideoDataset
+
+
+def collate(batch: list[dict]) -> dict:
+    """Pad each stream to the batch's longest video: ``<stream>`` (B, T, ...) and ``mask``
+    (B, T) True on real rows; labels and species stacked; ``video_id`` a list."""
+    import torch
+    out = {"video_id": [b["video_id"] for b in batch]}
+    streams = [k for k in batch[0] if k not in ("video_id", "labels", "species")]
+    length = max(len(b[streams[0]]) for b in batch)
+    for s in streams:
+        first = batch[0][s]
+        padded = first.new_zeros((len(batch), length, *first.shape[1:]))
+        for i, b in enumerate(batch):
+            padded[i, :len(b[s])] = b[s]
+        out[s] = padded
+    out["mask"] = torch.tensor([[t < len(b[streams[0]]) for t in range(length)] for b in batch])
+    out["labels"] = torch.stack([b["labels"] for b in batch])
+    out["species"] = torch.stack([b["species"] for b in batch])
+    return out
+
+
+def export(run: Run, split: str, stream: str, out, fmt: str = "npy") -> Path:
+    """One array per video (``<video_id>.npy``, or one ``<stream>.npz`` holding all) and
+    ``index.csv`` (video_id, file, rows, labels, species by name). Returns the index."""
+    import csv
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_id = {r["video_id"]: r for r in run.samples(split)}
+    index, arrays = [], {}
+    for vid, data in run.arrays(split, stream):
+        r = by_id.get(vid, {"label_names": [], "species_names": []})
+        name = f"{vid.replace('/', '__')}.npy"
+        if fmt == "npy":
+            np.save(out / name, data)
+        else:
+            arrays[vid] = data
+        index.append([vid, name if fmt == "npy" else f"{stream}.npz:{vid}", len(data),
+                      ";".join(r["label_names"]), ";".join(r["species_names"])])
+    if fmt == "npz":
+        np.savez(out / f"{stream}.npz", **arrays)
+    path = out / "index.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "file", "rows", "labels", "species"])
+        w.writerows(index)
+    return path

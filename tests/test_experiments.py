@@ -1,0 +1,131 @@
+"""Experiments on cached features: heads by name with a type, a user's own head, grids and
+seeds, side by side in one run (a copy of the session's demo run: only the new entries train).
+
+End-to-end scenario: the demo run, copied; heads added (a second fusion entry, a user head from
+examples/, a motion_linear grid with seeds); the run trains those and the report only; the
+summary, experiments.csv, per_class.csv, metrics.json and predict --head show them."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import copy_run, run_cli, snakemake
+
+pytestmark = pytest.mark.slow
+NEW = {"fusion_small": {"type": "fusion", "layers": 1, "epochs": 2, "frames": 8},
+       "my_mlp": {"type": "examples/mlp_head.py:MLPHead", "hidden": 16, "epochs": 3, "frames": 8},
+       "sweep": {"type": "motion_linear", "epochs": 2, "frames": 8,
+                 "grid": {"lr": [1.0e-3, 1.0e-2]}, "seeds": [0, 1]}}
+
+
+@pytest.fixture(scope="module")
+def experiment(demo_run, tmp_path_factory):
+    from conftest import ROOT
+    import shutil
+    work = copy_run(demo_run, tmp_path_factory.mktemp("exp") / "w")
+    shutil.copytree(ROOT / "examples", work / "examples")
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["heads"] = {**cfg["heads"], **NEW}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = {p.parent.name: p.stat().st_mtime_ns for p in (work / "results/demo/heads").glob("*/metrics.json")}
+    proc = snakemake(work)
+    return work, proc, before
+
+
+def test_new_entries_train_and_the_others_stay(experiment):
+    work, proc, before = experiment
+    heads = work / "results/demo/heads"
+    after = {p.parent.name: p.stat().st_mtime_ns for p in heads.glob("*/metrics.json")}
+    assert all(after[h] == t for h, t in before.items()), "an unchanged entry was trained again"
+    new = set(after) - set(before)
+    assert new == {"fusion_small", "my_mlp", "sweep.lr-0.001.seed-0", "sweep.lr-0.001.seed-1",
+                   "sweep.lr-0.01.seed-0", "sweep.lr-0.01.seed-1"}, new
+    m = json.loads((heads / "sweep.lr-0.01.seed-1" / "metrics.json").read_text())
+    assert m["head"] == "sweep.lr-0.01.seed-1" and m["type"] == "motion_linear"
+    e = m["entry"]
+    assert e["group"] == "sweep" and e["varies"] == {"lr": 0.01, "seed": 1} and e["seed"] == 1
+    assert e["settings"]["lr"] == 0.01 and e["settings"]["epochs"] == 2
+    assert set(e["features"]) == {"motion"} and len(e["features"]["motion"]["settings_sha256"]) == 1
+    assert json.loads((heads / "my_mlp" / "metrics.json").read_text())["type"] == "examples/mlp_head.py:MLPHead"
+
+
+def test_the_report_shows_every_entry(experiment):
+    work, _, _ = experiment
+    reports = work / "results/demo/reports"
+    summary = (reports / "summary.md").read_text()
+    for name in ("fusion_small", "my_mlp", "sweep.lr-0.001.seed-0", "fusion"):
+        assert f"| {name} |" in summary, name
+    assert "## Experiments" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| sweep | motion_linear | lr=0.01 |"))
+    assert "±" in row and "0, 1" in row
+    rows = list(csv.DictReader(open(reports / "experiments.csv")))
+    assert {r["name"] for r in rows} >= {"my_mlp", "sweep.lr-0.01.seed-1", "fusion"}
+    per_class = list(csv.DictReader(open(reports / "per_class.csv")))
+    assert "AP my_mlp" in per_class[0] and "AP sweep.lr-0.01.seed-0" in per_class[0]
+
+
+def test_predict_uses_a_user_head_by_name(experiment):
+    work, _, _ = experiment
+    video = next((work / "data/demo/videos").glob("*.mp4"))
+    proc = run_cli("predict", video, "--run", "results/demo", "--head", "my_mlp", "--top-k", "2",
+                   "--device", "cpu", cwd=work)
+    assert video.name in proc.stdout
+
+
+@pytest.mark.parametrize("head_type, words", [
+    ("examples/nowhere.py:MLPHead", "examples/nowhere.py: file not found"),
+    ("examples/mlp_head.py:Missing", "has no 'Missing'"),
+    ("json:JSONDecoder", "is not a torch.nn.Module class"),
+    ("no_such_module:Head", "cannot import 'no_such_module'"),
+])
+def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(experiment, tmp_path, head_type, words):
+    work, _, _ = experiment
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["heads"] = {"bad": {"type": head_type}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"heads.bad: type {head_type!r}" in out and words in out, out[-1500:]
+
+
+def test_a_constructor_that_takes_other_arguments_is_named(experiment, tmp_path):
+    work, _, _ = experiment
+    (work / "examples" / "wrong.py").write_text(
+        "import torch\nclass Head(torch.nn.Module):\n    streams = ('rgb',)\n"
+        "    def __init__(self, dim, n):\n        super().__init__()\n")
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["heads"] = {"wrong": {"type": "examples/wrong.py:Head"}}
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "wrong.yaml"), check=False)
+    assert "heads.wrong: type 'examples/wrong.py:Head': its constructor does not take the " \
+           "documented arguments" in proc.stdout + proc.stderr
+
+
+def test_the_api_script_in_the_docs_runs(demo_run, tmp_path):
+    """docs/api.md's script, as a user would paste it, in the demo's project folder."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    text = (ROOT / "docs" / "api.md").read_text()
+    script = text.split("```python\n")[1].split("```")[0]
+    (tmp_path / "mine.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "mine.py")], cwd=demo_run,
+                          capture_output=True, text=True, env={**__import__("os").environ,
+                                                               "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "one step of your own training loop: loss" in proc.stdout
+
+
+def test_export_writes_an_array_per_video_and_an_index(demo_run, tmp_path):
+    import numpy as np
+    run_cli("export", "--run", "results/demo", "--split", "test", "--stream", "motion",
+            "--out", tmp_path / "npy", cwd=demo_run)
+    index = list(csv.DictReader(open(tmp_path / "npy" / "index.csv")))
+    assert len(index) == 24 and all(r["labels"] for r in index)
+    first = np.load(tmp_path / "npy" / index[0]["file"])
+    assert first.shape[0] == int(index[0]["rows"]) and first.ndim == 2
+    run_cli("export", "--run", "results/demo", "--split", "test", "--stream", "clip",
+            "--format", "npz", "--out", tmp_path / "npz", cwd=demo_run)
+    with np.load(tmp_path / "npz" / "clip.npz") as z:
+        assert len(z.files) == 24

@@ -3,7 +3,8 @@ the evaluation videos each gets most wrong, and how often they agree.
 
 Reads each head's evaluation scores (``heads/<head>/scores.npz``, written beside metrics.json)
 and writes, into the reports folder: ``per_class.csv`` and ``per_class.png``, ``confusion.png``
-(single-label sets), ``worst_videos.csv`` and ``agreement.png``; :func:`analyse` returns the
+(single-label: true against predicted; multi-label: which absent classes outscore each true
+class), ``worst_videos.csv`` and ``agreement.png``; :func:`analyse` returns the
 lines ``summary.md`` adds. How to read them: docs/analysis.md.
 """
 from __future__ import annotations
@@ -80,14 +81,33 @@ def plot_per_class(rows: list[dict], pair: dict, path) -> None:
     plt.close(fig)
 
 
-# ---------------------------------------------------------------- confusions (single-label)
+# ---------------------------------------------------------------- confusions
 
 def confusion(h: dict) -> np.ndarray:
-    """(true, predicted top-1) counts."""
+    """Single-label: (true, predicted top-1) counts. Multi-label: (true class c, absent class
+    d) counts of the evaluation videos with c whose score of d, a class they do not have, is
+    above their score of c."""
     n = len(h["class_names"])
     m = np.zeros((n, n), np.int64)
-    np.add.at(m, (h["onehot"].argmax(1), h["scores"].argmax(1)), 1)
+    if not h["multilabel"]:
+        np.add.at(m, (h["onehot"].argmax(1), h["scores"].argmax(1)), 1)
+        return m
+    onehot, scores = h["onehot"], h["scores"]
+    for c in range(n):
+        rows = onehot[:, c]
+        if rows.any():
+            above = (scores[rows] > scores[rows, c:c + 1]) & ~onehot[rows]
+            m[c] = above.sum(0)
     return m
+
+
+def confusion_totals(h: dict) -> np.ndarray:
+    """What each cell of :func:`confusion` counts out of: the row's videos (single-label), or
+    the videos with c and without d (multi-label)."""
+    onehot = h["onehot"].astype(np.int64)
+    if not h["multilabel"]:
+        return np.repeat(onehot.sum(0)[:, None], onehot.shape[1], axis=1)
+    return onehot.T @ (1 - onehot)
 
 
 def confused_pairs(m: np.ndarray, names: list[str], k: int = 3) -> list[tuple[str, str, int]]:
@@ -99,6 +119,7 @@ def confused_pairs(m: np.ndarray, names: list[str], k: int = 3) -> list[tuple[st
 
 
 def plot_confusions(heads: dict, order: list[str], path) -> None:
+    multilabel = heads[order[0]]["multilabel"]
     plt = pyplot()
     n = len(order)
     cols = min(3, n)
@@ -108,7 +129,7 @@ def plot_confusions(heads: dict, order: list[str], path) -> None:
     fig, axes = plt.subplots(rows_, cols, figsize=(size * cols, size * rows_), squeeze=False)
     for ax, head in zip(axes.flat, order):
         m = confusion(heads[head])
-        norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+        norm = m / np.maximum(confusion_totals(heads[head]), 1)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(head, fontsize=10)
         if len(names) <= 30:
@@ -117,11 +138,12 @@ def plot_confusions(heads: dict, order: list[str], path) -> None:
             for i, j in zip(*np.nonzero(m)):
                 ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xlabel("predicted (top-1)", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
+        ax.set_xlabel("absent class scored above it" if multilabel else "predicted (top-1)", fontsize=8)
+        ax.set_ylabel("true class", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle("Confusion matrices (rows: true class, normalised per row)")
+    fig.suptitle("Absent classes that outscore a true class (share of its videos without them)"
+                 if multilabel else "Confusion matrices (rows: true class, normalised per row)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -248,16 +270,14 @@ def analyse(score_files, metrics: dict, classes: list[dict], samples: list[dict]
     else:
         lines.append("Per-class AP of every head: `reports/per_class.csv` (the comparison needs a "
                      "motion-aware head and one that reads frames only).")
-    if multilabel:
-        plot_message("confusion matrices are for single-label data sets;\nthis one is multi-label "
-                     "(see per_class.png)", out_dir / "confusion.png")
-    else:
-        plot_confusions(heads, order, out_dir / "confusion.png")
-        names = heads[order[0]]["class_names"]
-        lines += ["", "Most confused (true → predicted, videos), `reports/confusion.png`:", ""]
-        for head in order[:3]:
-            pairs = confused_pairs(confusion(heads[head]), names)
-            lines.append(f"- {head}: " + ("; ".join(f"{a} → {b} ({k})" for a, b, k in pairs) or "none"))
+    plot_confusions(heads, order[:3], out_dir / "confusion.png")  # the best heads
+    names = heads[order[0]]["class_names"]
+    lines += ["", ("Most confused (true → absent class scored above it, videos), "
+                   if multilabel else "Most confused (true → predicted, videos), ")
+              + "`reports/confusion.png`:", ""]
+    for head in order[:3]:
+        pairs = confused_pairs(confusion(heads[head]), names)
+        lines.append(f"- {head}: " + ("; ".join(f"{a} → {b} ({k})" for a, b, k in pairs) or "none"))
     paths = {s["video_id"]: s["path"] for s in samples}
     write_rows(worst_videos(heads, order, paths, videos_root, run), out_dir / "worst_videos.csv", WORST_COLUMNS)
     lines += ["", f"The {WORST} evaluation videos each head gets most wrong, with a `predict "

@@ -91,3 +91,25 @@ def test_multi_label_losses_sum_over_classes(tmp_path):
     path = _head(tmp_path, "fusion", p, y, True, multilabel=True)
     loss = video_losses(read_scores([path])["fusion"])
     assert loss[0] == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.5) + np.log(0.9)))
+
+
+def test_multi_label_confusions_count_absent_classes_scored_above_a_true_one(tmp_path):
+    """Three videos with run (one also with eat); swim outscores run on two of them, fly on none."""
+    y = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]])
+    p = np.array([[0.5, 0.1, 0.7, 0.2], [0.6, 0.9, 0.8, 0.1], [0.9, 0.2, 0.1, 0.1],
+                  [0.1, 0.1, 0.9, 0.3]])
+    h = read_scores([_head(tmp_path, "fusion", p, y, True, multilabel=True)])["fusion"]
+    m = confusion(h)
+    assert m[0, 2] == 2 and m[0, 3] == 0 and m[0, 1] == 0  # eat is present where it outscores run
+    assert m[1, 2] == 0 and m[2].sum() == 0
+    assert confused_pairs(m, NAMES)[0] == ("run", "swim", 2)
+    out = tmp_path / "reports"
+    out.mkdir()
+    samples = [{"video_id": f"v{i}", "path": f"v{i}.mp4", "split": "test", "labels": list(np.flatnonzero(r))}
+               for i, r in enumerate(y)]
+    lines = analyse([tmp_path / "heads" / "fusion" / "scores.npz"], {"fusion": {"head": "fusion", "mAP": 0.5,
+                    "per_class_ap": [0.5] * 4}}, [{"name": n} for n in NAMES], samples, "train", out)
+    text = "\n".join(lines)
+    assert "Most confused (true → absent class scored above it, videos)" in text
+    assert "fusion: run → swim (2)" in text
+    assert (out / "confusion.png").stat().st_size > 5000

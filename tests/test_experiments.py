@@ -12,7 +12,6 @@ import yaml
 
 from conftest import copy_run, run_cli, snakemake
 
-pytestmark = pytest.mark.slow
 NEW = {"fusion_small": {"type": "fusion", "layers": 1, "epochs": 2, "frames": 8},
        "my_mlp": {"type": "examples/mlp_head.py:MLPHead", "hidden": 16, "epochs": 3, "frames": 8},
        "sweep": {"type": "motion_linear", "epochs": 2, "frames": 8,
@@ -33,6 +32,7 @@ def experiment(demo_run, tmp_path_factory):
     return work, proc, before
 
 
+@pytest.mark.slow
 def test_new_entries_train_and_the_others_stay(experiment):
     work, proc, before = experiment
     heads = work / "results/demo/heads"
@@ -50,6 +50,7 @@ def test_new_entries_train_and_the_others_stay(experiment):
     assert json.loads((heads / "my_mlp" / "metrics.json").read_text())["type"] == "examples/mlp_head.py:MLPHead"
 
 
+@pytest.mark.slow
 def test_the_report_shows_every_entry(experiment):
     work, _, _ = experiment
     reports = work / "results/demo/reports"
@@ -65,6 +66,7 @@ def test_the_report_shows_every_entry(experiment):
     assert "AP my_mlp" in per_class[0] and "AP sweep.lr-0.01.seed-0" in per_class[0]
 
 
+@pytest.mark.slow
 def test_predict_uses_a_user_head_by_name(experiment):
     work, _, _ = experiment
     video = next((work / "data/demo/videos").glob("*.mp4"))
@@ -79,6 +81,7 @@ def test_predict_uses_a_user_head_by_name(experiment):
     ("json:JSONDecoder", "is not a torch.nn.Module class"),
     ("no_such_module:Head", "cannot import 'no_such_module'"),
 ])
+@pytest.mark.slow
 def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(experiment, tmp_path, head_type, words):
     work, _, _ = experiment
     cfg = yaml.safe_load((work / "config.yaml").read_text())
@@ -89,6 +92,7 @@ def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(experiment, tmp_
     assert proc.returncode != 0 and f"heads.bad: type {head_type!r}" in out and words in out, out[-1500:]
 
 
+@pytest.mark.slow
 def test_a_constructor_that_takes_other_arguments_is_named(experiment, tmp_path):
     work, _, _ = experiment
     (work / "examples" / "wrong.py").write_text(
@@ -102,6 +106,7 @@ def test_a_constructor_that_takes_other_arguments_is_named(experiment, tmp_path)
            "documented arguments" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_the_api_script_in_the_docs_runs(demo_run, tmp_path):
     """docs/api.md's script, as a user would paste it, in the demo's project folder."""
     import subprocess
@@ -117,6 +122,7 @@ def test_the_api_script_in_the_docs_runs(demo_run, tmp_path):
     assert "one step of your own training loop: loss" in proc.stdout
 
 
+@pytest.mark.slow
 def test_export_writes_an_array_per_video_and_an_index(demo_run, tmp_path):
     import numpy as np
     run_cli("export", "--run", "results/demo", "--split", "test", "--stream", "motion",
@@ -129,3 +135,18 @@ def test_export_writes_an_array_per_video_and_an_index(demo_run, tmp_path):
             "--format", "npz", "--out", tmp_path / "npz", cwd=demo_run)
     with np.load(tmp_path / "npz" / "clip.npz") as z:
         assert len(z.files) == 24
+
+
+def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_path, monkeypatch):
+    from pipeline.config import RUNTIME_ENV
+    from pipeline.tracking import track
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_metric": 0.1 * e, "val_loss": None}
+               for e in range(1, 4)]
+    assert track(history, tmp_path / "off", "head/x") is None and not (tmp_path / "off").exists()
+    monkeypatch.setenv(RUNTIME_ENV, json.dumps({"tracking": "tensorboard"}))
+    folder = track(history, tmp_path / "tb", "head/x")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    assert set(acc.Tags()["scalars"]) == {"head/x/train_loss", "head/x/val_metric"}
+    assert [e.step for e in acc.Scalars("head/x/train_loss")] == [1, 2, 3]

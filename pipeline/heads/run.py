@@ -226,6 +226,8 @@ def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
         w.writeheader()
         w.writerows(history)
     plot_training(history, ckpt["name"], out / "training.png")
+    from ..tracking import track
+    track(history, out / "tensorboard", f"head/{ckpt['name']}")
 
 
 def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments, device) -> dict:

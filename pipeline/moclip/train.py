@@ -247,6 +247,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
          out_dir / "student.pt")
     write_log(history, out_dir / "train_log.csv")
     plot_log(history, out_dir / "train_log.png")
+    from ..tracking import track
+    track(history, out_dir / "tensorboard", "student")
     return {"history": history, "best_epoch": best["epoch"]}
 
 

@@ -55,9 +55,10 @@ def no_metrics_summary(rows: list[dict], out_dir: Path, counts: dict | None) -> 
 
 
 def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str | None = None,
-            counts: dict | None = None, analysis: list[str] = ()) -> Path:
+            counts: dict | None = None, analysis: list[str] = (), dataset_format: str | None = None) -> Path:
     """reports/summary.md (every head side by side, with the notes that read it, then the
-    ``analysis`` lines of :func:`pipeline.analysis.analyse`) and heads.png."""
+    ``analysis`` lines of :func:`pipeline.analysis.analyse`) and heads.png. ``dataset_format``
+    (``dataset.format``) decides which published numbers a row may be set beside."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(metrics_files)
@@ -94,7 +95,7 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     for r in order:
         cells = ["-" if r.get(k) is None else f"{100 * r[k]:.2f}" for k, _ in cols]
         name = r["head"] + (f" [{r['variant']}]" if r.get("variant") else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r)} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r, dataset_format)} |")
     lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
               "`reports/heads.png`."]
     lines += summary_notes(rows, species, linear_probe_file)
@@ -113,9 +114,14 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     return path
 
 
-def compare_with(row: dict) -> str:
-    """Which published number a row is comparable to, under that paper's protocol (data split,
-    frames, segment file), or why none is."""
+# the data set formats on which a paper's number was published: cited on those only
+PUBLISHED_ON = {"vimoclip": ("animal_kingdom",)}
+
+
+def compare_with(row: dict, dataset_format: str | None = None) -> str:
+    """Which published number a row is comparable to, under that paper's protocol (data set,
+    split, frames, segment file), or why none is: a paper's number is cited only on its data
+    set."""
     head = row["head"]
     if head.startswith("*"):
         return ""
@@ -123,7 +129,9 @@ def compare_with(row: dict) -> str:
     if kind == "zero_shot":
         return "CLIP zero-shot"
     if kind == "fusion":
-        return "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)"
+        if dataset_format in PUBLISHED_ON["vimoclip"]:
+            return "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)"
+        return "ViMoCLIP's head (its paper reports Animal Kingdom only: no number to set beside this one)"
     if kind == "prompt" and head.endswith("(oracle species)"):
         ranked = "; mAP ranked by a softmax, as theirs" if row.get("eval_scores") == "softmax" else ""
         if row.get("species_source") == "oracle":

@@ -117,11 +117,17 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
     assert (p["refine"], p["species_train"], p["pooling"], p["loss"], p["label_smoothing"],
             p["eval_scores"], p["lr"], p["betas"], p["weight_decay"], p["warmup_epochs"],
             p["schedule"], p["min_lr"], p["epochs"], p["batch_size"], p["frames"]) == \
-        ("gcn", "oracle", "animal_clip", "ce", 0.1, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5, "warmup_cosine",
-         8e-7, 30, 64, 8)
+        ("gcn", "oracle", "animal_clip", "ce_multi_hot", 0.0, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5,
+         "warmup_cosine", 8e-8, 30, 64, 8)
+    # the terms Animal-CLIP has not, off, as the head resolves them
+    from pipeline.heads.trainer import head_params
+    resolved = head_params("prompt", p)
+    assert (resolved["relation_prior"], resolved["softmax_weight"], resolved["anchor_weight"],
+            resolved["species_weight"], resolved["grad_clip"]) == (False, 0.0, 0.0, 0.0, None)
     header = (ROOT / "configs" / "animal_kingdom_species.yaml").read_text().split("\ndataset:")[0]
-    for cannot in ("fine-tunes its CLIP backbone", "Mixup/cutmix", "4 clips x 3 crops"):
-        assert cannot in header
+    for cannot in ("fine-tunes its CLIP backbone", "Mixup/cutmix", "4 clips x 3 crops",
+                   "373 species-action pairs found only in the test list", "no\n# label smoothing"):
+        assert cannot in header, cannot
 
 
 def test_animal_kingdom_motionclip_preset_uses_flow_images_and_no_student(tmp_path):

@@ -166,11 +166,27 @@ def test_a_species_that_does_every_action_keeps_its_graph_edges():
     mammalnet = torch.tensor([[1.0] * 4, [1, 0, 0, 0], [0, 1, 1, 0]])  # class 3: species 0 only
     edges = relation_graph(mammalnet)[:3, 3:]
     assert edges.sum() == 7 and edges[:, 3].tolist() == [1, 0, 0]  # 4 + 1 + 2 edges
-    # a head saved when "nothing known" was written as ones loads with its old graph
+    # a head saved when "nothing known" was written as ones (no relation_format) loads with its
+    # old graph
     head = _prompt(refine="gcn")
     old = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0], [1, 1, 1, 1, 1]])  # species 2: ones
-    head.load_state_dict({**head.state_dict(), "relation": old})
+    saved = {k: v for k, v in head.state_dict().items() if k != "relation_format"}
+    head.load_state_dict({**saved, "relation": old})
     assert head.relation[2].tolist() == [UNKNOWN] * C and head.relation[:2].tolist() == old[:2].tolist()
+
+
+def test_a_trained_prompt_head_round_trips_its_relation(tmp_path):
+    """A species that does every action keeps its edges through save and load (run_head's
+    checkpoint, load_head as evaluation and predict use it)."""
+    head = _prompt(refine="gcn")
+    every = relation_matrix([(0, c) for c in range(C)] + [(1, 2), (2, 3)], S, C)  # no unknown
+    assert not (every == UNKNOWN).any()
+    head.relation = every.clone()
+    torch.save({"state_dict": head.state_dict()}, tmp_path / "head.pt")
+    again = _prompt(refine="gcn")
+    again.load_state_dict(torch.load(tmp_path / "head.pt")["state_dict"])
+    assert torch.equal(again.relation, every) and again.relation[0].tolist() == [1.0] * C
+    assert torch.equal(relation_graph(again.relation), relation_graph(every))
 
 
 def _split(n=48, seed=0, species=True):

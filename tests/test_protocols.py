@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heads.run import evaluate_head, ranking_scores
-from pipeline.heads.trainer import head_params, loss_fn, predict_logits, train_head
+from pipeline.heads.run import evaluate_head
+from pipeline.heads.trainer import head_params, loss_fn, main_metric, predict_logits, ranking_scores, train_head
 from pipeline.metrics import evaluate_logits
 from pipeline.report import summary_rows
 from test_prompt import C, CPU, _split, _text
@@ -58,6 +58,23 @@ def test_softmax_ranked_evaluation_is_a_setting_and_is_recorded():
     assert by_softmax["mAP"] == pytest.approx(1.0)
     assert head_params("zero_shot", {"eval_scores": "softmax"})["eval_scores"] == "softmax"
     assert head_params("fusion", {})["eval_scores"] == "logits"
+
+
+def test_epochs_are_selected_on_the_score_that_is_reported():
+    """Under eval_scores: softmax the validation metric (what selects the epoch) ranks the
+    softmax, as the reported mAP does (Animal-CLIP selects so); else the logits."""
+    from test_head_params import C as classes, _split as multilabel_split
+    train, val = multilabel_split(seed=0), multilabel_split(seed=1)
+    for scores in ("softmax", "logits"):
+        params = head_params("rgb_linear", {"epochs": 1, "batch_size": 8, "frames": 4,
+                                            "eval_scores": scores})
+        torch.manual_seed(0)
+        model, history = train_head("rgb_linear", params, train, val, classes, True, CPU, progress=False)
+        logits = predict_logits(model, val, params, CPU)
+        reported = main_metric(ranking_scores(logits, params), val.targets, True)
+        other = main_metric(ranking_scores(logits, {"eval_scores": "logits" if scores == "softmax"
+                                                    else "softmax"}), val.targets, True)
+        assert history[0]["val_metric"] == pytest.approx(reported) and abs(reported - other) > 1e-3
 
 
 def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
@@ -138,3 +155,26 @@ def test_the_readme_presets_table_names_rows_its_presets_give():
         assert head in config["heads"], (preset, head)
         if "oracle species" in row:
             assert config["dataset"].get("species"), preset
+
+
+@pytest.mark.parametrize("fmt, cited", [("animal_kingdom", True), ("mammalnet", False),
+                                        ("csv", False), (None, False)])
+def test_vimoclips_number_is_cited_on_animal_kingdom_only(tmp_path, fmt, cited):
+    import json
+    from pipeline.report import summary
+    metrics = {"split": "test", "n_videos": 4, "mAP": 0.5, "mAP_micro": 0.5, "per_class_ap": [0.5, 0.5],
+               "chance": {"mAP": 0.2, "mAP_micro": 0.2}, "head": "fusion", "type": "fusion"}
+    (tmp_path / "m.json").write_text(json.dumps(metrics))
+    text = summary([tmp_path / "m.json"], tmp_path / "rep", dataset_format=fmt).read_text()
+    assert ("77.09" in text) == cited
+    assert cited or "its paper reports Animal Kingdom only" in text
+
+
+def test_ce_multi_hot_is_torchs_cross_entropy_on_the_multi_hot_target():
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.1, 0.2, 0.3, 0.4]])
+    targets = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    params = {"loss": "ce_multi_hot", "label_smoothing": 0.0}
+    want = torch.nn.CrossEntropyLoss()(logits, targets)
+    torch.testing.assert_close(loss_fn(logits, targets, True, params), want)
+    shared = loss_fn(logits, targets, True, {**params, "loss": "ce"})
+    assert not torch.isclose(shared, want)  # ce: the positives share the target

@@ -71,6 +71,7 @@ def cmd_head(a):
          arg("--samples", help="samples.tsv (training counts per class, video paths)"),
          arg("--classes", help="classes.tsv"),
          arg("--train-split", default="train"),
+         arg("--dataset-format", help="dataset.format: a paper's number is cited on its own data set only"),
          arg("--videos-root", default="", help="dataset.videos (for the predict commands)"),
          arg("--run", default="results/NAME", help="the run folder (for the predict commands)"),
          arg("--out", required=True, help="reports folder"))
@@ -89,7 +90,8 @@ def cmd_report(a):
         Path(a.out).mkdir(parents=True, exist_ok=True)
         lines = analyse(a.scores, by_head, read_classes(a.classes), read_samples(a.samples),
                         a.train_split, a.out, a.videos_root, a.run)
-    path = summary(metrics, a.out, a.linear_probe, info.get("segments_source"), counts, lines)
+    path = summary(metrics, a.out, a.linear_probe, info.get("segments_source"), counts, lines,
+                   a.dataset_format)
     print(path.read_text())
 
 

@@ -134,11 +134,18 @@ class CoopText(nn.Module):
         return F.normalize(x.float(), dim=-1)
 
 
-def _upgrade_saved_relation(state, prefix, *args):
-    key = prefix + "relation"
-    if key in state:
-        state[key] = upgrade_relation(state[key])
+RELATION_FORMAT = 2  # saved in each head: 2 writes "nothing known" as UNKNOWN, never as ones
 
+
+def _upgrade_saved_relation(state, prefix, *args):
+    """A head saved before its relation's format was recorded wrote "nothing known" as ones:
+    read those as unknown. A head that records the format loads as saved (a species that does
+    every action keeps its edges)."""
+    key, fmt = prefix + "relation", prefix + "relation_format"
+    if fmt not in state:
+        if key in state:
+            state[key] = upgrade_relation(state[key])
+        state[fmt] = torch.tensor(RELATION_FORMAT)
 
 class PromptHead(nn.Module):
     """See the module docstring. ``species``: ``none``, ``zero_shot`` (against the species bank)
@@ -188,6 +195,7 @@ class PromptHead(nn.Module):
         self.species_mode = species if n_species else "none"
         self.register_buffer("species_protos", torch.zeros(max(n_species, 1), d))
         self.register_buffer("relation", torch.full((max(n_species, 1), n_classes), UNKNOWN))
+        self.register_buffer("relation_format", torch.tensor(RELATION_FORMAT))
         self._register_load_state_dict_pre_hook(_upgrade_saved_relation)
         self.use_prior = relation_prior and self.species_mode != "none"
         # species-conditioned video (Animal-CLIP conditions both sides on the predicted species)

@@ -20,7 +20,8 @@ from .prompt import add_classes
 from .scores import write_predictions, write_scores
 from .streams import PROMPT_HEADS, reads_text, streams
 from .text_bank import clip_for, load_text
-from .trainer import head_params, main_metric, model_kwargs, predict_logits, predict_species, train_head
+from .trainer import (head_params, main_metric, model_kwargs, predict_logits, predict_species,
+                      ranking_scores, train_head)
 
 log = logging.getLogger("pipeline")
 __all__ = ["run_head", "load_head"]
@@ -255,15 +256,6 @@ def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments
         model.oracle = False
         metrics["oracle_species"] = {k: v for k, v in oracle.items() if not isinstance(v, (list, dict))}
     return metrics
-
-
-def ranking_scores(logits, params: dict):
-    """What the metrics rank: the logits, or (``eval_scores: softmax``, Animal-CLIP's
-    evaluation) a softmax over the classes of each video, whose per-class ranking differs."""
-    if params.get("eval_scores", "logits") != "softmax":
-        return logits
-    x = np.asarray(logits, np.float64)
-    return x - np.logaddexp.reduce(x, axis=1, keepdims=True)  # log-softmax: the softmax's order
 
 
 def write_metrics(out: Path, metrics: dict, logits, split, names, segments, multilabel: bool) -> None:

@@ -53,8 +53,10 @@ def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
     logits = logits.float()
     if not multilabel:
         return F.cross_entropy(logits, targets, label_smoothing=params["label_smoothing"])
-    if params["loss"] == "ce":  # a softmax over classes, the video's positives sharing the target
-        share = targets / targets.sum(-1, keepdim=True).clamp(min=1)
+    if params["loss"] in ("ce", "ce_multi_hot"):  # a softmax over classes
+        # ce: the video's positives share the target; ce_multi_hot: each positive weighs 1, as
+        # torch's CrossEntropyLoss on the multi-hot target (Animal-CLIP's released training)
+        share = targets / targets.sum(-1, keepdim=True).clamp(min=1) if params["loss"] == "ce" else targets
         eps = params["label_smoothing"]  # as timm's smoothing of multi-hot targets
         share = (1 - eps) * share + eps / targets.shape[-1]
         return -(share * torch.log_softmax(logits, -1)).sum(-1).mean()
@@ -113,6 +115,15 @@ def predict_species(model, split: SplitFeatures, params: dict, device) -> np.nda
         forward(model, rgb, motion, mask, species)
         out.append(model.aux["species_logits"].double().cpu().numpy())
     return in_order(out, plan)
+
+
+def ranking_scores(logits, params: dict):
+    """What the metrics rank: the logits, or (``eval_scores: softmax``, Animal-CLIP's
+    evaluation) a softmax over the classes of each video, whose per-class ranking differs."""
+    if params.get("eval_scores", "logits") != "softmax":
+        return logits
+    x = np.asarray(logits, np.float64)
+    return x - np.logaddexp.reduce(x, axis=1, keepdims=True)  # log-softmax: the softmax's order
 
 
 def main_metric(logits, targets, multilabel, which: str = "macro") -> float:
@@ -199,7 +210,9 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
                "val_metric": None, "val_loss": None}
         if val is not None:
             logits = predict_logits(model, val, params, device)
-            row["val_metric"] = main_metric(logits, val.targets, multilabel, params["select_by"])
+            # selected on the score the metrics report (a softmax under eval_scores: softmax)
+            row["val_metric"] = main_metric(ranking_scores(logits, params), val.targets, multilabel,
+                                            params["select_by"])
             row["val_loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(val.targets),
                                             multilabel, params, None if pos_weight is None else pos_weight.cpu()))
         history.append(row)

@@ -77,7 +77,8 @@ rule report:
         linear_probe=lambda w, input: (f"--linear-probe {shlex.quote(input.linear_probe)}"
                                        if "linear_probe" in input.keys() else ""),
         analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
-            ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS))),
+            ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS),
+            ("dataset-format", DS["format"]))),
     threads: job_threads("report")
     resources:
         gpu=0,

@@ -358,3 +358,33 @@ def test_vimoclips_adapter_and_validation_over_every_window():
     assert plans[-1] == [("a", 20), ("b", 0)]  # the centre windows
     validate(torch.nn.Linear(1, 1), loader, losses, ["a", "b"], lengths, {**cfg, "val_windows": "all"}, data)
     assert plans[-1] == [("a", 0), ("a", 30), ("a", 60), ("b", 0)]
+
+
+@pytest.mark.parametrize("case", ["random", "real", "zero", "sub_pixel", "beyond_one_px_peak", "mixed_frames"])
+def test_per_frame_rendering_is_ptlflows_flow_to_rgb(case, demo_dir):
+    """Equal within 1/255 to ptlflow.utils.flow_utils.flow_to_rgb (ViMoCLIP renders with it)."""
+    from ptlflow.utils.flow_utils import flow_to_rgb as ptlflow_rgb
+    from pipeline.moclip.model import per_frame_rgb
+    g = torch.Generator().manual_seed(0)
+    if case == "random":
+        flow = torch.randn(3, 2, 24, 24, generator=g) * 6
+    elif case == "real":  # DIS flow of two demo frames
+        import cv2
+        cap = cv2.VideoCapture(str(demo_dir / "videos" / "clip_000.mp4"))
+        frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2GRAY) for _ in range(3)]
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = torch.from_numpy(np.stack([dis.calc(frames[i], frames[i + 2], None) for i in range(1)])).permute(0, 3, 1, 2)
+    elif case == "zero":
+        flow = torch.zeros(2, 2, 8, 8)
+    elif case == "sub_pixel":  # the peak floored at 1 px: noise stays pale, not full colour
+        flow = torch.randn(2, 2, 16, 16, generator=g) * 0.05
+    elif case == "beyond_one_px_peak":
+        flow = torch.randn(2, 2, 16, 16, generator=g) * 40
+    else:  # one still frame, one moving: each frame its own peak
+        flow = torch.cat([torch.zeros(1, 2, 8, 8), torch.randn(1, 2, 8, 8, generator=g) * 3])
+    ours = per_frame_rgb(flow.float())
+    theirs = ptlflow_rgb(flow.float())
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() <= 1 / 255, (ours - theirs).abs().max()
+    if case == "sub_pixel":
+        assert ours.min() > 0.7  # pale

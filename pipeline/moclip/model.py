@@ -47,6 +47,41 @@ def flow_to_rgb(flow: torch.Tensor, bound) -> torch.Tensor:
     return torch.where(r <= 1, inside, col * 0.75)
 
 
+def _ptlflow_wheel() -> torch.Tensor:
+    """The same 55 hues as ptlflow's ``make_colorwheel`` stores them: each transition's steps
+    truncated to whole 0-255 values, then scaled to [0, 1]."""
+    hues = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [1, 0, 0]],
+                        dtype=torch.float64) * 255
+    rows = []
+    for (n, a, b) in zip((15, 6, 4, 11, 13, 6), hues[:-1], hues[1:]):
+        t = torch.arange(n, dtype=torch.float64).unsqueeze(1) / n
+        rows.append(torch.floor(a * (1 - t) + b * t))
+    return (torch.cat(rows) / 255).float()
+
+
+_PTLFLOW_WHEEL = _ptlflow_wheel()
+
+
+def per_frame_rgb(flow: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) flow in pixels -> (B, 3, H, W) image in [0, 1], as ptlflow's
+    ``flow_to_rgb(flow)`` renders it (ViMoCLIP's rendering): hue the direction of ``u + iv``,
+    saturation the magnitude over the frame's largest one, that peak floored at 1 px (sub-pixel
+    noise stays pale), zero flow white."""
+    wheel = _PTLFLOW_WHEEL.to(flow.device, flow.dtype)
+    wheel = torch.cat([wheel, wheel[:1]])  # cyclic, for the interpolation
+    u, v = flow[:, 0], flow[:, 1]
+    radius = torch.sqrt(u * u + v * v)
+    peak = radius.flatten(1).amax(1).clamp(min=1).view(-1, 1, 1)
+    radius = radius / peak
+    angle = torch.atan2(v, u)
+    angle = torch.where(angle < 0, angle + 2 * math.pi, angle) * ((len(wheel) - 2) / (2 * math.pi))
+    low, frac = angle.floor(), (angle - angle.floor()).unsqueeze(-1)
+    hue = wheel[low.long()] * (1 - frac) + wheel[angle.ceil().long()] * frac  # (B, H, W, 3)
+    r = radius.unsqueeze(-1)
+    colour = torch.where(r <= 1, 1 - r * (1 - hue), hue / r.clamp(min=1e-12))
+    return colour.permute(0, 3, 1, 2)
+
+
 class Adapter(nn.Module):
     """x + alpha * MLP(x), with the MLP's output layer zero-initialised (identity at start).
     ``kind``: ``default`` (LayerNorm, then a 2x-wide MLP) or ``vimoclip`` (the released
@@ -100,13 +135,11 @@ class MotionStudent(nn.Module):
     def images(self, flow_uint8: torch.Tensor) -> torch.Tensor:
         """Quantised flow (N, 2, h, w) uint8 -> normalised colour-wheel images at input size.
         ``flow_norm``: saturation relative to the fixed bound (the same motion always looks
-        the same) or to each frame's largest magnitude (ViMoCLIP's rendering: any motion
-        reaches full colour)."""
+        the same) or ptlflow's ``flow_to_rgb`` (ViMoCLIP's README rendering: relative to each
+        frame's largest magnitude, floored at 1 px; :func:`per_frame_rgb`)."""
         n, _, h, w = flow_uint8.shape
         if self.flow_norm == "per_frame":
-            flow = dequantise(flow_uint8, self.bound)
-            peak = flow.norm(dim=1).amax((1, 2)).clamp(min=1e-6).view(n, 1, 1)
-            rgb = flow_to_rgb(flow, peak)
+            rgb = per_frame_rgb(dequantise(flow_uint8, self.bound))
         else:
             index = flow_uint8[:, 0].long() * 256 + flow_uint8[:, 1].long()
             table = self._wheel_table(flow_uint8.device)

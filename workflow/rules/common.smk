@@ -100,10 +100,14 @@ def probe_content(w):
 
 
 def student_settings():
-    """What the student depends on: not the export choice, workers or the clip batch size."""
-    return json.dumps({"moclip": {k: v for k, v in trigger_view("moclip", config["moclip"]).items()
-                                  if k != "export"},
-                       "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}}, sort_keys=True)
+    """What the student depends on: not the export choice, workers or the clip batch size.
+    Students rendered per frame before that rendering became ptlflow's exactly (the peak
+    floored at 1 px) are trained again: the marker is in their trigger."""
+    moclip = {k: v for k, v in trigger_view("moclip", config["moclip"]).items() if k != "export"}
+    if config["moclip"]["flow_norm"] == "per_frame":
+        moclip["rendering"] = "ptlflow flow_to_rgb"
+    return json.dumps({"moclip": moclip, "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
+                      sort_keys=True)
 
 
 def shard_pattern(kind):

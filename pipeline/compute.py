@@ -37,21 +37,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, dtype=torch.float16):
-    """Mixed precision on CUDA, plain float32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def compute_precision(name: str, device: torch.device) -> str:
-    """The precision a model runs in: ``auto`` is float16 on CUDA and float32 elsewhere (a CPU
-    gains nothing from float16 autocast); the others are taken as they are, on every device."""
+def compute_precision(name: str, device: torch.device, gpu: str = "float16") -> str:
+    """The one rule for what a model computes in: ``auto`` is ``gpu`` on CUDA (float16 for the
+    frozen models, bfloat16 where a model trains) and float32 elsewhere (a CPU gains nothing
+    from autocast); the others are taken as they are, on every device."""
     if name == "auto":
-        return "float16" if device.type == "cuda" else "float32"
+        return gpu if device.type == "cuda" else "float32"
     return name
 
 
@@ -59,6 +53,11 @@ def precision_context(name: str, device: torch.device):
     """Autocast to the precision :func:`compute_precision` named (none for float32)."""
     dtype = PRECISIONS[name]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def autocast(device: torch.device, gpu: str = "float16"):
+    """The ``auto`` precision's context on ``device`` (float32 on a CPU)."""
+    return precision_context(compute_precision("auto", device, gpu), device)
 
 
 def return_freed_memory() -> None:

@@ -179,6 +179,7 @@ def test_text_bank(micro_clip, tmp_path):
     assert list(bank["prompts"][0]) == ["walking", "a Cat walking", "An animal walks on four legs."]
     assert list(bank["sources"][0]) == ["name", "template:1", "description"]  # "{action}" = the name
     assert bank["attrs"]["model"] == micro_clip and len(bank["attrs"]["prompt_hash"]) == 16
+    assert (bank["attrs"]["device_type"], bank["attrs"]["precision"]) == ("cpu", "float32")
     desc.write_text("Swimming: [x]\n")
     with pytest.raises(TextError, match="'Swimming' is not a class name"):
         extract_text(["walking"], tmp_path / "t2.h5", text, clip, CPU)

@@ -388,3 +388,18 @@ def test_per_frame_rendering_is_ptlflows_flow_to_rgb(case, demo_dir):
     assert (ours - theirs).abs().max() <= 1 / 255, (ours - theirs).abs().max()
     if case == "sub_pixel":
         assert ours.min() > 0.7  # pale
+
+
+def test_the_students_precision_is_a_setting_recorded_in_its_files(feats, tmp_path, monkeypatch):
+    """moclip.precision reaches the training's autocast and student.pt says what it was."""
+    import pipeline.moclip.train as train_mod
+    seen = []
+    real = train_mod.precision_context
+    monkeypatch.setattr(train_mod, "precision_context", lambda name, device: (seen.append(name), real(name, device))[1])
+    for precision, want in (("auto", "float32"), ("bfloat16", "bfloat16")):  # auto: float32 on a CPU
+        seen.clear()
+        out = tmp_path / precision
+        train_student(data_for(feats), section("moclip", {**TINY, "epochs": 1, "precision": precision}),
+                      section("clip", CLIP), out, CPU, progress=False)
+        meta = torch.load(out / "student.pt", weights_only=False)["meta"]
+        assert (meta["precision"], meta["device_type"]) == (want, "cpu") and set(seen) == {want}

@@ -61,9 +61,10 @@ def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
     m = config["moclip"]
     assert (m["seq_len"], m["lr"], m["head_lr"], m["weight_decay"], m["schedule"], m["grad_clip"],
             m["adapter_alpha"], m["classifier"], m["cls_weight"], m["pos_weight"], m["select_by"],
-            m["epochs"], m["batch_size"], m["epoch"], m["flow_norm"], m["adapter"], m["val_windows"]) == \
+            m["epochs"], m["batch_size"], m["epoch"], m["flow_norm"], m["adapter"], m["val_windows"],
+            m["precision"]) == \
         (30, 1e-3, 1e-3, 0.0, "none", None, 0.1, "mlp", 1.0, 10, "val_loss", 10, 32, "all_windows",
-         "per_frame", "vimoclip", "all")
+         "per_frame", "vimoclip", "all", "float32")
     header = (ROOT / "configs" / "animal_kingdom.yaml").read_text().split("\ndataset:")[0]
     assert "ViT-B/16" in header and "clip='{model: ViT-B-16" in header
     f = config["heads"]["fusion"]

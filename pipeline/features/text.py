@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..annotations.readers import name_key
-from ..compute import autocast
+from ..compute import autocast, compute_precision
 from ..factory import load_clip, open_clip_module, weights_identity
 from ..text_store import write_text_bank
 
@@ -293,6 +293,8 @@ def extract_text(class_names, out, text_cfg: dict, clip_cfg: dict, device,
     write_text_bank(out, bank, mask, prompts, sources, list(class_names),
                     {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"]),
                      "pretrained": clip_cfg["pretrained"] or "",
+                     "device_type": torch.device(device).type,
+                     "precision": compute_precision("auto", torch.device(device)),
                      "prompt_hash": prompt_hash(prompts + (species or {}).get("prompts", [])),
                      "templates": list(text_cfg["templates"]), "normalised": False,
                      "logit_scale": float(model.logit_scale.exp()),

@@ -76,7 +76,7 @@ def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
 
 
 def _amp(device):
-    return autocast(device, torch.bfloat16)
+    return autocast(device, "bfloat16")
 
 
 def forward(model, rgb, motion, mask, species=None):

@@ -59,13 +59,13 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
         diff = {k: (got[k], meta["flow"].get(k)) for k in FLOW_KEYS if got[k] != meta["flow"].get(k)}
         raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
                          f"trained on (here vs student): {diff}; re-run moclip_train")
-    attrs = {"device_type": device.type, "precision": "float16" if device.type == "cuda" else "float32",
+    from ..compute import autocast, batched, compute_precision, prefetch
+    attrs = {"device_type": device.type, "precision": compute_precision("auto", device),
              "model": f"{'clip-on-flow' if meta.get('frozen') else 'moclip'}:{meta['clip_model']}",
              "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
              else "before adapter", "flow": meta["flow"], "embed_dim": meta["embed_dim"]}
     from ..features.clip import batch_size_for
-    from ..compute import autocast, batched, prefetch
 
     @torch.inference_mode()
     def embed(x):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..annotations import label_targets
-from ..compute import autocast, return_freed_memory
+from ..compute import compute_precision, precision_context, return_freed_memory
 from ..files import replacing
 from ..metrics import evaluate_logits
 from ..store import FeatureReader, StoreError, read_attrs
@@ -182,6 +182,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     flow_attrs = {k: data["flow_attrs"].get(k) for k in FLOW_KEYS}
     chash = config_hash(cfg, {**teacher_id, **flow_attrs}, data_key(data))
     multilabel, n_classes = data["multilabel"], data["n_classes"]
+    precision = compute_precision(cfg.get("precision", "auto"), device, "bfloat16")
+    log.info("moclip: training in %s on %s", precision, device.type)
 
     torch.manual_seed(cfg["seed"])
     student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, n_classes,
@@ -209,7 +211,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
 
     def losses(batch):
         flow, teacher, mask, targets = (x.to(device, non_blocking=True) for x in batch)
-        with autocast(device, torch.bfloat16):
+        with precision_context(precision, device):
             emb, adapted, logits = student(flow, mask)
         d = distill_loss(adapted, teacher, mask, cfg["distill"])
         if multilabel:
@@ -242,6 +244,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     meta = {"teacher": teacher_id, "flow": flow_attrs, "clip_model": clip_cfg["model"],
             "n_classes": n_classes, "multilabel": multilabel, "config": cfg,
             "best_epoch": best["epoch"], "config_hash": chash,
+            "device_type": device.type, "precision": precision,
             "input_size": student.input_size, "embed_dim": student.visual.output_dim}
     save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
          out_dir / "student.pt")

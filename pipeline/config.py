@@ -321,6 +321,7 @@ def section(name: str, given: dict | str | None = None) -> dict:
 # trigger (its params) leaves such a key out while it has that default, so adding a key to the
 # schema re-runs nothing; setting it to anything else re-runs what it changes.
 NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "precision": "auto",
+                               "model": None, "pretrained": None, "padding": "mask",
                                # students trained before it reached them used 32 whatever was set
                                "batch_size": 32},
                     "text": {"description_units": "sentences"}}

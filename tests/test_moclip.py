@@ -403,3 +403,29 @@ def test_the_students_precision_is_a_setting_recorded_in_its_files(feats, tmp_pa
                       section("clip", CLIP), out, CPU, progress=False)
         meta = torch.load(out / "student.pt", weights_only=False)["meta"]
         assert (meta["precision"], meta["device_type"]) == (want, "cpu") and set(seen) == {want}
+
+
+def test_a_student_tower_other_than_the_teachers_and_repeat_last_windows(feats, tmp_path):
+    """ViMoCLIP trains a ViT-B/32 student under a ViT-B/16 teacher: here a CNN tower under the
+    ViT teacher (both 64-d); a tower of another size is refused by name."""
+    from pipeline.moclip.train import collate
+    from pipeline.moclip.export import load_student
+    cfg = section("moclip", {**TINY, "epochs": 1, "model": "demo-tiny-CNN", "padding": "repeat_last"})
+    train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path, CPU, progress=False)
+    meta = torch.load(tmp_path / "student.pt", weights_only=False)["meta"]
+    assert meta["clip_model"] == "demo-tiny-CNN" and meta["teacher"]["model"] == "demo-tiny-ViT"
+    student, _ = load_student(tmp_path / "student.pt", CPU)
+    assert type(student.visual).__name__ != "VisionTransformer"
+    with pytest.raises(ValueError, match="moclip.model 'test-micro-ViT' embeds in 32 dimensions"):
+        from conftest import ROOT  # noqa: F401 - the micro config is registered by micro_clip
+        from pipeline.factory import open_clip_module
+        open_clip_module().add_model_config(ROOT / "tests" / "open_clip")
+        train_student(data_for(feats), section("moclip", {**TINY, "epochs": 1, "model": "test-micro-ViT"}),
+                      section("clip", CLIP), tmp_path / "bad", CPU, progress=False)
+    # a 2-row window in 4: masked, or its last row repeated and counted
+    window = (np.ones((2, 2, 4, 4), np.uint8) * np.array([1, 2], np.uint8)[:, None, None, None],
+              np.arange(2 * 3, dtype=np.float32).reshape(2, 3), np.zeros(2, np.float32))
+    flow, teacher, mask, _ = collate([window], 4, "mask")
+    assert mask.tolist() == [[True, True, False, False]] and teacher[0, 3].abs().sum() == 0
+    flow, teacher, mask, _ = collate([window], 4, "repeat_last")
+    assert mask.all() and torch.equal(teacher[0, 3], teacher[0, 1]) and flow[0, 3].max() == 2

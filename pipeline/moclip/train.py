@@ -49,8 +49,9 @@ class Windows(Dataset):
         return f.data, c.data.astype(np.float32), self.targets[vid]
 
 
-def collate(batch, seq_len: int):
-    """Pad windows to ``seq_len`` rows with a validity mask."""
+def collate(batch, seq_len: int, padding: str = "mask"):
+    """Pad windows to ``seq_len`` rows with a validity mask; ``repeat_last``: the last row
+    repeated and counted as a frame (ViMoCLIP's windows)."""
     b = len(batch)
     fshape, d = batch[0][0].shape[1:], batch[0][1].shape[1]
     flow = torch.zeros((b, seq_len, *fshape), dtype=torch.uint8)
@@ -61,6 +62,8 @@ def collate(batch, seq_len: int):
         flow[i, :n] = torch.from_numpy(np.ascontiguousarray(f))
         teacher[i, :n] = torch.from_numpy(c)
         mask[i, :n] = True
+        if padding == "repeat_last" and 0 < n < seq_len:
+            flow[i, n:], teacher[i, n:], mask[i, n:] = flow[i, n - 1], teacher[i, n - 1], True
     targets = torch.from_numpy(np.stack([t for _, _, t in batch]))
     return flow, teacher, mask, targets
 
@@ -186,8 +189,14 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     log.info("moclip: training in %s on %s", precision, device.type)
 
     torch.manual_seed(cfg["seed"])
-    student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, n_classes,
-                            cfg).to(device)
+    tower = cfg.get("model") or clip_cfg["model"]  # ViMoCLIP: a ViT-B-32 student whatever the teacher
+    student = build_student(tower, cfg.get("pretrained") or clip_cfg["pretrained"], flow_attrs,
+                            n_classes, cfg).to(device)
+    teacher_dim = data["clip"].row_shape[0]
+    if student.visual.output_dim != teacher_dim:
+        raise ValueError(f"moclip.model {tower!r} embeds in {student.visual.output_dim} dimensions, "
+                         f"the teacher ({clip_cfg['model']}) in {teacher_dim}: distillation needs "
+                         f"one size; choose a tower of the teacher's embedding size")
     train_videos, val_videos = data["train_videos"], data["val_videos"]
     n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"]))
     steps_per_epoch = math.ceil(math.ceil(n_windows / cfg["batch_size"]) / cfg["accumulate"])
@@ -206,7 +215,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
         ds = Windows(items, data["flow"], data["clip"], data["targets"], cfg["seq_len"])
         return DataLoader(ds, batch_size=cfg["batch_size"], shuffle=False,
                           num_workers=cfg["num_workers"], pin_memory=device.type == "cuda",
-                          collate_fn=lambda b: collate(b, cfg["seq_len"]),
+                          collate_fn=lambda b: collate(b, cfg["seq_len"], cfg.get("padding", "mask")),
                           persistent_workers=False)
 
     def losses(batch):
@@ -241,7 +250,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
                  _fmt(row["val_mAP"]))
 
     state = torch.load(best_path, map_location="cpu", weights_only=True)
-    meta = {"teacher": teacher_id, "flow": flow_attrs, "clip_model": clip_cfg["model"],
+    meta = {"teacher": teacher_id, "flow": flow_attrs, "clip_model": tower,
             "n_classes": n_classes, "multilabel": multilabel, "config": cfg,
             "best_epoch": best["epoch"], "config_hash": chash,
             "device_type": device.type, "precision": precision,

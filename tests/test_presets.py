@@ -138,3 +138,38 @@ def test_animal_kingdom_motionclip_preset_uses_flow_images_and_no_student(tmp_pa
     assert (i["motion_source"], i["classifier"], i["loss"], i["temporal"]) == ("flow_clip", "text", "ce", "windows")
     assert "features/flow_clip/test/shard-0.h5" in dag and "rule flow_clip_model" in dag
     assert "rule moclip_train" not in dag and "features/motion/" not in dag  # no student
+
+
+@pytest.mark.parametrize("name, data, names, relation, lists, sep", [
+    ("mammalnet_animal_clip", "mammalnet", "genus_to_id.csv", "relation.txt", "composition_train.head300.txt", None),
+    ("lote_animal_clip", "lote_animal", "animal_label.csv", "relation.txt", "LoTE_train.head300.txt", None)])
+def test_animal_clips_mammalnet_and_lote_presets(tmp_path, name, data, names, relation, lists, sep):
+    """ViT-B/16, 8 frames, the graph, the annotated species, their CE: on the real lists."""
+    d = DATA / data
+    split = _lists(tmp_path, d / lists, 240, sep=sep)
+    classes = {"mammalnet": "behavior_to_id.csv", "lote_animal": "LoTE_label.csv"}[data]
+    config, dag = _preset(tmp_path, name, {
+        "videos": split["videos"], "classes": str(d / classes),
+        "splits": {"train": split["train"], "test": split["test"]},
+        "species": {"names": str(d / names), "relation": str(d / relation)}})
+    assert f"results/{name}/heads/prompt/metrics.json" in dag and config["clip"]["model"] == "ViT-B-16"
+    p = config["heads"]["prompt"]
+    assert (p["refine"], p["species_train"], p["frames"], p["label_smoothing"], p["relation_prior"],
+            p["grad_clip"], p["min_lr"]) == ("gcn", "oracle", 8, 0.0, False, None, 8e-8)
+    assert config["text"]["species_templates"] == [] and config["dataset"]["multilabel"] is False
+
+
+def test_the_relation_from_the_training_list_only(tmp_path):
+    """relation_from: train keeps the (species, action) pairs of training videos only."""
+    from pipeline.annotations import build_samples
+    ak = DATA / "animal_kingdom"
+    split = _lists(tmp_path, ak / "train_all.head300.txt", 150, sep="\t")
+    ds = {"format": "animal_kingdom_species", "videos": split["videos"],
+          "classes": str(ak / "label_titlecase.csv"),
+          "splits": {"train": split["train"], "test": split["test"]}, "train_split": "train",
+          "species": {"names": str(ak / "animal_label.csv"), "relation": str(ak / "animal-action-relation.txt")}}
+    from_file = set(build_samples(ds).relation)
+    s = build_samples({**ds, "species": {**ds["species"], "relation_from": "train"}})
+    from_train = set(s.relation)
+    seen = {(sp, c) for r in s.rows if r["split"] == "train" for sp in r["species"] for c in r["labels"]}
+    assert from_train == seen and from_train != from_file and len(from_train) < len(from_file)

@@ -182,6 +182,10 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         raise AnnotationError(cfg["videos"], None,
                               f"none of the {len(seen)} listed videos was found in this folder; "
                               f"check dataset.videos (list entries are relative to it)")
+    if species is not None and sp_cfg.get("relation_from") == "train":
+        train = cfg.get("train_split", "train")
+        relation = sorted({(s_, c) for r in rows if r["split"] == train
+                           for s_ in r["species"] for c in r["labels"]})
     warn_case_splits({r["split"] for r in rows})
     rows.sort(key=lambda r: (r["split"], r["video_id"]))
     for r in rows:

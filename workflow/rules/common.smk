@@ -150,11 +150,11 @@ def split_shards(kind, split):
 
 def annotation_inputs():
     if DS["format"] == "demo":
-        return [DS["annotations"], DS["classes"]] + [f for f in (DS.get("species") or {}).values() if f]
+        return [DS["annotations"], DS["classes"]] + [(DS.get("species") or {}).get(k) for k in ("names", "relation") if (DS.get("species") or {}).get(k)]
     files = [DS["classes"]] + ([DS["annotations"]] if DS.get("annotations") else [])
     files += list((DS.get("splits") or {}).values())
     files += [str(segment_file(f)) for f in [DS.get("segments")] if f]
-    files += [f for f in (DS.get("species") or {}).values() if f]
+    files += [(DS.get("species") or {}).get(k) for k in ("names", "relation") if (DS.get("species") or {}).get(k)]
     return files
 
 

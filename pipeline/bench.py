@@ -11,6 +11,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .bench_budget import Costs, cap_frames, describe, fit_budget
@@ -105,7 +106,7 @@ class _Session:
         return self.measured(name, run)
 
 
-STAGES = ("probe", "decode", "clip", "flow", "extract", "student")
+STAGES = ("probe", "decode", "clip", "flow", "extract", "student", "student_train", "student_read")
 
 
 def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> Costs:
@@ -194,6 +195,51 @@ def _bench_student(b: _Session, clip_cfg: dict, flow_cfg: dict, transform) -> di
     return _rounds(measures, b.repeats)
 
 
+def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict) -> dict:
+    """The student's training, as ``plan`` needs it: a training step's images/s (forward and
+    backward of the tower and the adapter, in moclip.precision's ``auto``, optimiser step
+    included) on windows of the flow shard, and the flow rows/s one data-loading worker reads
+    and batches (the student's DataLoader inflates nothing else: colours come on the device)."""
+    from .compute import compute_precision, precision_context
+    from .config import section
+    from .moclip.train import Windows, build_student, collate
+    from .store import FeatureReader
+    cfg = section("moclip")
+    flow = FeatureReader([b.tmp / "flow.h5"], kind="flow")
+    clip = FeatureReader([b.tmp / "clip.h5"], kind="clip")
+    videos = [v for v in flow.video_ids if v in clip]
+    student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow.attrs, 2, cfg).to(b.device)
+    opt = torch.optim.AdamW([q for q in student.parameters() if q.requires_grad], lr=1e-5)
+    precision = compute_precision("auto", b.device, "bfloat16")
+    seq = cfg["seq_len"]
+    items = [(v, s) for v in videos for s in range(0, max(1, flow.n_rows(v)), seq)]
+    targets = {v: np.zeros(2, np.float32) for v in videos}
+    batch = collate([Windows(items, flow, clip, targets, seq)[i] for i in range(min(4, len(items)))], seq)
+    x, mask = batch[0].to(b.device), batch[2].to(b.device)
+
+    def step():
+        with precision_context(precision, b.device):
+            emb, adapted, logits = student(x, mask)
+        loss = adapted.float().pow(2).mean() + logits.float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step()  # warm-up
+
+    def read():  # one worker: every window of the shard read and batched
+        ds = Windows(items, flow, clip, targets, seq)
+        for start in range(0, len(items), 8):
+            collate([ds[i] for i in range(start, min(start + 8, len(items)))], seq)
+    rows_read = sum(min(seq, flow.n_rows(v) - s) for v, s in items)
+    rows = {"student_train": _rounds({"frames_per_s": b.measured(
+                "student_train", b.rate(lambda: [step() for _ in range(3)], 3 * int(mask.sum())))}, b.repeats),
+            "student_read": _rounds({"frames_per_s": b.measured("student_read", b.rate(read, rows_read))},
+                                    b.repeats)}
+    rows["student_train"]["frames"] = 3 * int(mask.sum())
+    rows["student_read"]["frames"] = rows_read
+    return rows
+
+
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
               repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv",
               budget: float | None = 600):
@@ -230,6 +276,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         _log_rows(rows)
         rows["extract"] = _bench_extract(b, clip_cfg, flow_cfg, rows["clip"], rows["flow"])
         rows["student"] = _bench_student(b, clip_cfg, flow_cfg, transform)
+        rows.update(_bench_student_training(b, clip_cfg, flow_cfg))
         for stage, r in rows.items():
             r["peak"] = max(b.peaks[stage])
             r["passes"] = max(b.passes[stage])
@@ -253,7 +300,8 @@ def readable_probes(videos, sampling: dict):
     return probes, bad
 
 
-STAGE_DECODERS = {"probe": "PyAV demux", "student": "- (flow store)"}  # stages no video decoder feeds
+STAGE_DECODERS = {"probe": "PyAV demux", "student": "- (flow store)",  # stages no video decoder feeds
+                  "student_train": "- (flow store)", "student_read": "- (flow store, one worker)"}
 
 
 def table_rows(rows: dict, frames: int, device, decoder: str = "OpenCV (CPU)") -> list[dict]:

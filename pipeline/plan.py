@@ -233,17 +233,22 @@ def read_bench(path) -> dict:
 def rates(config: dict, bench: dict | None) -> tuple[dict, str]:
     """frames/s of clip, flow, extract and the student's export, and where they come from."""
     if bench:
-        got = {k: bench.get(k) for k in ("clip", "flow", "extract", "student")}
+        got = {k: bench.get(k) for k in ("clip", "flow", "extract", "student", "student_train",
+                                         "student_read")}
+        if not got["student_train"]:  # a CSV from before bench timed a training step
+            got["student_train"] = got["student"] and got["student"] / 3
         return got, "the bench CSV given (its device, models and sizes)"
     clip = H100["clip"].get(config["clip"]["model"])
     flow_cfg = config["flow"]
     flow = None
     if flow_cfg["backend"] == "ptlflow" and flow_cfg["model"] in H100["flow"]:
         flow = H100["flow"][flow_cfg["model"]] * (H100["flow_work_size"] / flow_cfg["work_size"]) ** 2
-    got = {"clip": clip, "flow": flow, "student": clip,
-           "extract": 1 / (1 / clip + 1 / flow) if clip and flow else None}
+    got = {"clip": clip, "flow": flow, "student": clip, "student_train": clip and clip / 3,
+           "student_read": None, "extract": 1 / (1 / clip + 1 / flow) if clip and flow else None}
     return got, (f"{H100_SOURCE}; flow scaled by working pixels; the student's export at CLIP's "
-                 f"rate (the same tower); no figure for other models: pass --bench")
+                 f"extraction rate and its training step assumed at a third of it (no training "
+                 f"step timed on an H100 yet: a decode-bound rate, so the student's hours are an "
+                 f"upper bound); no figure for other models: pass --bench")
 
 
 def _hours(rows: int, rate: float | None, factor: float = 1.0) -> float | None:
@@ -251,6 +256,23 @@ def _hours(rows: int, rate: float | None, factor: float = 1.0) -> float | None:
 
 
 # ---------------------------------------------------------------- the plan
+
+def student_hours(config: dict, splits: dict, rate: dict) -> float | None:
+    """The student's training: each epoch's training rows at the slower of the timed training
+    step and what its data-loading workers read (bench's one-worker rate times the workers a
+    GPU job gets), plus a validation pass (a forward, at the export's rate) per epoch."""
+    ds, m = config["dataset"], config["moclip"]
+    train = splits.get(ds["train_split"], {"rows": 0})["rows"]
+    val = splits.get(ds.get("val_split") or "", {"rows": 0})["rows"]
+    step = rate.get("student_train")
+    if rate.get("student_read") and step:  # moclip.num_workers, or what the job's CPUs allow
+        workers = m["num_workers"] if m.get("num_workers") is not None else \
+            min(8, jobs.threads(config["cluster"], "moclip_train") - 1)
+        step = min(step, rate["student_read"] * max(1, workers))
+    hours = _hours(train * m["epochs"], step)
+    check = _hours(val * m["epochs"], rate.get("student"))
+    return None if hours is None else hours + (check or 0.0)
+
 
 def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[dict]:
     """One row per stage (and split for the per-shard stages)."""
@@ -282,9 +304,7 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
             row("flow", split, shards, v, r, ("flow",), _hours(r, rate["flow"]), gpu_flow)
     sources = motion_sources(config)  # the stages this config's run makes, as the workflow decides
     if "student" in sources:
-        train = splits.get(config["dataset"]["train_split"], {"rows": 0})["rows"]
-        row("moclip_train", "all", 1, 0, 0, (),
-            _hours(train * config["moclip"]["epochs"], rate["student"], 3.0), True)
+        row("moclip_train", "all", 1, 0, 0, (), student_hours(config, splits, rate), True)
     for source in sorted(sources):
         stage = "moclip_export" if source == "student" else "flow_clip_export"
         for split, s in splits.items():

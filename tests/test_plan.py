@@ -87,3 +87,29 @@ def test_a_bad_bench_csv_is_one_clear_line(tmp_path, content, message):
     bench.write_bytes(content if isinstance(content, bytes) else content.encode())
     proc = run_cli("plan", "--bench", bench, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_students_hours_come_from_a_timed_training_step_and_count_validation():
+    from pipeline.config import validate_config
+    from pipeline.plan import student_hours
+    cfg = validate_config({"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
+                                       "annotations": "a.csv", "val_split": "val"},
+                           "moclip": {"epochs": 10, "num_workers": 4}})
+    splits = {"train": {"rows": 36000}, "val": {"rows": 3600}}
+    rate = {"student_train": 100.0, "student_read": 50.0, "student": 400.0}
+    # training: 36000 rows x 10 epochs at min(100, 4 workers x 50) = 100/s; validation: 3600 x 10 at 400/s
+    assert student_hours(cfg, splits, rate) == pytest.approx((3600 + 90) / 3600)
+    rate["student_read"] = 10.0  # four workers read 40 rows/s: the GPU waits for them
+    assert student_hours(cfg, splits, rate) == pytest.approx((9000 + 90) / 3600)
+
+
+def test_the_students_loader_workers_follow_the_jobs_cpus(monkeypatch):
+    import torch
+    from pipeline.moclip.train import loader_workers
+    import pipeline.devices
+    monkeypatch.setattr(pipeline.devices, "job_cpus", lambda: 4)  # the job's allotment
+    assert loader_workers({"num_workers": None}, torch.device("cuda")) == 3
+    monkeypatch.setattr(pipeline.devices, "job_cpus", lambda: 32)
+    assert loader_workers({"num_workers": None}, torch.device("cuda")) == 8
+    assert loader_workers({"num_workers": None}, torch.device("cpu")) == 0
+    assert loader_workers({"num_workers": 2}, torch.device("cuda")) == 2

@@ -85,6 +85,15 @@ def centre_plan(videos, lengths, seq_len):
     return [(v, max(0, (lengths[v] - seq_len) // 2)) for v in videos]
 
 
+def loader_workers(cfg: dict, device) -> int:
+    """``moclip.num_workers``; null: the job's CPUs less one (at most 8) feeding a GPU, which
+    one core cannot keep busy inflating flow windows; none beside a CPU model."""
+    if cfg.get("num_workers") is not None:
+        return int(cfg["num_workers"])
+    from ..devices import job_cpus
+    return min(8, job_cpus() - 1) if device.type == "cuda" else 0
+
+
 def config_hash(cfg: dict, teacher: dict, data: str = "") -> str:
     """What a resume must match: the settings, the teacher and the data (:func:`data_key`)."""
     return hashlib.sha256(json.dumps([cfg, teacher, data], sort_keys=True).encode()).hexdigest()[:16]
@@ -214,7 +223,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     def loader(items):
         ds = Windows(items, data["flow"], data["clip"], data["targets"], cfg["seq_len"])
         return DataLoader(ds, batch_size=cfg["batch_size"], shuffle=False,
-                          num_workers=cfg["num_workers"], pin_memory=device.type == "cuda",
+                          num_workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
                           collate_fn=lambda b: collate(b, cfg["seq_len"], cfg.get("padding", "mask")),
                           persistent_workers=False)
 

@@ -231,13 +231,11 @@ def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict) -> dict
         for start in range(0, len(items), 8):
             collate([ds[i] for i in range(start, min(start + 8, len(items)))], seq)
     rows_read = sum(min(seq, flow.n_rows(v) - s) for v, s in items)
-    rows = {"student_train": _rounds({"frames_per_s": b.measured(
-                "student_train", b.rate(lambda: [step() for _ in range(3)], 3 * int(mask.sum())))}, b.repeats),
-            "student_read": _rounds({"frames_per_s": b.measured("student_read", b.rate(read, rows_read))},
-                                    b.repeats)}
-    rows["student_train"]["frames"] = 3 * int(mask.sum())
-    rows["student_read"]["frames"] = rows_read
-    return rows
+    trained = 3 * int(mask.sum())
+    return {"student_train": {**_rounds({"frames_per_s": b.measured("student_train", b.rate(
+                lambda: [step() for _ in range(3)], trained))}, b.repeats), "frames": trained},
+            "student_read": {**_rounds({"frames_per_s": b.measured("student_read", b.rate(read, rows_read))},
+                                       b.repeats), "frames": rows_read}}
 
 
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,

@@ -8,7 +8,8 @@ import os
 import sys
 
 from . import __version__
-from .commands import COMMANDS, PipelineError
+from .commands import COMMANDS
+from .errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
@@ -50,21 +51,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    from .annotations import AnnotationError
-    from .config import ConfigError
-    from .describe import DescribeError
-    from .devices import DeviceError
-    from .factory import WeightsError
-    from .features.text import TextError
-    from .predict import RunError
-    from .store import StoreError
     try:
         args.func(args)
-    except (PipelineError, AnnotationError, ConfigError, WeightsError, StoreError, TextError,
-            RunError, DescribeError, DeviceError) as e:
+    except PipelineError as e:  # every error for the user derives from it (pipeline/errors.py)
         files = getattr(args, "configfile", None)
         text = str(e).replace("config.yaml", ", ".join(map(str, files))) \
-            if files and isinstance(e, AnnotationError) else str(e)  # the user's own config
+            if files and type(e).__name__ == "AnnotationError" else str(e)  # the user's own config
         print(f"error: {text}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept

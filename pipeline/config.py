@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from .errors import PipelineError
 
 SCHEMA_PATH = Path(__file__).parent / "resources" / "config.schema.yaml"
 
@@ -21,7 +22,7 @@ SCHEMA_PATH = Path(__file__).parent / "resources" / "config.schema.yaml"
 RENAMED_KEYS = {"heads": "attention_heads"}
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     pass
 
 
@@ -346,7 +347,8 @@ def runtime_keys() -> dict:
 
 def runtime_settings(config: dict) -> dict:
     """The speed-only settings of a resolved config: what the workflow hands its jobs."""
-    return {**{k: config[k] for k in runtime_keys()[""]},
+    top = schema()["properties"]
+    return {**{k: config.get(k, top[k].get("default")) for k in runtime_keys()[""]},
             **{name: {k: config[name][k] for k in keys}
                for name, keys in runtime_keys().items() if name}}
 

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from .files import replacing
+from .errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
@@ -33,7 +34,7 @@ ASK = {
 }
 
 
-class DescribeError(RuntimeError):
+class DescribeError(PipelineError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from .errors import PipelineError
 
 log = logging.getLogger("pipeline")
 POOL_ENV = "PIPELINE_DEVICE_POOL"  # the pool's folder, set by the workflow
@@ -50,7 +51,7 @@ def job_cpus() -> int:
     return max(1, min(counts))
 
 
-class DeviceError(RuntimeError):
+class DeviceError(PipelineError, RuntimeError):
     """The device asked for cannot be had here; the message says what to set instead."""
 
 

@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 
 from .files import sha256_of
+from .errors import PipelineError
 
 log = logging.getLogger("pipeline")
 CONFIG_DIR = Path(__file__).resolve().parent / "resources" / "open_clip"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(PipelineError, RuntimeError):
     """Model weights that cannot be had; the message says how to point at a local file."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from . import jobs
 from .heads.registry import motion_sources, run_entries
 from .layout import shard_path
+from .errors import PipelineError
 
 # frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
 # at 224 px, RAFT at a 256 px working size (its cost grows with the working pixels)
@@ -191,7 +192,7 @@ def stream_layouts(config: dict, probes: list) -> dict:
 
 # ---------------------------------------------------------------- device time
 
-class PlanError(ValueError):
+class PlanError(PipelineError, ValueError):
     """A plan's input (a bench CSV) that cannot be used, named with its line."""
 
 

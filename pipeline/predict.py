@@ -28,11 +28,12 @@ from .files import local_path
 from .moclip.export import export_motion
 from .store import FeatureReader, read_attrs
 from .video import VIDEO_SUFFIXES, expand_videos, probe_files
+from .errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
 
-class RunError(RuntimeError):
+class RunError(PipelineError, RuntimeError):
     pass
 
 

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .errors import PipelineError
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
@@ -42,7 +43,7 @@ FLOW_QUANTISATION = "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127
 INDEX_CHUNK_ROWS = 4096  # rows per chunk of /frame_index and /timestamps (int32, float32)
 
 
-class StoreError(RuntimeError):
+class StoreError(PipelineError, RuntimeError):
     pass
 
 

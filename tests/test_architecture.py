@@ -12,7 +12,9 @@ PACKAGE = ROOT / "pipeline"
 # weights are found. They import nothing above them.
 GROUND = {"pipeline", "pipeline.compute", "pipeline.devices", "pipeline.files", "pipeline.layout",
           "pipeline.store", "pipeline.text_store", "pipeline.factory", "pipeline.weights",
-          "pipeline.demo_convnet"}
+          "pipeline.demo_convnet", "pipeline.errors"}
+# the package names the data API (pipeline.open_run), imported only when it is called
+REEXPORTED = {("pipeline", "pipeline.api")}
 
 
 def _modules() -> dict[str, Path]:
@@ -49,7 +51,7 @@ def _imports(name: str, path: Path, modules) -> list[tuple[str, list[str], bool]
 def test_the_ground_floor_imports_no_stage():
     modules = _modules()
     up = [(name, target) for name in sorted(GROUND) for target, _, _ in _imports(name, modules[name], modules)
-          if target not in GROUND]
+          if target not in GROUND and (name, target) not in REEXPORTED]
     assert not up, f"arrows back up from the ground floor: {up}"
 
 

@@ -11,11 +11,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from ..errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(PipelineError, ValueError):
     """A problem in an annotation file, located by file and line."""
 
     def __init__(self, path, line: int | None, message: str):

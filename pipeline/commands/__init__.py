@@ -12,8 +12,7 @@ from pathlib import Path
 COMMANDS: list[tuple] = []  # (name, function, help, args), in the order `--help` lists them
 
 
-class PipelineError(RuntimeError):
-    """An error whose message tells the user what to do; printed without a traceback."""
+from ..errors import PipelineError  # noqa: F401 - the commands raise it
 
 
 def arg(*names, **kwargs) -> tuple:

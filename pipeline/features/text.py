@@ -16,11 +16,12 @@ from ..annotations.readers import name_key
 from ..compute import autocast, compute_precision
 from ..factory import load_clip, open_clip_module, weights_identity
 from ..text_store import write_text_bank
+from ..errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
 
-class TextError(ValueError):
+class TextError(PipelineError, ValueError):
     pass
 
 

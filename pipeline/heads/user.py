@@ -8,13 +8,14 @@ import inspect
 import re
 import sys
 from pathlib import Path
+from ..errors import PipelineError
 
 # the trainer's keys a user head takes besides TRAIN_DEFAULTS (the model's own keys go to its
 # constructor, checked there)
 USER_TRAINER_DEFAULTS = {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}
 
 
-class HeadTypeError(ValueError):
+class HeadTypeError(PipelineError, ValueError):
     """A head entry whose type cannot be used; the message names the entry."""
 
 

@@ -66,7 +66,7 @@ def frame_and_caption(rng, size: int, detail: float = 0.5) -> tuple[np.ndarray, 
     detailed one with probability ``detail``) and the shapes in it."""
     import cv2
 
-    from .features.text import fill
+    from .prompts import fill
     n_objects = 2 if rng.random() < 0.3 else 1
     labels = list(rng.choice(len(demo.CLASSES), n_objects, replace=False))
     cfg = {"width": size, "height": size, "frames": 1}

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import section
-from pipeline.features.text import n_tokens, build_prompts, extract_text, split_sentences
+from pipeline.features.text import extract_text, n_tokens, split_sentences
+from pipeline.prompts import build_prompts
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.models import build_head
 from pipeline.heads.graph import UNKNOWN, relation_graph, relation_prior
@@ -40,7 +41,7 @@ def test_prompts_name_first_species_pairs_only_from_the_relation():
     assert prompts[0] == ["walking", "a video of an animal walking", "a cat walking", "Legs move in turn."]
     assert sources[0] == ["name", "template:0", "template:1", "description"]
     assert prompts[1] == ["flying", "a video of an animal flying", "an eagle flying"]
-    from pipeline.features.text import fill
+    from pipeline.prompts import fill
     assert [fill("A {species} {action}", species=sp, action="walks") for sp in
             ("unicorn", "ostrich", "European bison", "ibex")] == \
         ["A unicorn walks", "An ostrich walks", "A European bison walks", "An ibex walks"]

@@ -119,7 +119,7 @@ def clip_for(attrs: dict, device="cpu"):
 def encode_classes(names: list[str], attrs: dict, device="cpu") -> torch.Tensor:
     """(E, D) prototypes of classes known by name only: the bank's CLIP text tower and
     templates (those without ``{species}``), encoded now."""
-    from ..features.text import build_prompts, encode_bank
+    from ..prompts import build_prompts, encode_bank
     clip, _ = clip_for(attrs, device)
     prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
     bank, mask = encode_bank(clip, attrs["model"], prompts, device)

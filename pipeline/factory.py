@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .files import sha256_of
 from .errors import PipelineError
@@ -104,7 +105,6 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
 
 def _check_download(open_clip, name: str, tag: str) -> None:
     """Fail fast (not after a minute of retries) when a tag needs a download that cannot happen."""
-    from .weights import clip_cache
     cache = clip_cache(name, tag)
     if not cache["host"] or reachable(cache["host"]):
         return
@@ -116,6 +116,24 @@ def _check_download(open_clip, name: str, tag: str) -> None:
             f"local file path")
     from huggingface_hub import constants
     constants.HF_HUB_OFFLINE = True  # use the cached file without minutes of retries
+
+
+def clip_cache(name: str, tag: str) -> dict:
+    """Where open_clip keeps ``tag`` of model ``name``, and whether it is there."""
+    cfg = open_clip_module().get_pretrained_cfg(name, tag)
+    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
+    if hub:
+        import huggingface_hub
+        from huggingface_hub import constants
+        model_id, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        found = [p for n in names if isinstance(p := huggingface_hub.try_to_load_from_cache(model_id, n), str)]
+        folder = Path(constants.HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
+        return {"where": found[0] if found else str(folder), "cached": bool(found),
+                "host": "huggingface.co", "source": f"hf://{model_id}"}
+    path = Path.home() / ".cache" / "clip" / Path(urlparse(url).path).name
+    return {"where": str(path), "cached": path.is_file(), "host": urlparse(url).hostname or "",
+            "source": url}
 
 
 def preprocess_cfg(model) -> dict:

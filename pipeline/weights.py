@@ -11,26 +11,9 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .factory import clip_cache
+
 log = logging.getLogger("pipeline")
-
-
-def clip_cache(name: str, tag: str) -> dict:
-    """Where open_clip keeps ``tag`` of model ``name``, and whether it is there."""
-    from .factory import open_clip_module
-    cfg = open_clip_module().get_pretrained_cfg(name, tag)
-    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
-    if hub:
-        import huggingface_hub
-        from huggingface_hub import constants
-        model_id, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        found = [p for n in names if isinstance(p := huggingface_hub.try_to_load_from_cache(model_id, n), str)]
-        folder = Path(constants.HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
-        return {"where": found[0] if found else str(folder), "cached": bool(found),
-                "host": "huggingface.co", "source": f"hf://{model_id}"}
-    path = Path.home() / ".cache" / "clip" / Path(urlparse(url).path).name
-    return {"where": str(path), "cached": path.is_file(), "host": urlparse(url).hostname or "",
-            "source": url}
 
 
 def hub_checkpoint(url: str) -> Path:

@@ -64,8 +64,7 @@ def check_user_head(name: str, head_type: str, settings: dict, where: str = ".")
     arguments (docs/heads.md), naming the entry."""
     try:
         cls = user_class(head_type, where)
-        model = {k: v for k, v in settings.items() if k not in user_trainer_keys()}
-        kwargs = {"rgb_dim": 1, "motion_dim": 1, "class_names": ["a"], "settings": model}
+        kwargs = {"rgb_dim": 1, "motion_dim": 1, "class_names": ["a"], "settings": dict(settings)}
         if getattr(cls, "reads_text", False):
             kwargs["class_text"] = None
         inspect.signature(cls).bind(**kwargs)
@@ -76,8 +75,3 @@ def check_user_head(name: str, head_type: str, settings: dict, where: str = ".")
                             f"the documented arguments (rgb_dim, motion_dim, class_names, "
                             f"settings{', class_text' if getattr(cls, 'reads_text', False) else ''}, "
                             f"all by keyword; docs/heads.md): {e}") from None
-
-
-def user_trainer_keys() -> set:
-    from .trainer import TRAIN_DEFAULTS
-    return set(TRAIN_DEFAULTS) | set(USER_TRAINER_DEFAULTS)

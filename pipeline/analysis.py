@@ -75,7 +75,8 @@ def plot_per_class(rows: list[dict], pair: dict, path) -> None:
     ax.set_xlim(0, 1)
     ax.set_title(f"Where motion helps: {best} against {base}\n(green: gain, red: loss; "
                  f"training videos in brackets)", fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if n < 15 else -0.04), ncol=2, fontsize=8)
+    # beside the axes, clear of the x-axis label and of the points
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -13,12 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	  "opencv-contrib-python-headless==$$($(PY) -c 'from importlib.metadata import version; print(version("opencv-python"))')"
 	touch $@
 
-.PHONY: demo test test-cluster gpu-check clean
+.PHONY: demo test test-quick test-cluster gpu-check clean
 demo: $(VENV)/.installed  ## install, then run the default job (the bundled demo) end to end
 	. $(VENV)/bin/activate && snakemake --cores $(CORES)
 
 test: $(VENV)/.installed  ## install, then run the test suite (exit code 5, no tests, is a failure)
 	. $(VENV)/bin/activate && python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-quick: $(VENV)/.installed  ## install, then the tests that run no workflow (-m "not slow")
+	. $(VENV)/bin/activate && python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The SLURM test installs SLURM (root, Debian packages) and writes /etc/slurm (kept and restored);

@@ -113,3 +113,16 @@ def test_the_students_loader_workers_follow_the_jobs_cpus(monkeypatch):
     assert loader_workers({"num_workers": None}, torch.device("cuda")) == 8
     assert loader_workers({"num_workers": None}, torch.device("cpu")) == 0
     assert loader_workers({"num_workers": 2}, torch.device("cuda")) == 2
+
+
+def test_a_plan_warns_of_a_split_with_no_readable_video():
+    from pipeline.plan import format_plan
+    plan = {"name": "x", "shards": 1, "device": "cpu", "train_split": "train", "eval_split": "test",
+            "splits": {"train": {"listed": 3, "present": 3, "videos": 3, "rows": 30, "source": "s"},
+                       "test": {"listed": 2, "present": 0, "videos": 0, "rows": 0, "source": "s"}},
+            "stages": [], "streams": {}, "disk_bytes": 0, "device_hours": None, "rates": {},
+            "rates_source": "-"}
+    text = format_plan(plan)
+    assert "WARNING: split 'test' has no readable video (2 listed, 0 found" in text
+    plan["eval_split"] = "val"
+    assert "WARNING: dataset.eval_split 'val' has no listed video" in format_plan(plan)

@@ -152,3 +152,22 @@ def test_without_hard_links_the_cache_copies(videos, micro_clip, tmp_path, monke
     assert (stats["reused"], stats["videos"]) == (2, 0)
     assert "copied into it" in caplog.text
 
+
+
+def test_a_size_limit_prunes_the_oldest_rows_and_says_so(videos, micro_clip, tmp_path):
+    import os
+    from pipeline.cache import Run, prune
+    _, flow_cfg = _cfgs(micro_clip)
+    pool = tmp_path / "pool"
+    for i, name in enumerate(["v0", "v1", "v2"]):
+        extract_flow(_probes(videos, [name]), tmp_path / f"{name}.h5", flow_cfg, CPU, progress=False, reuse=pool)
+        (tmp_path / f"{name}.h5").unlink()
+    files = sorted((pool / "flow").glob("*.h5"), key=lambda p: p.stat().st_mtime)
+    for age, path in enumerate(files):  # oldest first
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    settings = read_index(files[0])[0]
+    wants_all = Run("r", tmp_path, pool, rows={("flow", settings, fp) for f in files for fp in read_index(f)[1]})
+    size = files[0].stat().st_blocks * 512
+    lines = prune(pool, [wants_all], dry_run=False, max_bytes=2 * size + size // 2)
+    assert not files[0].exists() and files[1].exists() and files[2].exists()
+    assert "oldest over the size limit" in lines[0] and lines[-1].startswith("freed")

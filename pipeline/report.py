@@ -65,6 +65,7 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     if not rows:
         raise ValueError("no head metrics to summarise")
     if all(r.get("no_metrics") for r in rows):
+        experiments(rows, ("mAP", "macro mAP"), out_dir / "experiments.csv")  # every entry, no metric
         return no_metrics_summary(rows, out_dir, counts)
     rows = [r for r in rows if not r.get("no_metrics")]
     multilabel = "mAP_micro" in rows[0]

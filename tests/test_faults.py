@@ -157,6 +157,7 @@ def test_no_readable_video_in_the_evaluation_split(tmp_path, demo_dir):
     assert summary.startswith("# No metrics on split `test`") and "no readable video" in summary
     assert "2 videos listed in this split: 0 missing" in summary and "2 skipped as unreadable" in summary
     assert "Heads trained, none evaluated: motion_linear, zero_shot." in summary
+    assert (res / "reports" / "experiments.csv").read_text().startswith("name,type,group")
     for head in ("motion_linear", "zero_shot"):
         log = (res / "logs" / "heads" / f"{head}.log").read_text()
         assert log.count("no readable video in the evaluation split") == 1 and "Traceback" not in log

@@ -119,13 +119,14 @@ def copy_workflow(dest: Path, demo_clip: bool = True) -> Path:
 
 
 def copy_run(src: Path, dest: Path) -> Path:
-    """A finished project folder copied for a test to change (``cp -a``): feature shards and
-    videos hard-linked (never written in place: a job that re-makes one unlinks it first),
-    everything else copied, Snakemake's metadata included."""
+    """A finished project folder copied for a test to change (``cp -a``): feature shards
+    hard-linked (never written in place: a job that re-makes one unlinks it first), everything
+    else copied, Snakemake's metadata included. Videos are copied, not linked: a new link
+    changes a file's ctime, which the shared run's probe would rightly take for a new file."""
     import os
 
     def link_or_copy(a, b):
-        if a.endswith((".h5", ".mp4", ".avi")):
+        if a.endswith(".h5"):
             os.link(a, b)
         else:
             shutil.copy2(a, b)

@@ -130,8 +130,9 @@ def expected_attrs(config: dict) -> dict:
 def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str, bool]]:
     """Feature shards of a run folder that cannot be current: ``(path, why, in_plan)``. In the
     plan: damaged, made with other settings than the config's, or motion features whose student
-    is gone (a real run makes them again: the workflow forces their jobs). Outside it: a split or shard number the config no longer
-    has (a real run sets them aside into the cache, :func:`set_aside`). Reads, never writes."""
+    is gone (a real run makes them again: the workflow forces their jobs). Outside it: a split
+    or shard number the config no longer has (a real run sets them aside into the cache,
+    :func:`adopt_into_cache`). Reads, never writes."""
     results = Path(results)
     student = results / "models" / "moclip" / "student.pt"
     found = []

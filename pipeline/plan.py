@@ -31,9 +31,18 @@ H100_SOURCE = "one H100 (docs/benchmarks.md, commit 8a26edf)"
 SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
 
 
-def _probe_tables(results: Path, split: str, shards: int) -> list[Path]:
+def _probe_tables(results: Path, split: str) -> list[Path]:
     """The split's probe tables the run has written, for any shard count."""
     return sorted(Path(p) for p in glob(shard_path(results, "probe", split, "*")))
+
+
+def _per_video(probes: list) -> tuple[list, float, float, float]:
+    """(the readable probes, their share, their mean rows and mean frames per video)."""
+    ok = [p for p in probes if p.readable]
+    if not ok:
+        return ok, 0.0, 0.0, 0.0
+    return ok, len(ok) / len(probes), float(np.mean([len(p.sampled) for p in ok])), \
+        float(np.mean([p.frames for p in ok]))
 
 
 def _spread(items: list, n: int) -> list:
@@ -48,7 +57,7 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
     and the probes of the sample videos (for the flow measurement)."""
     from .annotations import listed_videos
     from .video import probe_video, read_probes, sampling_plan
-    ds, shards = config["dataset"], config["shards"]
+    ds = config["dataset"]
     results = workdir / "results" / ds["name"]
     if ds["format"] == "demo" and not Path(ds["annotations"]).is_file():
         from .demo import demo_split  # the run writes the demo's videos: the config sizes them
@@ -61,17 +70,14 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
     for split in sorted({v["split"] for v in listed}):
         videos = [v for v in listed if v["split"] == split]
         present = [v for v in videos if v["present"]]
-        tables = _probe_tables(results, split, shards)
+        tables = _probe_tables(results, split)
         info = {"listed": len(videos), "present": len(present)}
         listed_ids = {v.get("video_id") for v in videos}
-        got = [p for t in tables for p in read_probes(t) if p.video_id in listed_ids] if tables else []
+        got = [p for t in tables for p in read_probes(t) if p.video_id in listed_ids]
         if got:
             # the run's probe tables, for the videos still listed; new ones at their mean
             new = len(present) - len(got)
-            ok = [p for p in got if p.readable]
-            share = len(ok) / len(got)
-            per_rows = np.mean([len(p.sampled) for p in ok]) if ok else 0.0
-            per_frames = np.mean([p.frames for p in ok]) if ok else 0.0
+            ok, share, per_rows, per_frames = _per_video(got)
             extra = round(max(0, new) * share)
             info.update(videos=len(ok) + extra, rows=int(sum(len(p.sampled) for p in ok) + per_rows * extra),
                         frames=int(sum(p.frames for p in ok) + per_frames * extra),
@@ -82,10 +88,7 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
         elif present:
             picked = [probe_video(Path(ds["videos"]) / v["path"], v["video_id"], config["sampling"])
                       for v in _spread(present, sample)]
-            ok = [p for p in picked if p.readable]
-            share = len(ok) / len(picked)
-            per_rows = np.mean([len(p.sampled) for p in ok]) if ok else 0.0
-            per_frames = np.mean([p.frames for p in ok]) if ok else 0.0
+            ok, share, per_rows, per_frames = _per_video(picked)
             n = round(len(present) * share)
             info.update(videos=n, rows=int(per_rows * n), frames=int(per_frames * n),
                         source=f"estimated from {len(picked)} probed videos ({len(ok)} readable)")

@@ -48,6 +48,22 @@ def open_clip_module():
     return open_clip
 
 
+def embed_dim(name: str) -> int | None:
+    """The embedding width of open_clip model ``name``, read from its config file (open_clip's
+    own and the demo's) without importing open_clip, so that planning needs no torch; a model
+    open_clip knows only at run time (a hub config) is asked of open_clip itself."""
+    import importlib.util
+    import json
+    spec = importlib.util.find_spec("open_clip")
+    folders = [CONFIG_DIR] + [Path(p) / "model_configs" for p in
+                              (spec.submodule_search_locations or [] if spec else [])]
+    for folder in folders:
+        if (folder / f"{name}.json").is_file():
+            return int(json.loads((folder / f"{name}.json").read_text())["embed_dim"])
+    cfg = open_clip_module().get_model_config(name)
+    return int(cfg["embed_dim"]) if cfg else None
+
+
 def weights_identity(pretrained: str | None) -> str:
     """What the provenance records: the tag, ``sha256:<hex>`` of a local file, or ``random``."""
     if pretrained is None:

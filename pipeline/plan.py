@@ -4,10 +4,11 @@ Per stage and split: jobs, videos, rows, disk and device-hours, and what each jo
 scheduler for. Rows come from the probe tables when the run has written them, else from
 probing a sample of the listed videos (the same probe the run uses), else from an assumed
 length that the plan states. Bytes per row are measured by writing real shards with the
-configured sizes, dtypes and compression; flow's compression is measured on flow the
-configured size computes from the sample videos (OpenCV's DIS stands in for a flow model,
-which a login node cannot run quickly). Rates come from a ``bench`` CSV or from the figures
-it names.
+configured sizes, dtypes and compression; flow's compression is read off the run's own flow
+shards, or (``--measure-flow``) measured on flow computed from the sample videos (OpenCV's DIS
+stands in for a flow model, which a login node cannot run quickly), or assumed, as it says.
+Rates come from a ``bench`` CSV or from the figures it names. It imports neither torch nor
+OpenCV unless ``--measure-flow`` asks, so it runs on a login node without the GPU stack.
 """
 from __future__ import annotations
 
@@ -147,23 +148,48 @@ def shard_bytes(layout: dict, videos: float, rows: float) -> float:
     return layout["file"] + videos * layout["per_video"] + index_bytes(rows) + stored * layout["per_row"]
 
 
-def measure_flow(config: dict, probes: list, tmp: Path) -> dict:
-    """Flow's layout, its compression measured on real flow rows of the sample videos."""
-    from .compute import pick_device
-    from .features.flow import extract_flow
+def _run_flow_rows(config: dict, workdir: Path, layout: dict) -> tuple[float, int, str] | None:
+    """(bytes of rows, rows, backend) of the run's own current flow shards (their files, video
+    entries and index left out, as ``layout`` measured them), or None when it has none."""
+    from .freshness import expected_attrs, stale_reason
+    results = workdir / "results" / config["dataset"]["name"]
+    expect = expected_attrs(config)["flow"]
+    data, rows = 0.0, 0
+    for path in sorted(map(Path, glob(shard_path(results, "flow", "*", "*")))):
+        if stale_reason(path, expect) is None:
+            import h5py
+            with h5py.File(path, "r") as f:
+                n, videos = int(f["offsets"][-1]), len(f["offsets"]) - 1
+            data += _file_size(path) - layout["file"] - layout["per_video"] * videos - index_bytes(n)
+            rows += n
+    return (data, rows, expect["model"]) if rows else None
+
+
+def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: bool) -> dict:
+    """Flow's layout: bytes per row from the run's own flow shards when it has them, else (with
+    ``measure``) flow computed on the sample videos, else an assumed compression. Only
+    ``measure`` loads OpenCV."""
     cfg = config["flow"]
     size = cfg["size"]
     raw = 2 * size * size
     layout = measure_layout("flow", (2, size, size), np.uint8, tmp)
+    chunk_record = layout["per_row"] - raw  # a chunk's entry in the B-tree
+    if own := _run_flow_rows(config, workdir, layout):
+        data, rows, backend = own
+        layout["per_row"] = data / rows
+        layout["source"] = (f"measured: the run's own {backend} flow shards ({rows} rows, {size} "
+                            f"px, {(layout['per_row'] - chunk_record) / raw:.0%} of raw)")
+        return layout
     stand_in = cfg["backend"] if cfg["backend"] != "ptlflow" else "dis"
     short = [dataclasses.replace(p, sampled=p.sampled[:SAMPLE_ROWS]) for p in probes]
     short = [p for p in short if p.sampled]
-    if short:
+    if measure and short:
+        from .compute import pick_device
+        from .features.flow import extract_flow
         out = tmp / "flow-sample.h5"
         stats = extract_flow(short, out, {**cfg, "backend": stand_in}, pick_device("cpu"), progress=False)
         rows, done = stats["frames"], stats["videos"]
         if rows > 0:
-            chunk_record = layout["per_row"] - raw  # a chunk's entry in the B-tree
             layout["per_row"] = (_file_size(out) - layout["file"] - layout["per_video"] * done
                                  - index_bytes(rows)) / rows
             what = cfg["backend"] if stand_in == cfg["backend"] else f"{cfg['model']} (DIS stands in)"
@@ -171,17 +197,19 @@ def measure_flow(config: dict, probes: list, tmp: Path) -> dict:
                                 f"{size} px, gzip ({(layout['per_row'] - chunk_record) / raw:.0%} of raw)")
             return layout
     layout["per_row"] += -0.86 * raw  # DIS at 224 px on real clips: about 14 KB of 100 KB
-    layout["source"] = "assumed: 14% of raw (measured on real clips with DIS at 224 px); no video to measure"
+    layout["source"] = ("assumed: 14% of raw (measured on real clips with DIS at 224 px); "
+                        + ("no video to measure" if measure else "--measure-flow measures it "
+                           "on the sample videos (OpenCV)"))
     return layout
 
 
-def stream_layouts(config: dict, probes: list) -> dict:
+def stream_layouts(config: dict, probes: list, workdir: Path = Path("."),
+                   measure: bool = False) -> dict:
     """Per stream (clip, flow, motion): bytes per empty file, per video and per row."""
-    from .factory import open_clip_module
-    model_cfg = open_clip_module().get_model_config(config["clip"]["model"])
-    if model_cfg is None:
+    from .factory import embed_dim
+    dim = embed_dim(config["clip"]["model"])
+    if dim is None:
         raise ValueError(f"clip.model {config['clip']['model']!r} is not an open_clip model")
-    dim = model_cfg["embed_dim"]
     clip_dtype = np.float16 if config["clip"]["dtype"] == "float16" else np.float32
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -189,7 +217,7 @@ def stream_layouts(config: dict, probes: list) -> dict:
         clip["source"] = f"measured: {dim}-d {np.dtype(clip_dtype).name}, uncompressed"
         motion = measure_layout("motion", (dim,), np.float16, tmp)
         motion["source"] = f"measured: {dim}-d float16, uncompressed"
-        flow = measure_flow(config, probes, tmp)
+        flow = measure_flow(config, probes, tmp, workdir, measure)
     return {"clip": clip, "flow": flow, "motion": motion}
 
 
@@ -321,10 +349,10 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
 
 
 def make_plan(config: dict, workdir=".", bench: str | None = None, sample: int = 16,
-              assume: tuple[int, float] = (300, 30.0)) -> dict:
+              assume: tuple[int, float] = (300, 30.0), measure_flow: bool = False) -> dict:
     workdir = Path(workdir)
     splits, probes = split_rows(config, workdir, sample, assume)
-    layouts = stream_layouts(config, probes)
+    layouts = stream_layouts(config, probes, workdir, measure_flow)
     rate, rate_source = rates(config, read_bench(bench) if bench else None)
     stages = stage_rows(config, splits, layouts, rate)
     streams = {k: {"bytes_per_row": round(v["per_row"], 1), "source": v["source"],

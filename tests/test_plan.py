@@ -126,3 +126,36 @@ def test_a_plan_warns_of_a_split_with_no_readable_video():
     assert "WARNING: split 'test' has no readable video (2 listed, 0 found" in text
     plan["eval_split"] = "val"
     assert "WARNING: dataset.eval_split 'val' has no listed video" in format_plan(plan)
+
+
+LIGHT = ("import sys\nfrom pipeline.cli import main\ntry:\n    main(sys.argv[1:])\n"
+         "except SystemExit:\n    pass\n"
+         "print('LOADED', sorted(m for m in ('torch', 'cv2') if m in sys.modules), file=sys.stderr)")
+
+
+def test_planning_commands_import_neither_torch_nor_opencv(tmp_path, demo_dir):
+    """samples, probe, config and plan on a login node: no GPU stack loaded (plan measures flow
+    with OpenCV only when --measure-flow asks, and says so)."""
+    import subprocess
+    import sys
+    cfg = {"dataset": {"name": "light", "format": "csv", "videos": str(demo_dir / "videos"),
+                       "classes": str(demo_dir / "classes.csv"), "annotations": "ann.csv",
+                       "eval_split": "test", "val_split": None}}
+    (tmp_path / "ann.csv").write_text("video,split,labels\n" + "".join(
+        f"clip_{i:03d}.mp4,{'train' if i < 4 else 'test'},moving left\n" for i in range(6)))
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
+    ds = json.dumps({**cfg["dataset"], "annotations": str(tmp_path / "ann.csv")})
+
+    def loaded(*args):
+        proc = subprocess.run([sys.executable, "-c", LIGHT, *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, env={**__import__("os").environ,
+                                                                   "PYTHONPATH": str(ROOT)})
+        assert "error" not in proc.stderr.lower(), proc.stderr[-2000:]
+        return proc.stderr.strip().splitlines()[-1]
+    assert loaded("config", "--configfile", "my.yaml") == "LOADED []"
+    assert loaded("samples", "--params", ds, "--out", "s") == "LOADED []"
+    assert loaded("probe", "--samples", "s/samples.tsv", "--videos", demo_dir / "videos",
+                  "--split", "train", "--shard", "0", "--params", "{}", "--out", "p.tsv") == "LOADED []"
+    assert loaded("plan", "--configfile", "my.yaml", "--json", "plan.json") == "LOADED []"
+    assert "--measure-flow" in json.loads((tmp_path / "plan.json").read_text())["streams"]["flow"]["source"]
+    assert loaded("plan", "--configfile", "my.yaml", "--measure-flow") == "LOADED ['cv2', 'torch']"

@@ -114,8 +114,11 @@ def cmd_bench_heads(a):
          "device-hours per stage and split, and each job's resources",
          CONFIG_FILES, CONFIG_OVERRIDES,
          arg("--bench", help="a `bench --csv` file: device-hours at its measured rates"),
-         arg("--sample", type=int, default=16, help="videos probed (and their flow measured) when "
-             "the run has no probe tables yet"),
+         arg("--sample", type=int, default=16, help="videos probed when the run has no probe "
+             "tables yet"),
+         arg("--measure-flow", action="store_true", help="measure flow's compression on the "
+             "sample videos when the run has no flow shards yet (loads OpenCV; otherwise an "
+             "assumed ratio, which the plan names)"),
          arg("--frames-per-video", type=int, default=300, help="assumed length when no listed "
              "video is found (at --fps)"),
          arg("--fps", type=float, default=30.0),
@@ -127,7 +130,7 @@ def cmd_plan(a):
     from ..plan import PlanError, format_plan, make_plan
     config, _ = resolve_config(a.configfile or [], parse_overrides(a.config))
     try:
-        plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps))
+        plan = make_plan(config, ".", a.bench, a.sample, (a.frames_per_video, a.fps), a.measure_flow)
     except PlanError as e:
         raise PipelineError(str(e)) from None
     print(format_plan(plan))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from .files import copy_workflow
 
 
 def write_dataset(folder: Path, n: int) -> dict:
@@ -58,9 +57,7 @@ def main(argv=None) -> None:
     for n in a.videos:
         with tempfile.TemporaryDirectory(dir=a.work) as tmp:
             work = Path(tmp)
-            for name in ("Snakefile", "workflow", "pipeline", "envs"):
-                src = ROOT / name
-                (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+            copy_workflow(work)
             cfg = {"dataset": write_dataset(work / "data", n), "shards": a.shards, "heads": {}}
             (work / "config.yaml").write_text(yaml.safe_dump(cfg))
             py = sys.executable

@@ -47,3 +47,22 @@ def sha256_of(path: str | Path, limit: int | None = None) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:limit] if limit else h.hexdigest()
+
+
+WORKFLOW = ("Snakefile", "workflow", "pipeline", "envs")  # what a project folder runs
+
+
+def copy_workflow(dest, root=None) -> Path:
+    """The workflow (Snakefile, rules, package, envs) copied into ``dest``, to run Snakemake
+    there in isolation: the benchmarks' and the tests' throw-away projects."""
+    import shutil
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    dest = Path(dest)
+    for name in WORKFLOW:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy(src, dest / name)
+    return dest

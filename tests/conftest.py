@@ -105,24 +105,21 @@ def trained_demo_clip() -> Path:
 def copy_workflow(dest: Path, demo_clip: bool = True) -> Path:
     """A copy of the workflow (Snakefile, rules, package) to run Snakemake in isolation; with
     ``demo_clip``, the demo's CLIP checkpoint is already in place (:func:`trained_demo_clip`)."""
-    for name in ("Snakefile", "workflow", "pipeline", "envs"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dest / name)
+    from pipeline.files import copy_workflow as copy
+    copy(dest, ROOT)
     if demo_clip:
         (dest / "data" / "demo").mkdir(parents=True, exist_ok=True)
         shutil.copy(trained_demo_clip(), dest / "data" / "demo" / "demo_clip.pt")
     return dest
 
 
-def copy_run(src: Path, dest: Path) -> Path:
+def copy_run(src: Path, dest: Path, videos: str = "data/demo/videos") -> Path:
     """A finished project folder copied for a test to change (``cp -a``): feature shards
     hard-linked (never written in place: a job that re-makes one unlinks it first), everything
-    else copied, Snakemake's metadata included. Videos are copied, not linked: a new link
-    changes a file's ctime, which the shared run's probe would rightly take for a new file."""
+    else copied, Snakemake's metadata included. The ``videos`` folder is a symbolic link to the
+    source's, which the copy only reads: its files keep their inode and ctime, so the copy's
+    probes are as current as the source's (a copied or newly linked file is rightly taken for a
+    new one and probed again). A test that changes videos works on its own run."""
     import os
 
     def link_or_copy(a, b):
@@ -130,7 +127,11 @@ def copy_run(src: Path, dest: Path) -> Path:
             os.link(a, b)
         else:
             shutil.copy2(a, b)
-    shutil.copytree(src, dest, symlinks=True, copy_function=link_or_copy)
+    shared = Path(src) / videos
+    shutil.copytree(src, dest, symlinks=True, copy_function=link_or_copy,
+                    ignore=lambda folder, names: [n for n in names if Path(folder) / n == shared])
+    if shared.is_dir():
+        os.symlink(shared, Path(dest) / videos)
     return dest
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -147,7 +148,6 @@ def _descendants(pid: int) -> list[int]:
 
 def _kill_descendant(proc, pattern: str) -> None:
     """SIGKILL the process of this test's ``proc`` tree whose command line has ``pattern``."""
-    import signal
     for pid in _descendants(proc.pid):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -165,16 +165,23 @@ def test_a_second_invocation_leaves_a_running_run_green(run):
     trial = "sampling={mode: uniform, frames: 6}"
     a = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "features",
                           "--config", trial], cwd=run, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     feat = run / RES / "features" / "clip"
     deadline = time.time() + 300
     while time.time() < deadline and a.poll() is None and \
             not any(p.stat().st_mtime > since for p in feat.glob("*/shard-*.h5")):
         time.sleep(0.2)
     assert a.poll() is None, "the run ended before the second invocation could start"
-    published = {p: p.stat().st_ino for p in feat.glob("*/shard-*.h5") if p.stat().st_mtime > since}
-    snakemake(run, "-n", "features", "--config", "shards=1", check=False)
-    b = snakemake(run, "features", "--config", "shards=1", check=False)
+    # A is paused (its own process group: nothing else is signalled) so that the second
+    # invocation meets it running however fast this machine is.
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        published = {p: p.stat().st_ino for p in feat.glob("*/shard-*.h5")
+                     if p.stat().st_mtime > since}
+        snakemake(run, "-n", "features", "--config", "shards=1", check=False)
+        b = snakemake(run, "features", "--config", "shards=1", check=False)
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
     said = (b.stdout + b.stderr).lower()  # Snakemake refuses it: the lock, or A's running jobs
     assert b.returncode != 0 and ("lock" in said or "incomplete" in said), said[-2000:]
     assert all(p.exists() and p.stat().st_ino == ino for p, ino in published.items())

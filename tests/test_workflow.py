@@ -1,4 +1,12 @@
-"""The Snakefile end to end on the demo data set (a real Snakemake run in a temporary copy)."""
+"""The Snakefile end to end on the demo data set (a real Snakemake run in a temporary copy).
+
+End-to-end scenarios: the session's demo run (the default job, `snakemake --cores 2`) and what
+it wrote (probe tables, rows aligned with the probe plan, the student's linear probe, heads,
+report, predictions, every file a declared output); a finished run has nothing to do; a
+student, head, speed-setting or eval-split change re-runs only what it decides (dry runs of
+the shared run, its config put back); base-to-novel and the Animal-CLIP/AnimalMotionCLIP
+variants on its cached features; a csv data set without a val split and with a split named
+with a space, run to a head and the student; dry runs and lint of copies of the checkout."""
 
 import re
 

@@ -67,12 +67,22 @@ def pool_index(pool: Path, settings: str, shards=()) -> dict[str, Source]:
     return found
 
 
+def _open(files: dict, path: Path):
+    """The job's one read handle on a cache or shard file, or None when it is gone (pruned by
+    another job since its index was read: its videos are decoded instead)."""
+    if path not in files:
+        try:
+            files[path] = h5py.File(path, "r")
+        except OSError:
+            return None
+    return files[path]
+
+
 def copy_rows(writer: FeatureWriter, video_id: str, fingerprint: str, src: Source,
               files: dict) -> np.ndarray:
-    """Append a video's rows from ``src`` to ``writer``; returns their frame indices. Rows kept
-    compressed one per chunk (flow) are copied as stored chunks: no second compression."""
-    if src.path not in files:
-        files[src.path] = h5py.File(src.path, "r")
+    """Append a video's rows from ``src`` (open in ``files``) to ``writer``; returns their frame
+    indices. Rows kept compressed one per chunk (flow) are copied as stored chunks: no second
+    compression."""
     f = files[src.path]
     a, b = src.start, src.stop
     data = f["data"]
@@ -120,13 +130,10 @@ def run_shards(path: Path) -> list[Path]:
 
 
 def _same_frames(probe, sources: dict, files: dict) -> bool:
+    """Whether every source holds the rows of the frames the probe plans (and can be read)."""
     for src in sources.values():
-        if src.path not in files:
-            try:
-                files[src.path] = h5py.File(src.path, "r")
-            except OSError:  # pruned by another job since the index was read: decode it
-                return False
-        if list(files[src.path]["frame_index"][src.start:src.stop]) != list(probe.sampled):
+        f = _open(files, src.path)
+        if f is None or list(f["frame_index"][src.start:src.stop]) != list(probe.sampled):
             return False
     return True
 
@@ -155,31 +162,43 @@ def shard_job(writers: dict[str, FeatureWriter], probes: list, desc: str, progre
 _SAID: set = set()
 
 
+def _cached_name(path: Path, pool: Path) -> Path:
+    """Where the cache keeps a shard's rows: ``<pool>/<kind>/<content hash>.h5``."""
+    from ..store import read_attrs
+    attrs = read_attrs(path)
+    return Path(pool) / attrs["kind"] / f"{attrs['content_sha256'][:32]}.h5"
+
+
+def _place(path: Path, target: Path, put=None) -> None:
+    """Hard-link (or ``put``) ``path`` at ``target`` through a temporary name and one atomic
+    rename: another run never sees half a file."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        (put or os.link)(path, temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def publish(path: Path, pool: Path | None) -> str | None:
     """Put a published shard's rows into the cache, named by their content hash: a hard link
     (no disk), else a copy. Returns "linked", "copied" or None (already there)."""
     if pool is None:
         return None
-    from ..store import read_attrs
-    attrs = read_attrs(path)
-    folder = Path(pool) / attrs["kind"]
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{attrs['content_sha256'][:32]}.h5"
+    target = _cached_name(path, pool)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and (os.path.samefile(path, target) or read_index(target) is not None):
         return None
-    temp = folder / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
-        os.link(path, temp)
-        how = "linked"
+        _place(path, target)
+        return "linked"
     except OSError as e:
         if "copy" not in _SAID:
             log.warning("cache %s: no hard links from %s (%s); shards are copied into it, which "
                         "costs their disk twice", pool, path.parent, e.strerror or e)
             _SAID.add("copy")
-        shutil.copyfile(path, temp)
-        how = "copied"
-    os.replace(temp, target)  # atomic: another run never sees half a file
-    return how
+    _place(path, target, shutil.copyfile)
+    return "copied"
 
 
 def adopt(shards, pool: Path) -> dict:
@@ -188,23 +207,17 @@ def adopt(shards, pool: Path) -> dict:
     turned back into a link to it (a project copied with ``cp -r`` stores its rows twice).
     Returns counts: linked, copied, relinked."""
     counts = {"linked": 0, "copied": 0, "relinked": 0}
-    for path in shards:
-        if read_index(Path(path)) is None:
+    for path in map(Path, shards):
+        if read_index(path) is None:
             continue
-        from ..store import read_attrs
-        attrs = read_attrs(path)
-        target = Path(pool) / attrs["kind"] / f"{attrs['content_sha256'][:32]}.h5"
+        target = _cached_name(path, pool)
         if target.exists() and not os.path.samefile(path, target) and \
-                target.stat().st_size == Path(path).stat().st_size:
-            temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
-            try:
-                os.link(path, temp)
-                os.replace(temp, target)
+                target.stat().st_size == path.stat().st_size:
+            with contextlib.suppress(OSError):
+                _place(path, target)
                 counts["relinked"] += 1
-            except OSError:
-                pass
             continue
-        how = publish(Path(path), pool)
+        how = publish(path, pool)
         if how:
             counts[how] += 1
     return counts

@@ -43,7 +43,8 @@ def arrays(run: Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
+# session-scoped: pytest makes wider fixtures first, and this one must skip before the demo run
+@pytest.fixture(scope="session")
 def slurm():
     if not (os.environ.get("CI") or os.environ.get("PIPELINE_TEST_SLURM")):
         pytest.skip("the SLURM test installs and configures SLURM on this machine: it runs in "

@@ -2,6 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
+# The tests run in this many processes (pytest-xdist), each test file whole in one of them; the
+# session's demo run is made once and shared (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,11 +22,11 @@ demo: $(VENV)/.installed  ## install, then run the default job (the bundled demo
 	. $(VENV)/bin/activate && snakemake --cores $(CORES)
 
 test: $(VENV)/.installed  ## install, then run the test suite (exit code 5, no tests, is a failure)
-	. $(VENV)/bin/activate && python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	. $(VENV)/bin/activate && python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-quick: $(VENV)/.installed  ## install, then the tests that run no workflow (-m "not slow")
-	. $(VENV)/bin/activate && python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	. $(VENV)/bin/activate && python -m pytest $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The SLURM test installs SLURM (root, Debian packages) and writes /etc/slurm (kept and restored);

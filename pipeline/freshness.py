@@ -69,13 +69,12 @@ def stale_reason(path, expect: dict) -> str | None:
     """Why an existing feature shard cannot be current, or None: not HDF5, truncated,
     incomplete, or made with attributes other than ``expect`` (kind, model, sampling, ...)."""
     import h5py
+    from .store import incomplete
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            if not attrs.get("complete") or "offsets" not in f or "data" not in f:
-                return "incomplete (its writer was interrupted)"
-            if f["offsets"][-1] != f["data"].shape[0]:
-                return "damaged (its index and data disagree)"
+            if why := incomplete(f, needs=("offsets", "data")):
+                return why
     except OSError as e:
         return f"not a readable HDF5 file ({str(e).splitlines()[0][:80]})"
     for key, want in expect.items():

@@ -212,6 +212,18 @@ def read_attrs(path) -> dict:
         return file_attrs(f)
 
 
+def incomplete(f: h5py.File, needs=("offsets", "data", "video_ids")) -> str | None:
+    """Why an open feature file is not whole, or None: its writer was interrupted (no
+    ``complete`` mark, a dataset missing) or its index and data disagree. The one check every
+    reader of shards and cache files applies."""
+    if not f.attrs.get("complete") or any(name not in f for name in needs):
+        return "incomplete (its writer was interrupted)"
+    if f["offsets"][-1] != f["data"].shape[0]:
+        return (f"damaged (its index covers {f['offsets'][-1]} rows, its data has "
+                f"{f['data'].shape[0]})")
+    return None
+
+
 def open_store(path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
@@ -262,12 +274,8 @@ class FeatureReader:
             raise StoreError(f"{path}: feature schema version {attrs.get('schema_version')}, this "
                              f"pipeline reads version {SCHEMA_VERSION}; re-run its stage")
         check_kind(path, attrs, kind)
-        if not attrs.get("complete") or "offsets" not in f or "video_ids" not in f:
-            raise StoreError(f"{path}: incomplete feature file (its writer was interrupted); "
-                             f"delete it and re-run its stage")
-        if f["offsets"][-1] != f["data"].shape[0]:
-            raise StoreError(f"{path}: index covers {f['offsets'][-1]} rows but data has "
-                             f"{f['data'].shape[0]}; the file is damaged, re-run its stage")
+        if why := incomplete(f):
+            raise StoreError(f"{path}: {why}; delete it and re-run its stage")
         check_expected(path, attrs, expect)
 
     def require(self, expect: dict) -> None:

@@ -104,3 +104,34 @@ def test_partial_file_given_as_input_is_refused(tmp_path):
     with pytest.raises(StoreError, match="incomplete|truncated"):
         FeatureReader([tmp_path / "x.h5.partial"])
     w.abort()
+
+
+@pytest.mark.parametrize("fault", ["whole", "no complete mark", "index past the data",
+                                   "data missing"])
+def test_every_reader_judges_a_shard_whole_or_not_alike(tmp_path, fault):
+    """The reader, the cache's index and the workflow's freshness check apply one
+    completeness check (pipeline.store.incomplete): they accept and refuse the same files."""
+    import shutil
+    from pipeline.features.reuse import read_index
+    from pipeline.freshness import stale_reason
+    path = write(tmp_path / "a.h5", [("v1", 3), ("v2", 5)])
+    with FeatureWriter(tmp_path / "b.h5", "clip", (4,), np.float16, {"model": "m"}) as w:
+        w.add("v9", [0], [0.0], np.zeros((1, 4)), "sha256:" + "1" * 64)
+    shutil.copy(tmp_path / "b.h5", path)  # fingerprints: the cache indexes rows by them
+    with h5py.File(path, "a") as f:
+        if fault == "no complete mark":
+            del f.attrs["complete"]
+        elif fault == "index past the data":
+            f["offsets"][-1] = 7
+        elif fault == "data missing":
+            del f["data"]
+    refused = []
+    try:
+        FeatureReader([path])
+    except StoreError:
+        refused.append("reader")
+    if read_index(path) is None:
+        refused.append("cache")
+    if stale_reason(path, {}) is not None:
+        refused.append("freshness")
+    assert refused == ([] if fault == "whole" else ["reader", "cache", "freshness"]), refused

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..store import FeatureWriter, StoreError, decode_attr, open_store
+from ..store import FeatureWriter, StoreError, decode_attr, incomplete, open_store
 
 log = logging.getLogger("pipeline")
 
@@ -42,12 +42,10 @@ def read_index(path: Path):
     """(settings, {fingerprint: (start, stop)}) of a pool file, or None if it is unusable."""
     try:
         with open_store(path) as f:
+            if incomplete(f, needs=("offsets", "data", "fingerprints")):
+                return None
             attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
-            if not attrs.get("complete") or "fingerprints" not in f or "offsets" not in f:
-                return None
             offsets = f["offsets"][:]
-            if offsets[-1] != f["data"].shape[0]:
-                return None
             prints = [v.decode() if isinstance(v, bytes) else v for v in f["fingerprints"][:]]
     except (StoreError, OSError, KeyError):
         return None

@@ -93,18 +93,23 @@ def pytest_configure(config):
 
 
 @contextlib.contextmanager
-def _shared(name: str):
+def _shared(name: str, wait: bool = True):
     """Held while the session's shared ``name`` is made or checked: across xdist workers, an
-    exclusive file lock; in a plain session, nothing to wait for."""
+    exclusive file lock (yields whether it is held: with ``wait=False`` another worker may
+    hold it); in a plain session, nothing to wait for."""
     if "shared" not in _DEMO:
-        yield
+        yield True
         return
     import fcntl
     _DEMO["shared"].mkdir(parents=True, exist_ok=True)
     with open(_DEMO["shared"] / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -133,9 +138,15 @@ def trained_demo_clip() -> Path:
     """The demo's CLIP checkpoint, trained once per session by the demo run's own rule (the
     demo run then finds it made), and shared by the workflow copies."""
     ckpt = _demo_work() / "data" / "demo" / "demo_clip.pt"
-    with _shared("demo"):
+    # Written whole or not at all (files.replacing): once it is there it is done, even while
+    # another worker's demo run, which made it first, goes on.
+    while not ckpt.is_file():
+        with _shared("demo", wait=False) as mine:
+            if mine and not ckpt.is_file():
+                snakemake(_demo_work(), "data/demo/demo_clip.pt")
         if not ckpt.is_file():
-            snakemake(_demo_work(), "data/demo/demo_clip.pt")
+            import time
+            time.sleep(1)
     return ckpt
 
 

@@ -52,6 +52,8 @@ def slurm():
     if os.geteuid() != 0 or shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("a local SLURM needs root and Debian's packages")
     before = subprocess.run(["pgrep", "-u", "munge", "munged"], capture_output=True, text=True).stdout.split()
+    configs = {f: f.read_bytes() if f.is_file() else None
+               for f in (Path("/etc/slurm/slurm.conf"), Path("/etc/slurm/gres.conf"))}
     proc = subprocess.run(["bash", str(SLURM_SH), "up"], capture_output=True, text=True)
     if proc.returncode != 0:
         print("\n" + "!" * 70 + "\nSLURM COULD NOT BE STARTED: the cluster test is SKIPPED\n"
@@ -61,6 +63,8 @@ def slurm():
     subprocess.run(["bash", str(SLURM_SH), "down"])
     for pid in before:  # a munged that ran before the test is not the test's to stop
         assert Path(f"/proc/{pid}").exists(), f"munged {pid} was running before and was stopped"
+    for f, data in configs.items():  # as before: a config left behind slows every SLURM client
+        assert (f.read_bytes() if f.is_file() else None) == data, f"{f} was not put back"
 
 
 @pytest.mark.slurm

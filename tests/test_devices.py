@@ -1,5 +1,8 @@
 """One GPU per job: concurrent jobs claim distinct devices from the run's pool, simulated here
-with device ids (no GPU needed); a killed job's device is free again."""
+with device ids (no GPU needed); a killed job's device is free again.
+
+End-to-end scenario: a real Snakemake run of four extraction jobs on two simulated GPUs and
+four cores holds at most two of them at once."""
 import json
 import signal
 import subprocess

@@ -1,5 +1,8 @@
 """Config layering: a user's --configfile replaces the demo's config.yaml; schema defaults fill
-the rest; `python -m pipeline config` prints what the run uses and where each value came from."""
+the rest; `python -m pipeline config` prints what the run uses and where each value came from.
+
+End-to-end scenarios: a config that gives only its data set builds its DAG without the demo; a
+nested --config value reaches a real run with the schema's type."""
 import shutil
 
 import pytest

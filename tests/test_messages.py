@@ -1,4 +1,8 @@
-"""Crashes where a message belongs: each bad input gets one line that says what to do."""
+"""Crashes where a message belongs: each bad input gets one line that says what to do.
+
+End-to-end scenarios (on copies of the session's demo run): predict with a bad --top-k, an
+empty folder or a missing student; a frames-only head beside a corrupt flow shard; a truncated
+evaluation shard stops the head before it trains."""
 import json
 import shutil
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from pipeline.plan import measure_layout, shard_bytes
+from pipeline.plan_disk import measure_layout, shard_bytes
 from pipeline.store import FeatureWriter
 
 

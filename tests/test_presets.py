@@ -1,5 +1,8 @@
 """The presets in configs/: with their paths pointed at real annotation excerpts, each passes a
-dry run and resolves to the published protocol's values."""
+dry run and resolves to the published protocol's values.
+
+End-to-end scenarios: a dry run of every preset (Animal Kingdom's ViMoCLIP, Animal-CLIP and
+AnimalMotionCLIP protocols, MammalNet, LoTE) on real annotation excerpts."""
 import pytest
 import yaml
 

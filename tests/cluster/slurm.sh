@@ -2,7 +2,7 @@
 # A one-node SLURM cluster on this machine, for the tests (root, no systemd):
 #   tests/cluster/slurm.sh up      install (Debian packages) if needed, configure, start
 #   tests/cluster/slurm.sh down    stop the daemons it started (by their pid files) and put back
-#                                  the SLURM config files it replaced
+#                                  the SLURM config files it replaced (or remove its own)
 # A munged that was running before is used and left running; an existing /etc/slurm/slurm.conf
 # or gres.conf is kept in $ROOT/orig and restored by `down`.
 # The node offers this machine's CPUs and memory and one fake GPU (gres on /dev/null), in the
@@ -32,8 +32,15 @@ down() {
     stop_pid "$ROOT/run/slurmd.pid"
     stop_pid "$ROOT/run/slurmctld.pid"
     stop_pid "$ROOT/run/munged.pid"  # only there when this script started munged
+    # Put the config back as it was: the original, or none. A config of ours left behind makes
+    # every SLURM client wait ~9 s for the stopped controller, and Snakemake's SLURM plugin asks
+    # `scontrol show config` each time Snakemake starts.
     for f in slurm.conf gres.conf; do
-        if [ -f "$ROOT/orig/$f" ]; then mv -f "$ROOT/orig/$f" "/etc/slurm/$f"; fi
+        if [ -f "$ROOT/orig/$f" ]; then
+            mv -f "$ROOT/orig/$f" "/etc/slurm/$f"
+        elif [ -f "/etc/slurm/$f" ] && grep -q "^# written by tests/cluster/slurm.sh" "/etc/slurm/$f"; then
+            rm -f "/etc/slurm/$f"
+        fi
     done
 }
 

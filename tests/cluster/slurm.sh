@@ -57,7 +57,7 @@ up() {
     down
     mkdir -p "$ROOT"/{state,spool,log,run} /etc/slurm /run/munge /var/log/munge /var/lib/munge
     local cpus mem
-    cpus=$(nproc)
+    cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it answers OMP_NUM_THREADS
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
     keep_original slurm.conf
     keep_original gres.conf

@@ -5,6 +5,9 @@
 
 # Both ways of making the clip and flow shards are rules; `extraction` says which one
 # Snakemake picks.
+# The shell lines keep `PIPELINE_THREADS={threads}` (Snakemake also exports OMP_NUM_THREADS):
+# a rule's shell text is its "code" rerun trigger, so editing it would re-run every finished
+# job of every existing run.
 if config["extraction"] == "fused":
 
     ruleorder: extract > clip

@@ -114,24 +114,29 @@ def _shared(name: str, wait: bool = True):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _project(name: str) -> Path:
+    """The folder of the session's shared project ``name``: one for all xdist workers."""
+    if name not in _DEMO:
+        import tempfile
+        if "shared" in _DEMO:
+            _DEMO[name] = _DEMO["shared"] / name
+            _DEMO[name].mkdir(parents=True, exist_ok=True)
+        else:
+            _DEMO[name] = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    return _DEMO[name]
+
+
 def _demo_work() -> Path:
     """The session's one demo project folder: the default job's config in a copy of the
     workflow. The demo run and every test that needs the demo's CLIP share it (across xdist
     workers too)."""
-    if "work" not in _DEMO:
-        import tempfile
+    work = _project("demo_run")
+    if not (work / "config.yaml").is_file():  # written last: the folder is complete
         with _shared("demo"):
-            if "shared" in _DEMO:
-                work = _DEMO["shared"] / "demo_run"
-                if not (work / "config.yaml").is_file():
-                    work.mkdir(parents=True, exist_ok=True)
-                    copy_workflow(work, demo_clip=False)
-            else:
-                work = copy_workflow(Path(tempfile.mkdtemp(prefix="demo_run_")), demo_clip=False)
-            if not (work / "config.yaml").is_file():  # written last: the folder is complete
+            if not (work / "config.yaml").is_file():
+                copy_workflow(work, demo_clip=False)
                 (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
-        _DEMO["work"] = work
-    return _DEMO["work"]
+    return work
 
 
 def trained_demo_clip() -> Path:
@@ -203,13 +208,60 @@ def demo_run():
     """The default job, end to end, exactly as `snakemake --cores 2` runs it (the session's one
     demo run: tests that change a run work on a copy of it)."""
     work = _demo_work()
-    if "done" not in _DEMO:
-        with _shared("demo"):
-            done = work / ".snakemake" / "demo-run-finished"  # for the other xdist workers
-            if not done.is_file():
-                snakemake(work)
-                done.touch()
-        _DEMO["done"] = True
+    with _shared("demo"):
+        done = work / ".snakemake" / "demo-run-finished"  # for the other xdist workers
+        if not done.is_file():
+            snakemake(work)
+            done.touch()
+    return work
+
+
+CSV_VIDEOS = 12  # the small csv run's: v000-v007 train, v008-v011 "hold out"
+FIRST_RUN = ".snakemake/first-run.log"  # a shared run's console: what its first run said
+
+
+def csv_label(demo_dir, i) -> str:
+    """The labels of the demo data set's clip ``i``."""
+    import csv
+    with open(demo_dir / "annotations.csv") as f:
+        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]
+
+
+def csv_annotations(work, demo_dir, ids, relabel=None):
+    """``ann.csv`` as a user writes it: a capitalised header with spaces, the evaluation split
+    named with a space, no val split, a whitespace-only last line. Video ``v<i>`` has clip
+    ``i % 100``'s labels (or ``relabel[i]``); ids under 8 or from 100 are train videos."""
+    rows = ["Video, Split, Labels"]
+    for i in ids:
+        split = "train" if i < 8 or i >= 100 else "hold out"
+        rows.append(f"v{i:03d}.mp4,{split},{(relabel or {}).get(i) or csv_label(demo_dir, i % 100)}")
+    (work / "ann.csv").write_text("\n".join(rows) + "\n   \n")
+
+
+@pytest.fixture(scope="session")
+def csv_run(demo_dir):
+    """The session's one small csv run, end to end: 12 demo videos listed as
+    :func:`csv_annotations` writes them, 2 shards per split, a one-epoch student, one quick
+    head (dataset ``csv``). Tests read it; a test that changes it works on a copy."""
+    work = _project("csv_run")
+    with _shared("csv"):
+        done = work / FIRST_RUN
+        if not done.is_file():
+            copy_workflow(work)
+            (work / "videos").mkdir(exist_ok=True)
+            for i in range(CSV_VIDEOS):
+                shutil.copy(demo_dir / "videos" / f"clip_{i:03d}.mp4", work / "videos" / f"v{i:03d}.mp4")
+            shutil.copy(demo_dir / "classes.csv", work / "classes.csv")
+            csv_annotations(work, demo_dir, range(CSV_VIDEOS))
+            cfg = demo_config(shards=2, text={})
+            cfg["dataset"] = {"name": "csv", "format": "csv", "videos": "videos",
+                              "annotations": "ann.csv", "classes": "classes.csv",
+                              "eval_split": "hold out"}
+            cfg["moclip"] = {**cfg["moclip"], "epochs": 1}
+            cfg["heads"] = {"motion_linear": {"epochs": 2, "frames": 12}}
+            (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+            proc = snakemake(work)
+            done.write_text(proc.stdout + proc.stderr)
     return work
 
 

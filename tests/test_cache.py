@@ -1,8 +1,9 @@
 """The cache is a cache: each change to a finished run re-runs what it decides and nothing else,
 nothing stale stays in place, looking changes no file, and rows are never lost but by `cache
-prune` (real Snakemake runs on a small csv data set of demo videos).
+prune` (real Snakemake runs on a copy of the session's small csv run).
 
-End-to-end scenarios (one module-scoped run, changed in order): a finished run has nothing to
+End-to-end scenarios (one module-scoped copy, changed in order): a copied project probes again
+and runs nothing else; a finished run has nothing to
 do; looks (dry runs, lint, summary, list, unlock) leave results/ byte-identical; a second
 invocation during a run leaves it green; a label fix, an added, replaced, removed or renamed
 video; a same-size same-mtime replacement; damaged shards; a killed student; a new shard count;
@@ -21,47 +22,21 @@ import pytest
 import yaml
 from pathlib import Path
 
-from conftest import copy_workflow, demo_config, snakemake
+from conftest import CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, csv_label, snakemake
 from pipeline.annotations import read_samples, shard_of
 
 pytestmark = pytest.mark.slow
-RES = "results/cache"
-N = 12  # videos: train 0-7, test 8-11 (no val split: fewer jobs per re-run)
-
-
-def _label(demo_dir, i):
-    import csv
-    with open(demo_dir / "annotations.csv") as f:
-        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]
-
-
-def _annotations(work, demo_dir, ids, relabel=None):
-    rows = ["video,split,labels"]
-    for i in ids:
-        split = "train" if i < 8 or i >= 100 else "test"
-        label = (relabel or {}).get(i) or _label(demo_dir, i % 100)
-        rows.append(f"v{i:03d}.mp4,{split},{label}")
-    (work / "ann.csv").write_text("\n".join(rows) + "\n")
+RES = "results/csv"
+EVAL = "hold out"  # the csv run's evaluation split (no val split: fewer jobs per re-run)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, demo_dir):
-    """A finished run: 12 demo videos listed in a csv, 2 shards per split, one quick head."""
-    work = copy_workflow(tmp_path_factory.mktemp("cache"))
-    videos = work / "videos"
-    videos.mkdir()
-    for i in range(N):
-        shutil.copy(demo_dir / "videos" / f"clip_{i:03d}.mp4", videos / f"v{i:03d}.mp4")
-    _annotations(work, demo_dir, range(N))
-    cfg = demo_config()
-    cfg["dataset"] = {"name": "cache", "format": "csv", "videos": "videos", "annotations": "ann.csv",
-                      "classes": str(demo_dir / "classes.csv"), "eval_split": "test",
-                      "val_split": None}
-    cfg["text"] = {}
-    cfg["moclip"] = {**cfg["moclip"], "epochs": 1}
-    cfg["heads"] = {"motion_linear": {"epochs": 2, "frames": 12}}
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(work)
+def run(csv_run, tmp_path_factory):
+    """A copy of the session's small csv run (12 videos, 2 shards per split, one quick head),
+    its videos copied too: these tests change them. Copies are new files to the probe, so the
+    copy is probed again (and nothing else runs, as a copied project's first run)."""
+    work = copy_run(csv_run, tmp_path_factory.mktemp("cache") / "run", videos="-")
+    assert set(jobs(snakemake(work))) <= {"probe", "samples", "all"}
     return work
 
 
@@ -107,7 +82,7 @@ def test_looking_changes_nothing(run):
     """A truncated shard and one outside the plan are named by every look and touched by none;
     the real run then makes the first again from the cache and sets the second aside."""
     feat = run / RES / "features"
-    planted, extra = feat / "clip/test/shard-0.h5", feat / "flow/train/shard-7.h5"
+    planted, extra = feat / "clip/hold out/shard-0.h5", feat / "flow/train/shard-7.h5"
     data = planted.read_bytes()
     planted.unlink()  # a new file: the cache's link keeps the rows
     planted.write_bytes(data[:len(data) // 2])
@@ -128,8 +103,8 @@ def test_looking_changes_nothing(run):
     assert f"{extra.relative_to(run)}: not in the run's plan" in dry.stderr
     assert re.search(r"^extract\s+1$", dry.stdout, re.M), dry.stdout[-1500:]
     proc, extracted = rerun(run)
-    n = int(re.search(r"reused: (\d+)", (run / RES / "logs/extract/test-0.log").read_text())[1])
-    assert extracted == {"test-0": (n, 0)} and n > 0, extracted
+    n = int(re.search(r"reused: (\d+)", (run / RES / "logs/extract" / f"{EVAL}-0.log").read_text())[1])
+    assert extracted == {f"{EVAL}-0": (n, 0)} and n > 0, extracted
     assert not extra.exists() and f"set aside {extra.relative_to(run)}" in proc.stderr
 
 
@@ -200,8 +175,8 @@ def test_a_label_fix_re_extracts_nothing(run, demo_dir):
     old = next(r for r in read_samples(run / RES / "samples.tsv") if r["video_id"] == "v003")
     with open(demo_dir / "classes.csv") as f:
         names = [r["name"] for r in csv.DictReader(f)]
-    new = next(n for n in names if n != _label(demo_dir, 3))
-    _annotations(run, demo_dir, range(N), relabel={3: new})
+    new = next(n for n in names if n != csv_label(demo_dir, 3))
+    csv_annotations(run, demo_dir, range(N), relabel={3: new})
     dry = snakemake(run, "-n")  # behind the checkpoints, it says what a real run decodes
     assert f"decodes at most 0 of {N} listed videos" in dry.stderr, dry.stderr[-2000:]
     proc, extracted = rerun(run)
@@ -234,7 +209,7 @@ def test_the_plan_works_from_the_current_lists_and_the_stages_the_run_makes(run,
     (run / "videos" / "v100.mp4").unlink()
     assert plan["splits"]["train"]["videos"] == 8  # v000 gone, v100 new
     assert "1 new listed videos estimated" in plan["splits"]["train"]["source"]
-    assert plan["splits"]["test"]["source"] == "probe tables (exact)"
+    assert plan["splits"][EVAL]["source"] == "probe tables (exact)"
     stages = {r["stage"] for r in plan["stages"]}
     assert not stages & {"moclip_train", "moclip_export"} and "head" in stages
     assert plan["streams"]["motion"]["disk_bytes"] == 0
@@ -242,7 +217,7 @@ def test_the_plan_works_from_the_current_lists_and_the_stages_the_run_makes(run,
 
 def test_adding_a_video_decodes_that_video_only(run, demo_dir):
     shutil.copy(demo_dir / "videos" / "clip_020.mp4", run / "videos" / "v100.mp4")
-    _annotations(run, demo_dir, list(range(N)) + [100])
+    csv_annotations(run, demo_dir, list(range(N)) + [100])
     assert f"decodes at most 1 of {N + 1} listed" in snakemake(run, "-n").stderr
     proc, extracted = rerun(run)
     shard = shard_of("v100", 2)
@@ -255,7 +230,7 @@ def test_replacing_a_video_under_its_name_re_extracts_it(run, demo_dir):
     target = run / "videos" / "v010.mp4"
     shutil.copy(demo_dir / "videos" / "clip_021.mp4", target)
     proc, extracted = rerun(run)
-    assert list(extracted) == [f"test-{shard_of('v010', 2)}"] and \
+    assert list(extracted) == [f"{EVAL}-{shard_of('v010', 2)}"] and \
         list(extracted.values())[0][1] == 1, extracted
     os.utime(target)  # touched, same content: probed again, nothing extracted
     proc, extracted = rerun(run)
@@ -264,10 +239,10 @@ def test_replacing_a_video_under_its_name_re_extracts_it(run, demo_dir):
 
 def test_removing_and_renaming_decode_nothing(run, demo_dir):
     (run / "videos" / "v009.mp4").rename(run / "videos" / "v109.mp4")  # now a train video
-    _annotations(run, demo_dir, [i for i in range(N) if i not in (5, 9)] + [100, 109])
+    csv_annotations(run, demo_dir, [i for i in range(N) if i not in (5, 9)] + [100, 109])
     proc, extracted = rerun(run)
     moved = {f"train-{shard_of('v005', 2)}", f"train-{shard_of('v109', 2)}",
-             f"test-{shard_of('v009', 2)}"}
+             f"{EVAL}-{shard_of('v009', 2)}"}
     assert set(extracted) == moved and all(d == 0 for _, d in extracted.values()), extracted
 
 
@@ -282,7 +257,7 @@ def test_a_same_size_same_mtime_replacement_is_probed_again(run):
     fresh.write_bytes(bytes(data))
     os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
     fresh.replace(target)
-    table = run / RES / "probe" / "test" / f"shard-{shard_of('v011', 2)}.tsv"
+    table = run / RES / "probe" / EVAL / f"shard-{shard_of('v011', 2)}.tsv"
     old = {p.video_id: p.fingerprint for p in read_probes(table)}["v011"]
     proc, extracted = rerun(run)
     assert "probe" in jobs(proc)
@@ -294,7 +269,7 @@ def test_damaged_shards_are_made_again_alone(run):
     these shards again, and only these."""
     import h5py
     feat = run / RES / "features"
-    truncated, text, other = feat / "clip/test/shard-0.h5", feat / "flow/test/shard-1.h5", \
+    truncated, text, other = feat / "clip/hold out/shard-0.h5", feat / "flow/hold out/shard-1.h5", \
         feat / "clip/train/shard-1.h5"
     n_videos = {}
     for path in (truncated, text, other):
@@ -316,8 +291,8 @@ def test_damaged_shards_are_made_again_alone(run):
     # they are there (earlier versions of the shard) and decodes the rest; a new file in its
     # place leaves the cached rows intact, and they are copied (a fused job copies a video only
     # if both kinds are cached)
-    assert sum(extracted["test-0"]) == n_videos[truncated], extracted
-    assert extracted == {"test-0": extracted["test-0"], "test-1": (n_videos[text], 0),
+    assert sum(extracted[f"{EVAL}-0"]) == n_videos[truncated], extracted
+    assert extracted == {f"{EVAL}-0": extracted[f"{EVAL}-0"], f"{EVAL}-1": (n_videos[text], 0),
                          "train-1": (n_videos[other], 0)}, extracted
 
 
@@ -419,7 +394,8 @@ def test_concurrent_runs_share_one_cache(run, tmp_path):
         (tmp_path / name).mkdir()
         work = copy_workflow(tmp_path / name)
         shutil.copytree(run / "videos", work / "videos")
-        shutil.copy(run / "ann.csv", work / "ann.csv")
+        for file in ("ann.csv", "classes.csv"):
+            shutil.copy(run / file, work / file)
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["dataset"]["name"], cfg["cache"], cfg["shards"] = name, str(cache), 1
         (work / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -440,7 +416,7 @@ def test_concurrent_runs_share_one_cache(run, tmp_path):
 def test_the_cache_command_prunes_only_what_no_run_uses(run):
     from conftest import run_cli
     shown = run_cli("cache", cwd=run).stdout
-    assert "cache results/cache/features/.reuse" in shown and "would free" in shown
+    assert "cache results/csv/features/.reuse" in shown and "would free" in shown
     before = tree(run / "results")
     dry = run_cli("cache", "prune", "--dry-run", cwd=run).stdout
     assert tree(run / "results") == before and "would delete" in dry

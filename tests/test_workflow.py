@@ -5,8 +5,8 @@ it wrote (probe tables, rows aligned with the probe plan, the student's linear p
 report, predictions, every file a declared output); a finished run has nothing to do; a
 student, head, speed-setting or eval-split change re-runs only what it decides (dry runs of
 the shared run, its config put back); base-to-novel and the Animal-CLIP/AnimalMotionCLIP
-variants on its cached features; a csv data set without a val split and with a split named
-with a space, run to a head and the student; dry runs and lint of copies of the checkout."""
+variants on its cached features; the session's small csv run (no val split, a split named
+with a space) read as it finished; dry runs and lint of copies of the checkout."""
 
 import os
 import re
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, copy_run, copy_workflow, demo_config, run_cli, snakemake
+from conftest import (CSV_VIDEOS, FIRST_RUN, ROOT, copy_run, copy_workflow, demo_config, run_cli,
+                      snakemake)
 from pipeline.annotations import read_samples
 from pipeline.video import read_probes
 
@@ -298,48 +299,25 @@ def test_head_parameter_change_reruns_only_that_head_and_the_report(demo_run):
     assert jobs == {"head", "report", "all"}, jobs
 
 
-@pytest.fixture(scope="module")
-def no_val_run(tmp_path_factory, demo_dir):
-    """A csv data set as a user writes it: capitalised header with spaces, a split named with
-    a space as the evaluation split, no val split, a whitespace-only last line."""
-    work = copy_workflow(tmp_path_factory.mktemp("noval"))
-    rows = ["Video, Split, Labels"]
-    for i in range(12):
-        rows.append(f"clip_{i:03d}.mp4,{'train' if i < 8 else 'hold out'},{_demo_label(demo_dir, i)}")
-    (work / "ann.csv").write_text("\n".join(rows) + "\n   \n")
-    cfg = demo_config()
-    cfg["dataset"] = {"name": "noval", "format": "csv", "videos": str(demo_dir / "videos"),
-                      "classes": str(demo_dir / "classes.csv"), "annotations": "ann.csv",
-                      "eval_split": "hold out"}
-    cfg.update(shards=1, text={}, moclip={**cfg["moclip"], "epochs": 1})
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    res = "results/noval"
-    proc = snakemake(work, f"{res}/heads/rgb_linear/metrics.json", f"{res}/models/moclip/student.pt")
-    return work, proc
-
-
-def _demo_label(demo_dir, i):
-    import csv
-    with open(demo_dir / "annotations.csv") as f:
-        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]
-
-
-def test_a_data_set_without_val_split_runs_and_says_how_it_selects(no_val_run):
-    work, proc = no_val_run
-    res = work / "results" / "noval"
-    assert "dataset.val_split 'val' has no video" in proc.stderr
+def test_a_data_set_without_val_split_runs_and_says_how_it_selects(csv_run):
+    """The session's small csv run: a csv as a user writes it (capitalised header with spaces,
+    the evaluation split named "hold out", no val split, a whitespace-only last line)."""
+    res = csv_run / "results" / "csv"
+    assert "dataset.val_split 'val' has no video" in (csv_run / FIRST_RUN).read_text()
     assert sorted(p.name for p in (res / "features" / "clip").iterdir()) == ["hold out", "train"]
     assert "no validation split; the epoch with the lowest training loss is kept" in \
-        (res / "logs" / "heads" / "rgb_linear.log").read_text()
-    assert [p.name for p in (res / "heads" / "rgb_linear" / "predictions").iterdir()] == ["hold out.csv"]
+        (res / "logs" / "heads" / "motion_linear.log").read_text()
+    assert [p.name for p in (res / "heads" / "motion_linear" / "predictions").iterdir()] == ["hold out.csv"]
     assert (res / "models" / "moclip" / "student.pt").exists()
 
 
-def test_a_split_named_with_a_space_is_quoted_everywhere(no_val_run):
-    work, _ = no_val_run
-    logs = work / "results" / "noval" / "logs" / "probe"
-    assert sorted(p.name for p in logs.iterdir()) == ["hold out-0.log", "train-0.log"]
-    assert "probed 4 videos of hold out shard 0" in (logs / "hold out-0.log").read_text()
+def test_a_split_named_with_a_space_is_quoted_everywhere(csv_run):
+    from pipeline.annotations import shard_of
+    logs = csv_run / "results" / "csv" / "logs" / "probe"
+    assert sorted(p.name for p in logs.iterdir()) == ["hold out-0.log", "hold out-1.log",
+                                                       "train-0.log", "train-1.log"]
+    n = sum(shard_of(f"v{i:03d}", 2) == 0 for i in range(8, CSV_VIDEOS))
+    assert f"probed {n} videos of hold out shard 0" in (logs / "hold out-0.log").read_text()
 
 
 @pytest.mark.parametrize("body, words", [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .heads.registry import HEAD_TYPES
 from .heads.scores import read_scores
 from .plots import plot_message, pyplot
 
@@ -25,13 +26,14 @@ WORST = 20  # videos per head in worst_videos.csv
 
 def per_class(heads: dict, metrics: dict, classes: list[dict], train_counts: np.ndarray) -> tuple[list, dict]:
     """Rows of per_class.csv, sorted by the gain of the best motion-aware head (by its main
-    metric) over ``rgb_only`` (or, without it, the best head that reads frames only); and the
+    metric) over the best frames baseline (``rgb_only``; else the best head that reads frames only); and the
     two heads compared."""
     main = "mAP" if next(iter(heads.values()))["multilabel"] else "top1"
     ranked = sorted(heads, key=lambda h: -(metrics[h].get(main) or 0))
     motion = [h for h in ranked if heads[h]["motion"]]
     frames_only = [h for h in ranked if not heads[h]["motion"]]
-    base = "rgb_only" if "rgb_only" in heads else (frames_only[0] if frames_only else None)
+    baselines = [h for h in frames_only if HEAD_TYPES.get(metrics[h].get("type", h), {}).get("frames_baseline")]
+    base = (baselines or frames_only or [None])[0]
     best = motion[0] if motion else None
     rows = []
     for c, cls in enumerate(classes):

@@ -67,7 +67,7 @@ def _run_one(args: dict, queue) -> None:
 
     from .compute import pick_device
     from .heads.data import load_split
-    from .heads.streams import streams
+    from .heads.registry import streams
     from .heads.trainer import head_params, train_head
     device = pick_device(args["device"])
     name = args["head"]
@@ -158,8 +158,9 @@ def bench_heads(heads, lengths: np.ndarray, work: Path, dim: int = 512, n_classe
     rows = []
     for read in reads:
         for head in heads:
-            if head == "zero_shot":
-                continue  # nothing to train
+            from .heads.registry import trains
+            if not trains(head):
+                continue
             rows.append(_in_child(_run_one, {
                 "head": head, "read": read, "store": store, "classes": n_classes, "frames": frames,
                 "batch_size": batch_size, "steps": steps, "device": device or "auto",

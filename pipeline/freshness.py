@@ -65,9 +65,33 @@ def file_digest(path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:32]
 
 
+def row_settings(kind: str, config: dict) -> dict:
+    """What decides the rows of an extracted stream (``clip`` or ``flow``), by config section:
+    the stream's own section less its speed-only keys, and the sampling. The one definition of
+    a current shard: the extraction rules' params (their rerun trigger) are these sections as
+    JSON, a shard records them (attribute ``settings``), the freshness check (and so the DAG's
+    forced jobs and ``plan``) compares them. The cache keys rows on what these settings resolve
+    to (the weights' content, the precision used: :func:`pipeline.store.settings_sha256`), so
+    it never tells apart rows that these settings call alike."""
+    from .config import trigger_view
+    return {kind: trigger_view(kind, config[kind]),
+            "sampling": trigger_view("sampling", config["sampling"] or {})}
+
+
+def _settings_differ(got: dict, want: dict) -> str | None:
+    for section, values in want.items():
+        mine = got.get(section) or {}
+        for key in sorted(set(values) | set(mine)):
+            if mine.get(key) != values.get(key):
+                return f"made with {section}.{key}={mine.get(key)!r}, the config says {values.get(key)!r}"
+    return None
+
+
 def stale_reason(path, expect: dict) -> str | None:
     """Why an existing feature shard cannot be current, or None: not HDF5, truncated,
-    incomplete, or made with attributes other than ``expect`` (kind, model, sampling, ...)."""
+    incomplete, or made with settings other than ``expect`` (:func:`expected_attrs`: its
+    ``settings``, compared whole with a shard's own; attributes, for shards written before
+    shards recorded their settings)."""
     import h5py
     from .store import incomplete
     try:
@@ -77,14 +101,24 @@ def stale_reason(path, expect: dict) -> str | None:
                 return why
     except OSError as e:
         return f"not a readable HDF5 file ({str(e).splitlines()[0][:80]})"
+    expect = dict(expect)
+    settings = expect.pop("settings", None)
+    if settings is not None and "settings" in attrs:
+        if why := _settings_differ(_attr(attrs["settings"], {}), settings):
+            return why
+        expect = {k: v for k, v in expect.items() if k == "kind"}
     for key, want in expect.items():
-        got = attrs.get(key)
-        got = got.decode() if isinstance(got, bytes) else got
-        if isinstance(got, str) and got[:1] in "{[" and not isinstance(want, str):
-            got = json.loads(got)
+        got = _attr(attrs.get(key), want)
         if got != want:
             return f"made with {key}={got!r}, the config says {want!r}"
     return None
+
+
+def _attr(got, want):
+    got = got.decode() if isinstance(got, bytes) else got
+    if isinstance(got, str) and got[:1] in "{[" and not isinstance(want, str):
+        got = json.loads(got)
+    return got
 
 
 OUT_OF_DATE = "> **Out of date.**"
@@ -113,12 +147,16 @@ def mark_out_of_date(summary, why: str) -> None:
 
 
 def expected_attrs(config: dict) -> dict:
-    """Per kind, the shard attributes the config decides (checked without loading a model)."""
+    """Per kind, what a current shard records (checked without loading a model): the settings
+    that decide its rows (:func:`row_settings`), and the attributes that shards written before
+    they recorded them are compared by."""
     from .store import FLOW_QUANTISATION
     clip, flow = config["clip"], config["flow"]
     classical = flow["backend"] != "ptlflow"
-    return {"clip": {"kind": "clip", "model": clip["model"], "sampling": config["sampling"]},
-            "flow": {"kind": "flow", "backend": flow["backend"],
+    return {"clip": {"kind": "clip", "settings": row_settings("clip", config),
+                     "model": clip["model"], "sampling": config["sampling"]},
+            "flow": {"kind": "flow", "settings": row_settings("flow", config),
+                     "backend": flow["backend"],
                      "model": flow["backend"] if classical else flow["model"],
                      "step": flow["step"], "size": flow["size"], "work_size": flow["work_size"],
                      "bound": float(flow["bound"]), "half": flow["half"],

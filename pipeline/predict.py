@@ -20,7 +20,7 @@ from .features.clip import extract_clip
 from .features.extract import extract_both
 from .heads.run import load_head
 from .heads.data import SplitFeatures
-from .heads.streams import PROMPT_HEADS, streams
+from .heads.registry import DEFAULT_HEAD, HEAD_TYPES, is_prompt, streams
 from .heads.trainer import predict_logits
 from .layout import shard_path
 from .metrics import probabilities
@@ -57,7 +57,7 @@ def load_run(run, head: str) -> dict:
     if need_motion and not student.exists():
         raise RunError(f"{student} not found: head {head!r} needs the motion student; finish the "
                        f"run (snakemake --cores N) or predict with a head that sees frames only "
-                       f"(rgb_only, rgb_linear, zero_shot)")
+                       f"({', '.join(t for t, h in HEAD_TYPES.items() if 'motion' not in h['streams'])})")
     clip_shard = FeatureReader([_first_shard(run, "clip")], kind="clip")
     clip_attrs = clip_shard.attrs
     if clip_attrs.get("sampling") is None:
@@ -130,9 +130,10 @@ def open_vocabulary(r: dict, names: list[str], device) -> None:
     run's CLIP text tower and templates."""
     from .heads.prompt import add_classes as add_to_head
     ckpt = r["ckpt"]
-    if ckpt.get("type", ckpt["name"]) not in PROMPT_HEADS:
+    if not is_prompt(ckpt.get("type", ckpt["name"])):
+        kinds = [t for t in HEAD_TYPES if is_prompt(t)]
         raise RunError(f"head {ckpt['name']!r} has a fixed set of classes; new classes need a "
-                       f"prompt or zero_shot head (--head prompt)")
+                       f"head of type {' or '.join(kinds)} (--head {kinds[-1]})")
     known = r["classes"]
     r["classes"] = add_to_head(r["model"], known, names, ckpt["text"]["attrs"], device)
     r["new_classes"] = set(r["classes"][len(known):])
@@ -141,7 +142,7 @@ def open_vocabulary(r: dict, names: list[str], device) -> None:
                  ", ".join(r["classes"][len(known):]))
 
 
-def predict_videos(paths, run: str | Path, head: str = "fusion", top_k: int = 5, device=None,
+def predict_videos(paths, run: str | Path, head: str = DEFAULT_HEAD, top_k: int = 5, device=None,
                    timeline: Path | None = None, window_s: float = 2.0,
                    extra_classes: list[str] | None = None) -> list[dict]:
     import torch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .heads.registry import HEAD_TYPES
 from .plots import plot_message, pyplot
 
 COLUMNS_MULTI = [("mAP", "macro mAP"), ("mAP_micro", "micro mAP")]
@@ -127,20 +128,21 @@ def compare_with(row: dict, dataset_format: str | None = None) -> str:
     if head.startswith("*"):
         return ""
     kind = row.get("type", head.split(" (")[0])  # the head type; rows saved before types: the name
-    if kind == "zero_shot":
+    paper = HEAD_TYPES.get(kind, {}).get("paper")
+    if paper == "clip":
         return "CLIP zero-shot"
-    if kind == "fusion":
+    if paper == "vimoclip":
         if dataset_format in PUBLISHED_ON["vimoclip"]:
             return "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)"
         return "ViMoCLIP's head (its paper reports Animal Kingdom only: no number to set beside this one)"
-    if kind == "prompt" and head.endswith("(oracle species)"):
+    if paper == "animal_clip" and head.endswith("(oracle species)"):
         ranked = "; mAP ranked by a softmax, as theirs" if row.get("eval_scores") == "softmax" else ""
         if row.get("species_source") == "oracle":
             return f"Animal-CLIP (trained and tested on the true species, as the paper{ranked})"
         return f"Animal-CLIP's test-time setting (trained on predicted species: an ablation{ranked})"
-    if kind == "prompt":
+    if paper == "animal_clip":
         return "none: Animal-CLIP's number uses the true species (oracle row); frozen video features"
-    if kind == "interleave":
+    if paper == "animalmotionclip":
         return "none: AnimalMotionCLIP fine-tunes X-CLIP end to end; this head trains on frozen features"
     return "-"
 

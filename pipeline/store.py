@@ -35,8 +35,10 @@ from .errors import PipelineError
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
 # Attributes that record how a file was made but not what its rows hold: a batch size (speed
-# only), where the weights file lay (its hash is ``weights``), the writing code's version.
-NOT_SETTINGS = ("batch_size", "weights_source", "producer")
+# only), where the weights file lay (its hash is ``weights``), the writing code's version, the
+# config's words for the settings (freshness.row_settings: a path, "auto"), whose resolved
+# values (weights hash, precision, model, sizes) are attributes of their own.
+NOT_SETTINGS = ("batch_size", "weights_source", "producer", "settings")
 # How flow rows are stored (features.flow.quantise does it): a flow shard records it, and one
 # stored otherwise (before zero flow was exact) is stale.
 FLOW_QUANTISATION = "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)"

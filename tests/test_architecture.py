@@ -121,3 +121,24 @@ def test_the_readme_keeps_to_the_users_path_and_every_link_leads_somewhere():
             if anchor:
                 headings = [_anchor(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)]
                 assert anchor in headings, f"{page.name}: link to {target}: no such heading"
+
+
+def test_head_types_are_named_only_in_the_registry():
+    """One registry of heads: no module of the package or rule of the workflow names a
+    built-in head type but pipeline/heads/registry.py (what a type is and does is asked there)."""
+    import yaml
+    from pipeline.heads.registry import HEAD_TYPES
+    schema = yaml.safe_load((PACKAGE / "resources" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]["heads"]["properties"]) == set(HEAD_TYPES)  # a section each
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "heads" / "registry.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in HEAD_TYPES:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    for path in sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "Snakefile"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            found += [f"{path.relative_to(ROOT)}:{n} {name!r}" for name in HEAD_TYPES
+                      if re.search(rf"[\"']{name}[\"']", line)]
+    assert not found, "head types named outside pipeline/heads/registry.py:\n" + "\n".join(found)

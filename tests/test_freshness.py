@@ -1,8 +1,14 @@
 """What decides whether outputs are current: a probe shard's members, files that cannot be
-current (named while the DAG is planned, never removed then), the summary's out-of-date banner."""
+current (named while the DAG is planned, never removed then), the summary's out-of-date banner,
+and one definition of what decides extracted rows.
+
+End-to-end scenario: each setting changed once on a copy of the session's small csv run,
+judged by Snakemake's --list-changes, the freshness check and the cache's row identity."""
 import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.freshness import shard_members, stale_outputs
 from pipeline.store import FeatureWriter
@@ -97,3 +103,108 @@ def test_files_that_cannot_be_current_are_named(tmp_path):
     assert "made with model='other'" in found["features/clip/train/shard-1.h5"]
     assert "not in the run's plan" in found["features/clip/train/shard-7.h5"]
     assert "not a readable HDF5" in found["features/clip/test/shard-0.h5"]
+
+
+# One change per setting of the sections that decide extracted rows and of the top level
+# (None: the setting's own alternative below). Speed settings must re-run and re-decode nothing.
+SETTING_CHANGES = {
+    "clip.model": None, "clip.pretrained": None, "clip.dtype": "float32", "clip.precision": "bfloat16",
+    "clip.batch_size": 7, "clip.decode_workers": 3,
+    "flow.backend": "farneback", "flow.model": "raft_small", "flow.checkpoint": "sintel",
+    "flow.step": 2, "flow.work_size": 48, "flow.size": 16, "flow.bound": 8, "flow.batch_size": 3,
+    "flow.half": False, "flow.decode_workers": 3,
+    "sampling.mode": "all", "sampling.frames": 8, "sampling.stride": 2, "sampling.fps": 2,
+    "sampling.max_frames": 10,
+    "device": "cpu", "decoder": "torchcodec", "tracking": "tensorboard", "shards": 3,
+    "cache": "elsewhere", "extraction": "separate",
+}
+LAYOUT = ("shards", "cache", "extraction")  # where rows lie, not what they are
+
+
+@pytest.mark.slow
+def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the_cache(
+        csv_run, tmp_path, monkeypatch, micro_clip):
+    """Change each setting once on a finished run: the extraction rules' params (those
+    Snakemake recorded for each shard, against the changed config's), the freshness check (the DAG's forced jobs, plan) and the cache's row
+    identity agree on whether shards are made again; speed settings move none of them. The
+    cache may call two settings alike that the others tell apart (weights at another path, a
+    precision "auto" resolves to), never the reverse: rows then come from the cache. (A fused
+    job makes a clip and a flow shard: it re-runs when either's settings change, and the other's
+    rows come from the cache.)"""
+    import ast
+    import base64
+    import copy
+    import json
+    import torch
+    import yaml
+    from conftest import copy_run
+    from pipeline.config import runtime_keys, schema, section, validate_config
+    from pipeline.features.clip import clip_encoder, clip_writer
+    from pipeline.features.flow import flow_computer
+    from pipeline.freshness import expected_attrs, row_settings, stale_reason
+    work = copy_run(csv_run, tmp_path / "run", videos="videos")
+    monkeypatch.chdir(work)  # the config's relative paths
+    raw = yaml.safe_load((work / "config.yaml").read_text())
+    props = schema()["properties"]
+    listed = {f"{s}.{k}" for s in ("clip", "flow", "sampling") for k in props[s]["properties"]} | \
+        {k for k in props if "properties" not in props[k] and k != "heads"}
+    assert listed == set(SETTING_CHANGES), f"classify each setting: {listed ^ set(SETTING_CHANGES)}"
+    other = work / "other_clip.pt"  # other weights, and the same weights at another path
+    state = torch.load(raw["clip"]["pretrained"], map_location="cpu", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
+    moved = work / "moved_clip.pt"
+    moved.write_bytes(Path(raw["clip"]["pretrained"]).read_bytes())
+    cases = {name: value for name, value in SETTING_CHANGES.items() if value is not None}
+    cases.update({"clip.model": {"model": micro_clip, "pretrained": None},
+                  "clip.pretrained": str(other), "clip.pretrained (moved)": str(moved)})
+    shards = {kind: work / "results" / "csv" / "features" / kind / "train" / "shard-0.h5"
+              for kind in ("clip", "flow")}
+
+    def changed(name, value):
+        cfg = copy.deepcopy(raw)
+        key = name.split(" ")[0]
+        if "." in key:
+            part, leaf = key.split(".")
+            cfg[part] = {**cfg.get(part, {}), **(value if isinstance(value, dict) else {leaf: value})}
+        else:
+            cfg[key] = value
+        return cfg
+
+    def identity(cfg):
+        cfg = validate_config(cfg)
+        cpu = torch.device("cpu")
+        enc = clip_encoder(section("clip", cfg["clip"]), cpu, cfg["sampling"])
+        w = [clip_writer(tmp_path / "c.h5", enc),
+             flow_computer(section("flow", cfg["flow"]), cpu, cfg["sampling"]).writer(tmp_path / "f.h5")]
+        for writer in w:
+            writer.abort()
+        return {"clip": w[0].settings, "flow": w[1].settings}
+
+    def recorded(path) -> set:
+        """The params Snakemake recorded for the job that made ``path`` (its metadata)."""
+        name = base64.b64encode(str(path.relative_to(work)).encode()).decode()
+        meta = json.loads((work / ".snakemake" / "metadata" / name).read_text())
+        return {ast.literal_eval(v) for v in meta["params"]}
+
+    def row_json(kind, part, cfg):
+        return json.dumps(row_settings(kind, validate_config(cfg))[part], sort_keys=True,
+                          separators=(",", ":"))
+
+    for kind, path in shards.items():  # the rules' params are the function's sections
+        assert {row_json(kind, part, raw) for part in (kind, "sampling")} <= recorded(path)
+    base = identity(raw)
+    table, wrong = [], []
+    for name, value in cases.items():
+        cfg = changed(name, value)
+        expect = expected_attrs(validate_config(cfg))
+        rules = {k for k, path in shards.items()
+                 if not {row_json(k, part, cfg) for part in (k, "sampling")} <= recorded(path)}
+        fresh = {k for k, path in shards.items() if stale_reason(path, expect[k])}
+        cache = {k for k, h in identity(cfg).items() if h != base[k]}
+        table.append(f"{name:26} rules {sorted(rules)!s:18} freshness {sorted(fresh)!s:18} cache {sorted(cache)}")
+        speed = name in runtime_keys()[""] or name.split(".")[-1] in runtime_keys().get(name.split(".")[0], ())
+        if rules != fresh or not cache <= rules or ((speed or name in LAYOUT) and (rules or fresh or cache)):
+            wrong.append(table[-1])
+    print("\n".join(table))
+    assert not wrong, "\n".join(wrong)
+    assert "clip.dtype" in "".join(t for t in table if "cache ['clip']" in t)

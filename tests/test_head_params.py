@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from pipeline.config import ConfigError, schema, validate_config
 from pipeline.heads.data import SplitFeatures
-from pipeline.heads.models import HEADS
+from pipeline.heads.registry import HEAD_TYPES
 from pipeline.heads.text_bank import relation_matrix
 from pipeline.heads.trainer import TRAIN_DEFAULTS, head_params, predict_logits, train_head
 
@@ -87,7 +87,7 @@ def _differs(a, b) -> bool:
         x["train_loss"] != y["train_loss"] for x, y in zip(ha, hb))
 
 
-CASES = [(name, key) for name in HEADS
+CASES = [(name, key) for name in HEAD_TYPES
          for key in sorted(head_keys(name) - OUTSIDE_TRAINER - DEDICATED)]
 _BASES: dict = {}
 
@@ -162,7 +162,7 @@ def test_a_key_another_head_takes_is_refused_by_name(name, key, value):
 
 def test_schema_keys_are_what_the_code_reads():
     """A head's schema lists exactly its model keys and the trainer's (so they cannot drift)."""
-    for name, (_, defaults) in HEADS.items():
+    for name, defaults in ((n, h["defaults"]) for n, h in HEAD_TYPES.items()):
         want = set(defaults) | ({"extra_classes", "pooling", "weighting"} if name in ("zero_shot", "prompt") else set())
         if name != "zero_shot":
             want |= set(TRAIN_DEFAULTS) | {"lr", "weight_decay"}

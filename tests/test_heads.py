@@ -6,7 +6,8 @@ import torch
 
 from conftest import run_cli
 from pipeline.heads.data import SplitFeatures, sample_indices
-from pipeline.heads.models import HEADS, InterleaveHead, aggregation_steps, build_head
+from pipeline.heads.models import InterleaveHead, aggregation_steps, build_head
+from pipeline.heads.registry import HEAD_TYPES
 from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict_logits, train_head
 
 SMALL = {"layers": 1, "attention_heads": 2, "width": 16, "dropout": 0.0}
@@ -39,7 +40,7 @@ def _text(d=8, c=4):
             "species_protos": None, "relation": None, "class_names": [f"c{i}" for i in range(c)]}
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", sorted(HEAD_TYPES))
 def test_padding_never_changes_a_prediction(name):
     torch.manual_seed(0)
     model = build_head(name, 8, 8, 4, model_kwargs(small(name)), _text()).eval()

@@ -138,8 +138,8 @@ LIGHT = ("import sys\nfrom pipeline.cli import main\ntry:\n    main(sys.argv[1:]
 
 
 def test_planning_commands_import_neither_torch_nor_opencv(tmp_path, demo_dir):
-    """samples, probe, config and plan on a login node: no GPU stack loaded (plan measures flow
-    with OpenCV only when --measure-flow asks, and says so)."""
+    """samples, probe, config, plan and weights --check on a login node: no GPU stack loaded
+    (plan measures flow with OpenCV only when --measure-flow asks, and says so)."""
     import subprocess
     import sys
     cfg = {"dataset": {"name": "light", "format": "csv", "videos": str(demo_dir / "videos"),
@@ -163,3 +163,10 @@ def test_planning_commands_import_neither_torch_nor_opencv(tmp_path, demo_dir):
     assert loaded("plan", "--configfile", "my.yaml", "--json", "plan.json") == "LOADED []"
     assert "--measure-flow" in json.loads((tmp_path / "plan.json").read_text())["streams"]["flow"]["source"]
     assert loaded("plan", "--configfile", "my.yaml", "--measure-flow") == "LOADED ['cv2', 'torch']"
+    # weights --check on local weights files and classical flow; open_clip's and ptlflow's tag
+    # tables live in modules that import torch, so a tag is checked with them
+    (tmp_path / "w.pt").write_bytes(b"PK\x03\x04 a torch.save zip")
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump({**cfg, "clip": {"model": "demo-tiny-CNN",
+                                                                         "pretrained": "w.pt"},
+                                                         "flow": {"backend": "dis"}}))
+    assert loaded("weights", "--check", "--configfile", "local.yaml") == "LOADED []"

@@ -50,9 +50,9 @@ def positive_int(text: str) -> int:
 
 
 def head_names(trained_only: bool = False) -> list[str]:
-    """The heads a command may name (``trained_only``: without zero_shot, which trains nothing)."""
-    from ..heads.streams import STREAMS
-    return [h for h in sorted(STREAMS) if not (trained_only and h == "zero_shot")]
+    """The heads a command may name (``trained_only``: those with parameters to fit)."""
+    from ..heads.registry import HEAD_TYPES, trains
+    return [h for h in sorted(HEAD_TYPES) if trains(h) or not trained_only]
 
 
 def mark_summary(a, why: str) -> None:

@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..heads.registry import DEFAULT_HEAD
 from . import (DATASET_FILES, DEVICE, SUMMARY, PipelineError, arg, command, dataset_info,
                mark_summary, positive_int)
 
@@ -40,11 +41,11 @@ def cmd_head(a):
     given = json.loads(a.params or "{}")
     entry = given.pop("_entry", None) or json.loads(a.entry or "{}")  # the workflow's, or yours
     head_type = entry.get("type") or a.name
-    from ..heads.streams import STREAMS
+    from ..heads.registry import HEAD_TYPES
     from ..heads.user import HeadTypeError, is_user_type
-    if not is_user_type(head_type) and head_type not in STREAMS:
+    if not is_user_type(head_type) and head_type not in HEAD_TYPES:
         raise PipelineError(f"--name {a.name}: head type {head_type!r} is none of "
-                            f"{', '.join(sorted(STREAMS))} and no module:Class; give --entry "
+                            f"{', '.join(sorted(HEAD_TYPES))} and no module:Class; give --entry "
                             f"'{{\"type\": ...}}'")
     try:
         m = run_head(a.name, given, shards, samples, read_classes(a.classes),
@@ -99,7 +100,7 @@ def cmd_report(a):
          "in one process, with the run's own settings",
          arg("videos", nargs="+", help="video files or folders"),
          arg("--run", required=True, help="a finished run: results/<name>"),
-         arg("--head", default="fusion", help="which trained head (default fusion)"),
+         arg("--head", default=DEFAULT_HEAD, help=f"which trained head (default {DEFAULT_HEAD})"),
          arg("--top-k", type=positive_int, default=5, help="classes shown per video"),
          arg("--json", help="also write the results as JSON"),
          arg("--timeline", action="store_true", help="score 1 s sliding windows and plot a "

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import batched, compute_precision, precision_context
+from ..freshness import row_settings
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe
@@ -126,7 +127,8 @@ def clip_encoder(cfg: dict, device: torch.device, sampling: dict | None = None) 
              "weights_source": cfg["pretrained"], "sampling": sampling,
              "preprocessing": {k: pcfg[k] for k in ("size", "mean", "std", "interpolation",
                                                     "resize_mode")},
-             "normalised": False, "embed_dim": dim}
+             "normalised": False, "embed_dim": dim,
+             "settings": row_settings("clip", {"clip": cfg, "sampling": sampling})}
     precision = compute_precision(cfg.get("precision", "auto"), device)
     # provenance and part of the settings: rows of another device or precision are not reused
     attrs.update(device_type=device.type, precision=precision)

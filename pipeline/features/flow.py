@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..compute import batched
 from ..factory import WeightsError
 from ..files import sha256_of
+from ..freshness import row_settings
 from ..store import FLOW_QUANTISATION, FeatureWriter
 from ..video import Probe
 from .common import decode_ahead, decode_workers, skip_failed
@@ -295,7 +296,8 @@ def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None)
              "bound": bound, "size": size, "work_size": work,
              "field_of_view": "centre square (CLIP shortest-side resize + centre crop)",
              "quantisation": FLOW_QUANTISATION,
-             "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)"}
+             "units": "stored pixels; channel 0 = dx (right), 1 = dy (down)",
+             "settings": row_settings("flow", {"flow": cfg, "sampling": sampling})}
     return FlowComputer(cfg, attrs, square, square_rgb, compute, backend == "ptlflow")
 
 

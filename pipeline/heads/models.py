@@ -4,13 +4,14 @@ frames (or None), ``mask`` (B, T) True where a row is real. Padding never change
 attention ignores padded keys and pooling averages valid rows only."""
 from __future__ import annotations
 
+from importlib import import_module
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import attention, masked_mean, sinusoid
-from .prompt import build_prompt_head
-from .streams import PROMPT_HEADS, STREAMS
+from .registry import head_type, is_prompt, streams
 from .user import is_user_type, user_class
 
 
@@ -276,59 +277,29 @@ class Standardised(nn.Module):
         return self.head(rgb, motion, mask)
 
 
-# name -> (class, defaults); the streams each head reads are in streams.py. The defaults hold
-# every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
-# schema lists, per head, exactly these keys, so a key meant for another head is refused
-# instead of ignored.
-_TRANSFORMER = {"layers": 2, "attention_heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
-_MOTION = {"motion_source": "student"}  # heads that read motion: the student's, or flow_clip
-HEADS = {
-    "fusion": (FusionHead, {**_MOTION, **_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
-                            "mode": "cross", "positions": False, "variant": "default",
-                            "standardise": True}),
-    "interleave": (InterleaveHead, {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
-                                    "classifier": "mlp",
-                                    "aggregation": "dense", "semi_dense_k": 2, "sparse_n": 3,
-                                    "temporal": "steps", "windows": 3, "standardise": True}),
-    "rgb_only": (TemporalHead, {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
-                                "variant": "default", "standardise": True}),
-    "motion_only": (TemporalHead, {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
-                                   "variant": "default", "standardise": True}),
-    "rgb_linear": (LinearProbe, {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "motion_linear": (LinearProbe, {**_MOTION, "lr": 1e-3, "weight_decay": 1e-4, "standardise": True}),
-    "zero_shot": (None, {"epochs": 0, "lr": 0.0, "weight_decay": 0.0, "pooling": "mean", "weighting": "rows"}),
-    "prompt": (None, {"layers": 1, "attention_heads": 8, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.05,
-                      "motion": False, "refine": "mlp", "conditioning": True, "species": "classifier",
-                      "relation_prior": True, "video_species": False, "text_mode": "bank", "n_ctx": 4,
-                      "softmax_weight": 0.5,
-                      "species_weight": 0.5, "anchor_weight": 1.0, "max_frames": 64,
-                      "base_to_novel": None, "label_smoothing": 0.1, "pooling": "mean", "weighting": "rows",
-                      "species_train": "predicted", **_MOTION}),
-}
-
-
 def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
                text: dict | None = None, multilabel: bool = True,
                class_names: list[str] | None = None) -> nn.Module:
-    """A head of type ``name``. ``text`` (class prototypes etc., see
-    :func:`prompt.build_prompt_head`) is used by the heads that read the class text."""
+    """A head of type ``name`` (:data:`pipeline.heads.registry.HEAD_TYPES` says what builds
+    it). ``text`` (class prototypes etc., see :func:`prompt.build_prompt`) is used by the
+    heads that read the class text."""
     if is_user_type(name):
         return _user_head(name, rgb_dim, motion_dim, n_classes, params, text, class_names)
-    if name in PROMPT_HEADS:
-        return build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text, multilabel)
-    cls, _ = HEADS[name]
-    needs_rgb = STREAMS[name][0]
+    module, _, attr = head_type(name)["model"].rpartition(".")
+    build = getattr(import_module(f"{__package__}.{module}"), attr)
+    if is_prompt(name):
+        return build(rgb_dim, motion_dim, n_classes, params, text, multilabel)
+    reads_rgb, reads_motion = streams(name, params)
     params = dict(params)
     standardise = params.pop("standardise", True)
-    if cls in (FusionHead, InterleaveHead):
-        head = cls(rgb_dim, motion_dim, n_classes, **params)
+    if reads_rgb and reads_motion:
+        head = build(rgb_dim, motion_dim, n_classes, **params)
         if params.get("classifier") == "text" and text is not None and text.get("protos") is not None:
             head.step_classifier.protos.copy_(torch.as_tensor(text["protos"], dtype=torch.float32))
     else:
-        stream = "rgb" if needs_rgb else "motion"
-        head = cls(rgb_dim if needs_rgb else motion_dim, n_classes, stream=stream, **params)
+        head = build(rgb_dim if reads_rgb else motion_dim, n_classes,
+                     stream="rgb" if reads_rgb else "motion", **params)
     return Standardised(head, rgb_dim, motion_dim, standardise)
-
 
 
 def _user_head(head_type: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,

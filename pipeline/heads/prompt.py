@@ -347,31 +347,38 @@ def add_classes(model, known: list[str], names: list[str], attrs: dict, device="
     return list(known) + new
 
 
-def build_prompt_head(name, rgb_dim, motion_dim, n_classes, params, text: dict | None,
-                      multilabel: bool = True):
-    """``text`` as :func:`load_text` gives it (``protos`` (C, D), ``species_protos`` (S, D) or
-    None, ``relation`` (S, C) or None, ``class_names``, ``clip`` for the learnable mode)."""
-    if name == "zero_shot":
-        scale = ((text or {}).get("attrs") or {}).get("logit_scale") or CLIP_SCALE
-        head = ZeroShotHead(rgb_dim, n_classes, scale=scale)
-        if text is not None and text.get("species_protos") is not None:
-            head.set_species(text["species_protos"])
-    else:
-        n_species = 0 if text is None or text.get("species_protos") is None else len(text["species_protos"])
-        coop = None
-        if params.get("text_mode") == "learnable":
-            if text is None or text.get("clip") is None:
-                raise ValueError("prompt head: text_mode learnable needs the CLIP model of the text bank")
-            model, tokenizer = text["clip"]
-            coop = CoopText(model, tokenizer, text["class_names"], params.get("n_ctx", 4))
-        kwargs = {k: v for k, v in params.items() if k not in ("motion", "text_mode", "n_ctx")}
-        head = PromptHead(rgb_dim, motion_dim, n_classes, n_species, coop=coop, multilabel=multilabel,
-                          use_motion=params.get("motion", False), **kwargs)
-        if n_species:
-            relation = text.get("relation")
-            head.set_species(text["species_protos"],
-                             torch.full((n_species, n_classes), UNKNOWN) if relation is None else relation)
+def build_zero_shot(rgb_dim, motion_dim, n_classes, params, text: dict | None,
+                    multilabel: bool = True):
+    """CLIP's zero-shot classifier; ``text`` as for :func:`build_prompt`."""
+    scale = ((text or {}).get("attrs") or {}).get("logit_scale") or CLIP_SCALE
+    head = ZeroShotHead(rgb_dim, n_classes, scale=scale)
+    if text is not None and text.get("species_protos") is not None:
+        head.set_species(text["species_protos"])
+    return _with_classes(head, text)
+
+
+def build_prompt(rgb_dim, motion_dim, n_classes, params, text: dict | None, multilabel: bool = True):
+    """The prompt head. ``text`` as :func:`load_text` gives it (``protos`` (C, D),
+    ``species_protos`` (S, D) or None, ``relation`` (S, C) or None, ``class_names``, ``clip``
+    for the learnable mode)."""
+    n_species = 0 if text is None or text.get("species_protos") is None else len(text["species_protos"])
+    coop = None
+    if params.get("text_mode") == "learnable":
+        if text is None or text.get("clip") is None:
+            raise ValueError("prompt head: text_mode learnable needs the CLIP model of the text bank")
+        model, tokenizer = text["clip"]
+        coop = CoopText(model, tokenizer, text["class_names"], params.get("n_ctx", 4))
+    kwargs = {k: v for k, v in params.items() if k not in ("motion", "text_mode", "n_ctx")}
+    head = PromptHead(rgb_dim, motion_dim, n_classes, n_species, coop=coop, multilabel=multilabel,
+                      use_motion=params.get("motion", False), **kwargs)
+    if n_species:
+        relation = text.get("relation")
+        head.set_species(text["species_protos"],
+                         torch.full((n_species, n_classes), UNKNOWN) if relation is None else relation)
+    return _with_classes(head, text)
+
+
+def _with_classes(head, text: dict | None):
     if text is not None and text.get("protos") is not None:
         head.set_classes(text["protos"], getattr(head, "relation", None), text.get("class_names"))
     return head
-

@@ -1,4 +1,5 @@
-"""The heads a run trains, by name: ``heads.<name>: {type: <head>, grid: {...}, seeds: [...],
+"""The head types (:data:`HEAD_TYPES`: the one place that names the built-in ones) and the
+heads a run trains, by name: ``heads.<name>: {type: <head>, grid: {...}, seeds: [...],
 ...settings}``. A name that is a head type needs no ``type`` (``fusion: {}``). ``type`` is a
 built-in head or a user's ``torch.nn.Module``, named ``package.module:ClassName`` or
 ``path/to/file.py:ClassName`` (docs/heads.md has the contract). ``grid`` (lists of values of
@@ -11,10 +12,98 @@ from __future__ import annotations
 import itertools
 import re
 
-from .streams import streams
-from .user import HeadTypeError, check_user_head, is_user_type
+from .user import HeadTypeError, check_user_head, is_user_type, user_class
 
 ENTRY_KEYS = ("type", "grid", "seeds")  # what an entry says about itself, not its head's settings
+
+# every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
+# schema lists, per head type (heads.<type>), exactly these keys, so a key meant for another
+# head is refused instead of ignored.
+_TRANSFORMER = {"layers": 2, "attention_heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
+_MOTION = {"motion_source": "student"}  # heads that read motion: the student's, or flow_clip
+
+# The built-in head types, the one place that names them. ``streams``: what the head reads
+# (``motion_setting``: a setting that adds the motion stream); ``model``: what builds it (a
+# module of pipeline.heads and a name in it); ``prompt``: built from the class text bank and
+# scored against it (it can score new classes); ``trains``: it has parameters to fit;
+# ``frames_baseline``: what the per-class analysis measures motion's gain against; ``paper``:
+# the published method it reproduces (report.compare_with); ``defaults``: its settings.
+HEAD_TYPES = {
+    "fusion": {"streams": ("rgb", "motion"), "model": "models.FusionHead", "paper": "vimoclip",
+               "defaults": {**_MOTION, **_TRANSFORMER, "layers": 4, "lr": 1e-4, "weight_decay": 0.1,
+                            "mode": "cross", "positions": False, "variant": "default",
+                            "standardise": True}},
+    "interleave": {"streams": ("rgb", "motion"), "model": "models.InterleaveHead",
+                   "paper": "animalmotionclip",
+                   "defaults": {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                "classifier": "mlp", "aggregation": "dense", "semi_dense_k": 2,
+                                "sparse_n": 3, "temporal": "steps", "windows": 3,
+                                "standardise": True}},
+    "rgb_only": {"streams": ("rgb",), "model": "models.TemporalHead", "frames_baseline": True,
+                 "defaults": {**_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1, "positions": True,
+                              "variant": "default", "standardise": True}},
+    "motion_only": {"streams": ("motion",), "model": "models.TemporalHead",
+                    "defaults": {**_MOTION, **_TRANSFORMER, "lr": 1e-4, "weight_decay": 0.1,
+                                 "positions": True, "variant": "default", "standardise": True}},
+    "rgb_linear": {"streams": ("rgb",), "model": "models.LinearProbe",
+                   "defaults": {"lr": 1e-3, "weight_decay": 1e-4, "standardise": True}},
+    "motion_linear": {"streams": ("motion",), "model": "models.LinearProbe",
+                      "defaults": {**_MOTION, "lr": 1e-3, "weight_decay": 1e-4, "standardise": True}},
+    "zero_shot": {"streams": ("rgb",), "model": "prompt.build_zero_shot", "prompt": True,
+                  "trains": False, "paper": "clip",
+                  "defaults": {"epochs": 0, "lr": 0.0, "weight_decay": 0.0, "pooling": "mean",
+                               "weighting": "rows"}},
+    "prompt": {"streams": ("rgb",), "motion_setting": "motion", "model": "prompt.build_prompt",
+               "prompt": True, "paper": "animal_clip",
+               "defaults": {"layers": 1, "attention_heads": 8, "dropout": 0.1, "lr": 1e-3,
+                            "weight_decay": 0.05, "motion": False, "refine": "mlp",
+                            "conditioning": True, "species": "classifier", "relation_prior": True,
+                            "video_species": False, "text_mode": "bank", "n_ctx": 4,
+                            "softmax_weight": 0.5, "species_weight": 0.5, "anchor_weight": 1.0,
+                            "max_frames": 64, "base_to_novel": None, "label_smoothing": 0.1,
+                            "pooling": "mean", "weighting": "rows", "species_train": "predicted",
+                            **_MOTION}},
+}
+BASELINE = next(t for t, h in HEAD_TYPES.items() if not h.get("trains", True))  # every run's
+DEFAULT_HEAD = "fusion"  # what predict uses unless told
+
+
+def head_type(name: str) -> dict:
+    """A built-in head type's entry of :data:`HEAD_TYPES` (a clear error for an unknown name)."""
+    if name not in HEAD_TYPES:
+        raise HeadTypeError(f"unknown head type {name!r}; built-in types: {', '.join(HEAD_TYPES)}, "
+                            f"or a module:Class of your own (docs/heads.md)")
+    return HEAD_TYPES[name]
+
+
+def is_prompt(name: str) -> bool:
+    """Built from the class text bank and scored against it (it can take new classes)."""
+    return not is_user_type(name) and name in HEAD_TYPES and HEAD_TYPES[name].get("prompt", False)
+
+
+def trains(name: str) -> bool:
+    return is_user_type(name) or HEAD_TYPES.get(name, {}).get("trains", True)
+
+
+def reads_text(name: str, params: dict, where: str = ".") -> bool:
+    """Whether a head type is scored against the class text (the prompt heads, the interleave
+    head with ``classifier: text``, AnimalMotionCLIP's, and a user head that sets
+    ``reads_text = True``)."""
+    if is_user_type(name):
+        return bool(getattr(user_class(name, where), "reads_text", False))
+    return is_prompt(name) or params.get("classifier") == "text"
+
+
+def streams(name: str, params: dict, where: str = ".") -> tuple[bool, bool]:
+    """(reads rgb, reads motion) of a head type with these settings (the prompt head reads
+    motion with ``motion: true``; a user head says which in its ``streams``)."""
+    if is_user_type(name):
+        declared = getattr(user_class(name, where), "streams", ())
+    else:
+        kind = head_type(name)
+        declared = kind["streams"] + (("motion",) if params.get(kind.get("motion_setting")) else ())
+    return "rgb" in declared, "motion" in declared
+
 
 
 def entry_type(name: str, entry: dict | None) -> str:
@@ -53,8 +142,8 @@ def run_entries(config: dict) -> dict[str, dict]:
     """The entries a run trains and reports: the expanded ``heads:``, and CLIP's zero-shot
     classifier, every run's baseline, named or not."""
     heads = dict(config["heads"])
-    if not any(entry_type(n, e) == "zero_shot" for n, e in heads.items()):
-        heads["zero_shot"] = {}
+    if not any(entry_type(n, e) == BASELINE for n, e in heads.items()):
+        heads[BASELINE] = {}
     return expand(heads)
 
 

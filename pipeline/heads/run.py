@@ -18,7 +18,7 @@ from .data import identity_of, load_split
 from .models import build_head
 from .prompt import add_classes
 from .scores import write_predictions, write_scores
-from .streams import PROMPT_HEADS, reads_text, streams
+from .registry import HEAD_TYPES, is_prompt, reads_text, streams
 from .text_bank import clip_for, load_text
 from .trainer import (head_params, main_metric, model_kwargs, predict_logits, predict_species,
                       ranking_scores, train_head)
@@ -101,8 +101,9 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
-        if head_type != "prompt":
-            raise ValueError("base_to_novel is an option of the prompt head")
+        if "base_to_novel" not in HEAD_TYPES.get(head_type, {}).get("defaults", {}):
+            raise ValueError(f"base_to_novel is an option of the "
+                             f"{', '.join(t for t, h in HEAD_TYPES.items() if 'base_to_novel' in h['defaults'])} head")
         log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
                  len(novel), ", ".join(names[c] for c in novel))
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
@@ -140,7 +141,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
             logits = logits_all[:, :len(names)]
             metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
                        "split": splits["eval"], "head": name, "type": head_type,
-                       "variant": method_variant(head_type, params),
+                       "variant": method_variant(params),
                        "entry": entry_record(name, entry, params, readers),
                        **precisions(readers, splits)}
             if novel:
@@ -267,24 +268,23 @@ def write_metrics(out: Path, metrics: dict, logits, split, names, segments, mult
     plot_pr_curves(logits, onehot, metrics, names, out / "pr_curves.png")
 
 
-def method_variant(name: str, params: dict) -> str | None:
-    """The settings that make a head another method than its default, in words (the report
-    shows them beside the head's name); None for the default."""
-    parts = []
-    if name == "prompt":
-        parts += [f"refine {params['refine']}"] if params.get("refine", "mlp") != "mlp" else []
-        parts += ["species-conditioned video"] if params.get("video_species") else []
-        parts += ["text groups weighed equally"] if params.get("weighting") == "groups" else []
-        parts += ["max-pooled descriptions"] if params.get("pooling") == "max" else []
-        parts += ["Animal-CLIP's class text"] if params.get("pooling") == "animal_clip" else []
+def method_variant(params: dict) -> str | None:
+    """The settings that make a head another method than its type's default, in words (the
+    report shows them beside the head's name); None for the default. Read from the settings a
+    type has (the prompt head's text and refinement, the interleave head's classifier and
+    time), so any type that takes them is described alike."""
+    parts = [f"refine {params['refine']}"] if params.get("refine", "mlp") != "mlp" else []
+    parts += ["species-conditioned video"] if params.get("video_species") else []
+    parts += ["text groups weighed equally"] if params.get("weighting") == "groups" else []
+    parts += ["max-pooled descriptions"] if params.get("pooling") == "max" else []
+    parts += ["Animal-CLIP's class text"] if params.get("pooling") == "animal_clip" else []
     if params.get("motion_source") == "flow_clip":
         parts.append("flow images through frozen CLIP")
-    if name == "interleave":
-        parts += ["class-text classifier"] if params.get("classifier") == "text" else []
-        if params.get("temporal") == "windows":
-            parts.append(f"{params['windows']} temporal windows, {params['aggregation']} frames")
-        elif params.get("aggregation", "dense") != "dense":
-            parts.append(f"per-step classifiers, {params['aggregation']} steps")
+    parts += ["class-text classifier"] if params.get("classifier") == "text" else []
+    if params.get("temporal") == "windows":
+        parts.append(f"{params['windows']} temporal windows, {params['aggregation']} frames")
+    elif params.get("aggregation", "dense") != "dense":
+        parts.append(f"per-step classifiers, {params['aggregation']} steps")
     return ", ".join(parts) or None
 
 
@@ -326,7 +326,7 @@ def load_head(path, device="cpu"):
         ckpt["params"]["attention_heads"] = ckpt["params"].pop("heads")
     head_type = ckpt.get("type", ckpt["name"])  # heads saved before types were named
     text = None
-    if head_type in PROMPT_HEADS:
+    if is_prompt(head_type):
         d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)
         text = {"protos": torch.zeros(ckpt["n_classes"], d), "class_names": ckpt["class_names"],
                 "species_protos": torch.zeros(s, d) if s else None, "relation": None,

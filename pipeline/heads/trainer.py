@@ -14,7 +14,8 @@ from ..compute import autocast, return_freed_memory
 from ..metrics import evaluate_logits
 from ..training import lr_factor, pos_weight as positive_weight
 from .data import SplitFeatures, batches, eval_plan, plan_batches
-from .models import HEADS, build_head
+from .models import build_head
+from .registry import head_type
 
 log = logging.getLogger("pipeline")
 
@@ -37,9 +38,7 @@ def head_params(name: str, given: dict | None) -> dict:
     from .user import USER_TRAINER_DEFAULTS, is_user_type
     if is_user_type(name):
         return {**TRAIN_DEFAULTS, **USER_TRAINER_DEFAULTS, **(given or {})}
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; heads: {', '.join(HEADS)}")
-    return {**TRAIN_DEFAULTS, **HEADS[name][1], **head_section(name, given)}
+    return {**TRAIN_DEFAULTS, **head_type(name)["defaults"], **head_section(name, given)}
 
 
 def model_kwargs(params: dict) -> dict:

@@ -6,9 +6,8 @@ from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
-from pipeline.freshness import file_digest, shard_members, stale_outputs
-from pipeline.heads.registry import check_entries, motion_sources
-from pipeline.heads.streams import reads_text, streams
+from pipeline.freshness import file_digest, row_settings, shard_members, stale_outputs
+from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
 from pipeline.heads.user import HeadTypeError
 from pipeline.layout import shard_path
 
@@ -40,6 +39,13 @@ def as_json(section, keys=None, drop=()):
     value = {k: v for k, v in trigger_view(section, config[section]).items()
              if (keys is None or k in keys) and k not in drop}
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def row_params(kind, section):
+    """One section of what decides ``kind``'s rows (pipeline.freshness.row_settings), as an
+    extraction rule's params: the same JSON as :func:`as_json` of the section, so shards made
+    before the function existed stay current."""
+    return json.dumps(row_settings(kind, config)[section], sort_keys=True, separators=(",", ":"))
 
 
 CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on

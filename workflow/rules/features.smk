@@ -28,9 +28,9 @@ rule extract:
         clip=shard_pattern("clip"),
         flow=shard_pattern("flow"),
     params:
-        clip=as_json("clip"),
-        flow=as_json("flow"),
-        sampling=as_json("sampling"),
+        clip=row_params("clip", "clip"),
+        flow=row_params("flow", "flow"),
+        sampling=row_params("clip", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("extract", "clip", "flow")
@@ -58,8 +58,8 @@ rule clip:
     output:
         shard_pattern("clip"),
     params:
-        clip=as_json("clip"),
-        sampling=as_json("sampling"),
+        clip=row_params("clip", "clip"),
+        sampling=row_params("clip", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("clip")
@@ -86,8 +86,8 @@ rule flow:
     output:
         shard_pattern("flow"),
     params:
-        flow=as_json("flow"),
-        sampling=as_json("sampling"),
+        flow=row_params("flow", "flow"),
+        sampling=row_params("flow", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("flow")

@@ -90,8 +90,7 @@ def _settings_differ(got: dict, want: dict) -> str | None:
 def stale_reason(path, expect: dict) -> str | None:
     """Why an existing feature shard cannot be current, or None: not HDF5, truncated,
     incomplete, or made with settings other than ``expect`` (:func:`expected_attrs`: its
-    ``settings``, compared whole with a shard's own; attributes, for shards written before
-    shards recorded their settings)."""
+    ``settings``, compared whole with a shard's own, and the attributes the readers check)."""
     import h5py
     from .store import incomplete
     try:
@@ -106,7 +105,8 @@ def stale_reason(path, expect: dict) -> str | None:
     if settings is not None and "settings" in attrs:
         if why := _settings_differ(_attr(attrs["settings"], {}), settings):
             return why
-        expect = {k: v for k, v in expect.items() if k == "kind"}
+    # the attributes the stages' readers check (model, sampling, flow geometry): what they
+    # would refuse is never current here either (and shards older than `settings` have only these)
     for key, want in expect.items():
         got = _attr(attrs.get(key), want)
         if got != want:
@@ -148,8 +148,8 @@ def mark_out_of_date(summary, why: str) -> None:
 
 def expected_attrs(config: dict) -> dict:
     """Per kind, what a current shard records (checked without loading a model): the settings
-    that decide its rows (:func:`row_settings`), and the attributes that shards written before
-    they recorded them are compared by."""
+    that decide its rows (:func:`row_settings`), and the attributes the stages' readers check
+    (all that shards written before ``settings`` existed are compared by)."""
     from .store import FLOW_QUANTISATION
     clip, flow = config["clip"], config["flow"]
     classical = flow["backend"] != "ptlflow"

@@ -62,7 +62,8 @@ def test_samples_with_zero_shards(tmp_path):
 
 def _run_copy(demo_run, tmp_path):
     """A copy of the run inside a copy of its project folder (with the demo's CLIP checkpoint,
-    which the run names by a path relative to that folder)."""
+    which the run names by a path relative to that folder). Every file copied, none linked as
+    conftest.copy_run links shards: these tests damage shards in place."""
     run = tmp_path / "w" / "results" / "demo"
     shutil.copytree(demo_run / "results" / "demo", run)
     (tmp_path / "w" / "data" / "demo").mkdir(parents=True)

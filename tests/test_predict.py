@@ -90,7 +90,7 @@ def test_predict_scores_new_classes_with_the_prompt_head(demo_run, tmp_path):
     assert "(new)" in proc.stdout and "2 new classes scored without retraining" in proc.stderr
     proc = run_cli("predict", video, "--run", run, "--head", "fusion", "--extra-classes", "jumping",
                    check=False)
-    assert proc.returncode == 2 and "new classes need a prompt or zero_shot head" in proc.stderr
+    assert proc.returncode == 2 and "new classes need a head of type zero_shot or prompt" in proc.stderr
 
 
 def test_one_undecodable_video_does_not_spoil_the_others(demo_run, tmp_path):

@@ -155,10 +155,10 @@ def bench_heads(heads, lengths: np.ndarray, work: Path, dim: int = 512, n_classe
                 student: dict | None = None) -> list[dict]:
     """``student``: ``{"model", "batch_size", "seq_len", "steps"}`` adds the student's row."""
     store = _store(Path(work), lengths, dim, n_classes)
+    from .heads.registry import trains
     rows = []
     for read in reads:
         for head in heads:
-            from .heads.registry import trains
             if not trains(head):
                 continue
             rows.append(_in_child(_run_one, {

@@ -71,8 +71,10 @@ def row_settings(kind: str, config: dict) -> dict:
     a current shard: the extraction rules' params (their rerun trigger) are these sections as
     JSON, a shard records them (attribute ``settings``), the freshness check (and so the DAG's
     forced jobs and ``plan``) compares them. The cache keys rows on what these settings resolve
-    to (the weights' content, the precision used: :func:`pipeline.store.settings_sha256`), so
-    it never tells apart rows that these settings call alike."""
+    to (the weights' content, the precision used, the device type:
+    :func:`pipeline.store.settings_sha256`): it may call alike rows that these settings tell
+    apart (the same weights at another path), and it keeps apart rows of another device type,
+    which these settings (speed only) call alike."""
     from .config import trigger_view
     return {kind: trigger_view(kind, config[kind]),
             "sampling": trigger_view("sampling", config["sampling"] or {})}

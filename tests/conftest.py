@@ -220,21 +220,22 @@ CSV_VIDEOS = 12  # the small csv run's: v000-v007 train, v008-v011 "hold out"
 FIRST_RUN = ".snakemake/first-run.log"  # a shared run's console: what its first run said
 
 
-def csv_label(demo_dir, i) -> str:
-    """The labels of the demo data set's clip ``i``."""
+def demo_labels(demo_dir) -> dict[int, str]:
+    """The labels of each clip ``i`` (``clip_<i>.mp4``) of a demo data set."""
     import csv
     with open(demo_dir / "annotations.csv") as f:
-        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]
+        return {int(Path(r["video"]).stem.split("_")[1]): r["labels"] for r in csv.DictReader(f)}
 
 
 def csv_annotations(work, demo_dir, ids, relabel=None):
     """``ann.csv`` as a user writes it: a capitalised header with spaces, the evaluation split
     named with a space, no val split, a whitespace-only last line. Video ``v<i>`` has clip
     ``i % 100``'s labels (or ``relabel[i]``); ids under 8 or from 100 are train videos."""
+    labels = demo_labels(demo_dir)
     rows = ["Video, Split, Labels"]
     for i in ids:
         split = "train" if i < 8 or i >= 100 else "hold out"
-        rows.append(f"v{i:03d}.mp4,{split},{(relabel or {}).get(i) or csv_label(demo_dir, i % 100)}")
+        rows.append(f"v{i:03d}.mp4,{split},{(relabel or {}).get(i) or labels[i % 100]}")
     (work / "ann.csv").write_text("\n".join(rows) + "\n   \n")
 
 

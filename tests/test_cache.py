@@ -22,7 +22,7 @@ import pytest
 import yaml
 from pathlib import Path
 
-from conftest import CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, csv_label, snakemake
+from conftest import CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, demo_labels, snakemake
 from pipeline.annotations import read_samples, shard_of
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,7 @@ def test_a_label_fix_re_extracts_nothing(run, demo_dir):
     old = next(r for r in read_samples(run / RES / "samples.tsv") if r["video_id"] == "v003")
     with open(demo_dir / "classes.csv") as f:
         names = [r["name"] for r in csv.DictReader(f)]
-    new = next(n for n in names if n != csv_label(demo_dir, 3))
+    new = next(n for n in names if n != demo_labels(demo_dir)[3])
     csv_annotations(run, demo_dir, range(N), relabel={3: new})
     dry = snakemake(run, "-n")  # behind the checkpoints, it says what a real run decodes
     assert f"decodes at most 0 of {N} listed videos" in dry.stderr, dry.stderr[-2000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import garbage_middle, copy_workflow, demo_config, run_cli, snakemake
+from conftest import garbage_middle, copy_workflow, demo_config, demo_labels, run_cli, snakemake
 from pipeline.demo import write_video
 
 pytestmark = pytest.mark.slow  # Snakemake runs
@@ -147,7 +147,7 @@ def test_no_readable_video_in_the_evaluation_split(tmp_path, demo_dir):
     rows = []
     for i in range(6):
         shutil.copy(demo_dir / "videos" / f"clip_{i:03d}.mp4", vids / f"good{i}.mp4")
-        rows.append(f"good{i}.mp4,train,{_label(demo_dir, i)}")
+        rows.append(f"good{i}.mp4,train,{demo_labels(demo_dir)[i]}")
     (vids / "empty.mp4").write_bytes(b"")
     (vids / "text.mp4").write_text("not a video\n" * 10)
     rows += ["empty.mp4,test,rotating", "text.mp4,test,moving up"]
@@ -170,9 +170,3 @@ def test_no_readable_video_in_the_evaluation_split(tmp_path, demo_dir):
         log = (res / "logs" / "heads" / f"{head}.log").read_text()
         assert log.count("no readable video in the evaluation split") == 1 and "Traceback" not in log
     assert "no readable video" in (res / "logs" / "moclip_linear_probe.log").read_text()
-
-
-def _label(demo_dir, i):
-    import csv
-    with open(demo_dir / "annotations.csv") as f:
-        return {r["video"]: r["labels"] for r in csv.DictReader(f)}[f"clip_{i:03d}.mp4"]

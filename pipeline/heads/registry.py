@@ -78,7 +78,7 @@ def head_type(name: str) -> dict:
 
 def is_prompt(name: str) -> bool:
     """Built from the class text bank and scored against it (it can take new classes)."""
-    return not is_user_type(name) and name in HEAD_TYPES and HEAD_TYPES[name].get("prompt", False)
+    return HEAD_TYPES.get(name, {}).get("prompt", False)  # a user's module:Class is no key
 
 
 def trains(name: str) -> bool:
@@ -103,7 +103,6 @@ def streams(name: str, params: dict, where: str = ".") -> tuple[bool, bool]:
         kind = head_type(name)
         declared = kind["streams"] + (("motion",) if params.get(kind.get("motion_setting")) else ())
     return "rgb" in declared, "motion" in declared
-
 
 
 def entry_type(name: str, entry: dict | None) -> str:

@@ -101,9 +101,9 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
-        if "base_to_novel" not in HEAD_TYPES.get(head_type, {}).get("defaults", {}):
-            raise ValueError(f"base_to_novel is an option of the "
-                             f"{', '.join(t for t, h in HEAD_TYPES.items() if 'base_to_novel' in h['defaults'])} head")
+        takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
+        if head_type not in takes:
+            raise ValueError(f"base_to_novel is an option of the {', '.join(takes)} head")
         log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
                  len(novel), ", ".join(names[c] for c in novel))
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)

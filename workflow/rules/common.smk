@@ -36,8 +36,12 @@ def as_json(section, keys=None, drop=()):
     """A config section (or its ``keys``, less ``drop``) as compact JSON: the rule's params, and
     so its rerun trigger; speed-only keys stay out (pipeline.config.trigger_view), so changing
     them re-runs nothing."""
-    value = {k: v for k, v in trigger_view(section, config[section]).items()
-             if (keys is None or k in keys) and k not in drop}
+    return compact_json({k: v for k, v in trigger_view(section, config[section]).items()
+                         if (keys is None or k in keys) and k not in drop})
+
+
+def compact_json(value):
+    """A rule's params value: keys sorted, no spaces (the text Snakemake records and compares)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
@@ -45,7 +49,7 @@ def row_params(kind, section):
     """One section of what decides ``kind``'s rows (pipeline.freshness.row_settings), as an
     extraction rule's params: the same JSON as :func:`as_json` of the section, so shards made
     before the function existed stay current."""
-    return json.dumps(row_settings(kind, config)[section], sort_keys=True, separators=(",", ":"))
+    return compact_json(row_settings(kind, config)[section])
 
 
 CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on

@@ -328,7 +328,8 @@ NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "p
                     "text": {"description_units": "sentences"}}
 
 # Speed-only settings (the schema marks them ``x-runtime``: device, decoder, batch sizes of
-# frozen models, workers) change how fast a job runs, never what it writes. They stay out of the
+# frozen models, workers, and flow's lossless storage layout) change how fast a job runs or how
+# its rows lie on disk, never what the rows hold. They stay out of the
 # rules' params (changing them re-runs nothing) and reach the jobs in this environment variable.
 RUNTIME_ENV = "PIPELINE_RUNTIME"
 

@@ -16,6 +16,9 @@ import numpy as np
 from .layout import shard_path
 
 SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
+# What a flow row keeps of its raw bytes per storage where nothing was measured: DIS at 224 px on
+# real clips (`bench-storage`, docs/benchmarks.md)
+ASSUMED_OF_RAW = {"jpegls": 0.065, "gzip": 0.13}
 
 
 def _file_size(path: Path) -> int:
@@ -35,9 +38,8 @@ def _write(path: Path, kind: str, shape, dtype, compression, videos: int, rows: 
 
 
 def index_bytes(rows: float) -> float:
-    """/frame_index and /timestamps: 4 bytes a row each, allocated in whole chunks."""
-    from .store import INDEX_CHUNK_ROWS
-    return 2 * 4 * np.ceil(rows / INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS
+    """/frame_index and /timestamps: 4 bytes a row each, written whole."""
+    return 2 * 4 * rows
 
 
 def measure_layout(kind: str, shape, dtype, tmp: Path) -> dict:
@@ -70,7 +72,10 @@ def _run_flow_rows(config: dict, workdir: Path, layout: dict) -> tuple[float, in
     for path in sorted(map(Path, glob(shard_path(results, "flow", "*", "*")))):
         if stale_reason(path, expect) is None:
             import h5py
+            from .row_codecs import storage_of
             with h5py.File(path, "r") as f:
+                if storage_of(f)[0] != config["flow"].get("storage", "jpegls"):
+                    continue  # another layout (made before flow.storage changed): not what a run writes
                 n, videos = int(f["offsets"][-1]), len(f["offsets"]) - 1
             data += _file_size(path) - layout["file"] - layout["per_video"] * videos - index_bytes(n)
             rows += n
@@ -82,7 +87,7 @@ def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: 
     ``measure``) flow computed on the sample videos, else an assumed compression. Only
     ``measure`` loads OpenCV."""
     cfg = config["flow"]
-    size = cfg["size"]
+    size, storage = cfg["size"], cfg.get("storage", "jpegls")
     raw = 2 * size * size
     layout = measure_layout("flow", (2, size, size), np.uint8, tmp)
     chunk_record = layout["per_row"] - raw  # a chunk's entry in the B-tree
@@ -90,7 +95,7 @@ def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: 
         data, rows, backend = own
         layout["per_row"] = data / rows
         layout["source"] = (f"measured: the run's own {backend} flow shards ({rows} rows, {size} "
-                            f"px, {(layout['per_row'] - chunk_record) / raw:.0%} of raw)")
+                            f"px, {max(0.0, layout['per_row'] - chunk_record) / raw:.1%} of raw)")
         return layout
     stand_in = cfg["backend"] if cfg["backend"] != "ptlflow" else "dis"
     short = [dataclasses.replace(p, sampled=p.sampled[:SAMPLE_ROWS]) for p in probes]
@@ -106,10 +111,11 @@ def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: 
                                  - index_bytes(rows)) / rows
             what = cfg["backend"] if stand_in == cfg["backend"] else f"{cfg['model']} (DIS stands in)"
             layout["source"] = (f"measured: {rows} rows of {what} flow from {len(short)} videos, "
-                                f"{size} px, gzip ({(layout['per_row'] - chunk_record) / raw:.0%} of raw)")
+                                f"{size} px, {storage} ({max(0.0, layout['per_row'] - chunk_record) / raw:.1%} of raw)")
             return layout
-    layout["per_row"] += -0.86 * raw  # DIS at 224 px on real clips: about 14 KB of 100 KB
-    layout["source"] = ("assumed: 14% of raw (measured on real clips with DIS at 224 px); "
+    layout["per_row"] += (ASSUMED_OF_RAW[storage] - 1) * raw
+    layout["source"] = (f"assumed: {storage} keeps {ASSUMED_OF_RAW[storage]:.0%} of raw (DIS at "
+                        f"224 px on real clips, docs/benchmarks.md); "
                         + ("no video to measure" if measure else "--measure-flow measures it "
                            "on the sample videos (OpenCV)"))
     return layout

@@ -8,6 +8,7 @@ Layout (CSR style; no group per video, which is slow with tens of thousands of v
     /timestamps  (R,)      float32 seconds
     /data        (R, ...)  features
     /fingerprints (N,)     utf-8, each video file's content identity (extraction shards)
+    attrs storage, row_shape: how /data lies on disk when not as (R, *row_shape) (:data:`STORAGES`)
     attrs: kind, schema_version, producer, complete, content_sha256, settings_sha256, +
            provenance given by the producer (content_sha256 covers ids, frame indices and data:
            a later stage can tell "same features" from "re-extracted, different" without
@@ -31,6 +32,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PipelineError
+from .row_codecs import on_disk, read_rows, storage_of
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
@@ -38,11 +40,10 @@ KINDS = ("clip", "flow", "motion", "text")
 # only), where the weights file lay (its hash is ``weights``), the writing code's version, the
 # config's words for the settings (freshness.row_settings: a path, "auto"), whose resolved
 # values (weights hash, precision, model, sizes) are attributes of their own.
-NOT_SETTINGS = ("batch_size", "weights_source", "producer", "settings")
+NOT_SETTINGS = ("batch_size", "weights_source", "producer", "settings", "storage", "row_shape")
 # How flow rows are stored (features.flow.quantise does it): a flow shard records it, and one
 # stored otherwise (before zero flow was exact) is stale.
 FLOW_QUANTISATION = "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)"
-INDEX_CHUNK_ROWS = 4096  # rows per chunk of /frame_index and /timestamps (int32, float32)
 
 
 class StoreError(PipelineError, RuntimeError):
@@ -105,28 +106,35 @@ class FeatureWriter:
 
     def __init__(self, path, kind: str, row_shape: tuple[int, ...], dtype, attrs: dict | None = None,
                  compression: str | None = None, chunk_rows: int | None = None):
+        """``compression``: None, ``"gzip"`` or ``"jpegls"`` (:data:`STORAGES`; images of
+        uint8 rows (C, H, W), one a chunk)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
+        row_shape = tuple(int(s) for s in row_shape)
+        self.storage, self.row_shape = compression, row_shape
+        disk_shape, filters = on_disk(compression, row_shape, dtype)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self._f = h5py.File(self.partial, "w")
-        row_shape = tuple(int(s) for s in row_shape)
+        # no chunk cache for an image codec: rows read back right after writing come from disk,
+        # so add() checks what the filter stored (it fails silently on a shape it cannot code)
+        self._f = h5py.File(self.partial, "w", **({"rdcc_nbytes": 0} if compression == "jpegls" else {}))
         chunk = chunk_rows or (1 if len(row_shape) > 1 else max(1, min(1024, 2 ** 16 // max(1, row_shape[0]))))
         self._data = self._f.create_dataset(
-            "data", shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-            chunks=(chunk, *row_shape), compression=compression,
-            shuffle=compression is not None)
-        self._frame = self._f.create_dataset("frame_index", (0,), maxshape=(None,), dtype="int32",
-                                             chunks=(INDEX_CHUNK_ROWS,))
-        self._time = self._f.create_dataset("timestamps", (0,), maxshape=(None,), dtype="float32",
-                                            chunks=(INDEX_CHUNK_ROWS,))
+            "data", shape=(0, *disk_shape), maxshape=(None, *disk_shape), dtype=dtype,
+            chunks=(chunk, *disk_shape), **filters)
+        # /frame_index and /timestamps are kept here and written whole at close: 8 bytes a row,
+        # not a chunk of thousands of rows allocated in every small shard
+        self._frames: list[np.ndarray] = []
+        self._times: list[np.ndarray] = []
         self._ids: list[str] = []
         self._fingerprints: list[str] = []
         self._offsets = [0]
         self._sha = hashlib.sha256()
         self.settings = settings_sha256(kind, row_shape, dtype, attrs or {})
-        for key, value in header_attrs(kind, False, {"settings_sha256": self.settings, **(attrs or {})}).items():
+        layout = {"storage": compression, "row_shape": list(row_shape)} if disk_shape != row_shape else {}
+        for key, value in header_attrs(kind, False, {"settings_sha256": self.settings, **(attrs or {}),
+                                                     **layout}).items():
             self._f.attrs[key] = encode_attr(value)
 
     @property
@@ -135,7 +143,7 @@ class FeatureWriter:
 
     @property
     def compression(self):
-        return self._data.compression
+        return self.storage
 
     def add(self, video_id: str, frame_index, timestamps, data, fingerprint: str = "",
             stored_chunks: list | None = None) -> None:
@@ -146,18 +154,21 @@ class FeatureWriter:
         n = data.shape[0]
         if len(frame_index) != n or len(timestamps) != n:
             raise ValueError(f"{video_id}: {n} rows but {len(frame_index)} frame indices")
-        if data.shape[1:] != self._data.shape[1:]:
-            raise ValueError(f"{video_id}: rows of shape {data.shape[1:]}, store has {self._data.shape[1:]}")
+        if data.shape[1:] != self.row_shape:
+            raise ValueError(f"{video_id}: rows of shape {data.shape[1:]}, store has {self.row_shape}")
         start = self._offsets[-1]
-        for ds in (self._data, self._frame, self._time):
-            ds.resize(start + n, axis=0)
+        self._data.resize(start + n, axis=0)
         if stored_chunks is not None:
             for i, (mask, chunk) in enumerate(stored_chunks):
-                self._data.id.write_direct_chunk((start + i,) + (0,) * (data.ndim - 1), chunk, mask)
+                self._data.id.write_direct_chunk((start + i,) + (0,) * (self._data.ndim - 1), chunk, mask)
         else:
-            self._data[start:start + n] = data
-        self._frame[start:start + n] = np.asarray(frame_index, dtype=np.int32)
-        self._time[start:start + n] = np.asarray(timestamps, dtype=np.float32)
+            self._data[start:start + n] = data.reshape(n, *self._data.shape[1:])
+        if self.storage == "jpegls" and not np.array_equal(self._data[start:start + n].reshape(data.shape), data):
+            raise StoreError(f"{self.path}: video {video_id!r}: the JPEG-LS filter did not give back "
+                             f"the rows it was given (rows of shape {self.row_shape}); set "
+                             f"flow.storage: gzip and re-run")
+        self._frames.append(np.asarray(frame_index, dtype=np.int32))
+        self._times.append(np.asarray(timestamps, dtype=np.float32))
         self._ids.append(video_id)
         self._fingerprints.append(fingerprint)
         self._offsets.append(start + n)
@@ -172,6 +183,8 @@ class FeatureWriter:
     def close(self) -> Path:
         """Write the index, mark complete and rename to the final name."""
         f = self._f
+        f.create_dataset("frame_index", data=np.concatenate([np.zeros(0, np.int32), *self._frames]))
+        f.create_dataset("timestamps", data=np.concatenate([np.zeros(0, np.float32), *self._times]))
         f.create_dataset("video_ids", data=np.array(self._ids, dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
@@ -255,11 +268,13 @@ class FeatureReader:
         self._files: dict[int, h5py.File] = {}
         self._pid = os.getpid()
         self._shard_attrs: list[dict] = []
+        self._shapes: list[tuple] = []  # each shard's row shape (its layout may differ)
         for k, path in enumerate(self.paths):
             with open_store(path) as f:
                 attrs = file_attrs(f)
                 self._check(path, f, attrs, kind, expect)
                 self._shard_attrs.append(attrs)
+                self._shapes.append(storage_of(f)[1])
                 ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][:]]
                 offsets = f["offsets"][:]
             if not self.attrs:
@@ -335,7 +350,8 @@ class FeatureReader:
         lo = a + max(0, start)
         hi = b if length is None else min(b, lo + length)
         f = self._file(k)
-        return Rows(video_id, f["frame_index"][lo:hi], f["timestamps"][lo:hi], f["data"][lo:hi])
+        return Rows(video_id, f["frame_index"][lo:hi], f["timestamps"][lo:hi],
+                    read_rows(f, lo, hi, self._shapes[k]))
 
     def video(self, video_id: str) -> Rows:
         return self.window(video_id)
@@ -354,7 +370,7 @@ class FeatureReader:
                 b = items[j][1][2]
                 j += 1
             f = self._file(k)
-            data, index, stamps = f["data"][a:b], f["frame_index"][a:b], f["timestamps"][a:b]
+            data, index, stamps = read_rows(f, a, b, self._shapes[k]), f["frame_index"][a:b], f["timestamps"][a:b]
             for vid, (_, lo, hi) in items[i:j]:
                 yield Rows(vid, index[lo - a:hi - a], stamps[lo - a:hi - a], data[lo - a:hi - a])
             i = j
@@ -365,7 +381,7 @@ class FeatureReader:
 
     @property
     def row_shape(self) -> tuple[int, ...]:
-        return tuple(self._file(0)["data"].shape[1:])
+        return self._shapes[0]
 
     def close(self) -> None:
         for f in self._files.values():

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "pipeline"
 # Below every stage: devices and precision, files, shard paths, the stores, how models and
 # weights are found. They import nothing above them.
 GROUND = {"pipeline", "pipeline.compute", "pipeline.devices", "pipeline.files", "pipeline.layout",
-          "pipeline.store", "pipeline.text_store", "pipeline.factory", "pipeline.weights",
+          "pipeline.store", "pipeline.row_codecs", "pipeline.text_store", "pipeline.factory", "pipeline.weights",
           "pipeline.demo_convnet", "pipeline.errors", "pipeline.prompts"}
 # the package names the data API (pipeline.open_run), imported only when it is called
 REEXPORTED = {("pipeline", "pipeline.api")}

@@ -76,7 +76,7 @@ def test_speed_settings_are_marked_once_and_reach_the_jobs_but_not_the_triggers(
     from pipeline.config import (RUNTIME_ENV, runtime_keys, runtime_settings, section, trigger_view,
                                  with_runtime)
     assert runtime_keys() == {"": ("decoder", "device", "tracking"), "clip": ("batch_size", "decode_workers"),
-                              "flow": ("batch_size", "decode_workers"), "moclip": ("num_workers",)}
+                              "flow": ("batch_size", "decode_workers", "storage"), "moclip": ("num_workers",)}
     assert "batch_size" not in trigger_view("clip", section("clip", {}))
     assert trigger_view("moclip", section("moclip", {"batch_size": 8}))["batch_size"] == 8
     config = {"device": "cpu", "decoder": "opencv", "clip": section("clip", {"batch_size": 16}),

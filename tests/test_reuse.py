@@ -13,6 +13,7 @@ from pipeline.config import section
 from pipeline.features.extract import extract_both
 from pipeline.features.flow import extract_flow
 from pipeline.features.reuse import read_index
+from pipeline.row_codecs import storage_of
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video
 
@@ -76,8 +77,39 @@ def test_a_remade_shard_copies_known_videos_and_decodes_the_new_one(videos, micr
         assert sorted(after) == ["v0", "v1", "v2", "v3"]
         for vid, (index, data) in before[k].items():
             assert after[vid][0] == index and np.array_equal(after[vid][1], data), (k, vid)
-    with h5py.File(out / "f.h5") as f:  # flow rows were copied as stored (compressed) chunks
-        assert f["data"].compression == "gzip"
+    fp = _fingerprint(out / "f.h5", "v0")
+    src = next(p for p in (pool / "flow").glob("*.h5") if p.stat().st_nlink == 1 and fp in read_index(p)[1])
+    with h5py.File(out / "f.h5") as f, h5py.File(src) as g:
+        assert storage_of(f)[0] == "jpegls"  # the default flow.storage
+        # the copied flow rows are stored as the cache's are, byte for byte
+        row = lambda h: (int(h["offsets"][[v.decode() for v in h["video_ids"][:]].index("v0")]), 0, 0)
+        assert f["data"].id.read_direct_chunk(row(f)) == g["data"].id.read_direct_chunk(row(g))
+
+
+def _fingerprint(path, video):
+    with h5py.File(path) as f:
+        ids = [v.decode() for v in f["video_ids"][:]]
+        return f["fingerprints"][ids.index(video)].decode()
+
+
+def test_rows_of_another_storage_are_copied_and_stored_the_writers_way(videos, micro_clip, tmp_path):
+    """A gzip shard (made before flow.storage, or with it set so) feeds a JPEG-LS shard: the same
+    rows, no decode, stored the writer's way; and back."""
+    _, flow_cfg = _cfgs(micro_clip)
+    pool = tmp_path / "pool"
+    probes = _probes(videos, ["v0", "v1"])
+    extract_flow(probes, tmp_path / "g.h5", {**flow_cfg, "storage": "gzip"}, CPU, progress=False, reuse=pool)
+    stats = extract_flow(probes, tmp_path / "j.h5", flow_cfg, CPU, progress=False, reuse=pool)
+    assert stats["reused"] == 2
+    stats = extract_flow(probes, tmp_path / "g2.h5", {**flow_cfg, "storage": "gzip"}, CPU,
+                         progress=False, reuse=tmp_path / "none")  # decoded: the reference
+    for path, storage in (("g.h5", "gzip"), ("j.h5", "jpegls")):
+        with h5py.File(tmp_path / path) as f:
+            assert storage_of(f)[0] == storage
+    assert _rows(tmp_path / "j.h5").keys() == _rows(tmp_path / "g.h5").keys()
+    for vid, (index, data) in _rows(tmp_path / "g2.h5").items():
+        assert _rows(tmp_path / "j.h5")[vid][0] == index
+        assert np.array_equal(_rows(tmp_path / "j.h5")[vid][1], data)
 
 
 def test_content_not_name_decides(videos, micro_clip, tmp_path, opens, demo_dir):

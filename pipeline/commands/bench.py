@@ -62,6 +62,19 @@ def cmd_bench(a):
         write_csv(rows, a.csv)
 
 
+@command("bench-storage", "bytes a row and one core's encode and decode rows/s of each lossless "
+         "layout of flow rows (the pipeline's and candidates), on DIS flow of the given videos",
+         arg("videos", nargs="+", help="video files"),
+         arg("--rows", type=positive_int, default=48, help="flow rows spread over each video"),
+         arg("--work-size", type=positive_int, default=360, help="short side flow is computed at"),
+         arg("--size", type=positive_int, default=224, help="side of the stored square flow"))
+def cmd_bench_storage(a):
+    from ..bench_storage import format_table, run
+    print(f"DIS flow at {a.work_size} px stored at {a.size} px, {a.rows} rows per video of "
+          f"{', '.join(Path(v).name for v in a.videos)}; one core")
+    print(format_table(run(a.videos, a.rows, a.work_size, a.size)))
+
+
 @command("bench-heads", "training samples/s, seconds per epoch and peak memory of each head on a "
          "synthetic store with a real length distribution, in memory and streamed",
          arg("--heads", nargs="+", default=head_names(trained_only=True), choices=head_names()),

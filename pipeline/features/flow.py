@@ -250,7 +250,8 @@ class FlowComputer:
 
     def writer(self, out) -> FeatureWriter:
         size = self.cfg["size"]
-        return FeatureWriter(out, "flow", (2, size, size), np.uint8, self.attrs, compression="gzip")
+        return FeatureWriter(out, "flow", (2, size, size), np.uint8, self.attrs,
+                             compression=self.cfg.get("storage", "jpegls"))
 
 
 def flow_computer(cfg: dict, device: torch.device, sampling: dict | None = None) -> FlowComputer:

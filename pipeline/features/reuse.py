@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..row_codecs import read_rows, storage_of
 from ..store import FeatureWriter, StoreError, decode_attr, incomplete, open_store
 
 log = logging.getLogger("pipeline")
@@ -79,17 +80,19 @@ def _open(files: dict, path: Path):
 def copy_rows(writer: FeatureWriter, video_id: str, fingerprint: str, src: Source,
               files: dict) -> np.ndarray:
     """Append a video's rows from ``src`` (open in ``files``) to ``writer``; returns their frame
-    indices. Rows kept compressed one per chunk (flow) are copied as stored chunks: no second
-    compression."""
+    indices. Rows kept compressed one per chunk (flow) in the writer's storage are copied as
+    stored chunks: no second compression; rows of another storage (a gzip shard into a JPEG-LS
+    one) are decoded and stored the writer's way."""
     f = files[src.path]
     a, b = src.start, src.stop
     data = f["data"]
     chunks = None
-    if data.compression and data.chunks and data.chunks[0] == 1 and \
-            data.chunks == writer.chunks and data.compression == writer.compression:
+    if storage_of(f)[0] == writer.storage is not None and data.chunks == writer.chunks \
+            and data.chunks[0] == 1:
         chunks = [data.id.read_direct_chunk((i,) + (0,) * (data.ndim - 1)) for i in range(a, b)]
     index = f["frame_index"][a:b]
-    writer.add(video_id, index, f["timestamps"][a:b], data[a:b], fingerprint, stored_chunks=chunks)
+    writer.add(video_id, index, f["timestamps"][a:b], read_rows(f, a, b), fingerprint,
+               stored_chunks=chunks)
     return index
 
 

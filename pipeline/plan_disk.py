@@ -90,12 +90,11 @@ def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: 
     size, storage = cfg["size"], cfg.get("storage", "jpegls")
     raw = 2 * size * size
     layout = measure_layout("flow", (2, size, size), np.uint8, tmp)
-    chunk_record = layout["per_row"] - raw  # a chunk's entry in the B-tree
     if own := _run_flow_rows(config, workdir, layout):
         data, rows, backend = own
         layout["per_row"] = data / rows
         layout["source"] = (f"measured: the run's own {backend} flow shards ({rows} rows, {size} "
-                            f"px, {max(0.0, layout['per_row'] - chunk_record) / raw:.1%} of raw)")
+                            f"px, {layout['per_row'] / raw:.1%} of raw)")
         return layout
     stand_in = cfg["backend"] if cfg["backend"] != "ptlflow" else "dis"
     short = [dataclasses.replace(p, sampled=p.sampled[:SAMPLE_ROWS]) for p in probes]
@@ -111,10 +110,10 @@ def measure_flow(config: dict, probes: list, tmp: Path, workdir: Path, measure: 
                                  - index_bytes(rows)) / rows
             what = cfg["backend"] if stand_in == cfg["backend"] else f"{cfg['model']} (DIS stands in)"
             layout["source"] = (f"measured: {rows} rows of {what} flow from {len(short)} videos, "
-                                f"{size} px, {storage} ({max(0.0, layout['per_row'] - chunk_record) / raw:.1%} of raw)")
+                                f"{size} px, {storage} ({layout['per_row'] / raw:.1%} of raw)")
             return layout
     layout["per_row"] += (ASSUMED_OF_RAW[storage] - 1) * raw
-    layout["source"] = (f"assumed: {storage} keeps {ASSUMED_OF_RAW[storage]:.0%} of raw (DIS at "
+    layout["source"] = (f"assumed: {storage} keeps {ASSUMED_OF_RAW[storage]:.1%} of raw (DIS at "
                         f"224 px on real clips, docs/benchmarks.md); "
                         + ("no video to measure" if measure else "--measure-flow measures it "
                            "on the sample videos (OpenCV)"))

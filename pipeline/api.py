@@ -146,6 +146,10 @@ def export(run: Run, split: str, stream: str, out, fmt: str = "npy") -> Path:
     ``index.csv`` (video_id, file, rows, labels, species by name). Returns the index."""
     import csv
     out = Path(out)
+    if split not in run.splits:
+        raise StoreError(f"{run.path}: no split {split!r} (splits here: {', '.join(run.splits)})")
+    run.shards(split, stream)  # refuses a stream the split has no shards of, before any file
+    _clear_export(out)
     out.mkdir(parents=True, exist_ok=True)
     by_id = {r["video_id"]: r for r in run.samples(split)}
     index, arrays = [], {}
@@ -166,3 +170,23 @@ def export(run: Run, split: str, stream: str, out, fmt: str = "npy") -> Path:
         w.writerow(["video_id", "file", "rows", "labels", "species"])
         w.writerows(index)
     return path
+
+
+def _clear_export(out: Path) -> None:
+    """Make ``out`` ready for an export: new, empty, or an earlier export, whose files (those its
+    index.csv names, and the index) are removed so that none of them stays beside the new one."""
+    import csv
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"--out {out} is a file; give a folder to write the export into")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    index = out / "index.csv"
+    if not index.is_file():
+        raise StoreError(f"--out {out} holds files and no earlier export (index.csv); give an "
+                         f"empty or new folder")
+    with open(index, newline="") as f:
+        names = {r["file"].split(":")[0] for r in csv.DictReader(f)}
+    for name in names:
+        if "/" not in name and name not in ("", ".", ".."):
+            (out / name).unlink(missing_ok=True)
+    index.unlink()

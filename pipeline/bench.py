@@ -22,11 +22,13 @@ from .features.common import decode_ahead, decode_workers
 from .features.decoding import FELL_BACK, torchcodec_decoder, video_decoder
 from .features.extract import extract_both
 from .features.flow import extract_flow
+from .plan import BENCH_STAGES, stage_settings
 from .video import DECODE_PASSES, count_by_decoding, expand_videos, probe_files, probe_video, read_frames
 
 log = logging.getLogger("pipeline")
 COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
-           "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video"]
+           "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video",
+           "settings"]
 
 
 # ---------------------------------------------------------------- the whole benchmark
@@ -106,7 +108,7 @@ class _Session:
         return self.measured(name, run)
 
 
-STAGES = ("probe", "decode", "clip", "flow", "extract", "student", "student_train", "student_read")
+STAGES = BENCH_STAGES
 
 
 def calibrate(model, size: int, flow_cfg: dict, flow_model, probes, device) -> Costs:
@@ -385,7 +387,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict], path) -> None:
+def write_csv(rows: list[dict], path, clip_model: str, flow_model: str, flow_work_size: int) -> None:
+    """The table as CSV, each row with the settings that decide its rate (a plan uses a rate
+    only for a config of the same models and sizes: pipeline.plan.stage_settings)."""
+    import json
+    rows = [{**r, "settings": json.dumps(stage_settings(r["stage"], clip_model, flow_model,
+                                                         flow_work_size), sort_keys=True)}
+            for r in rows]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()

@@ -4,7 +4,8 @@ the one way anything is deleted from it (``cache prune``).
 A cache entry (``<cache>/<kind>/<content>.h5``, pipeline/features/reuse.py) is *used* by a run
 when it is one of the run's current shards (a hard link to it, or a copy), or when it holds rows
 (a video fingerprint with a settings hash) that the run's shards or probe tables name and no
-other kept entry holds. Light: h5py only, no torch.
+other kept entry holds. The runs counted are the configs given and every run folder the cache
+records as a user (each run that put rows into it). Light: h5py only, no torch.
 """
 from __future__ import annotations
 
@@ -40,11 +41,17 @@ class Entry:
 
 def run_of(config: dict, workdir: Path = Path(".")) -> Run:
     """What one config's run uses, read from its shards and probe tables."""
-    from .features.reuse import read_index
-    from .store import read_attrs
     results = workdir / "results" / config["dataset"]["name"]
     cache = Path(config.get("cache") or results / "features" / ".reuse")
-    run = Run(config["dataset"]["name"], results, cache if cache.is_absolute() else workdir / cache)
+    return run_at(results, cache if cache.is_absolute() else workdir / cache, config["dataset"]["name"])
+
+
+def run_at(results: Path, cache: Path, name: str | None = None) -> Run:
+    """What the run in folder ``results`` uses of ``cache``: its current shards and the rows its
+    shards and probe tables name."""
+    from .features.reuse import read_index
+    from .store import read_attrs
+    run = Run(name or Path(results).name, Path(results), Path(cache))
     probed = set()
     for table in glob(shard_path(results, "probe", "*", "*")):
         with open(table, newline="", encoding="utf-8") as f:
@@ -60,6 +67,20 @@ def run_of(config: dict, workdir: Path = Path(".")) -> Run:
             run.contents.add((kind, read_attrs(path)["content_sha256"][:32]))
         run.rows |= {(kind, s, fp) for s in settings for fp in probed}
     return run
+
+
+def with_users(cache: Path, runs: list[Run]) -> tuple[list[Run], list[Path]]:
+    """``runs`` and every other run the cache records as a user (pipeline/features/reuse.py),
+    and the recorded run folders that are gone."""
+    from .features.reuse import users
+    given = {r.results.resolve() for r in runs}
+    more, gone = [], []
+    for results in users(cache):
+        if results.resolve() in given:
+            continue
+        (more.append(run_at(results, cache)) if results.is_dir() else gone.append(results))
+        given.add(results.resolve())
+    return runs + more, gone
 
 
 def entries(cache: Path) -> list[Entry]:
@@ -94,10 +115,11 @@ def unused(cache: Path, runs: list[Run], max_bytes: int | None = None) -> list[t
             kept.append(e)
             covered |= mine
         else:
-            gone.append((e, "no run given uses its rows"))
-    if max_bytes is not None:
+            gone.append((e, "no known run uses its rows"))
+    if max_bytes is not None:  # never a current shard's file: the shard holds its rows anyway
+        spare = [e for e in kept if not e.shared and (e.kind, e.path.stem) not in contents]
         own = sum(e.bytes for e in kept if not e.shared)
-        for e in sorted((e for e in kept if not e.shared), key=lambda e: e.mtime):
+        for e in sorted(spare, key=lambda e: e.mtime):
             if own <= max_bytes:
                 break
             gone.append((e, f"oldest over the size limit ({max_bytes / 1e9:g} GB)"))
@@ -105,7 +127,7 @@ def unused(cache: Path, runs: list[Run], max_bytes: int | None = None) -> list[t
     return gone
 
 
-def describe(cache: Path, runs: list[Run]) -> str:
+def describe(cache: Path, runs: list[Run], gone: list[Path] = ()) -> str:
     items = entries(cache)
     own = sum(e.bytes for e in items if not e.shared)
     shared = sum(e.bytes for e in items if e.shared)
@@ -119,12 +141,19 @@ def describe(cache: Path, runs: list[Run]) -> str:
         mine = [e for e in items if (e.kind, e.path.stem) in r.contents]
         lines.append(f"  run {r.name} ({r.results}): {len(r.contents)} current shard(s), "
                      f"{len(mine)} of them in the cache")
+    lines += [f"  run folder {g}: recorded as a user, gone (prune forgets it)" for g in gone]
     lines.append(f"  `cache prune` would free {_gb(free)} (what none of these runs uses)")
     return "\n".join(lines)
 
 
-def prune(cache: Path, runs: list[Run], dry_run: bool, max_bytes: int | None = None) -> list[str]:
+def prune(cache: Path, runs: list[Run], dry_run: bool, max_bytes: int | None = None,
+          gone: list[Path] = ()) -> list[str]:
+    from .features.reuse import forget_user
     lines, freed = [], 0
+    for results in gone:
+        lines.append(f"{'would forget' if dry_run else 'forgot'} run folder {results} (gone)")
+        if not dry_run:
+            forget_user(cache, results)
     for e, why in unused(cache, runs, max_bytes):
         freed += 0 if e.shared else e.bytes
         lines.append(f"{'would delete' if dry_run else 'deleted'} {e.path} ({_gb(e.bytes)}): {why}")

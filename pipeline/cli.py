@@ -41,6 +41,20 @@ def apply_runtime(args) -> None:
             setattr(args, key, runtime_value(key))
 
 
+def os_error_advice(e: OSError) -> str:
+    """What to do about an operating-system error, by what it was."""
+    import errno
+    return {errno.ENOSPC: "free space", errno.EDQUOT: "free space (or raise your quota)",
+            errno.EACCES: "give yourself write access to it (or point the setting elsewhere)",
+            errno.EPERM: "give yourself write access to it (or point the setting elsewhere)",
+            errno.EROFS: "it is on a read-only filesystem: point the setting at a writable one",
+            errno.ENOTDIR: "a file stands where a folder is expected: move it away",
+            errno.EISDIR: "a folder stands where a file is expected: move it away",
+            errno.EEXIST: "something already stands at that path: move it away",
+            }.get(e.errno, "fix the device (an I/O error)" if e.errno == errno.EIO else
+                  "fix what the error names")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     apply_runtime(args)
@@ -59,10 +73,13 @@ def main(argv=None) -> int:
             if files and type(e).__name__ == "AnnotationError" else str(e)  # the user's own config
         print(f"error: {text}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full disk, an I/O error: say which file; finished outputs are kept
+    except BrokenPipeError:  # `python -m pipeline cache | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 0
+    except OSError as e:  # a full disk, an I/O error, a permission: say which file and what to do
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"error: {where}{e.strerror or e} while running '{args.command}'. Outputs already "
-              f"finished are kept and this one was not published; free space or fix the device "
-              f"and re-run.", file=sys.stderr)
+              f"finished are kept and this one was not published; {os_error_advice(e)} and "
+              f"re-run.", file=sys.stderr)
         return 3
     return 0

@@ -88,7 +88,7 @@ def _source_of(error: jsonschema.ValidationError, sources: dict | None, files: s
     return "--config" if "--config" in near else files
 
 
-def _whole_numbers(value, node: dict | None, source: str, path=()) -> None:
+def _whole_numbers(value, node: dict | None, source: str, path=(), sources: dict | None = None) -> None:
     """JSON Schema counts 2.0 as an integer: make it 2 where the schema says integer (a float
     would crash ``range``); refuse infinity and NaN, which YAML reads from 1.0e400 or .nan."""
     import math
@@ -98,14 +98,16 @@ def _whole_numbers(value, node: dict | None, source: str, path=()) -> None:
             child = props.get(key) or (node or {}).get("additionalProperties")
             if isinstance(sub, float):
                 if not math.isfinite(sub):
-                    raise ConfigError(f"{source}: key '{_key(path + (key,))}' is {sub}; give a "
+                    given = "--config" if (sources or {}).get(path + (key,)) == "--config" else source
+                    raise ConfigError(f"{given}: key '{_key(path + (key,))}' is {sub}; give a "
                                       f"finite number")
                 types = (child or {}).get("type", [])
                 types = [types] if isinstance(types, str) else types
                 if "integer" in types and "number" not in types and sub.is_integer():
                     value[key] = int(sub)
             else:
-                _whole_numbers(sub, child if isinstance(child, dict) else None, source, path + (key,))
+                _whole_numbers(sub, child if isinstance(child, dict) else None, source, path + (key,),
+                               sources)
 
 
 def _head_entries(heads, sch: dict, source: str, sources: dict | None) -> dict:
@@ -158,7 +160,11 @@ def validate_config(config: dict, source: str = "config.yaml", sources: dict | N
     _Validator(sch).validate(config)
     if heads is not None:
         config["heads"] = _head_entries(heads, sch, source, sources)
-    _whole_numbers(config, sch, source)
+    _whole_numbers(config, sch, source, sources=sources)
+    if config.get("cache") and Path(config["cache"]).exists() and not Path(config["cache"]).is_dir():
+        given = "--config" if (sources or {}).get(("cache",)) == "--config" else source
+        raise ConfigError(f"{given}: key 'cache' is {config['cache']}, a file, not a folder; point "
+                          f"it at a folder (or leave it out: each run keeps its own)")
     from .annotations import list_key
     fmt = config["dataset"]["format"]
     key, what = list_key(fmt)

@@ -5,6 +5,7 @@ is attempted."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -100,7 +101,7 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
     try:
         # Random weights must be the same in every process (one per shard, plus text and the
         # student), so they are drawn from a fixed seed without touching the global RNG.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _no_random_weights_note():
             torch.manual_seed(0)
             model = open_clip.create_model(name, pretrained=pretrained, device="cpu").to(device)
     except Exception as e:  # noqa: BLE001 - library errors vary (network, hub, file format)
@@ -117,6 +118,23 @@ def load_clip(name: str, pretrained: str | None, device="cpu", quiet: bool = Fal
             probe = model.encode_image(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
         model.visual.output_dim = int(probe.shape[-1])
     return model
+
+
+class _RandomWeightsNote(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _no_random_weights_note():
+    """open_clip notes random weights on the root logger even where trained ones are loaded
+    right after (the student's skeleton); random weights that stay are announced above, loudly."""
+    note = _RandomWeightsNote()
+    logging.getLogger().addFilter(note)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(note)
 
 
 def _check_download(open_clip, name: str, tag: str) -> None:

@@ -66,3 +66,23 @@ def copy_workflow(dest, root=None) -> Path:
         elif src.is_file():
             shutil.copy(src, dest / name)
     return dest
+
+
+def unwritable(folder) -> str | None:
+    """Why files cannot be made in ``folder`` (or in the nearest folder above it that exists,
+    where it would be made), or None. Looks only: an unnamed temporary file (O_TMPFILE) never
+    enters the folder, and is tried where the filesystem offers it."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} cannot be written (read-only, or no permission)"
+    try:
+        os.close(os.open(path, getattr(os, "O_TMPFILE", 0) | os.O_WRONLY))
+    except OSError as e:
+        import errno
+        if e.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
+            return f"{path} cannot be written ({e.strerror})"
+    return None

@@ -3,8 +3,19 @@ predict all use (``results/<name>/probe/<split>/shard-<k>.tsv`` for the probe ta
 ``results/<name>/features/<kind>/<split>/shard-<k>.h5`` for clip, flow, motion and flow_clip)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def shard_path(results, kind: str, split="{split}", shard="{shard}") -> str:
     """One shard's path; the defaults leave Snakemake's wildcards, ``"*"`` makes a glob."""
     folder, ext = ("probe", "tsv") if kind == "probe" else (f"features/{kind}", "h5")
     return f"{results}/{folder}/{split}/shard-{shard}.{ext}"
+
+
+def results_of(shard) -> Path | None:
+    """The run folder (``results/<name>``) a feature shard lies in, or None for a file outside
+    a run's layout (a test's, a hand-made one)."""
+    path = Path(shard).absolute()
+    if len(path.parents) < 5 or path.parents[2].name != "features" or not path.name.startswith("shard-"):
+        return None
+    return path.parents[3]

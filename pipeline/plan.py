@@ -13,6 +13,7 @@ OpenCV unless ``--measure-flow`` asks, so it runs on a login node without the GP
 from __future__ import annotations
 
 import csv
+import json
 from glob import glob
 from pathlib import Path
 
@@ -108,8 +109,31 @@ class PlanError(PipelineError, ValueError):
     """A plan's input (a bench CSV) that cannot be used, named with its line."""
 
 
+BENCH_STAGES = ("probe", "decode", "clip", "flow", "extract", "student", "student_train", "student_read")
+
+
+def stage_settings(stage: str, clip_model: str, flow_model: str, flow_work_size: int,
+                   student_model: str | None = None) -> dict:
+    """What decides a bench stage's rate: the models (and flow's working size) it ran. A bench
+    CSV records it per row; a plan uses a rate only where its config's are the same."""
+    clip = {"clip_model": clip_model}
+    flow = {"flow_model": flow_model, "flow_work_size": int(flow_work_size)}
+    return {"clip": clip, "flow": flow, "extract": {**clip, **flow},
+            "student": {"student_model": student_model or clip_model},
+            "student_train": {"student_model": student_model or clip_model},
+            "student_read": {"flow_work_size": int(flow_work_size)}}.get(stage, {})
+
+
+def config_settings(stage: str, config: dict) -> dict:
+    flow = config["flow"]
+    return stage_settings(stage, config["clip"]["model"],
+                          flow["model"] if flow["backend"] == "ptlflow" else flow["backend"],
+                          flow["work_size"], config["moclip"].get("model"))
+
+
 def read_bench(path) -> dict:
-    """stage -> frames/s from a ``bench --csv`` file; every rate a finite number above zero."""
+    """stage -> (frames/s, the settings it was measured with or None) from a ``bench --csv``
+    file; every rate a finite number above zero, every stage one bench times."""
     import math
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -121,6 +145,9 @@ def read_bench(path) -> dict:
             rows = {}
             for line, r in enumerate(reader, start=2):
                 text = (r.get("frames_per_s") or "").strip()
+                if r["stage"] not in BENCH_STAGES:
+                    raise PlanError(f"{path}, line {line}: stage {r['stage']!r} is not one bench "
+                                    f"times ({', '.join(BENCH_STAGES)})")
                 if not text:
                     continue
                 try:
@@ -131,7 +158,12 @@ def read_bench(path) -> dict:
                 if not (math.isfinite(rate) and rate > 0):
                     raise PlanError(f"{path}, line {line}: frames_per_s of {r['stage']!r} is "
                                     f"{text}; a rate is a number above zero (re-run bench)")
-                rows[r["stage"]] = rate
+                settings = (r.get("settings") or "").strip()
+                try:
+                    rows[r["stage"]] = (rate, json.loads(settings) if settings else None)
+                except ValueError:
+                    raise PlanError(f"{path}, line {line}: settings {settings[:60]!r} are not the "
+                                    f"JSON bench writes (re-run bench)") from None
     except FileNotFoundError:
         raise PlanError(f"{path}: bench CSV not found") from None
     except (UnicodeDecodeError, csv.Error) as e:
@@ -144,13 +176,22 @@ def read_bench(path) -> dict:
 
 
 def rates(config: dict, bench: dict | None) -> tuple[dict, str]:
-    """frames/s of clip, flow, extract and the student's export, and where they come from."""
+    """frames/s of clip, flow, extract and the student's export, and where they come from. A
+    bench CSV's rate serves only a stage measured with this config's models and sizes."""
     if bench:
-        got = {k: bench.get(k) for k in ("clip", "flow", "extract", "student", "student_train",
-                                         "student_read")}
+        got, said = {}, []
+        for stage in ("clip", "flow", "extract", "student", "student_train", "student_read"):
+            rate, measured = bench.get(stage, (None, None))
+            want = config_settings(stage, config)
+            if rate is not None and measured is not None and measured != want:
+                said.append(f"{stage} not used (measured with {_differ(measured, want)})")
+                rate = None
+            elif rate is not None and measured is None:
+                said.append(f"{stage} assumed measured with this config's models (the CSV does not say)")
+            got[stage] = rate
         if not got["student_train"]:  # a CSV from before bench timed a training step
             got["student_train"] = got["student"] and got["student"] / 3
-        return got, "the bench CSV given (its device, models and sizes)"
+        return got, "; ".join(["the bench CSV given (its device, models and sizes)"] + said)
     clip = H100["clip"].get(config["clip"]["model"])
     flow_cfg = config["flow"]
     flow = None
@@ -162,6 +203,11 @@ def rates(config: dict, bench: dict | None) -> tuple[dict, str]:
                  f"extraction rate and its training step assumed at a third of it (no training "
                  f"step timed on an H100 yet: a decode-bound rate, so the student's hours are an "
                  f"upper bound); no figure for other models: pass --bench")
+
+
+def _differ(measured: dict, want: dict) -> str:
+    return ", ".join(f"{k} {measured.get(k)!r} where this config has {v!r}"
+                     for k, v in want.items() if measured.get(k) != v)
 
 
 def _hours(rows: int, rate: float | None, factor: float = 1.0) -> float | None:
@@ -267,7 +313,8 @@ def format_plan(plan: dict) -> str:
     for split, s in plan["splits"].items():
         lines.append(f"  {split}: {s['listed']} listed, {s['present']} found, {s['videos']} videos, "
                      f"{s['rows']:,} rows; {s['source']}")
-    lines.append(f"{'stage':<15}{'split':<13}{'jobs':>5}{'videos':>9}{'rows':>12}{'disk':>11}"
+    width = max([12] + [len(r["split"]) for r in plan["stages"]]) + 1  # a head's whole name
+    lines.append(f"{'stage':<15}{'split':<{width}}{'jobs':>5}{'videos':>9}{'rows':>12}{'disk':>11}"
                  f"{'dev-hours':>11}{'h/job':>8}{'asked':>8}{'mem/job':>10}{'cpus':>6}  gpu")
     over = []
     for r in plan["stages"]:
@@ -275,7 +322,7 @@ def format_plan(plan: dict) -> str:
         per_job = "-" if r["hours_per_job"] is None else f"{r['hours_per_job']:.1f}"
         if r["hours_per_job"] is not None and r["hours_per_job"] > r["runtime_hours_asked"]:
             over.append(f"{r['stage']} ({r['split']})")
-        lines.append(f"{r['stage']:<15}{r['split'][:12]:<13}{r['jobs']:>5}{r['videos'] or '-':>9}"
+        lines.append(f"{r['stage']:<15}{r['split']:<{width}}{r['jobs']:>5}{r['videos'] or '-':>9}"
                      f"{r['rows'] or '-':>12}{_size(r['disk_bytes']) if r['disk_bytes'] else '-':>11}"
                      f"{hours:>11}{per_job:>8}{r['runtime_hours_asked']:>8.1f}"
                      f"{r['mem_mb'] / 1000:>8.1f}GB{r['threads']:>6}  {'yes' if r['gpu'] else '-'}")

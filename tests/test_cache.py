@@ -411,6 +411,29 @@ def test_concurrent_runs_share_one_cache(run, tmp_path):
     snakemake(works[2], "features")
     logs = list((works[2] / "results/third/logs/extract").glob("*.log"))
     assert logs and all(log.read_text().strip().endswith("decoded: 0 videos") for log in logs)
+    _the_cache_knows_its_users(works, cache)
+
+
+def _the_cache_knows_its_users(works, cache):
+    """Given one project's config, `cache` shows every project that put rows into the shared
+    cache and `prune` keeps what any of them uses; --only-given counts the given config alone;
+    several --configfile files are one config, merged, as Snakemake reads them."""
+    from conftest import run_cli
+    others = {p.resolve() for w in works[1:] for p in (w / "results").rglob("shard-*.h5")
+              if "features" in p.parts and p.parent.parent.name in ("clip", "flow")}
+    linked = {f for f in cache.rglob("*.h5") if any(f.samefile(o) for o in others)}
+    assert linked  # the other projects' current shards are cache files (hard links)
+    shown = run_cli("cache", cwd=works[0]).stdout
+    for name in ("first", "second", "third"):
+        assert f"run {name} (" in shown, shown
+    dry = run_cli("cache", "prune", "--dry-run", cwd=works[0]).stdout
+    assert not [f for f in linked if str(f) in dry], dry
+    alone = run_cli("cache", "prune", "--dry-run", "--only-given", cwd=works[0]).stdout
+    assert [f for f in linked if str(f) in alone]  # what the registry saves them from
+    (works[0] / "renamed.yaml").write_text("dataset: {name: renamed}\n")
+    merged = run_cli("cache", "--configfile", "config.yaml", "renamed.yaml", "--only-given",
+                     cwd=works[0]).stdout
+    assert "run renamed (" in merged and "run first (" not in merged, merged
 
 
 def test_the_cache_command_prunes_only_what_no_run_uses(run):

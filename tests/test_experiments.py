@@ -135,6 +135,18 @@ def test_export_writes_an_array_per_video_and_an_index(demo_run, tmp_path):
             "--format", "npz", "--out", tmp_path / "npz", cwd=demo_run)
     with np.load(tmp_path / "npz" / "clip.npz") as z:
         assert len(z.files) == 24
+    # again into the npy folder, another split: nothing of the first export stays beside it
+    run_cli("export", "--run", "results/demo", "--split", "val", "--stream", "motion",
+            "--out", tmp_path / "npy", cwd=demo_run)
+    index = list(csv.DictReader(open(tmp_path / "npy" / "index.csv")))
+    assert sorted(p.name for p in (tmp_path / "npy").iterdir()) == sorted([r["file"] for r in index] + ["index.csv"])
+    for bad, out, words in (("nosuch", tmp_path / "never", "no split 'nosuch'"),
+                            ("test", tmp_path / "npz" / "clip.npz", "is a file"),
+                            ("test", demo_run / "results" / "demo", "holds files and no earlier export")):
+        proc = run_cli("export", "--run", "results/demo", "--split", bad, "--stream", "clip",
+                       "--out", out, cwd=demo_run, check=False)
+        assert proc.returncode == 2 and words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "never").exists()
 
 
 def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_path, monkeypatch):

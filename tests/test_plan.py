@@ -4,6 +4,7 @@ End-to-end scenarios: the plan of the session's demo run predicts the bytes it w
 before any video is downloaded says what it assumed; samples, probe, config and plan run
 without torch or OpenCV."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_a_plan_before_any_video_is_there_says_what_it_assumed(tmp_path):
                        "classes": str(data / "classes.csv"), "annotations": str(data / "list.csv"),
                        "train_split": "train", "eval_split": "test"},
            "clip": {"model": "ViT-B-32"}, "sampling": {"mode": "all", "max_frames": 1000},
-           "shards": 4, "heads": {"fusion": {}}}
+           "shards": 4, "heads": {"fusion": {}, "motion_linear": {}}}
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "plan.json"
     proc = run_cli("plan", "--configfile", tmp_path / "my.yaml", "--frames-per-video", 400,
@@ -76,7 +77,7 @@ def test_a_plan_before_any_video_is_there_says_what_it_assumed(tmp_path):
     # RAFT at the default 256 px working size: the H100 figure it states
     assert plan["rates"]["flow"] == pytest.approx(97.0)
     assert plan["device_hours"] > 0 and "H100" in proc.stdout
-    assert (ROOT / "pipeline" / "plan.py").is_file()
+    assert re.search(r"^head +motion_linear +1 ", proc.stdout, re.M), proc.stdout  # its whole name
 
 
 @pytest.mark.parametrize("content, message", [
@@ -85,12 +86,33 @@ def test_a_plan_before_any_video_is_there_says_what_it_assumed(tmp_path):
     ("stage,frames_per_s\nclip,0\n", "line 2: frames_per_s of 'clip' is 0"),
     ("stage,frames_per_s\nclip,1e400\n", "is 1e400; a rate is a number above zero"),
     ("name,speed\nclip,100\n", "not a bench CSV (it needs the columns stage and frames_per_s"),
+    ("stage,frames_per_s\nclip,100\nclip_fast,300\n", "line 3: stage 'clip_fast' is not one bench times"),
+    ("stage,frames_per_s,settings\nclip,100,{oops\n", "line 2: settings '{oops' are not the JSON"),
     (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text CSV file")])
 def test_a_bad_bench_csv_is_one_clear_line(tmp_path, content, message):
     bench = tmp_path / "bench.csv"
     bench.write_bytes(content if isinstance(content, bytes) else content.encode())
     proc = run_cli("plan", "--bench", bench, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_bench_rate_serves_only_the_models_it_measured(tmp_path):
+    """A CSV timed on the demo's tiny CNN gives no rate to a ViT-L-14 config, and says so; a CSV
+    that records nothing (an old one) is used, and the plan says it assumed so."""
+    from pipeline.bench import write_csv
+    from pipeline.config import section, validate_config
+    from pipeline.plan import rates, read_bench
+    rows = [{"stage": "clip", "frames_per_s": 900.0}, {"stage": "flow", "frames_per_s": 50.0}]
+    write_csv(rows, tmp_path / "tiny.csv", "demo-tiny-CNN", "raft", 256)
+    cfg = validate_config({"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
+                                       "annotations": "a.csv"}, "clip": {"model": "ViT-L-14"}})
+    got, said = rates(cfg, read_bench(tmp_path / "tiny.csv"))
+    assert got["clip"] is None and got["flow"] == 50.0
+    assert "clip not used (measured with clip_model 'demo-tiny-CNN' where this config has 'ViT-L-14')" in said
+    (tmp_path / "old.csv").write_text("stage,frames_per_s\nclip,900\n")
+    got, said = rates(cfg, read_bench(tmp_path / "old.csv"))
+    assert got["clip"] == 900.0 and "clip assumed measured with this config's models" in said
+    assert section("flow", {})["model"] == "raft"
 
 
 def test_the_students_hours_come_from_a_timed_training_step_and_count_validation():

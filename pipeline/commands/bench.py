@@ -59,7 +59,7 @@ def cmd_bench(a):
     print(format_table(rows))
     print(sampled)
     if a.csv:
-        write_csv(rows, a.csv)
+        write_csv(rows, a.csv, a.clip_model, a.flow_model, a.flow_size)
 
 
 @command("bench-storage", "bytes a row and one core's encode and decode rows/s of each lossless "

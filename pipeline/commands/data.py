@@ -1,11 +1,13 @@
 """Commands of the data stages: the demo data set, the config, weights, samples and probe."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import math
 import sys
 
-from . import CONFIG_FILES, CONFIG_OVERRIDES, arg, command, params, positive_int
+from . import CONFIG_FILES, CONFIG_OVERRIDES, PipelineError, arg, command, params, positive_int
 
 log = logging.getLogger("pipeline")
 
@@ -104,30 +106,45 @@ def cmd_probe(a):
              len(probes), a.split, a.shard, len(probes) - bad, bad, a.out)
 
 
-@command("cache", "the cache of extracted rows: its size and what the given configs' runs use "
-         "(`cache`), or delete what none of them uses (`cache prune [--dry-run]`); nothing else "
-         "ever deletes from it",
-         arg("action", nargs="?", choices=("show", "prune"), default="show"),
-         arg("--configfile", nargs="+", action="extend", metavar="FILE",
-             help="the config of each run to count, one file a run (default: ./config.yaml)"),
-         CONFIG_OVERRIDES,
-         arg("--dry-run", action="store_true", help="prune: only say what would be deleted"),
-         arg("--max-gb", type=float, help="prune: then delete the oldest rows until the cache's own "
-             "disk is under this size (rows a run uses included; each one named)"))
-def cmd_cache(a):
-    from pathlib import Path
+def gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of GB, 0 or more; got {text}")
+    return value
 
-    from ..cache import describe, prune, run_of
+
+@command("cache", "the cache of extracted rows: its size and what its runs use (`cache`), or "
+         "delete what none of them uses (`cache prune [--dry-run]`); nothing else ever deletes "
+         "from it. Its runs: the one of --configfile (or ./config.yaml), those of --runs, and "
+         "every run folder the cache records as a user (each run that put rows into it)",
+         arg("action", nargs="?", choices=("show", "prune"), default="show"),
+         CONFIG_FILES, CONFIG_OVERRIDES,
+         arg("--runs", nargs="+", action="extend", metavar="FILE", default=[],
+             help="the config file of each further run, one file a run"),
+         arg("--only-given", action="store_true", help="count only the runs given, not the "
+             "cache's recorded users (prune may then delete rows another project copies from)"),
+         arg("--dry-run", action="store_true", help="prune: only say what would be deleted"),
+         arg("--max-gb", type=gigabytes, help="prune: then delete the oldest rows until the "
+             "cache's own disk is under this size (rows of no run's current shard; each one named)"))
+def cmd_cache(a):
+    from ..cache import describe, prune, run_of, with_users
     from ..config import parse_overrides, resolve_config
-    files = [[f] for f in a.configfile] if a.configfile else [[]]
-    runs = [run_of(resolve_config(f, parse_overrides(a.config))[0]) for f in files]
+    configs = [a.configfile or []] + [[f] for f in a.runs]
+    runs = [run_of(resolve_config(f, parse_overrides(a.config))[0]) for f in configs]
     caches = {r.cache.resolve(): r.cache for r in runs}
     for cache in caches.values():
         mine = [r for r in runs if r.cache.resolve() == cache.resolve()]
-        if not Path(cache).is_dir():
+        if cache.exists() and not cache.is_dir():
+            raise PipelineError(f"cache: {cache} is a file, not a folder; point cache: at a folder")
+        if not cache.is_dir():
             print(f"cache {cache}: empty (no run has extracted into it yet)")
-        elif a.action == "show":
-            print(describe(cache, mine))
+            continue
+        mine, gone = (mine, []) if a.only_given else with_users(cache, mine)
+        if a.action == "show":
+            print(describe(cache, mine, gone))
         else:
             max_bytes = None if a.max_gb is None else int(a.max_gb * 1e9)
-            print("\n".join(prune(cache, mine, a.dry_run, max_bytes)))
+            print("\n".join(prune(cache, mine, a.dry_run, max_bytes, gone)))

@@ -13,6 +13,8 @@ but ``python -m pipeline cache prune`` (pipeline/cache.py).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -22,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..layout import results_of
 from ..row_codecs import read_rows, storage_of
 from ..store import FeatureWriter, StoreError, decode_attr, incomplete, open_store
 
@@ -123,11 +126,11 @@ def run_shards(path: Path) -> list[Path]:
     """The other published shards of this kind of every run beside this one
     (``results/*/features/<kind>/*/shard-*.h5``): runs of other names over the same videos
     copy each other's rows."""
-    path = Path(path).absolute()
-    if len(path.parents) < 6 or path.parents[2].name != "features":
+    path, run = Path(path).absolute(), results_of(path)
+    if run is None:
         return []  # a shard outside a run's layout (a test, a hand-made file)
-    kind, results = path.parent.parent.name, path.parents[4]
-    return sorted(p for p in results.glob(f"*/features/{kind}/*/shard-*.h5") if p != path)
+    kind = path.parent.parent.name
+    return sorted(p for p in run.parent.glob(f"*/features/{kind}/*/shard-*.h5") if p != path)
 
 
 def _same_frames(probe, sources: dict, files: dict) -> bool:
@@ -181,11 +184,45 @@ def _place(path: Path, target: Path, put=None) -> None:
         temp.unlink(missing_ok=True)
 
 
+USERS = "runs"  # <cache>/runs/<digest>.json: the run folders that put rows into the cache
+
+
+def register_user(pool: Path, shard: Path) -> None:
+    """Record the run folder of ``shard`` among the cache's users (once): ``cache`` shows every
+    user and ``cache prune`` keeps what any of them uses, whichever configs it is given."""
+    run = results_of(shard)
+    if run is None:
+        return
+    run = run.resolve()
+    entry = Path(pool) / USERS / f"{hashlib.sha256(str(run).encode()).hexdigest()[:16]}.json"
+    if not entry.exists():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        _place(None, entry, lambda _, temp: Path(temp).write_text(json.dumps({"results": str(run)}) + "\n"))
+
+
+def users(pool: Path) -> list[Path]:
+    """The run folders recorded as the cache's users (:func:`register_user`)."""
+    found = []
+    for entry in sorted((Path(pool) / USERS).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            found.append(Path(json.loads(entry.read_text())["results"]))
+    return found
+
+
+def forget_user(pool: Path, results: Path) -> None:
+    for entry in (Path(pool) / USERS).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if Path(json.loads(entry.read_text())["results"]) == Path(results):
+                entry.unlink()
+
+
 def publish(path: Path, pool: Path | None) -> str | None:
     """Put a published shard's rows into the cache, named by their content hash: a hard link
-    (no disk), else a copy. Returns "linked", "copied" or None (already there)."""
+    (no disk), else a copy, and record its run among the cache's users. Returns "linked",
+    "copied" or None (already there)."""
     if pool is None:
         return None
+    register_user(pool, path)
     target = _cached_name(path, pool)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and (os.path.samefile(path, target) or read_index(target) is not None):
@@ -211,6 +248,7 @@ def adopt(shards, pool: Path) -> dict:
     for path in map(Path, shards):
         if read_index(path) is None:
             continue
+        register_user(pool, path)
         target = _cached_name(path, pool)
         if target.exists() and not os.path.samefile(path, target) and \
                 target.stat().st_size == path.stat().st_size:

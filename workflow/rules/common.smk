@@ -6,6 +6,7 @@ from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
+from pipeline.files import unwritable
 from pipeline.freshness import file_digest, row_settings, shard_members, stale_outputs
 from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
 from pipeline.heads.user import HeadTypeError
@@ -60,6 +61,8 @@ CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"][
 
 # extracted rows kept for re-made shards and other runs (pipeline/features/reuse.py)
 CACHE = config["cache"] or f"{RESULTS}/features/.reuse"
+if _why := unwritable(CACHE):  # before any job: an extraction job would do its work, then fail
+    sys.exit(f"error: cache {CACHE}: {_why}; make it writable, or point cache: at a writable folder")
 # The extraction rules' --reuse: always this value, so that their params and command (rerun
 # triggers) stay those of shards made before `cache:` existed; the jobs take the cache from
 # $PIPELINE_CACHE, which wins over --reuse (pipeline/commands/features.py).

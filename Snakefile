@@ -6,6 +6,11 @@ Every computation lives in the `pipeline` package (rules call `python -m pipelin
 import json
 import shlex
 import sys
+import time
+
+from snakemake.utils import min_version
+
+min_version("8.0")
 
 sys.path.insert(0, workflow.basedir)
 from pipeline.config import RUNTIME_ENV, ConfigError, resolve_config, runtime_settings
@@ -29,9 +34,10 @@ include: "workflow/rules/common.smk"
 
 
 # Shards that cannot be current are only *named* while the DAG is planned (a dry run, lint or
-# summary changes no file): those in the plan are forced (force_if_stale in common.smk) and a
-# real run makes them again; those outside it are set aside into the cache at onstart, once
-# this run holds Snakemake's lock, so a second invocation never touches a running one's files.
+# summary changes no file): those in the plan are made again (forcerun, in common.smk)
+# and a real run makes them again; those outside it are set aside into the cache at onstart
+# (or by rule cache_adopt), once this run holds Snakemake's lock, so a second invocation never
+# touches a running one's files.
 for _path, _why in STALE.items():
     print(f"note: {_path}: {_why}; a run makes it again", file=sys.stderr)
 for _path, _why in OUT_OF_PLAN.items():
@@ -56,6 +62,7 @@ _prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$P
 shell.prefix(_prefix.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix
 
 
+include: "workflow/rules/cache.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/moclip.smk"
@@ -68,13 +75,14 @@ rule all:
         rules.features.input,
         rules.motion.input if USES_STUDENT else [],
         rules.report.output,
+        f"{LOGS}/cache_adopt/{time.strftime('%Y%m%dT%H%M%S')}.txt" if OUT_OF_PLAN or CACHE_GAPS else [],
 
 
 onstart:
     # holding the lock, a real run: set aside the shards outside the plan, and make sure the
     # cache holds the rows of every current shard (deleted, or copied without its links)
-    from pipeline.freshness import adopt_into_cache
-    for _line in adopt_into_cache(RESULTS, config, SPLITS, CACHE):
+    from pipeline.features.reuse import adopt_into_cache
+    for _line in adopt_into_cache(RESULTS, OUT_OF_PLAN, CACHE):
         print(_line, file=sys.stderr)
     # One GPU job per visible GPU on a workstation unless --resources gpu=N says otherwise (the
     # rules ask for `gpu`, which nothing limits until a total is given); CPU jobs go on beside

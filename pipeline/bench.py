@@ -5,7 +5,6 @@ on the current device, and prints one row per stage.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import tempfile
@@ -22,14 +21,10 @@ from .features.common import decode_ahead, decode_workers
 from .features.decoding import FELL_BACK, torchcodec_decoder, video_decoder
 from .features.extract import extract_both
 from .features.flow import extract_flow
-from .plan import BENCH_STAGES, stage_settings
+from .plan import BENCH_STAGES
 from .video import DECODE_PASSES, count_by_decoding, expand_videos, probe_files, probe_video, read_frames
 
 log = logging.getLogger("pipeline")
-COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
-           "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video",
-           "settings"]
-
 
 # ---------------------------------------------------------------- the whole benchmark
 
@@ -385,19 +380,6 @@ def format_table(rows: list[dict]) -> str:
         lines.append("decode + model (shared cores): decoding and the model take turns on the same "
                      "CPU cores; the stage wastes nothing beyond paying for both")
     return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path, clip_model: str, flow_model: str, flow_work_size: int) -> None:
-    """The table as CSV, each row with the settings that decide its rate (a plan uses a rate
-    only for a config of the same models and sizes: pipeline.plan.stage_settings)."""
-    import json
-    rows = [{**r, "settings": json.dumps(stage_settings(r["stage"], clip_model, flow_model,
-                                                         flow_work_size), sort_keys=True)}
-            for r in rows]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
 
 
 def device_name(device) -> str:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from glob import glob
 from pathlib import Path
 
-from .layout import shard_path
+from .layout import EXTRACTED, shard_path
 
 
 def _digest(parts) -> str:
@@ -171,7 +171,7 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
     plan: damaged, made with other settings than the config's, or motion features whose student
     is gone (a real run makes them again: the workflow forces their jobs). Outside it: a split
     or shard number the config no longer has (a real run sets them aside into the cache,
-    :func:`adopt_into_cache`). Reads, never writes."""
+    pipeline.features.reuse.adopt_into_cache). Reads, never writes."""
     results = Path(results)
     student = results / "models" / "moclip" / "student.pt"
     found = []
@@ -188,28 +188,19 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
     return found
 
 
-EXTRACTED = ("clip", "flow")  # the kinds whose rows cost a decode: the cache keeps them
-
-
-def adopt_into_cache(results, config: dict, splits, cache) -> list[str]:
-    """What a real run does once it holds Snakemake's lock (the Snakefile's ``onstart``): set
-    aside the shards outside the run's plan (their rows into the cache, then out of the run)
-    and make sure the cache holds the rows of every current shard. Returns console lines."""
-    from .features.reuse import adopt
-    lines = []
-    for path, why, in_plan in stale_outputs(results, config, splits, config["shards"]):
-        if not in_plan:
-            if path.parent.parent.name in EXTRACTED and stale_reason(path, {}) is None:
-                adopt([path], Path(cache))
-            path.unlink(missing_ok=True)
-            lines.append(f"note: set aside {path} ({why}); its rows stay in the cache")
-    shards = [Path(p) for kind in EXTRACTED for p in glob(shard_path(results, kind, "*", "*"))]
-    counts = adopt(sorted(shards), Path(cache))
-    if any(counts.values()):
-        lines.append(f"note: cache {cache}: {counts['linked']} shard(s) hard-linked, "
-                     f"{counts['copied']} copied (no hard links there: twice the disk), "
-                     f"{counts['relinked']} stored twice made one again")
-    return lines
+def cache_gaps(results, cache) -> list[Path]:
+    """The run's extracted shards whose rows the cache lacks (a cache deleted or new, a project
+    copied): a run fills them in (pipeline.features.reuse.adopt_into_cache). Reads, never writes."""
+    from .store import read_attrs
+    gaps = []
+    for path in sorted(Path(p) for kind in EXTRACTED for p in glob(shard_path(results, kind, "*", "*"))):
+        try:
+            content = str(read_attrs(path).get("content_sha256") or "")[:32]
+        except Exception:  # noqa: BLE001 - an unreadable shard is the freshness check's to report
+            continue
+        if content and not (Path(cache) / path.parent.parent.name / f"{content}.h5").exists():
+            gaps.append(path)
+    return gaps
 
 
 def checkpoint_note(results, rows: list[dict], inputs) -> str | None:

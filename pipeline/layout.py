@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
+EXTRACTED = ("clip", "flow")  # the kinds whose rows cost a decode: the cache keeps them
+
+
 def shard_path(results, kind: str, split="{split}", shard="{shard}") -> str:
     """One shard's path; the defaults leave Snakemake's wildcards, ``"*"`` makes a glob."""
     folder, ext = ("probe", "tsv") if kind == "probe" else (f"features/{kind}", "h5")

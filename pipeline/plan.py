@@ -110,6 +110,21 @@ class PlanError(PipelineError, ValueError):
 
 
 BENCH_STAGES = ("probe", "decode", "clip", "flow", "extract", "student", "student_train", "student_read")
+BENCH_COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "baseline_frames_per_s",
+                 "floor_fraction", "speedup", "peak_mem_mb", "limit", "decoder", "decodes_per_video",
+                 "settings"]
+
+
+def write_bench(rows: list[dict], path, clip_model: str, flow_model: str, flow_work_size: int) -> None:
+    """``bench``'s table as CSV, each row with the settings that decide its rate, which
+    :func:`read_bench` reads back for a plan (one place for the file's format)."""
+    rows = [{**r, "settings": json.dumps(stage_settings(r["stage"], clip_model, flow_model,
+                                                         flow_work_size), sort_keys=True)}
+            for r in rows]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=BENCH_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def stage_settings(stage: str, clip_model: str, flow_model: str, flow_work_size: int,

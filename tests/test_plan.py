@@ -99,11 +99,10 @@ def test_a_bad_bench_csv_is_one_clear_line(tmp_path, content, message):
 def test_a_bench_rate_serves_only_the_models_it_measured(tmp_path):
     """A CSV timed on the demo's tiny CNN gives no rate to a ViT-L-14 config, and says so; a CSV
     that records nothing (an old one) is used, and the plan says it assumed so."""
-    from pipeline.bench import write_csv
     from pipeline.config import section, validate_config
-    from pipeline.plan import rates, read_bench
+    from pipeline.plan import rates, read_bench, write_bench
     rows = [{"stage": "clip", "frames_per_s": 900.0}, {"stage": "flow", "frames_per_s": 50.0}]
-    write_csv(rows, tmp_path / "tiny.csv", "demo-tiny-CNN", "raft", 256)
+    write_bench(rows, tmp_path / "tiny.csv", "demo-tiny-CNN", "raft", 256)
     cfg = validate_config({"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv",
                                        "annotations": "a.csv"}, "clip": {"model": "ViT-L-14"}})
     got, said = rates(cfg, read_bench(tmp_path / "tiny.csv"))

@@ -38,7 +38,8 @@ log = logging.getLogger("pipeline")
          DEVICE,
          arg("--csv", help="also write the table as CSV"))
 def cmd_bench(a):
-    from ..bench import device_name, format_table, run_bench, write_csv
+    from ..bench import device_name, format_table, run_bench
+    from ..plan import write_bench
     from ..compute import pick_device
     device = pick_device(a.device)
     clip = params({"model": a.clip_model, "pretrained": a.pretrained, "batch_size": a.batch_size,
@@ -59,7 +60,7 @@ def cmd_bench(a):
     print(format_table(rows))
     print(sampled)
     if a.csv:
-        write_csv(rows, a.csv, a.clip_model, a.flow_model, a.flow_size)
+        write_bench(rows, a.csv, a.clip_model, a.flow_model, a.flow_size)
 
 
 @command("bench-storage", "bytes a row and one core's encode and decode rows/s of each lossless "

@@ -106,6 +106,24 @@ def cmd_probe(a):
              len(probes), a.split, a.shard, len(probes) - bad, bad, a.out)
 
 
+@command("cache-adopt", "set aside a run's shards outside its plan into the cache and make sure "
+         "the cache holds the rows of every current shard (what a run does before its jobs; "
+         "rule cache_adopt when there is nothing else to do)",
+         arg("--results", required=True, help="the run folder: results/<name>"),
+         arg("--cache", required=True),
+         arg("--set-aside", default="{}", help="JSON: shard path -> why it is outside the plan"),
+         arg("--out", help="marker file to write when done"))
+def cmd_cache_adopt(a):
+    from pathlib import Path
+
+    from ..features.reuse import adopt_into_cache
+    lines = adopt_into_cache(a.results, json.loads(a.set_aside), a.cache)
+    for line in lines:
+        log.info(line)
+    if a.out:
+        Path(a.out).write_text("\n".join(lines) + "\n")
+
+
 def gigabytes(text: str) -> float:
     try:
         value = float(text)

@@ -19,12 +19,13 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from glob import glob
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..layout import results_of
+from ..layout import EXTRACTED, results_of, shard_path
 from ..row_codecs import read_rows, storage_of
 from ..store import FeatureWriter, StoreError, decode_attr, incomplete, open_store
 
@@ -260,3 +261,24 @@ def adopt(shards, pool: Path) -> dict:
         if how:
             counts[how] += 1
     return counts
+
+
+def adopt_into_cache(results, set_aside: dict, cache) -> list[str]:
+    """What a real run does once it holds Snakemake's lock (the Snakefile's ``onstart``, or rule
+    cache_adopt when there is nothing else to do): set aside the shards outside the run's plan
+    (``set_aside``: path -> why; their rows into the cache, then out of the run) and make sure
+    the cache holds the rows of every current shard. Returns console lines."""
+    lines = []
+    for path, why in set_aside.items():
+        path = Path(path)
+        if path.parent.parent.name in EXTRACTED and read_index(path) is not None:
+            adopt([path], Path(cache))
+        path.unlink(missing_ok=True)
+        lines.append(f"note: set aside {path} ({why}); its rows stay in the cache")
+    shards = [Path(p) for kind in EXTRACTED for p in glob(shard_path(results, kind, "*", "*"))]
+    counts = adopt(sorted(shards), Path(cache))
+    if any(counts.values()):
+        lines.append(f"note: cache {cache}: {counts['linked']} shard(s) hard-linked, "
+                     f"{counts['copied']} copied (no hard links there: twice the disk), "
+                     f"{counts['relinked']} stored twice made one again")
+    return lines

@@ -1,4 +1,6 @@
+import hashlib
 import json
+import os
 import re
 import shlex
 
@@ -7,7 +9,7 @@ from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
-from pipeline.freshness import file_digest, row_settings, shard_members, stale_outputs
+from pipeline.freshness import cache_gaps, file_digest, row_settings, shard_members, stale_outputs
 from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
 from pipeline.heads.user import HeadTypeError
 from pipeline.layout import shard_path
@@ -77,20 +79,32 @@ OUT_OF_PLAN = {str(p): why for p, why, in_plan in _stale if not in_plan}
 
 
 def force_if_stale(*kinds):
-    """An input function that adds no file: the job of a shard that cannot be current is forced,
-    so the DAG plans to make it again and nothing is removed while planning (Snakemake deletes
-    the old file when the job starts, in a real run that holds the lock)."""
+    """An input function: each shard's marker (:func:`stale_marker`). A shard that cannot be
+    current gets a new one, which rule `stale` writes, so the DAG plans to make the shard again
+    (input files updated: Snakemake's own rule); nothing is removed while planning (Snakemake
+    deletes the old file when the job starts, in a real run that holds the lock)."""
     def inputs(w):
-        for kind in kinds:
-            path = shard_path(RESULTS, kind, w.split, w.shard)
-            if path in STALE:
-                dag = getattr(workflow, "_dag", None)
-                if dag is None or not hasattr(dag, "forcefiles"):
-                    sys.exit(f"error: {path} cannot be current ({STALE[path]}) and this Snakemake "
-                             f"cannot be told to make it again; delete it and re-run")
-                dag.forcefiles.add(path)
-        return []
+        return [m for kind in kinds if (m := stale_marker(shard_path(RESULTS, kind, w.split, w.shard)))]
     return inputs
+
+
+def stale_marker(path):
+    """A shard that cannot be current: a marker named by the stale file's identity (new for each
+    stale file). Otherwise the last marker the shard had, older than the shard made after it, so
+    its set of inputs stays the one Snakemake recorded; a shard never stale has none."""
+    folder, name = Path(RESULTS) / ".stale" / Path(path).relative_to(RESULTS).parent, Path(path).name
+    if path in STALE:
+        st = os.stat(path)
+        tag = hashlib.sha256(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:16]
+        return str(folder / f"{name}.{tag}.why")
+    earlier = sorted(folder.glob(f"{name}.*.why"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return str(earlier[-1]) if earlier else None
+
+
+# The cache must hold the rows of every current shard, and shards outside the plan are set
+# aside into it (pipeline/freshness.py: cache_gaps). The Snakefile's onstart does it before any
+# job when a run has jobs; rule cache_adopt does it when the run has nothing else to do.
+CACHE_GAPS = cache_gaps(RESULTS, CACHE) if getattr(workflow, "is_main_process", True) else []
 
 
 def samples_table(w):

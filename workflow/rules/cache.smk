@@ -1,0 +1,33 @@
+# Stage group "cache": the bookkeeping that keeps extracted rows safe (pipeline/features/reuse.py).
+# A finished run plans neither rule.
+
+
+# A shard that cannot be current (freshness.stale_outputs) gets a new marker input
+# (force_if_stale): the marker is new, so the shard's job runs again.
+rule stale:
+    output:
+        f"{RESULTS}/.stale/{{path}}.{{tag}}.why",
+    wildcard_constraints:
+        tag="[0-9a-f]{16}",
+    localrule: True
+    run:
+        # no params: a params value is a rerun trigger, and the reason differs from run to run
+        Path(output[0]).write_text(STALE.get(f"{RESULTS}/{wildcards.path}", "cannot be current") + "\n")
+
+
+# Shards outside the plan set aside, and the rows of every current shard in the cache (a cache
+# deleted or copied without its links): onstart does it before any job; this rule, asked for by
+# `all` only when there is such work, does it when the run has nothing else to do. Its output
+# is a record named by when it was asked for, so the work is planned whenever it is there to do.
+rule cache_adopt:
+    output:
+        f"{LOGS}/cache_adopt/{{stamp}}.txt",
+    params:
+        set_aside=json.dumps(OUT_OF_PLAN),
+        cache=CACHE,
+    localrule: True
+    log:
+        f"{LOGS}/cache_adopt/{{stamp}}.log",
+    shell:
+        "python -m pipeline cache-adopt --results {RESULTS:q} --cache {params.cache:q}"
+        " --set-aside {params.set_aside:q} --out {output:q} 2> {log:q}"

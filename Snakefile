@@ -75,7 +75,7 @@ rule all:
         rules.features.input,
         rules.motion.input if USES_STUDENT else [],
         rules.report.output,
-        f"{LOGS}/cache_adopt/{time.strftime('%Y%m%dT%H%M%S')}.txt" if OUT_OF_PLAN or CACHE_GAPS else [],
+        ADOPT,
 
 
 onstart:

@@ -22,7 +22,8 @@ import pytest
 import yaml
 from pathlib import Path
 
-from conftest import CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, demo_labels, snakemake
+from conftest import (CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, demo_labels, run_cli,
+                      snakemake)
 from pipeline.annotations import read_samples, shard_of
 
 pytestmark = pytest.mark.slow
@@ -195,7 +196,6 @@ def test_the_plan_works_from_the_current_lists_and_the_stages_the_run_makes(run,
     """One video dropped and one added since the probe tables were written; heads that read no
     motion: no student, no motion features in the plan."""
     import json
-    from conftest import run_cli
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     lines = (run / "ann.csv").read_text().splitlines()
     (run / "plan.csv").write_text("\n".join(lines[:1] + lines[2:] + ["v100.mp4,train," + lines[1].split(",")[2]]) + "\n")
@@ -370,6 +370,13 @@ def test_a_copied_project_and_a_lost_cache_decode_nothing(run, tmp_path):
     proc, extracted = rerun(copy)
     assert len(extracted) == 6 and all(d == 0 for _, d in extracted.values()), extracted
     assert "cache" in proc.stderr and "hard-linked" in proc.stderr  # said once, on the console
+    shutil.rmtree(pool)  # and a run that has nothing else to do fills it again
+    proc, extracted = rerun(copy)
+    shards = list((copy / RES / "features" / "clip").glob("*/shard-*.h5"))
+    assert not extracted and len(list((pool / "clip").glob("*.h5"))) == len(shards) == 6, proc.stderr[-2000:]
+    assert "Nothing to be done" in snakemake(copy, "features", "-n").stderr
+    cached = run_cli("cache", cwd=copy).stdout
+    assert "empty" not in cached and f"run csv ({(copy / RES).resolve()})" in cached, cached
 
 
 def test_a_run_of_another_name_decodes_nothing(run):
@@ -418,7 +425,6 @@ def _the_cache_knows_its_users(works, cache):
     """Given one project's config, `cache` shows every project that put rows into the shared
     cache and `prune` keeps what any of them uses; --only-given counts the given config alone;
     several --configfile files are one config, merged, as Snakemake reads them."""
-    from conftest import run_cli
     others = {p.resolve() for w in works[1:] for p in (w / "results").rglob("shard-*.h5")
               if "features" in p.parts and p.parent.parent.name in ("clip", "flow")}
     linked = {f for f in cache.rglob("*.h5") if any(f.samefile(o) for o in others)}
@@ -437,7 +443,6 @@ def _the_cache_knows_its_users(works, cache):
 
 
 def test_the_cache_command_prunes_only_what_no_run_uses(run):
-    from conftest import run_cli
     shown = run_cli("cache", cwd=run).stdout
     assert "cache results/csv/features/.reuse" in shown and "would free" in shown
     before = tree(run / "results")

@@ -31,3 +31,7 @@ rule cache_adopt:
     shell:
         "python -m pipeline cache-adopt --results {RESULTS:q} --cache {params.cache:q}"
         " --set-aside {params.set_aside:q} --out {output:q} 2> {log:q}"
+
+
+# What `all` and `features` ask of it: a record of this run's adoption, only when there is work
+ADOPT = [f"{LOGS}/cache_adopt/{time.strftime('%Y%m%dT%H%M%S')}.txt"] if OUT_OF_PLAN or CACHE_GAPS else []

@@ -138,6 +138,7 @@ rule text:
 
 rule features:
     input:
+        ADOPT,
         per_shard("clip"),
         per_shard("flow"),
         f"{RESULTS}/features/text.h5",

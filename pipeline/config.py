@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -110,29 +111,47 @@ def _whole_numbers(value, node: dict | None, source: str, path=(), sources: dict
                                sources)
 
 
+HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # an entry's name is its folder
+
+
 def _head_entries(heads, sch: dict, source: str, sources: dict | None) -> dict:
     """``heads:`` entries by any name, each checked against its type's settings (``type``,
     ``grid`` and ``seeds`` are the entry's own; a user type's settings go to its class)."""
+    from .heads.registry import BASELINE
     types = sch["properties"]["heads"]["properties"]
     if not isinstance(heads, dict):
         raise ConfigError(f"{source}: key 'heads' must be a mapping of names to head settings")
     for name, entry in heads.items():
         entry = {} if entry is None else entry
         where = f"heads.{name}"
+        src = "--config" if any(k[:2] == ("heads", name) and v == "--config"
+                                for k, v in (sources or {}).items()) else source
+        if not isinstance(name, str) or not HEAD_NAME.fullmatch(name) or name in (".", ".."):
+            raise ConfigError(f"{src}: head name {name!r} under 'heads': a name is its folder "
+                              f"(heads/<name>/): letters, digits and _ . + - only, starting with a "
+                              f"letter or digit (e.g. fusion_lr3)")
         if not isinstance(entry, dict):
-            raise ConfigError(f"{source}: key '{where}' must be a mapping of settings; got {entry!r}")
+            raise ConfigError(f"{src}: key '{where}' must be a mapping of settings; got {entry!r}")
         head_type = entry.get("type") or name
         if not isinstance(head_type, str) or (":" not in head_type and head_type not in types):
-            raise ConfigError(f"{source}: key '{where}': unknown head type {head_type!r}; a type "
+            raise ConfigError(f"{src}: key '{where}': unknown head type {head_type!r}; a type "
                               f"is one of {', '.join(types)}, or your own class as module:Class "
                               f"or path/to/file.py:Class (docs/heads.md); a name that is no "
                               f"type needs 'type:'")
+        if name == BASELINE and head_type != BASELINE:
+            raise ConfigError(f"{src}: key '{where}': {BASELINE!r} names CLIP's zero-shot "
+                              f"baseline, which every run reports; give this {head_type} entry "
+                              f"another name")
         grid, seeds = entry.get("grid", {}), entry.get("seeds", [])
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise ConfigError(f"{source}: key '{where}.grid' maps settings to non-empty lists of values")
+            raise ConfigError(f"{src}: key '{where}.grid' maps settings to non-empty lists of values")
         if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool)
-                                                  for x in seeds):
-            raise ConfigError(f"{source}: key '{where}.seeds' is a list of integers")
+                                                  and x >= 0 for x in seeds):
+            raise ConfigError(f"{src}: key '{where}.seeds' is a list of integers 0 or more "
+                              f"(got {seeds!r})")
+        if seeds and "seed" in grid:
+            raise ConfigError(f"{src}: key '{where}': seeds are given twice (seeds: and "
+                              f"grid.seed); keep one")
         if ":" in head_type:
             continue  # a user's class: its constructor checks its settings (docs/heads.md)
         settings = {k: v for k, v in entry.items() if k not in ("type", "grid", "seeds")}

@@ -50,6 +50,26 @@ def test_an_unwritable_cache_is_named_before_any_job(tmp_path):
         locked.chmod(0o755)
 
 
+@pytest.mark.slow
+def test_a_dry_run_names_an_unwritable_cache(tmp_path):
+    """Before any job runs (a dry run too): one line naming the cache and what to do."""
+    from conftest import copy_workflow, demo_config, snakemake
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work", demo_clip=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("no chattr here to make a folder unwritable")
+    try:
+        import yaml
+        (work / "config.yaml").write_text(yaml.safe_dump(demo_config(cache=str(locked))))
+        proc = snakemake(work, "-n", check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], capture_output=True)
+    assert proc.returncode != 0
+    assert f"error: cache {locked}: {locked} cannot be written" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_infinity_from_the_command_line_is_blamed_on_it():
     with pytest.raises(ConfigError, match=r"^--config: key 'flow\.bound' is inf"):
         resolve_config([ROOT / "config.yaml"], {"flow": {"bound": float("inf")}})  # as Snakemake parses 1e400

@@ -6,6 +6,7 @@ examples/, a motion_linear grid with seeds); the run trains those and the report
 summary, experiments.csv, per_class.csv, metrics.json and predict --head show them."""
 import csv
 import json
+import re
 
 import pytest
 import yaml
@@ -162,3 +163,33 @@ def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_pat
     acc.Reload()
     assert set(acc.Tags()["scalars"]) == {"head/x/train_loss", "head/x/val_metric"}
     assert [e.step for e in acc.Scalars("head/x/train_loss")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("heads, words", [
+    ({1: {"type": "fusion"}}, "head name 1 under 'heads'"),
+    ({"": {"type": "fusion"}}, "head name '' under 'heads'"),
+    ({"..": {"type": "fusion"}}, "head name '..'"),
+    ({"../../../escape": {"type": "fusion"}}, "head name '../../../escape'"),
+    ({"a/b": {"type": "fusion"}}, "head name 'a/b'"),
+    ({"fusion ": {"type": "fusion"}}, "head name 'fusion '"),
+    ({"zero_shot": {"type": "rgb_linear"}}, "'zero_shot' names CLIP's zero-shot baseline"),
+    ({"x": {"type": "fusion", "seeds": [-1]}}, "'heads.x.seeds' is a list of integers 0 or more"),
+    ({"x": {"type": "fusion", "seeds": [1], "grid": {"seed": [2]}}}, "seeds are given twice")])
+def test_an_entry_that_would_run_wrongly_is_refused_when_the_config_is_read(heads, words):
+    """Names are folders (one safe component each), never the baseline's for another type;
+    seeds are non-negative and given once: refused by `config`, a dry run and `plan` alike."""
+    from pipeline.config import ConfigError, validate_config
+    cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv", "annotations": "a.csv"}}
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        validate_config({**cfg, "heads": heads})
+    validate_config({**cfg, "heads": {"fusion_lr3.b+1": {"type": "fusion"}, "zero_shot": {}}})
+
+
+def test_checking_a_user_head_writes_nothing_beside_its_file(tmp_path):
+    """The check imports the user's file (the dry run does it too): no __pycache__ appears."""
+    from conftest import ROOT
+    from pipeline.heads.user import user_class
+    import shutil
+    shutil.copy(ROOT / "examples" / "mlp_head.py", tmp_path / "mine.py")
+    assert user_class("mine.py:MLPHead", tmp_path).__name__ == "MLPHead"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]

@@ -27,6 +27,7 @@ def user_class(head_type: str, where: str = "."):
     """The class a user type names (``module:Class`` or ``file.py:Class``, a file relative to
     ``where``); HeadTypeError saying what is wrong."""
     target, _, cls_name = head_type.rpartition(":")
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside their file
     try:
         if target.endswith(".py"):
             path = Path(where) / target if not Path(target).is_absolute() else Path(target)
@@ -45,6 +46,8 @@ def user_class(head_type: str, where: str = "."):
         raise
     except Exception as e:  # noqa: BLE001 - whatever the user's module raises on import
         raise HeadTypeError(f"cannot import {target!r} ({e.__class__.__name__}: {e})") from None
+    finally:
+        sys.dont_write_bytecode = before
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise HeadTypeError(f"{target!r} has no {cls_name!r}")

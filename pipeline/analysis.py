@@ -29,7 +29,9 @@ def per_class(heads: dict, metrics: dict, classes: list[dict], train_counts: np.
     metric) over the best frames baseline (``rgb_only``; else the best head that reads frames only); and the
     two heads compared."""
     main = "mAP" if next(iter(heads.values()))["multilabel"] else "top1"
-    ranked = sorted(heads, key=lambda h: -(metrics[h].get(main) or 0))
+    # chosen on the validation split when every head has its score there
+    by_val = all((metrics[h].get("val") or {}).get(main) is not None for h in heads)
+    ranked = sorted(heads, key=lambda h: -((metrics[h]["val"][main] if by_val else metrics[h].get(main)) or 0))
     motion = [h for h in ranked if heads[h]["motion"]]
     frames_only = [h for h in ranked if not heads[h]["motion"]]
     baselines = [h for h in frames_only if HEAD_TYPES.get(metrics[h].get("type", h), {}).get("frames_baseline")]
@@ -43,7 +45,8 @@ def per_class(heads: dict, metrics: dict, classes: list[dict], train_counts: np.
         rows.append({"class": cls["name"], "segment": cls.get("segment", ""),
                      "train_videos": int(train_counts[c]), "gain": gain, **ap})
     rows.sort(key=lambda r: (r["gain"] is None, -(r["gain"] or 0)))
-    return rows, {"best": best, "base": base, "heads": ranked}
+    return rows, {"best": best, "base": base, "heads": ranked,
+                  "chosen_on": metrics[ranked[0]]["val"]["split"] if by_val and ranked else None}
 
 
 def write_per_class(rows: list[dict], heads: list[str], path) -> None:
@@ -262,7 +265,9 @@ def analyse(score_files, metrics: dict, classes: list[dict], samples: list[dict]
         scored = [r for r in rows if r["gain"] is not None]
         helps = [r for r in scored if r["gain"] > 0][:5]
         hurts = [r for r in reversed(scored) if r["gain"] < 0][:5]
-        lines.append(f"Per-class AP of `{pair['best']}` (the best motion-aware head) against "
+        chosen = (f"on the validation split `{pair['chosen_on']}`" if pair.get("chosen_on") else
+                  "on the evaluation split: the run has no validation score to choose by")
+        lines.append(f"Per-class AP of `{pair['best']}` (the best motion-aware head, {chosen}) against "
                      f"`{pair['base']}`: higher on {sum(r['gain'] > 0 for r in scored)} of "
                      f"{len(scored)} classes (`reports/per_class.csv`, `per_class.png`).")
         lines.append("")

@@ -78,7 +78,11 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
         cols.append(("species_top1", "species top-1"))
         for r in rows:
             r["species_top1"] = (r.get("species") or {}).get("top1")
-    order = sorted(rows, key=lambda r: -(r.get(cols[0][0]) or 0))
+    main = cols[0][0]
+    by_val = all((r.get("val") or {}).get(main) is not None for r in rows)
+    if any(r.get("val") for r in rows):  # what to choose by, beside what is reported
+        cols.insert(0, (f"val:{main}", f"val {cols[0][1]} (`{next(r['val']['split'] for r in rows if r.get('val'))}`)"))
+    order = sorted(rows, key=lambda r: -(((r.get("val") or {}).get(main) if by_val else r.get(main)) or 0))
     chance = rows[0].get("chance")
     if chance:  # what uniform scores get: the floor every row is read against
         order.append({**chance, "head": "*chance (uniform scores)*",
@@ -95,13 +99,17 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     lines += ["| head | " + " | ".join(c[1] for c in cols) + " | compare with |",
               "|---" * (len(cols) + 2) + "|"]
     for r in order:
-        cells = ["-" if r.get(k) is None else f"{100 * r[k]:.2f}" for k, _ in cols]
+        got = [(r.get("val") or {}).get(k[4:]) if k.startswith("val:") else r.get(k) for k, _ in cols]
+        cells = ["-" if v is None else f"{100 * v:.2f}" for v in got]
         name = r["head"] + (f" [{r['variant']}]" if r.get("variant") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r, dataset_format)} |")
-    lines += ["", "Values in percent. Plots per head: `heads/<head>/*.png`; comparison: "
-              "`reports/heads.png`."]
+    lines += ["", "Values in percent. " + ("Rows are ordered by the validation split's score, "
+              "which is what to choose a head or a setting by; the evaluation split's columns are "
+              "only reported." if by_val else "Rows are ordered by the evaluation split's score "
+              "(not every row has a validation score): read it as a report, not as a choice.")
+              + " Plots per head: `heads/<head>/*.png`; comparison: `reports/heads.png`."]
     lines += summary_notes(rows, species, linear_probe_file)
-    lines += experiments(rows, cols[0], out_dir / "experiments.csv")
+    lines += experiments(rows, next(c for c in cols if not c[0].startswith("val:")), out_dir / "experiments.csv")
     lines += list(analysis)
     mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
     if mixed:
@@ -112,7 +120,8 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
                   f"on one kind of device for numbers to publish."]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
-    plot_heads(order, cols[0], chance, rows[0]["split"], out_dir / "heads.png")
+    plot_heads(order, next(c for c in cols if not c[0].startswith("val:")), chance, rows[0]["split"],
+               out_dir / "heads.png")
     return path
 
 
@@ -224,19 +233,22 @@ def experiments(rows: list[dict], column: tuple[str, str], csv_path: Path) -> li
     metrics) and, for entries expanded from a grid or seeds, a summary section: each setting
     that differs between siblings, and over seeds the mean and standard deviation."""
     import csv
-    import statistics
     key, label = column
-    entries = [r for r in rows if r.get("entry") and not r["head"].endswith("(oracle species)")]
-    metric_keys = sorted({k for r in entries for k, v in r.items()
-                          if isinstance(v, float) and (k.startswith("mAP") or k.startswith("top")
-                                                       or k == "mean_class_accuracy")})
+    # each entry's reported row: an oracle-species *ablation* row is not one (its head reports
+    # the predicted-species row), a head trained and tested on the true species is
+    entries = [r for r in rows if r.get("entry") and not (r["head"].endswith("(oracle species)")
+                                                          and "oracle_species" in r)]
+    metric_keys = sorted({k for r in entries for k, v in r.items() if _is_metric(k, v)})
+    val_keys = sorted({k for r in entries for k, v in (r.get("val") or {}).items() if _is_metric(k, v)})
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["name", "type", "group", "varies", "seed", *metric_keys])
+        w.writerow(["name", "type", "group", "varies", "seed", "val_split", *[f"val_{k}" for k in val_keys],
+                    *metric_keys])
         for r in rows:
-            e = r.get("entry") or {}
+            e, val = r.get("entry") or {}, r.get("val") or {}
             w.writerow([r["head"], r.get("type", r["head"]), e.get("group", r["head"]),
                         json.dumps(e.get("varies", {}), sort_keys=True), e.get("seed", ""),
+                        val.get("split", ""), *[val.get(k, "") for k in val_keys],
                         *[r.get(k, "") for k in metric_keys]])
     groups: dict = {}
     for r in entries:
@@ -244,21 +256,37 @@ def experiments(rows: list[dict], column: tuple[str, str], csv_path: Path) -> li
             groups.setdefault(r["entry"]["group"], []).append(r)
     if not groups:
         return []
+    val_split = next((r["val"]["split"] for r in entries if r.get("val")), None)
     lines = ["", "## Experiments", "",
              f"Entries expanded from a grid or seeds (`reports/experiments.csv` lists every "
-             f"entry); {label} in percent, mean ± standard deviation over seeds.", "",
-             "| entry | type | settings that differ | seeds | " + label + " |", "|---|---|---|---|---|"]
+             f"entry); {label} in percent, mean ± standard deviation over seeds"
+             + (f", on the validation split `{val_split}` (choose by it) and the evaluation split "
+                f"`{entries[0].get('split')}` (report it)." if val_split else
+                "; the run has no validation split, so these numbers are for reporting, not for "
+                "choosing a setting."), "",
+             "| entry | type | settings that differ | seeds | val " + label + " | " + label + " |",
+             "|---|---|---|---|---|---|"]
     for group, members in sorted(groups.items()):
         by_setting: dict = {}
         for r in members:
             varies = {k: v for k, v in r["entry"]["varies"].items() if k != "seed"}
             by_setting.setdefault(json.dumps(varies, sort_keys=True), []).append(r)
         for varies, runs in sorted(by_setting.items()):
-            values = [100 * r[key] for r in runs if r.get(key) is not None]
             seeds = [r["entry"]["varies"].get("seed") for r in runs if "seed" in r["entry"]["varies"]]
             shown = ", ".join(f"{k}={v}" for k, v in json.loads(varies).items()) or "-"
-            cell = (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-                    if len(values) > 1 else (f"{values[0]:.2f}" if values else "-"))
+            val = _spread([(r.get("val") or {}).get(key) for r in runs])
             lines.append(f"| {group} | {runs[0].get('type', group)} | {shown} | "
-                         f"{', '.join(map(str, seeds)) or '-'} | {cell} |")
+                         f"{', '.join(map(str, seeds)) or '-'} | {val} | {_spread([r.get(key) for r in runs])} |")
     return lines
+
+
+def _is_metric(key: str, value) -> bool:
+    return isinstance(value, float) and (key.startswith(("mAP", "top")) or key == "mean_class_accuracy")
+
+
+def _spread(values: list) -> str:
+    """Mean ± standard deviation of a metric over seeds, in percent."""
+    import statistics
+    values = [100 * v for v in values if v is not None]
+    return (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1
+            else (f"{values[0]:.2f}" if values else "-"))

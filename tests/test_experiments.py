@@ -193,3 +193,45 @@ def test_checking_a_user_head_writes_nothing_beside_its_file(tmp_path):
     shutil.copy(ROOT / "examples" / "mlp_head.py", tmp_path / "mine.py")
     assert user_class("mine.py:MLPHead", tmp_path).__name__ == "MLPHead"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]
+
+
+def _metrics(tmp_path, head, test, val, **extra):
+    path = tmp_path / f"{head}.json"
+    entry = {"group": head.split(".")[0], "varies": extra.pop("varies", {}), "seed": extra.pop("seed", None)}
+    path.write_text(json.dumps({"split": "test", "n_videos": 4, "mAP": test, "mAP_micro": test,
+                                "per_class_ap": [test, test], "chance": {"mAP": 0.2, "mAP_micro": 0.2},
+                                "head": head, "type": extra.pop("type", "motion_linear"), "entry": entry,
+                                **({"val": {"split": "val", "mAP": val, "mAP_micro": val}} if val else {}),
+                                **extra}))
+    return path
+
+
+def test_sweeps_are_chosen_on_validation_and_reported_on_test(tmp_path):
+    """The summary orders rows by the validation score and carries it beside the test score;
+    experiments.csv has both; the Experiments section gives both over seeds."""
+    from pipeline.report import summary
+    files = [_metrics(tmp_path, "sweep.lr-1.seed-0", 0.90, 0.40, varies={"lr": 1, "seed": 0}, seed=0),
+             _metrics(tmp_path, "sweep.lr-1.seed-1", 0.80, 0.42, varies={"lr": 1, "seed": 1}, seed=1),
+             _metrics(tmp_path, "sweep.lr-2.seed-0", 0.50, 0.70, varies={"lr": 2, "seed": 0}, seed=0),
+             _metrics(tmp_path, "sweep.lr-2.seed-1", 0.52, 0.72, varies={"lr": 2, "seed": 1}, seed=1)]
+    text = summary(files, tmp_path / "rep").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| sweep.")]
+    assert [line.split(" | ")[0] for line in table] == [
+        "| sweep.lr-2.seed-1", "| sweep.lr-2.seed-0", "| sweep.lr-1.seed-1", "| sweep.lr-1.seed-0"]
+    assert "val macro mAP (`val`)" in text and "ordered by the validation split's score" in text
+    assert "| sweep | motion_linear | lr=2 | 0, 1 | 71.00 ± 1.41 | 51.00 ± 1.41 |" in text
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "experiments.csv")))
+    assert rows[0]["val_split"] == "val" and float(rows[0]["val_mAP"]) == 0.40 and float(rows[0]["mAP"]) == 0.90
+
+
+def test_an_oracle_prompt_heads_sweep_is_reported(tmp_path):
+    """A head trained and tested on the true species has only its oracle row: the Experiments
+    section and experiments.csv report it (an oracle *ablation* row beside a predicted one is not
+    the entry's row)."""
+    from pipeline.report import summary
+    files = [_metrics(tmp_path, f"prompt.seed-{s}", 0.6 + s / 10, 0.5, type="prompt", species_source="oracle",
+                      varies={"seed": s}, seed=s) for s in (0, 1)]
+    text = summary(files, tmp_path / "rep").read_text()
+    assert "| prompt | prompt | - | 0, 1 | 50.00 ± 0.00 | 65.00 ± 7.07 |" in text, text
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "experiments.csv")))
+    assert [r["mAP"] for r in rows] == ["0.6", "0.7"]

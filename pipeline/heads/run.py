@@ -125,12 +125,14 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         all_names = add_classes(model, names, params["extra_classes"], text["attrs"], device)
         log.info("head %s: %d extra classes scored at evaluation: %s", name,
                  len(all_names) - len(names), ", ".join(all_names[len(names):]))
-    result = None
+    result, selected = None, None
     for role in ("val", "eval"):
         split = load(role, train.identity) if role == "eval" or novel else val
         if split is None:
             continue
         logits_all = predict_logits(model, split, params, device)
+        if role == "val":  # what a sweep is chosen by (the report's val columns)
+            selected = selection_metrics(logits_all[:, :len(names)], split, params, multilabel, splits["val"])
         probs = probabilities(logits_all, multilabel)
         write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, probs,
                           split.targets, all_names, multilabel)
@@ -143,7 +145,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                        "split": splits["eval"], "head": name, "type": head_type,
                        "variant": method_variant(params),
                        "entry": entry_record(name, entry, params, readers),
-                       **precisions(readers, splits)}
+                       **({"val": selected} if selected else {}), **precisions(readers, splits)}
             if novel:
                 metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
             write_metrics(out, metrics, logits, split, names, segments, multilabel)
@@ -230,6 +232,12 @@ def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
     plot_training(history, ckpt["name"], out / "training.png")
     from ..tracking import track
     track(history, out / "tensorboard", f"head/{ckpt['name']}")
+
+
+def selection_metrics(logits, split, params: dict, multilabel: bool, split_name: str) -> dict:
+    """The validation split's metrics (mAP, top-1, ...): what the report chooses entries by."""
+    got = evaluate_logits(ranking_scores(logits, params), split.targets, multilabel=multilabel)
+    return {"split": split_name, **{k: v for k, v in got.items() if isinstance(v, float)}}
 
 
 def evaluate_head(model, split, logits, params: dict, multilabel: bool, segments, device) -> dict:

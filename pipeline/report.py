@@ -201,7 +201,9 @@ def summary_notes(rows: list[dict], species, linear_probe_file) -> list[str]:
                       f"{100 * b2n['base']:.2f} (chance {100 * b2n.get('base_chance', 0):.2f}), "
                       f"{b2n['novel_classes']} novel classes (never trained on) "
                       f"{100 * b2n['novel']:.2f} (chance {100 * b2n.get('novel_chance', 0):.2f}), "
-                      f"harmonic mean {100 * b2n['harmonic_mean']:.2f}."]
+                      f"harmonic mean {100 * b2n['harmonic_mean']:.2f}"
+                      + (f"; the novel classes drawn with novel_seed {b2n['novel_seed']}, whatever "
+                         f"the head's seed." if "novel_seed" in b2n else ".")]
     if linear_probe_file and Path(linear_probe_file).exists() and json.loads(Path(linear_probe_file).read_text()).get("no_metrics"):
         lines += ["", f"Linear probe: none ({json.loads(Path(linear_probe_file).read_text())['no_metrics']})."]
     elif linear_probe_file and Path(linear_probe_file).exists():

@@ -32,7 +32,7 @@ CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"},
            "species_weight": {"species": "classifier"}, "min_lr": {"lr": 1e-2}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
-OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "pooling", "weighting", "eval_scores",
+OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "novel_seed", "pooling", "weighting", "eval_scores",
                    "motion_source"}  # motion_source: which shards the workflow gives the head
 # keys whose effect depends on the data's curve: each has a test on data built to decide it
 DEDICATED = {"select_by"}

@@ -229,6 +229,7 @@ def test_base_to_novel_on_cached_features(demo_run, tmp_path):
     m = json.loads((tmp_path / "b2n" / "metrics.json").read_text())
     b2n = m["base_to_novel"]
     assert (b2n["base_classes"], b2n["novel_classes"]) == (4, 2)
+    assert b2n["novel_seed"] == 0  # the class split's own seed: seeds of the head never move it
     for key in ("base", "novel", "harmonic_mean"):
         assert 0 <= b2n[key] <= 1
     assert b2n["base"] > b2n["base_chance"] + 0.2, b2n

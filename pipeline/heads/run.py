@@ -98,7 +98,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         n_species = 0 if text["species_protos"] is None else len(text["species_protos"])
     train = load("train")
     val = load("val", train.identity)
-    novel = novel_classes(params["base_to_novel"], names, params["seed"]) if params.get("base_to_novel") else []
+    novel = novel_classes(params["base_to_novel"], names, params["novel_seed"]) if params.get("base_to_novel") else []
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
         takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
@@ -147,7 +147,8 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                        "entry": entry_record(name, entry, params, readers),
                        **({"val": selected} if selected else {}), **precisions(readers, splits)}
             if novel:
-                metrics["base_to_novel"] = base_to_novel_metrics(logits, split, base, novel, multilabel)
+                metrics["base_to_novel"] = {**base_to_novel_metrics(logits, split, base, novel, multilabel),
+                                            "novel_seed": params["novel_seed"]}
             write_metrics(out, metrics, logits, split, names, segments, multilabel)
             result = metrics
     if result is None:  # no readable video to evaluate: the report says so

@@ -26,8 +26,8 @@ TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, 
                   "eval_scores": "logits"}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
 TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
-                                    "anchor_weight", "base_to_novel", "extra_classes", "pooling",
-                                    "weighting", "species_train", "motion_source"}
+                                    "anchor_weight", "base_to_novel", "novel_seed", "extra_classes",
+                                    "pooling", "weighting", "species_train", "motion_source"}
 
 
 def head_params(name: str, given: dict | None) -> dict:

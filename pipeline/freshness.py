@@ -126,6 +126,15 @@ def _attr(got, want):
 OUT_OF_DATE = "> **Out of date.**"
 
 
+def summary_out_of_date(summary) -> str | None:
+    """Why ``summary`` carries the out-of-date banner (a head or student job marked it and did
+    not finish: failed, killed, or its entry since removed), or None."""
+    summary = Path(summary)
+    if summary.is_file() and summary.read_text()[:len(OUT_OF_DATE)] == OUT_OF_DATE:
+        return "marked out of date by a job that did not finish (failed, killed, or its entry removed)"
+    return None
+
+
 def mark_out_of_date(summary, why: str) -> None:
     """Put a banner on top of an existing summary that a job is re-making one of its inputs,
     so that numbers of older inputs are never shown as current (the report rule rewrites the

@@ -72,6 +72,18 @@ def test_a_finished_run_has_nothing_to_do(run):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_a_banner_left_by_a_job_that_did_not_finish_is_cleared(run):
+    """A head job marked the summary out of date and never finished (failed, killed, its entry
+    then removed): the next run makes the report again, and then has nothing to do."""
+    from pipeline.freshness import OUT_OF_DATE, mark_out_of_date
+    summary = run / RES / "reports" / "summary.md"
+    mark_out_of_date(summary, "head bad2 is being trained again")
+    assert set(jobs(snakemake(run, "-n"))) == {"stale", "report", "all"}
+    snakemake(run)
+    assert not summary.read_text().startswith(OUT_OF_DATE)
+    assert "Nothing to be done" in snakemake(run, "-n").stderr
+
+
 def tree(root) -> dict:
     """Every file under ``root``: size, mtime, inode and content hash."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino,

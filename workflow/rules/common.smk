@@ -9,7 +9,8 @@ from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.config import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
-from pipeline.freshness import cache_gaps, file_digest, row_settings, shard_members, stale_outputs
+from pipeline.freshness import (cache_gaps, file_digest, row_settings, shard_members, stale_outputs,
+                                summary_out_of_date)
 from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
 from pipeline.heads.user import HeadTypeError
 from pipeline.layout import shard_path
@@ -75,16 +76,20 @@ PARAMS_BEFORE_CACHE = f"{RESULTS}/features/.reuse"
 _stale = stale_outputs(RESULTS, config, SPLITS, config["shards"]) \
     if getattr(workflow, "is_main_process", True) else []
 STALE = {str(p): why for p, why, in_plan in _stale if in_plan}
+if getattr(workflow, "is_main_process", True) and (_why := summary_out_of_date(SUMMARY)):
+    STALE[SUMMARY] = _why  # a job marked it and did not finish: the report is made again
 OUT_OF_PLAN = {str(p): why for p, why, in_plan in _stale if not in_plan}
 
 
-def force_if_stale(*kinds):
-    """An input function: each shard's marker (:func:`stale_marker`). A shard that cannot be
-    current gets a new one, which rule `stale` writes, so the DAG plans to make the shard again
-    (input files updated: Snakemake's own rule); nothing is removed while planning (Snakemake
-    deletes the old file when the job starts, in a real run that holds the lock)."""
+def force_if_stale(*kinds, path=None):
+    """An input function: the marker (:func:`stale_marker`) of each shard of ``kinds`` (or of
+    ``path``). An output that cannot be current gets a new one, which rule `stale` writes, so
+    the DAG plans to make it again (input files updated: Snakemake's own rule); nothing is
+    removed while planning (Snakemake deletes the old file when the job starts, in a real run
+    that holds the lock)."""
     def inputs(w):
-        return [m for kind in kinds if (m := stale_marker(shard_path(RESULTS, kind, w.split, w.shard)))]
+        paths = [path] if path else [shard_path(RESULTS, kind, w.split, w.shard) for kind in kinds]
+        return [m for p in paths if (m := stale_marker(p))]
     return inputs
 
 

@@ -47,6 +47,7 @@ rule head:
 
 rule report:
     input:
+        force_if_stale(path=SUMMARY),
         unpack(lambda w: {"linear_probe": f"{MOCLIP}/linear_probe.json"} if USES_STUDENT else {}),
         metrics=expand(f"{HEADS_DIR}/{{head}}/metrics.json", head=HEAD_NAMES),
         scores=expand(f"{HEADS_DIR}/{{head}}/scores.npz", head=HEAD_NAMES),

@@ -39,6 +39,7 @@ class Run:
         species_tsv = self.path / "species.tsv"
         self.species = [c["name"] for c in read_classes(species_tsv)] if species_tsv.is_file() else []
         self._samples = read_samples(self.path / "samples.tsv")
+        self._stats: dict = {}
 
     @property
     def splits(self) -> list[str]:
@@ -57,6 +58,13 @@ class Run:
         if not found:
             raise StoreError(f"{self.path}: no {stream} shards of split {split!r} (run the stage "
                              f"that makes them; splits here: {', '.join(self.splits)})")
+        tables = sorted(glob(shard_path(self.path, "probe", split, "*")))
+        shard_no = {Path(t).stem for t in tables}  # shard-<k>: every probed shard has rows
+        missing = sorted(shard_no - {p.stem for p in found})
+        if missing:
+            raise StoreError(f"{self.path}: {stream} {split}/{missing[0]}.h5 is missing ({len(missing)} "
+                             f"of {len(shard_no)} shards): its videos would be left out; run "
+                             f"snakemake to make it again")
         return found
 
     def reader(self, split: str, stream: str) -> FeatureReader:
@@ -76,10 +84,40 @@ class Run:
             y[i, r["labels"]] = 1
         return [r["video_id"] for r in rows], y
 
-    def dataset(self, split: str, streams=("clip",), frames: int | None = None):
-        """A ``torch.utils.data.Dataset`` of the split's videos stored in every stream (see
-        :func:`video_dataset`)."""
-        return video_dataset()(self, split, tuple(streams), frames)
+    def dataset(self, split: str, streams=("clip",), frames: int | None = None,
+                standardise: bool = True, train_split: str | None = None):
+        """A ``torch.utils.data.Dataset`` of the split's videos stored in every stream, as a
+        built-in head of those streams sees them (see :func:`video_dataset`)."""
+        if isinstance(streams, str) or not all(s in STREAMS for s in streams) or not streams:
+            raise ValueError(f"streams={streams!r}: a tuple of stream names from {', '.join(STREAMS)}, "
+                             f"e.g. ('clip', 'motion')")
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+            raise ValueError(f"frames={frames!r}: a positive number of rows per video, or None for all")
+        stats = None
+        if standardise:
+            train = train_split or "train"
+            if train not in self.splits:
+                raise ValueError(f"standardise: the statistics come from the training split; this "
+                                 f"run has no split {train!r}: give train_split= (splits: "
+                                 f"{', '.join(self.splits)}) or standardise=False")
+            stats = {s: self.stream_stats(train, s) for s in streams if s != "flow"}
+        return video_dataset()(self, split, tuple(streams), frames, stats)
+
+    def stream_stats(self, split: str, stream: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std of every stored row of a split's stream: what the heads
+        standardise with (their training split's), computed once per run object."""
+        key = (split, stream)
+        if key not in self._stats:
+            total = sq = None
+            n = 0
+            for rows in self.reader(split, stream):
+                x = rows.data.astype(np.float64)
+                total = x.sum(0) if total is None else total + x.sum(0)
+                sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
+                n += len(x)
+            mean = total / max(n, 1)
+            self._stats[key] = (mean, np.maximum(np.sqrt(np.maximum(sq / max(n, 1) - mean * mean, 0.0)), 1e-6))
+        return self._stats[key]
 
 
 def open_run(path) -> Run:
@@ -90,27 +128,42 @@ def open_run(path) -> Run:
 def video_dataset():
     """The Dataset class (made on first use: importing this module needs no torch). Item
     ``i``: ``{"video_id", <stream>: float tensor (T, ...), "labels": (C,) multi-hot, "species":
-    (S,) multi-hot}``; ``frames``: that many rows spread evenly over the video (all rows when
-    None or when the video is shorter). Ragged videos: batch with :func:`collate`."""
+    (S,) multi-hot}``; ``frames``: that many rows, the centre of each of as many equal segments
+    (the rows a built-in head is evaluated on; all rows when None or when the video is
+    shorter); embedding streams standardised with the training split's per-dimension mean and
+    std, as the heads do (``stats``). Ragged videos: batch with :func:`collate`."""
     import torch
 
+    from .heads.data import sample_indices
+
     class VideoDataset(torch.utils.data.Dataset):
-        def __init__(self, run: Run, split: str, streams: tuple, frames: int | None):
+        def __init__(self, run: Run, split: str, streams: tuple, frames: int | None, stats: dict | None):
             self.readers = {s: run.reader(split, s) for s in streams}
             stored = set.intersection(*(set(r.video_ids) for r in self.readers.values()))
             self.rows = [r for r in run.samples(split) if r["video_id"] in stored]
             self.n_classes, self.n_species, self.frames = len(run.classes), len(run.species), frames
+            self.stats = stats or {}
 
         def __len__(self) -> int:
             return len(self.rows)
 
         def __getitem__(self, i: int) -> dict:
             r = self.rows[i]
-            item = {"video_id": r["video_id"]}
+            item, frames = {"video_id": r["video_id"]}, None
             for stream, reader in self.readers.items():
-                data = reader.video(r["video_id"]).data
-                if self.frames and len(data) > self.frames:
-                    data = data[np.linspace(0, len(data) - 1, self.frames).round().astype(int)]
+                rows = reader.video(r["video_id"])
+                if frames is not None and not np.array_equal(rows.frame_index, frames):
+                    raise StoreError(f"video {r['video_id']!r}: its {stream} rows describe other "
+                                     f"frames than its {next(iter(self.readers))} rows; re-make "
+                                     f"the run's features")
+                frames, data = rows.frame_index, rows.data
+                if self.frames:  # the heads' choice: each segment's centre (heads.data)
+                    idx, mask = sample_indices(np.array([len(data)]), self.frames, None)
+                    data = data[idx[0][mask[0]]]
+                data = np.asarray(data, np.float32)
+                if stream in self.stats:
+                    mean, std = self.stats[stream]
+                    data = (data - mean) / std
                 item[stream] = torch.from_numpy(np.asarray(data, np.float32))
             item["labels"] = torch.zeros(self.n_classes)
             item["labels"][r["labels"]] = 1

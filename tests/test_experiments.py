@@ -235,3 +235,85 @@ def test_an_oracle_prompt_heads_sweep_is_reported(tmp_path):
     assert "| prompt | prompt | - | 0, 1 | 50.00 ± 0.00 | 65.00 ± 7.07 |" in text, text
     rows = list(csv.DictReader(open(tmp_path / "rep" / "experiments.csv")))
     assert [r["mAP"] for r in rows] == ["0.6", "0.7"]
+
+
+def _tiny_run(tmp_path, lengths=(8, 5, 13, 3)):
+    """A run folder by hand: classes, samples, probe tables and clip + motion shards of a train
+    and a test split (no workflow)."""
+    import numpy as np
+    from pipeline.files import write_tsv
+    from pipeline.store import FeatureWriter
+    run, rng = tmp_path / "results" / "tiny", np.random.default_rng(0)
+    write_tsv(run / "classes.tsv", ["id", "name"], [[0, "run"], [1, "eat"]])
+    rows = []
+    for split in ("train", "test"):
+        write_tsv(run / "probe" / split / "shard-0.tsv", ["video_id"], [])
+        writers = {k: FeatureWriter(run / "features" / k / split / "shard-0.h5", k, (6,), np.float16,
+                                    {"model": "m"}) for k in ("clip", "motion")}
+        for i, n in enumerate(lengths):
+            vid = f"{split}{i}"
+            for k, w in writers.items():
+                w.add(vid, np.arange(n) * 2, np.arange(n) / 5.0,
+                      (rng.standard_normal((n, 6)) * 3 + 7).astype(np.float16), "fp")
+            rows.append([vid, f"{vid}.mp4", split, 0, str(i % 2), ""])
+        for w in writers.values():
+            w.close()
+    write_tsv(run / "samples.tsv", ["video_id", "path", "split", "shard", "labels", "species"], rows)
+    return run
+
+
+def test_the_api_gives_what_a_built_in_head_sees(tmp_path):
+    """Row for row: the same frames (each segment's centre) and the same standardisation (the
+    training split's statistics) as the heads' evaluation batches."""
+    import numpy as np
+    import pipeline
+    from pipeline.heads.data import batches, eval_plan, load_split
+    run = pipeline.open_run(_tiny_run(tmp_path))
+    data = run.dataset("test", streams=("clip", "motion"), frames=4)
+    samples = {r["video_id"]: r for r in run.samples()}
+    feats = lambda split: load_split([run.path / f"features/clip/{split}/shard-0.h5"],
+                                     [run.path / f"features/motion/{split}/shard-0.h5"], samples, 2, True)
+    train, test = feats("train"), feats("test")
+    stats = {"clip": train.rgb.mean_std(), "motion": train.motion.mean_std()}
+    plan = eval_plan(test, {"frames": 4})
+    for sel, (rgb, motion, mask, _, _) in zip(plan, batches(test, 4, plan)):
+        for b, i in enumerate(sel):
+            item = data[[r["video_id"] for r in data.rows].index(test.video_ids[i])]
+            for stream, got in (("clip", rgb), ("motion", motion)):
+                mean, std = stats[stream]
+                want = (got[b][mask[b]].numpy() - mean) / np.maximum(std, 1e-6)
+                assert np.allclose(item[stream].numpy(), want, atol=1e-5), (test.video_ids[i], stream)
+    assert data[0]["clip"].shape[0] == 4 and data[[r["video_id"] for r in data.rows].index("test3")]["clip"].shape[0] == 3
+    raw = run.dataset("test", streams=("clip",), frames=None, standardise=False)
+    assert float(raw[0]["clip"].mean()) > 5  # as stored
+
+
+@pytest.mark.parametrize("kwargs, words", [({"streams": "clip"}, "a tuple of stream names"),
+                                           ({"streams": ("clip", "rgb")}, "a tuple of stream names"),
+                                           ({"frames": 0}, "a positive number of rows"),
+                                           ({"frames": -1}, "a positive number of rows"),
+                                           ({"frames": 2.5}, "a positive number of rows"),
+                                           ({"train_split": "nosuch"}, "no split 'nosuch'")])
+def test_the_api_refuses_arguments_it_cannot_honour(tmp_path, kwargs, words):
+    import pipeline
+    run = pipeline.open_run(_tiny_run(tmp_path))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        run.dataset("test", **kwargs)
+
+
+def test_the_api_names_a_missing_shard_and_streams_that_disagree(tmp_path):
+    import h5py
+    import pipeline
+    from pipeline.store import StoreError
+    path = _tiny_run(tmp_path)
+    with h5py.File(path / "features/motion/test/shard-0.h5", "a") as f:
+        f["frame_index"][0] = 99  # a motion row of another frame than the clip row
+    data = pipeline.open_run(path).dataset("test", streams=("clip", "motion"))
+    with pytest.raises(StoreError, match="its motion rows describe other frames than its clip rows"):
+        data[0]
+    (path / "features/clip/train/shard-0.h5").unlink()
+    (path / "probe/train/shard-1.tsv").write_text("video_id\n")
+    with pytest.raises(StoreError, match="no clip shards of split 'train'"):
+        pipeline.open_run(path).dataset("train")
+    with pytest.raises(StoreError, match=r"motion train/shard-1\.h5 is missing \(1 of 2 shards\)"):
+        pipeline.open_run(path).dataset("train", streams=("motion",), standardise=False)

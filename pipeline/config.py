@@ -114,6 +114,28 @@ def _whole_numbers(value, node: dict | None, source: str, path=(), sources: dict
 HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # an entry's name is its folder
 
 
+def _user_settings(name: str, entry: dict, grid: dict, sch: dict, src: str) -> None:
+    """A user head's settings: those named like the trainer's keys are the trainer's, checked
+    against the same schema as a built-in head's; names only a built-in head's trainer reads are
+    refused (they would never reach the class); the rest go to the class."""
+    from .heads.registry import BUILT_IN_ONLY, ENTRY_KEYS
+    defs = sch["definitions"]
+    pipeline_keys = {**defs["trainer_keys"], **defs["standardise_key"], **defs["motion_source_key"]}
+    given = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    for key in sorted(set(given) | set(grid)):
+        if key in BUILT_IN_ONLY:
+            raise ConfigError(f"{src}: key 'heads.{name}.{key}': a setting of the built-in heads' "
+                              f"trainer, which never reaches your class; give your setting another "
+                              f"name (docs/heads.md lists the trainer's keys)")
+    check = {"type": "object", "properties": pipeline_keys}
+    for trial in [given] + [{**given, k: v} for k, values in grid.items() for v in values]:
+        mine = {k: v for k, v in trial.items() if k in pipeline_keys}
+        errors = sorted(_Validator(check).iter_errors(copy.deepcopy(mine)), key=lambda e: list(e.absolute_path))
+        if errors:
+            errors[0].path.extendleft([name, "heads"])
+            raise ConfigError(_message(errors[0], sch, src))
+
+
 def _head_entries(heads, sch: dict, source: str, sources: dict | None) -> dict:
     """``heads:`` entries by any name, each checked against its type's settings (``type``,
     ``grid`` and ``seeds`` are the entry's own; a user type's settings go to its class)."""
@@ -152,8 +174,9 @@ def _head_entries(heads, sch: dict, source: str, sources: dict | None) -> dict:
         if seeds and "seed" in grid:
             raise ConfigError(f"{src}: key '{where}': seeds are given twice (seeds: and "
                               f"grid.seed); keep one")
-        if ":" in head_type:
-            continue  # a user's class: its constructor checks its settings (docs/heads.md)
+        if ":" in head_type:  # a user's class: the pipeline's keys checked here, the rest its own
+            _user_settings(name, entry, grid, sch, src)
+            continue
         settings = {k: v for k, v in entry.items() if k not in ("type", "grid", "seeds")}
         trials = [settings] + [{**settings, key: value} for key, values in grid.items() for value in values]
         trials += [{**settings, "seed": x} for x in seeds]
@@ -237,7 +260,18 @@ def typed_overrides(overrides: dict) -> dict:
     (``clip={batch_size: 32}``) as text, '32' and 'null' included; each text is read as YAML
     where the schema takes the result (32, None) and not the text, so a split named "2019"
     stays text while a batch size becomes a number."""
+    heads = schema()["properties"]["heads"]
+    defs = schema()["definitions"]
+    user = {"type": "object", "properties": {**defs["trainer_keys"], **defs["standardise_key"],
+                                             **defs["motion_source_key"]}}
+
+    def entry_node(name, entry):  # a head entry by any name: its type's schema (a user type: the trainer's keys)
+        kind = entry.get("type") if isinstance(entry, dict) and isinstance(entry.get("type"), str) else name
+        return heads["properties"].get(kind, user)
+
     def typed(value, node):
+        if isinstance(value, dict) and node is heads:
+            return {k: typed(v, entry_node(k, v)) for k, v in value.items()}
         if isinstance(value, dict):
             return {k: typed(v, _schema_node(node, k)) for k, v in value.items()}
         if isinstance(value, list):

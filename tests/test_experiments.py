@@ -174,7 +174,12 @@ def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_pat
     ({"fusion ": {"type": "fusion"}}, "head name 'fusion '"),
     ({"zero_shot": {"type": "rgb_linear"}}, "'zero_shot' names CLIP's zero-shot baseline"),
     ({"x": {"type": "fusion", "seeds": [-1]}}, "'heads.x.seeds' is a list of integers 0 or more"),
-    ({"x": {"type": "fusion", "seeds": [1], "grid": {"seed": [2]}}}, "seeds are given twice")])
+    ({"x": {"type": "fusion", "seeds": [1], "grid": {"seed": [2]}}}, "seeds are given twice"),
+    ({"x": {"type": "examples/mlp_head.py:MLPHead", "loss": "focla"}}, "key 'heads.x.loss' is 'focla'; allowed values"),
+    ({"x": {"type": "examples/mlp_head.py:MLPHead", "epochs": "two"}}, "key 'heads.x.epochs' must be of type integer"),
+    ({"x": {"type": "m:C", "grid": {"lr": [0.1, -1]}}}, "key 'heads.x.lr'"),
+    ({"x": {"type": "examples/mlp_head.py:MLPHead", "pooling": "max"}},
+     "key 'heads.x.pooling': a setting of the built-in heads' trainer, which never reaches your class")])
 def test_an_entry_that_would_run_wrongly_is_refused_when_the_config_is_read(heads, words):
     """Names are folders (one safe component each), never the baseline's for another type;
     seeds are non-negative and given once: refused by `config`, a dry run and `plan` alike."""
@@ -183,6 +188,41 @@ def test_an_entry_that_would_run_wrongly_is_refused_when_the_config_is_read(head
     with pytest.raises(ConfigError, match=re.escape(words)):
         validate_config({**cfg, "heads": heads})
     validate_config({**cfg, "heads": {"fusion_lr3.b+1": {"type": "fusion"}, "zero_shot": {}}})
+
+
+def test_a_setting_a_user_class_refuses_stops_the_run_at_start(tmp_path):
+    """The class is built once, with the run's embedding size, when the entries are checked
+    (config, dry run, plan): its own refusal names the entry; the trainer's keys never reach it."""
+    from pipeline.config import validate_config
+    from pipeline.heads.registry import check_entries
+    from pipeline.heads.user import HeadTypeError
+    (tmp_path / "colour.py").write_text(COLOUR)
+    cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv", "annotations": "a.csv"},
+           "heads": {"mine": {"type": "colour.py:H", "colour": "red", "epochs": 2}}}
+    with pytest.raises(HeadTypeError, match=r"heads\.mine: .*its constructor refused the entry's settings "
+                                            r"\{'colour': 'red'\} \(ValueError: colour must be blue, not red\)"):
+        check_entries(validate_config(cfg), tmp_path)
+    cfg["heads"]["mine"]["colour"] = "blue"
+    assert check_entries(validate_config(cfg), tmp_path)["mine"]["settings"]["epochs"] == 2
+
+
+COLOUR = '''
+import torch
+
+
+class H(torch.nn.Module):
+    streams = ("rgb",)
+
+    def __init__(self, *, rgb_dim, motion_dim, class_names, settings):
+        super().__init__()
+        assert rgb_dim == 512 and "epochs" not in settings  # ViT-B-32's size; the trainer's key stays out
+        if settings.get("colour", "blue") != "blue":
+            raise ValueError(f"colour must be blue, not {settings['colour']}")
+        self.net = torch.nn.Linear(rgb_dim, len(class_names))
+
+    def forward(self, rgb, motion, mask):
+        return self.net(rgb.mean(1))
+'''
 
 
 def test_checking_a_user_head_writes_nothing_beside_its_file(tmp_path):
@@ -317,3 +357,48 @@ def test_the_api_names_a_missing_shard_and_streams_that_disagree(tmp_path):
         pipeline.open_run(path).dataset("train")
     with pytest.raises(StoreError, match=r"motion train/shard-1\.h5 is missing \(1 of 2 shards\)"):
         pipeline.open_run(path).dataset("train", streams=("motion",), standardise=False)
+
+
+BAD_HEADS = '''
+import torch
+
+
+class Wide(torch.nn.Module):
+    streams = ("rgb",)
+
+    def __init__(self, *, rgb_dim, motion_dim, class_names, settings):
+        super().__init__()
+        self.net = torch.nn.Linear(rgb_dim, len(class_names) + 1)
+
+    def forward(self, rgb, motion, mask):
+        return self.net(rgb.mean(1))
+
+
+class Flat(Wide):
+    def forward(self, rgb, motion, mask):
+        return self.net(rgb.mean(1))[:, 0]
+
+
+class Blows(Wide):
+    def forward(self, rgb, motion, mask):
+        return self.net(rgb.mean(1))[:, :-1] / 0.0
+'''
+
+
+@pytest.mark.parametrize("cls, words", [("Wide", r"logits of shape \(4, 3\) in epoch 1; it must return \(videos, classes\) = \(4, 2\)"),
+                                        ("Flat", r"logits of shape \(4,\) in epoch 1"),
+                                        ("Blows", r"NaN or infinite logits in epoch 1")])
+def test_logits_a_head_cannot_train_on_stop_it_naming_the_entry_and_epoch(tmp_path, cls, words):
+    import numpy as np
+    import torch
+    from pipeline.heads.data import Ragged, SplitFeatures
+    from pipeline.heads.trainer import HeadOutputError, head_params, train_head
+    (tmp_path / "bad.py").write_text(BAD_HEADS)
+    rng = np.random.default_rng(0)
+    lengths = np.full(8, 5)
+    split = SplitFeatures([f"v{i}" for i in range(8)], Ragged.from_padded(rng.standard_normal((8, 5, 6)).astype(np.float32), lengths),
+                          None, lengths, np.eye(2, dtype=np.float32)[np.arange(8) % 2], {})
+    head_type = f"{tmp_path / 'bad.py'}:{cls}"
+    params = head_params(head_type, {"epochs": 2, "batch_size": 4, "frames": 3})
+    with pytest.raises(HeadOutputError, match=r"^heads\.mine: .*" + words):
+        train_head(head_type, params, split, None, 2, True, torch.device("cpu"), progress=False, entry="mine")

@@ -15,6 +15,11 @@ import re
 from .user import HeadTypeError, check_user_head, is_user_type, user_class
 
 ENTRY_KEYS = ("type", "grid", "seeds")  # what an entry says about itself, not its head's settings
+# What the trainer and run_head read besides the schema's trainer keys: settings of the built-in
+# heads (text, species, open vocabulary). A user head's setting of one of these names would
+# never reach its class, so it is refused by name.
+BUILT_IN_ONLY = ("softmax_weight", "species_weight", "anchor_weight", "base_to_novel", "novel_seed",
+                 "extra_classes", "pooling", "weighting", "species_train")
 
 # every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
 # schema lists, per head type (heads.<type>), exactly these keys, so a key meant for another
@@ -157,7 +162,19 @@ def check_entries(config: dict, where: str = ".") -> dict[str, dict]:
     """The run's entries, every user type imported and its constructor checked (the run stops
     at start, naming the entry)."""
     entries = run_entries(config)
-    for name, e in entries.items():
-        if is_user_type(e["type"]):
-            check_user_head(name, e["type"], e["settings"], where)
+    users = [(name, e) for name, e in entries.items() if is_user_type(e["type"])]
+    if users:
+        from ..factory import embed_dim
+        dim = embed_dim(config["clip"]["model"]) or 1  # the student's embeddings are the teacher's size
+        for name, e in users:
+            trainer = set(config_trainer_keys()) | set(BUILT_IN_ONLY)
+            check_user_head(name, e["type"], {k: v for k, v in e["settings"].items() if k not in trainer},
+                            where, dims=(dim, dim))
     return entries
+
+
+def config_trainer_keys() -> tuple:
+    """The trainer's keys of every head (the schema's trainer_keys, standardise, motion_source)."""
+    from ..config import schema
+    defs = schema()["definitions"]
+    return (*defs["trainer_keys"], *defs["standardise_key"], *defs["motion_source_key"])

@@ -109,7 +109,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
     model, history = train_head(head_type, params, train, val, len(base), multilabel, device,
                                 text=_subset_text(text, base) if novel else text,
-                                class_names=[names[c] for c in base])
+                                class_names=[names[c] for c in base], entry=name)
     if novel:
         model.set_classes(text["protos"], text["relation"], names)
     ckpt = {"state_dict": model.state_dict(), "name": name, "type": head_type, "params": params,

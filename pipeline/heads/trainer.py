@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import autocast, return_freed_memory
+from ..errors import PipelineError
 from ..metrics import evaluate_logits
 from ..training import lr_factor, pos_weight as positive_weight
 from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import build_head
-from .registry import head_type
+from .registry import BUILT_IN_ONLY, head_type
 
 log = logging.getLogger("pipeline")
 
@@ -25,9 +26,7 @@ TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, 
                   "select_by": "macro", "batch_rows": None, "betas": [0.9, 0.999],
                   "eval_scores": "logits"}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
-TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "softmax_weight", "species_weight",
-                                    "anchor_weight", "base_to_novel", "novel_seed", "extra_classes",
-                                    "pooling", "weighting", "species_train", "motion_source"}
+TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "motion_source"} | set(BUILT_IN_ONLY)
 
 
 def head_params(name: str, given: dict | None) -> dict:
@@ -163,9 +162,10 @@ def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
 
 def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
                n_classes: int, multilabel: bool, device, progress: bool = True,
-               text: dict | None = None, class_names: list[str] | None = None):
+               text: dict | None = None, class_names: list[str] | None = None, entry: str | None = None):
     """Returns (best model, history). ``name``: the head type; ``params`` as given by
-    :func:`head_params`; ``text`` (class prototypes, species bank) for the heads that read it."""
+    :func:`head_params`; ``text`` (class prototypes, species bank) for the heads that read it;
+    ``entry``: the config's name for it, which errors name."""
     from tqdm import tqdm
     return_freed_memory()
     torch.manual_seed(params["seed"])
@@ -204,7 +204,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     for epoch in bar:
         rng, epoch_plan = plan(epoch)
         loss = fit_epoch(model, batches(train, params["frames"], epoch_plan, rng, device), opt, sched,
-                         params, multilabel, pos_weight, device)
+                         params, multilabel, pos_weight, device, where=(entry or name, epoch + 1, n_classes))
         row = {"epoch": epoch + 1, "train_loss": loss, "lr": opt.param_groups[0]["lr"],
                "val_metric": None, "val_loss": None}
         if val is not None:
@@ -231,13 +231,34 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     return model, history
 
 
-def fit_epoch(model, batches, opt, sched, params: dict, multilabel: bool, pos_weight, device) -> float:
-    """One optimiser step per batch; the mean training loss per video."""
+class HeadOutputError(PipelineError, ValueError):
+    """A head's logits that training cannot use: the wrong shape, or not finite."""
+
+
+def check_logits(logits, batch: int, where: tuple) -> None:
+    """Stop training at the first batch whose logits are not (videos, classes) or not finite,
+    naming the entry and the epoch (a user's head is checked here, not in the metrics)."""
+    name, epoch, n_classes = where
+    if logits.ndim != 2 or tuple(logits.shape) != (batch, n_classes):
+        raise HeadOutputError(f"heads.{name}: forward returned logits of shape {tuple(logits.shape)} "
+                              f"in epoch {epoch}; it must return (videos, classes) = ({batch}, "
+                              f"{n_classes}) (docs/heads.md)")
+    if not torch.isfinite(logits).all():
+        raise HeadOutputError(f"heads.{name}: NaN or infinite logits in epoch {epoch}; lower its lr, "
+                              f"or check its forward for a division by zero or a log of 0")
+
+
+def fit_epoch(model, batches, opt, sched, params: dict, multilabel: bool, pos_weight, device,
+              where: tuple = ("head", 0, None)) -> float:
+    """One optimiser step per batch; the mean training loss per video. ``where``: (entry name,
+    epoch, classes) that :func:`check_logits` names."""
     model.train()
     total, n = 0.0, 0
     for rgb, motion, mask, targets, species in batches:
         with _amp(device):
             logits = forward(model, rgb, motion, mask, species)
+        if where[2] is not None:
+            check_logits(logits, len(targets), where)
         loss = loss_fn(logits, targets, multilabel, params, pos_weight)
         if hasattr(model, "aux_loss"):
             loss = loss + model.aux_loss(logits, targets, species, params)

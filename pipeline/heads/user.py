@@ -62,15 +62,25 @@ def user_class(head_type: str, where: str = "."):
     return cls
 
 
-def check_user_head(name: str, head_type: str, settings: dict, where: str = ".") -> None:
-    """Stop a run at start when a user head cannot be imported or does not take the documented
-    arguments (docs/heads.md), naming the entry."""
+def check_user_head(name: str, head_type: str, settings: dict, where: str = ".",
+                    dims: tuple | None = None) -> None:
+    """Stop a run at start when a user head cannot be imported, does not take the documented
+    arguments (docs/heads.md) or, built once with the run's embedding sizes (``dims``), refuses
+    its settings; naming the entry."""
     try:
         cls = user_class(head_type, where)
-        kwargs = {"rgb_dim": 1, "motion_dim": 1, "class_names": ["a"], "settings": dict(settings)}
+        rgb, motion = dims or (1, 1)
+        kwargs = {"rgb_dim": rgb, "motion_dim": motion, "class_names": ["class 0", "class 1"],
+                  "settings": dict(settings)}
         if getattr(cls, "reads_text", False):
             kwargs["class_text"] = None
         inspect.signature(cls).bind(**kwargs)
+        if dims is not None:
+            try:
+                cls(**kwargs)
+            except Exception as e:  # noqa: BLE001 - whatever the user's constructor raises
+                raise HeadTypeError(f"its constructor refused the entry's settings "
+                                    f"{dict(settings)!r} ({e.__class__.__name__}: {e})") from None
     except HeadTypeError as e:
         raise HeadTypeError(f"heads.{name}: type {head_type!r}: {e}") from None
     except TypeError as e:

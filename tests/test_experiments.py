@@ -76,15 +76,27 @@ def test_predict_uses_a_user_head_by_name(experiment):
     assert video.name in proc.stdout
 
 
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """A copy of the workflow with the demo's config and examples/, nothing run: what a dry run
+    that stops at the config needs (no training fixture)."""
+    from conftest import ROOT, copy_workflow
+    import shutil
+    work = tmp_path_factory.mktemp("fresh")
+    copy_workflow(work, demo_clip=False)
+    shutil.copytree(ROOT / "examples", work / "examples")
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    return work
+
+
 @pytest.mark.parametrize("head_type, words", [
     ("examples/nowhere.py:MLPHead", "examples/nowhere.py: file not found"),
     ("examples/mlp_head.py:Missing", "has no 'Missing'"),
     ("json:JSONDecoder", "is not a torch.nn.Module class"),
     ("no_such_module:Head", "cannot import 'no_such_module'"),
 ])
-@pytest.mark.slow
-def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(experiment, tmp_path, head_type, words):
-    work, _, _ = experiment
+def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(fresh, tmp_path, head_type, words):
+    work = fresh
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["heads"] = {"bad": {"type": head_type}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
@@ -93,9 +105,8 @@ def test_a_user_head_that_cannot_be_used_stops_the_run_at_start(experiment, tmp_
     assert proc.returncode != 0 and f"heads.bad: type {head_type!r}" in out and words in out, out[-1500:]
 
 
-@pytest.mark.slow
-def test_a_constructor_that_takes_other_arguments_is_named(experiment, tmp_path):
-    work, _, _ = experiment
+def test_a_constructor_that_takes_other_arguments_is_named(fresh, tmp_path):
+    work = fresh
     (work / "examples" / "wrong.py").write_text(
         "import torch\nclass Head(torch.nn.Module):\n    streams = ('rgb',)\n"
         "    def __init__(self, dim, n):\n        super().__init__()\n")

@@ -7,6 +7,8 @@ they equal the pipeline's own (within float16 rounding).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import tempfile
 from glob import glob
@@ -157,10 +159,14 @@ def predict_videos(paths, run: str | Path, head: str = DEFAULT_HEAD, top_k: int 
     except FileNotFoundError:
         raise RunError(f"no video file in {', '.join(map(str, paths))} (looked for "
                        f"{', '.join(VIDEO_SUFFIXES)}); give video files or folders that hold them") from None
-    sampling = r["sampling"]
-    if timeline is not None:  # dense rows, then sliding windows
+    probes = {p.video_id: p for p in probe_files(videos, r["sampling"])}
+    plan = {v: set(p.sampled) for v, p in probes.items()}  # the rows the whole-video scores read
+    dense = {}  # the timeline's own rows: decoded with the run's, scored apart from them
+    if timeline is not None:
         sampling = {"mode": "fps", "fps": max(2.0, params["frames"] / window_s), "max_frames": 100000}
-    probes = {p.video_id: p for p in probe_files(videos, sampling)}
+        dense = {p.video_id: set(p.sampled) for p in probe_files(videos, sampling) if p.readable}
+        probes = {v: dataclasses.replace(p, sampled=sorted(set(p.sampled) | dense.get(v, set())))
+                  for v, p in probes.items()}
     for p in probes.values():
         if not p.readable:
             log.warning("skipping %s: %s", p.path, p.reason)
@@ -178,7 +184,8 @@ def predict_videos(paths, run: str | Path, head: str = DEFAULT_HEAD, top_k: int 
         if not readable:
             return results
         ids = [p.video_id for p in readable]
-        scores = probabilities(predict_logits(r["model"], _split(feats, ids), params, device), multilabel)
+        rows = {v: _rows_of(feats, v, plan[v]) for v in ids} if dense else None
+        scores = probabilities(predict_logits(r["model"], _split(feats, ids, rows), params, device), multilabel)
         for p, s in zip(readable, scores):
             order = np.argsort(-s)[:top_k]
             item = {"video": str(p.path), "frames": p.frames, "fps": p.fps, "head": head,
@@ -187,7 +194,7 @@ def predict_videos(paths, run: str | Path, head: str = DEFAULT_HEAD, top_k: int 
                             for c in order]}
             if timeline is not None:
                 item["timeline"] = _timeline(feats, p, r, params, multilabel, device, window_s,
-                                             Path(timeline) / names[p.path])
+                                             Path(timeline) / names[p.path], dense[p.video_id])
             results.append(item)
     return results
 
@@ -205,11 +212,19 @@ def timeline_names(paths) -> dict:
         depth += 1
 
 
-def _timeline(feats, probe, r, params, multilabel, device, window_s, path: Path) -> str:
-    """Scores of sliding windows (one per second) -> a per-second action timeline plot."""
+def _rows_of(feats, video_id: str, frames: set) -> np.ndarray:
+    """Positions of a video's rows whose frames are ``frames``."""
+    return np.flatnonzero(np.isin(feats["clip"].video(video_id).frame_index, sorted(frames)))
+
+
+def _timeline(feats, probe, r, params, multilabel, device, window_s, path: Path, frames: set) -> str:
+    """Scores of sliding windows (``window_s`` long, one starting every second) over the
+    timeline's own rows (``frames``) -> a per-second action timeline plot."""
     t = feats["clip"].video(probe.video_id).timestamps
+    own = np.zeros(len(t), bool)
+    own[_rows_of(feats, probe.video_id, frames)] = True
     starts = np.arange(0.0, max(float(t[-1]) - window_s, 0.0) + 1.0, 1.0)
-    rows = {f"w{i}": np.flatnonzero((t >= s) & (t < s + window_s)) for i, s in enumerate(starts)}
+    rows = {f"w{i}": np.flatnonzero(own & (t >= s) & (t < s + window_s)) for i, s in enumerate(starts)}
     rows = {k: v for k, v in rows.items() if len(v)}
     split = _split({k: _Alias(feats[k], probe.video_id) for k in feats}, list(rows), rows)
     scores = probabilities(predict_logits(r["model"], split, params, device), multilabel)

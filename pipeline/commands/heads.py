@@ -103,9 +103,11 @@ def cmd_report(a):
          arg("--head", default=DEFAULT_HEAD, help=f"which trained head (default {DEFAULT_HEAD})"),
          arg("--top-k", type=positive_int, default=5, help="classes shown per video"),
          arg("--json", help="also write the results as JSON"),
-         arg("--timeline", action="store_true", help="score 1 s sliding windows and plot a "
-             "per-second action timeline (PNG) per video"),
-         arg("--window", type=float, default=2.0, help="timeline window (seconds)"),
+         arg("--timeline", action="store_true", help="also score sliding windows of --window "
+             "seconds, one starting every second, and plot them as an action timeline (PNG) per "
+             "video; the whole-video scores stay those without it"),
+         arg("--window", type=float, default=2.0, help="timeline window length (seconds; one "
+             "window starts every second)"),
          arg("--extra-classes", help="open vocabulary (prompt heads): more classes to score, a "
              "file (one name per line, or id,name) or a comma-separated list"),
          arg("--timeline-dir", default=".", help="where timeline PNGs go"),

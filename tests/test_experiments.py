@@ -176,6 +176,42 @@ def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_pat
     assert [e.step for e in acc.Scalars("head/x/train_loss")] == [1, 2, 3]
 
 
+def test_curves_are_written_while_a_head_trains(tmp_path, monkeypatch):
+    """Each epoch's row reaches the event file as the epoch ends, before training is over."""
+    import numpy as np
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from pipeline.config import RUNTIME_ENV
+    from pipeline.heads.data import Ragged, SplitFeatures
+    from pipeline.heads.trainer import head_params, train_head
+    from pipeline.tracking import tracker
+    monkeypatch.setenv(RUNTIME_ENV, json.dumps({"tracking": "tensorboard"}))
+    rng, lengths = np.random.default_rng(0), np.full(8, 5)
+    split = SplitFeatures([f"v{i}" for i in range(8)], None,
+                          Ragged.from_padded(rng.standard_normal((8, 5, 6)).astype(np.float32), lengths),
+                          lengths, np.eye(2, dtype=np.float32)[np.arange(8) % 2], {})
+    curves, seen = tracker(tmp_path / "tb", "head/live"), []
+
+    def on_epoch(row):
+        curves(row)
+        acc = EventAccumulator(str(tmp_path / "tb"))
+        acc.Reload()
+        seen.append([e.step for e in acc.Scalars("head/live/train_loss")])
+    train_head("motion_linear", head_params("motion_linear", {"epochs": 3, "batch_size": 4, "frames": 3}),
+               split, None, 2, True, torch.device("cpu"), progress=False, on_epoch=on_epoch)
+    curves.close()
+    assert seen == [[1], [1, 2], [1, 2, 3]]
+
+
+def test_the_tensorboard_viewer_runs_in_the_projects_install():
+    import subprocess
+    import sys
+    from pathlib import Path
+    proc = subprocess.run([str(Path(sys.executable).parent / "tensorboard"), "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-1000:]
+
+
 @pytest.mark.parametrize("heads, words", [
     ({1: {"type": "fusion"}}, "head name 1 under 'heads'"),
     ({"": {"type": "fusion"}}, "head name '' under 'heads'"),

@@ -14,6 +14,7 @@ import torch
 from ..files import replacing
 from ..metrics import evaluate_logits, probabilities, species_top1
 from ..store import FeatureReader
+from ..tracking import tracker
 from .data import identity_of, load_split
 from .models import build_head
 from .prompt import add_classes
@@ -107,9 +108,13 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
                  len(novel), ", ".join(names[c] for c in novel))
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
-    model, history = train_head(head_type, params, train, val, len(base), multilabel, device,
-                                text=_subset_text(text, base) if novel else text,
-                                class_names=[names[c] for c in base], entry=name)
+    curves = tracker(out / "tensorboard", f"head/{name}")
+    try:
+        model, history = train_head(head_type, params, train, val, len(base), multilabel, device,
+                                    text=_subset_text(text, base) if novel else text,
+                                    class_names=[names[c] for c in base], entry=name, on_epoch=curves)
+    finally:
+        curves.close()
     if novel:
         model.set_classes(text["protos"], text["relation"], names)
     ckpt = {"state_dict": model.state_dict(), "name": name, "type": head_type, "params": params,
@@ -231,8 +236,6 @@ def save_training(out: Path, ckpt: dict, history: list[dict]) -> None:
         w.writeheader()
         w.writerows(history)
     plot_training(history, ckpt["name"], out / "training.png")
-    from ..tracking import track
-    track(history, out / "tensorboard", f"head/{ckpt['name']}")
 
 
 def selection_metrics(logits, split, params: dict, multilabel: bool, split_name: str) -> dict:

@@ -162,10 +162,12 @@ def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
 
 def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
                n_classes: int, multilabel: bool, device, progress: bool = True,
-               text: dict | None = None, class_names: list[str] | None = None, entry: str | None = None):
+               text: dict | None = None, class_names: list[str] | None = None, entry: str | None = None,
+               on_epoch=None):
     """Returns (best model, history). ``name``: the head type; ``params`` as given by
     :func:`head_params`; ``text`` (class prototypes, species bank) for the heads that read it;
-    ``entry``: the config's name for it, which errors name."""
+    ``entry``: the config's name for it, which errors name; ``on_epoch(row)``: called as each
+    epoch ends (a tracker's live curves)."""
     from tqdm import tqdm
     return_freed_memory()
     torch.manual_seed(params["seed"])
@@ -215,6 +217,8 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
             row["val_loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(val.targets),
                                             multilabel, params, None if pos_weight is None else pos_weight.cpu()))
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         if val is None:
             score = -row["train_loss"]
         else:

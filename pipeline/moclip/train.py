@@ -238,6 +238,10 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
             c = F.cross_entropy(logits.float(), targets)
         return d, c, logits.float()
 
+    from ..tracking import tracker
+    curves = tracker(out_dir / "tensorboard", "student")
+    for row in history:  # a resumed training: the epochs before it, then each new one
+        curves(row)
     for epoch in range(start_epoch, cfg["epochs"]):
         student.train()
         plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch, cfg["epoch"])
@@ -247,6 +251,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
                "lr": opt.param_groups[0]["lr"]}
         row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
         history.append(row)
+        curves(row)
         score = selection_score(row, cfg["select_by"])
         if best["score"] is None or score > best["score"]:
             best = {"score": score, "epoch": epoch + 1}
@@ -268,8 +273,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
          out_dir / "student.pt")
     write_log(history, out_dir / "train_log.csv")
     plot_log(history, out_dir / "train_log.png")
-    from ..tracking import track
-    track(history, out_dir / "tensorboard", "student")
+    curves.close()
     return {"history": history, "best_epoch": best["epoch"]}
 
 

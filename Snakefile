@@ -13,7 +13,8 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 sys.path.insert(0, workflow.basedir)
-from pipeline.config import RUNTIME_ENV, ConfigError, resolve_config, runtime_settings
+from pipeline.config import ConfigError, resolve_config
+from pipeline.runtime import RUNTIME_ENV, runtime_settings
 
 # No `configfile:` directive: Snakemake would deep-merge a user's --configfile into the demo's
 # config.yaml and leak the demo's settings into every key the user did not repeat. Instead a

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_runtime(args) -> None:
     """Unset --device and --decoder take the workflow's speed-only settings (see
-    :func:`pipeline.config.runtime_value`); the commands merge the sections' own."""
-    from .config import runtime_value
+    :func:`pipeline.runtime.runtime_value`); the commands merge the sections' own."""
+    from .runtime import runtime_value
     for key in ("device", "decoder"):
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, runtime_value(key))

@@ -75,7 +75,7 @@ def row_settings(kind: str, config: dict) -> dict:
     :func:`pipeline.store.settings_sha256`): it may call alike rows that these settings tell
     apart (the same weights at another path), and it keeps apart rows of another device type,
     which these settings (speed only) call alike."""
-    from .config import trigger_view
+    from .runtime import trigger_view
     return {kind: trigger_view(kind, config[kind]),
             "sampling": trigger_view("sampling", config["sampling"] or {})}
 

@@ -39,7 +39,7 @@ class Tracker:
 def tracker(folder: Path, tag: str) -> Tracker:
     """The job's tracker (``tracking`` reaches jobs as a speed setting): TensorBoard events in
     ``folder``, or nothing."""
-    from .config import runtime_value
+    from .runtime import runtime_value
     kind = runtime_value("tracking")
     return Tracker(kind if kind == "tensorboard" else None, Path(folder), tag)
 

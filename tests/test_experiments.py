@@ -162,7 +162,7 @@ def test_export_writes_an_array_per_video_and_an_index(demo_run, tmp_path):
 
 
 def test_tracking_tensorboard_writes_event_files_and_none_writes_nothing(tmp_path, monkeypatch):
-    from pipeline.config import RUNTIME_ENV
+    from pipeline.runtime import RUNTIME_ENV
     from pipeline.tracking import track
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_metric": 0.1 * e, "val_loss": None}
                for e in range(1, 4)]
@@ -181,7 +181,7 @@ def test_curves_are_written_while_a_head_trains(tmp_path, monkeypatch):
     import numpy as np
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from pipeline.config import RUNTIME_ENV
+    from pipeline.runtime import RUNTIME_ENV
     from pipeline.heads.data import Ragged, SplitFeatures
     from pipeline.heads.trainer import head_params, train_head
     from pipeline.tracking import tracker

@@ -138,7 +138,8 @@ def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the
     import torch
     import yaml
     from conftest import copy_run
-    from pipeline.config import runtime_keys, schema, section, validate_config
+    from pipeline.config import schema, section, validate_config
+    from pipeline.runtime import runtime_keys
     from pipeline.features.clip import clip_encoder, clip_writer
     from pipeline.features.flow import flow_computer
     from pipeline.freshness import expected_attrs, row_settings, stale_reason

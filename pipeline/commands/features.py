@@ -38,7 +38,7 @@ def _shard_args(name: str) -> tuple:
 
 def _section(a, name: str) -> dict:
     """The section from --params, the job's speed-only settings and this command's flags."""
-    from ..config import with_runtime
+    from ..runtime import with_runtime
     return with_runtime(name, a.params, {"batch_size": a.batch_size, "decode_workers": a.decode_workers})
 
 
@@ -76,7 +76,7 @@ def cmd_flow(a):
          arg("--sampling", help="the sampling: config section (recorded as provenance)"),
          DEVICE, DECODER, REUSE)
 def cmd_extract(a):
-    from ..config import with_runtime
+    from ..runtime import with_runtime
     from ..features.extract import extract_both
     probes, device = _stage_inputs(a)
     stats = extract_both(probes, a.clip_out, a.flow_out, with_runtime("clip", a.clip),

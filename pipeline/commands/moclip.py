@@ -25,7 +25,7 @@ log = logging.getLogger("pipeline")
          SUMMARY, DEVICE)
 def cmd_moclip_train(a):
     from ..compute import pick_device
-    from ..config import with_runtime
+    from ..runtime import with_runtime
     mark_summary(a, "the motion student is being trained again: motion rows are from the "
                     "previous student")
     from ..moclip.train import open_data, train_student

@@ -166,15 +166,18 @@ def check_entries(config: dict, where: str = ".") -> dict[str, dict]:
     if users:
         from ..factory import embed_dim
         dim = embed_dim(config["clip"]["model"]) or 1  # the student's embeddings are the teacher's size
+        trainer = set(config_trainer_keys()) | set(BUILT_IN_ONLY)
         for name, e in users:
-            trainer = set(config_trainer_keys()) | set(BUILT_IN_ONLY)
             check_user_head(name, e["type"], {k: v for k, v in e["settings"].items() if k not in trainer},
                             where, dims=(dim, dim))
     return entries
 
 
 def config_trainer_keys() -> tuple:
-    """The trainer's keys of every head (the schema's trainer_keys, standardise, motion_source)."""
-    from ..config import schema
-    defs = schema()["definitions"]
+    """The trainer's keys of every head (the schema's trainer_keys, standardise, motion_source):
+    read from the schema file itself (pipeline.config imports this module)."""
+    from pathlib import Path
+
+    import yaml
+    defs = yaml.safe_load((Path(__file__).parents[1] / "resources" / "config.schema.yaml").read_text())["definitions"]
     return (*defs["trainer_keys"], *defs["standardise_key"], *defs["motion_source_key"])

@@ -6,7 +6,7 @@ import shlex
 
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
-from pipeline.config import trigger_view
+from pipeline.runtime import trigger_view
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
 from pipeline.freshness import (cache_gaps, file_digest, row_settings, shard_members, stale_outputs,

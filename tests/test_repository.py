@@ -66,3 +66,24 @@ def test_the_readmes_dataset_example_is_valid_and_lists_the_presets_files():
     assert set(given) == {"dataset"}  # nothing beside it that the preset does not say
     for key in ("format", "videos", "classes", "segments", "splits", "val_split", "eval_split"):
         assert key in given["dataset"], key
+
+
+def test_the_readme_names_every_gpu_rule_and_the_reference_every_speed_setting():
+    """Lists the docs give that the code also has: the rules that ask for GPUs (README) and
+    the schema's x-runtime keys (docs/reference.md)."""
+    import re
+    from pipeline.runtime import runtime_keys
+    asks = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", smk.read_text(), re.M | re.S):
+            if re.search(r"gpu=gpus\(", body):
+                asks.add(name)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"GPU rules \(([^)]*)\) ask for", text)[1]
+    named = {w.split()[0] for w in listed.split(", ")}
+    assert named == asks, (named, asks)
+    reference = " ".join((ROOT / "docs" / "reference.md").read_text().split())
+    for section, keys in runtime_keys().items():
+        for key in keys:
+            assert f"`{section + '.' if section else ''}{key}`" in reference or \
+                (key == "decode_workers" and "the `decode_workers`" in reference), (section, key)

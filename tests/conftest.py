@@ -196,6 +196,14 @@ def snakemake(workdir, *args, check=True):
     return proc
 
 
+def job_counts(out: str) -> dict[str, int]:
+    """Snakemake's job table ("Job stats:") of a run's or a dry run's output: rule -> jobs,
+    without the total."""
+    table = out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+    return {line.split()[0]: int(line.split()[1]) for line in table
+            if line.strip() and not line.startswith("total")}
+
+
 def demo_config(**overrides):
     """The default job's config (the shipped config.yaml), with overrides."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from pathlib import Path
 
-from conftest import (CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, demo_labels, run_cli,
-                      snakemake)
+from conftest import (CSV_VIDEOS as N, copy_run, copy_workflow, csv_annotations, demo_labels, job_counts,
+                      run_cli, snakemake)
 from pipeline.annotations import read_samples, shard_of
 
 pytestmark = pytest.mark.slow
@@ -197,8 +197,7 @@ def test_a_label_fix_re_extracts_nothing(run, demo_dir):
     assert not ran & {"probe", "extract", "clip", "flow"}, ran
     assert "samples" in ran and not extracted
     out = snakemake(run, "-n").stdout  # what the labels still change: the student, heads, report
-    pending = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
-               if line.strip() and not line.startswith("total")}
+    pending = set(job_counts(out))
     assert {"moclip_train", "head", "report"} <= pending and not pending & {"probe", "extract"}, pending
     now = next(r for r in read_samples(run / RES / "samples.tsv") if r["video_id"] == "v003")
     assert now["labels"] != old["labels"]
@@ -274,6 +273,9 @@ def test_a_same_size_same_mtime_replacement_is_probed_again(run):
     proc, extracted = rerun(run)
     assert "probe" in jobs(proc)
     assert {p.video_id: p.fingerprint for p in read_probes(table)}["v011"] != old
+    # its shard is made again: the changed video decoded, the others' rows copied
+    assert list(extracted) == [f"{EVAL}-{shard_of('v011', 2)}"] and \
+        list(extracted.values())[0][1] == 1, extracted
 
 
 def test_damaged_shards_are_made_again_alone(run):

@@ -121,6 +121,9 @@ def test_a_truncated_eval_shard_stops_the_head_before_training(demo_run, tmp_pat
                                            ("cuda:3", "no CUDA GPU is available here"),
                                            ("gpu", "is not a device name")])
 def test_a_device_that_cannot_be_had_is_one_line(tmp_path, device, words):
+    import torch
+    if device.startswith("cuda") and torch.cuda.device_count() > int(device.partition(":")[2] or 0):
+        pytest.skip(f"{device} is there on this machine")
     (tmp_path / "classes.tsv").write_text("id\tname\n0\trunning\n")
     proc = run_cli("text", "--classes", tmp_path / "classes.tsv", "--out", tmp_path / "t.h5",
                    "--device", device, check=False)

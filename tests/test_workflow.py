@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import (CSV_VIDEOS, FIRST_RUN, ROOT, copy_run, copy_workflow, demo_config, run_cli,
+from conftest import (CSV_VIDEOS, FIRST_RUN, ROOT, copy_run, copy_workflow, demo_config, job_counts, run_cli,
                       snakemake)
 from pipeline.annotations import read_samples
 from pipeline.row_codecs import storage_of
@@ -35,8 +35,7 @@ def _checkout_copy(tmp_path):
 
 def test_dry_run_lists_the_whole_dag(tmp_path):
     out = snakemake(_checkout_copy(tmp_path), "-n", "--forceall").stdout
-    jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
-            if line.strip() and not line.startswith("total")}
+    jobs = set(job_counts(out))
     assert jobs == {"demo_data", "demo_clip", "samples", "probe", "extract", "text", "moclip_train",
                     "moclip_export", "moclip_linear_probe", "head", "report", "all"}, jobs
 
@@ -45,8 +44,7 @@ def test_separate_extraction_runs_a_clip_and_a_flow_job_per_shard(tmp_path):
     work = copy_workflow(tmp_path)
     (work / "config.yaml").write_text(yaml.safe_dump(demo_config()))
     out = snakemake(work, "-n", "--forceall", "--config", "extraction=separate").stdout
-    counts = {line.split()[0]: int(line.split()[1]) for line in
-              out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:] if line.strip()}
+    counts = job_counts(out)
     assert counts["clip"] == counts["flow"] == counts["probe"] and "extract" not in counts, counts
 
 
@@ -125,8 +123,7 @@ def dry_run(workdir, cfg):
 
 def jobs_of_dry_run(workdir, cfg) -> set:
     out = dry_run(workdir, cfg).stdout
-    return {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
-            if line.strip() and not line.startswith("total")}
+    return set(job_counts(out))
 
 
 def test_student_parameter_change_reruns_student_not_extraction(demo_run):

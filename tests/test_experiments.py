@@ -449,3 +449,28 @@ def test_logits_a_head_cannot_train_on_stop_it_naming_the_entry_and_epoch(tmp_pa
     params = head_params(head_type, {"epochs": 2, "batch_size": 4, "frames": 3})
     with pytest.raises(HeadOutputError, match=r"^heads\.mine: .*" + words):
         train_head(head_type, params, split, None, 2, True, torch.device("cpu"), progress=False, entry="mine")
+
+
+def test_grids_and_seeds_expand_into_named_entries():
+    from pipeline.heads.registry import expand
+    got = expand({"sweep": {"type": "motion_linear", "epochs": 2, "grid": {"lr": [0.001, 0.01]}, "seeds": [0, 1]},
+                  "fusion": {}})
+    assert list(got) == ["sweep.lr-0.001.seed-0", "sweep.lr-0.001.seed-1", "sweep.lr-0.01.seed-0",
+                         "sweep.lr-0.01.seed-1", "fusion"]
+    e = got["sweep.lr-0.01.seed-1"]
+    assert e == {"type": "motion_linear", "settings": {"epochs": 2, "lr": 0.01, "seed": 1},
+                 "group": "sweep", "varies": {"lr": 0.01, "seed": 1}}
+    assert got["fusion"] == {"type": "fusion", "settings": {}, "group": "fusion", "varies": {}}
+
+
+def test_collate_pads_each_stream_to_the_batch_and_masks_the_padding():
+    import torch
+    from pipeline.api import collate
+    items = [{"video_id": "a", "clip": torch.ones(3, 4), "motion": torch.ones(3, 2),
+              "labels": torch.tensor([1.0, 0.0]), "species": torch.zeros(1)},
+             {"video_id": "b", "clip": torch.ones(5, 4), "motion": torch.ones(5, 2),
+              "labels": torch.tensor([0.0, 1.0]), "species": torch.ones(1)}]
+    batch = collate(items)
+    assert batch["video_id"] == ["a", "b"] and batch["clip"].shape == (2, 5, 4) and batch["motion"].shape == (2, 5, 2)
+    assert batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert float(batch["clip"][0, 3:].abs().sum()) == 0.0 and batch["labels"].shape == (2, 2)

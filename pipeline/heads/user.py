@@ -69,7 +69,9 @@ def check_user_head(name: str, head_type: str, settings: dict, where: str = ".",
     its settings; naming the entry."""
     try:
         cls = user_class(head_type, where)
-        rgb, motion = dims or (1, 1)
+        declared = getattr(cls, "streams", ())
+        rgb, motion = dims or (1, 1)  # as the job gives them: 0 for a stream not declared
+        rgb, motion = (rgb if "rgb" in declared else 0), (motion if "motion" in declared else 0)
         kwargs = {"rgb_dim": rgb, "motion_dim": motion, "class_names": ["class 0", "class 1"],
                   "settings": dict(settings)}
         if getattr(cls, "reads_text", False):

@@ -112,7 +112,7 @@ SETTING_CHANGES = {
     "clip.batch_size": 7, "clip.decode_workers": 3,
     "flow.backend": "farneback", "flow.model": "raft_small", "flow.checkpoint": "sintel",
     "flow.step": 2, "flow.work_size": 48, "flow.size": 16, "flow.bound": 8, "flow.batch_size": 3,
-    "flow.half": False, "flow.decode_workers": 3,
+    "flow.half": False, "flow.decode_workers": 3, "flow.storage": "gzip",
     "sampling.mode": "all", "sampling.frames": 8, "sampling.stride": 2, "sampling.fps": 2,
     "sampling.max_frames": 10,
     "device": "cpu", "decoder": "torchcodec", "tracking": "tensorboard", "shards": 3,

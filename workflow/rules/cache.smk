@@ -10,6 +10,8 @@ rule stale:
     wildcard_constraints:
         tag="[0-9a-f]{16}",
     localrule: True
+    log:
+        f"{LOGS}/stale/{{path}}.{{tag}}.log",
     run:
         # no params: a params value is a rerun trigger, and the reason differs from run to run
         Path(output[0]).write_text(STALE.get(f"{RESULTS}/{wildcards.path}", "cannot be current") + "\n")
@@ -23,13 +25,16 @@ rule cache_adopt:
     output:
         f"{LOGS}/cache_adopt/{{stamp}}.txt",
     params:
+        results=lambda w, output: str(Path(output[0]).parents[2]),  # results/<name>
         set_aside=json.dumps(OUT_OF_PLAN),
         cache=CACHE,
     localrule: True
+    conda:
+        ENV
     log:
         f"{LOGS}/cache_adopt/{{stamp}}.log",
     shell:
-        "python -m pipeline cache-adopt --results {RESULTS:q} --cache {params.cache:q}"
+        "python -m pipeline cache-adopt --results {params.results:q} --cache {params.cache:q}"
         " --set-aside {params.set_aside:q} --out {output:q} 2> {log:q}"
 
 

@@ -56,10 +56,12 @@ def no_metrics_summary(rows: list[dict], out_dir: Path, counts: dict | None) -> 
 
 
 def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str | None = None,
-            counts: dict | None = None, analysis: list[str] = (), dataset_format: str | None = None) -> Path:
+            counts: dict | None = None, analysis: list[str] = (), run: dict | None = None,
+            presets: Path | None = None) -> Path:
     """reports/summary.md (every head side by side, with the notes that read it, then the
-    ``analysis`` lines of :func:`pipeline.analysis.analyse`) and heads.png. ``dataset_format``
-    (``dataset.format``) decides which published numbers a row may be set beside."""
+    ``analysis`` lines of :func:`pipeline.analysis.analyse`) and heads.png. ``run`` (the run's
+    :func:`pipeline.protocols.run_view`) and ``presets`` (the folder of the presets) decide which
+    published numbers a row may be set beside."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(metrics_files)
@@ -102,7 +104,7 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
         got = [(r.get("val") or {}).get(k[4:]) if k.startswith("val:") else r.get(k) for k, _ in cols]
         cells = ["-" if v is None else f"{100 * v:.2f}" for v in got]
         name = r["head"] + (f" [{r['variant']}]" if r.get("variant") else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r, dataset_format)} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {compare_with(r, run, presets)} |")
     lines += ["", "Values in percent. " + ("Rows are ordered by the validation split's score, "
               "which is what to choose a head or a setting by; the evaluation split's columns are "
               "only reported." if by_val else "Rows are ordered by the evaluation split's score "
@@ -125,32 +127,32 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     return path
 
 
-# the data set formats on which a paper's number was published: cited on those only
-PUBLISHED_ON = {"vimoclip": ("animal_kingdom",)}
-
-
-def compare_with(row: dict, dataset_format: str | None = None) -> str:
-    """Which published number a row is comparable to, under that paper's protocol (data set,
-    split, frames, segment file), or why none is: a paper's number is cited only on its data
-    set."""
+def compare_with(row: dict, run: dict | None = None, presets: Path | None = None) -> str:
+    """Which published number a row may be set beside: cited only where the row's settings are
+    that paper's protocol on this data set (:mod:`pipeline.protocols`: the preset's values,
+    compared with the row's entry and ``run``, the run's :func:`~pipeline.protocols.run_view`);
+    otherwise the settings that differ, or why no number exists."""
+    from .protocols import cell, differences, protocol_for
     head = row["head"]
     if head.startswith("*"):
         return ""
     kind = row.get("type", head.split(" (")[0])  # the head type; rows saved before types: the name
     paper = HEAD_TYPES.get(kind, {}).get("paper")
+    protocol = protocol_for(paper, ((run or {}).get("dataset") or {}).get("format"))
     if paper == "clip":
         return "CLIP zero-shot"
-    if paper == "vimoclip":
-        if dataset_format in PUBLISHED_ON["vimoclip"]:
-            return "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)"
-        return "ViMoCLIP's head (its paper reports Animal Kingdom only: no number to set beside this one)"
-    if paper == "animal_clip" and head.endswith("(oracle species)"):
-        ranked = "; mAP ranked by a softmax, as theirs" if row.get("eval_scores") == "softmax" else ""
-        if row.get("species_source") == "oracle":
-            return f"Animal-CLIP (trained and tested on the true species, as the paper{ranked})"
-        return f"Animal-CLIP's test-time setting (trained on predicted species: an ablation{ranked})"
-    if paper == "animal_clip":
+    if paper == "animal_clip" and row.get("species_source") != "oracle":
+        if head.endswith("(oracle species)"):
+            return "none: an ablation (trained on predicted species, tested on the true ones)"
         return "none: Animal-CLIP's number uses the true species (oracle row); frozen video features"
+    if protocol is not None and presets is not None:
+        if "settings" not in (row.get("entry") or {}):
+            return "none: this row's settings are not recorded (train the head again to compare)"
+        return cell(protocol, differences(protocol, row["entry"]["settings"], run, presets))
+    if paper == "vimoclip":
+        return "ViMoCLIP's head (its paper reports Animal Kingdom only: no number to set beside this one)"
+    if paper == "animal_clip":
+        return "Animal-CLIP's head (no published number on this data set format)"
     if paper == "animalmotionclip":
         return "none: AnimalMotionCLIP fine-tunes X-CLIP end to end; this head trains on frozen features"
     return "-"

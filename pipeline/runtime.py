@@ -15,7 +15,9 @@ NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "p
                                "model": None, "pretrained": None, "padding": "mask",
                                # students trained before it reached them used 32 whatever was set
                                "batch_size": 32},
-                    "text": {"description_units": "sentences"}}
+                    "text": {"description_units": "sentences"},
+                    # a head entry's settings (its job's params)
+                    "heads": {"weight_decay_1d": True, "learn_scale": True}}
 
 # Speed-only settings (the schema marks them ``x-runtime``: device, decoder, batch sizes of
 # frozen models, workers, and flow's lossless storage layout) change how fast a job runs or how

@@ -13,18 +13,26 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "war
 
     ``warmup_cosine``: linear warm-up over ``warmup_epochs``, then a cosine per step down to
     ``floor``; ``cosine_epoch``: a cosine stepped once per epoch (``T_max`` = epochs, as
-    ``CosineAnnealingLR`` stepped per epoch), down to ``floor``; ``none``: constant.
+    ``CosineAnnealingLR`` stepped per epoch), down to ``floor``; ``warmup_cosine_timm``: timm's
+    ``CosineLRScheduler`` as Animal-CLIP calls it (warm-up from 0, then the cosine of the whole
+    run's step, so the rate drops to ~0.93 of the base when a 5-of-30-epoch warm-up ends);
+    ``none``: constant.
     """
     if schedule == "none":
         return 1.0
     floor = min(1.0, floor)
+    total = steps_per_epoch * epochs
+    if schedule == "warmup_cosine_timm":
+        warm = int(steps_per_epoch * warmup_epochs)
+        if step < warm:
+            return step / warm
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
     if schedule == "cosine_epoch":
         t = (step // max(1, steps_per_epoch)) / max(1, epochs)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
     warm = int(steps_per_epoch * warmup_epochs)
     if step < warm:
         return (step + 1) / warm
-    total = steps_per_epoch * epochs
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 

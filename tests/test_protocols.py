@@ -10,6 +10,10 @@ from pipeline.metrics import evaluate_logits
 from pipeline.report import summary_rows
 from test_prompt import C, CPU, _split, _text
 
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path, monkeypatch):
     seen = []
@@ -133,7 +137,7 @@ def test_the_summary_says_which_rows_rank_a_softmax_and_which_trained_on_the_tru
         files.append(path)
     text = summary(files, tmp_path / "rep").read_text()
     assert "mAP of prompt (oracle species), zero_shot ranks a softmax" in text
-    assert "| Animal-CLIP (trained and tested on the true species, as the paper; mAP ranked by a softmax, as theirs) |" in text
+    assert "Animal-CLIP (trained" not in text  # no protocol was given: no number is cited
     assert "`species_train: oracle`" in text
 
 
@@ -157,17 +161,58 @@ def test_the_readme_presets_table_names_rows_its_presets_give():
             assert config["dataset"].get("species"), preset
 
 
-@pytest.mark.parametrize("fmt, cited", [("animal_kingdom", True), ("mammalnet", False),
-                                        ("csv", False), (None, False)])
-def test_vimoclips_number_is_cited_on_animal_kingdom_only(tmp_path, fmt, cited):
-    import json
-    from pipeline.report import summary
-    metrics = {"split": "test", "n_videos": 4, "mAP": 0.5, "mAP_micro": 0.5, "per_class_ap": [0.5, 0.5],
-               "chance": {"mAP": 0.2, "mAP_micro": 0.2}, "head": "fusion", "type": "fusion"}
-    (tmp_path / "m.json").write_text(json.dumps(metrics))
-    text = summary([tmp_path / "m.json"], tmp_path / "rep", dataset_format=fmt).read_text()
-    assert ("77.09" in text) == cited
-    assert cited or "its paper reports Animal Kingdom only" in text
+def _protocol_row(preset, head, overrides=None, run_overrides=None):
+    """A summary row of ``head`` as ``preset`` resolves it (with ``overrides`` on the entry and
+    ``run_overrides`` on the config), and the run view the report job is given."""
+    from pipeline.config import resolve_config
+    from pipeline.heads.registry import run_entries
+    from pipeline.protocols import run_view
+    config, _ = resolve_config([ROOT / "configs" / f"{preset}.yaml"], run_overrides or {})
+    if overrides:
+        config["heads"][head] = {**config["heads"][head], **overrides}
+    entries = run_entries(config)
+    rows = [{"head": name, "type": e["type"], "entry": e, "species_source": "oracle"}
+            for name, e in entries.items() if e["type"] == head]
+    return rows, run_view(config)
+
+
+@pytest.mark.parametrize("preset, head, cite", [
+    ("animal_kingdom", "fusion", "77.09"),
+    ("animal_kingdom_species", "prompt", "Animal-CLIP (trained and tested on the true species"),
+    ("mammalnet_animal_clip", "prompt", "Animal-CLIP (MammalNet"),
+    ("lote_animal_clip", "prompt", "Animal-CLIP (LoTE")])
+def test_a_papers_number_is_set_only_beside_rows_of_its_protocol(preset, head, cite):
+    from pipeline.report import compare_with
+    presets = ROOT / "configs"
+    rows, run = _protocol_row(preset, head)
+    assert cite in compare_with(rows[0], run, presets)  # the preset itself is the protocol
+    # another frame count, a grid expansion, a setting of the run: named, not cited
+    rows, run = _protocol_row(preset, head, {"frames": 16} if head == "fusion" else {"frames": 4})
+    got = compare_with(rows[0], run, presets)
+    assert cite not in got and ("frames (16; all)" if head == "fusion" else "frames (4; 8)") in got
+    rows, run = _protocol_row(preset, head, {"grid": {"lr": [1e-3, 3e-3]}})
+    assert all(cite not in compare_with(r, run, presets) and "lr (" in compare_with(r, run, presets)
+               for r in rows) and len(rows) == 2
+    rows, run = _protocol_row(preset, head, None, {"clip": {"model": "ViT-L-14"}})
+    assert "clip.model (ViT-L-14; ViT-B-" in compare_with(rows[0], run, presets)
+    # the same entry on another data set format: no number there
+    rows, run = _protocol_row(preset, head)
+    run = {**run, "dataset": {**run["dataset"], "format": "csv"}}
+    assert cite not in compare_with(rows[0], run, presets)
+
+
+def test_default_heads_are_not_cited_on_the_papers_data_set():
+    """The default fusion entry (16 frames, 2 layers...) on Animal Kingdom is not ViMoCLIP's row."""
+    from pipeline.config import resolve_config
+    from pipeline.heads.registry import run_entries
+    from pipeline.protocols import run_view
+    from pipeline.report import compare_with
+    config, _ = resolve_config([ROOT / "configs" / "animal_kingdom.yaml"], {})
+    config["heads"] = {"fusion": {}}
+    run = run_view(config)
+    e = run_entries(config)["fusion"]
+    got = compare_with({"head": "fusion", "type": "fusion", "entry": e}, run, ROOT / "configs")
+    assert "77.09" not in got and "frames (16; all)" in got and "grad_clip (1.0; null)" in got and "more" in got
 
 
 def test_ce_multi_hot_is_torchs_cross_entropy_on_the_multi_hot_target():
@@ -178,3 +223,43 @@ def test_ce_multi_hot_is_torchs_cross_entropy_on_the_multi_hot_target():
     torch.testing.assert_close(loss_fn(logits, targets, True, params), want)
     shared = loss_fn(logits, targets, True, {**params, "loss": "ce"})
     assert not torch.isclose(shared, want)  # ce: the positives share the target
+
+
+def test_animal_clips_schedule_decay_and_scale_are_theirs():
+    """timm's cosine (not restarted after the warm-up), no decay on 1-D parameters and biases,
+    CLIP's logit scale frozen: settings, and the Animal-CLIP presets set them."""
+    import math
+    import yaml
+    from pipeline.heads.trainer import decay_groups
+    from pipeline.training import lr_factor
+    steps = 10
+    f = [lr_factor(s, steps, 30, "warmup_cosine_timm", 5, 0.0) for s in range(300)]
+    assert f[0] == 0.0 and f[25] == 0.5  # timm warms up from warmup_lr_init = 0
+    assert abs(f[50] - 0.5 * (1 + math.cos(math.pi * 50 / 300))) < 1e-12 and 0.93 < f[50] < 0.934
+    assert lr_factor(50, steps, 30, "warmup_cosine", 5, 0.0) == 1.0  # ours restarts the cosine
+    head = head_params("prompt", {"attention_heads": 4, "weight_decay_1d": False, "learn_scale": False})
+    from pipeline.heads.prompt import PromptHead
+    model = PromptHead(8, 0, 3, attention_heads=4, learn_scale=False)
+    decayed, exempt = decay_groups(model, 1e-3, head["weight_decay_1d"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert exempt["weight_decay"] == 0.0 and decayed["weight_decay"] == 1e-3
+    assert all(p.ndim == 1 or names[id(p)].endswith(".bias") for p in exempt["params"])
+    assert all(p.ndim != 1 and not names[id(p)].endswith(".bias") for p in decayed["params"])
+    assert "logit_scale" not in {names[id(p)] for g in (decayed, exempt) for p in g["params"]}
+    assert len(decay_groups(model, 1e-3, True)) == 1
+    for preset in ("animal_kingdom_species", "mammalnet_animal_clip", "lote_animal_clip"):
+        p = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())["heads"]["prompt"]
+        assert (p["schedule"], p["weight_decay_1d"], p["learn_scale"], p["eval_scores"]) == \
+            ("warmup_cosine_timm", False, False, "softmax"), preset
+
+
+def test_a_frozen_logit_scale_does_not_move_in_training():
+    params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
+                                    "learn_scale": False})
+    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    import math
+    from pipeline.heads.prompt import CLIP_SCALE
+    assert model.logit_scale.item() == pytest.approx(math.log(CLIP_SCALE))
+    params["learn_scale"] = True
+    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    assert model.logit_scale.item() != pytest.approx(math.log(CLIP_SCALE))

@@ -184,8 +184,7 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
                               f"check dataset.videos (list entries are relative to it)")
     if species is not None and sp_cfg.get("relation_from") == "train":
         train = cfg.get("train_split", "train")
-        relation = sorted({(s_, c) for r in rows if r["split"] == train
-                           for s_ in r["species"] for c in r["labels"]})
+        relation = training_pairs(seen.values(), train)
     warn_case_splits({r["split"] for r in rows})
     rows.sort(key=lambda r: (r["split"], r["video_id"]))
     for r in rows:
@@ -195,6 +194,14 @@ def build_samples(cfg: dict, shards: int = 1) -> SampleSet:
         multilabel = cfg["format"] in ("animal_kingdom", "animal_kingdom_species") or any(
             len(r["labels"]) != 1 for r in rows)
     return SampleSet(classes, segments, species, relation, rows, missing, bool(multilabel))
+
+
+def training_pairs(entries, train: str) -> list[tuple[int, int]]:
+    """The (species, class) pairs the training list annotates: each video's listed pairs where the
+    list gives them (Animal Kingdom's species lists: a video of two species pairs each with its
+    own actions), otherwise its species with its labels (one species a video)."""
+    return sorted({p for e in entries if e.split == train
+                   for p in (e.pairs or [(s, c) for s in e.species for c in e.labels])})
 
 
 def listed_videos(cfg: dict) -> list[dict]:

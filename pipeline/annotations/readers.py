@@ -32,6 +32,7 @@ class Entry:
     labels: tuple[int, ...]
     species: tuple[int, ...] = ()
     source: tuple[str, int] = ("", 0)
+    pairs: tuple[tuple[int, int], ...] = ()  # annotated (species, label) pairs, where listed
 
 
 @dataclass
@@ -237,9 +238,11 @@ def read_animal_kingdom_species(path, split: str, classes: NameTable,
             raise AnnotationError(path, number, "expected "
                                   "\"VIDEO.mp4<TAB>[('Species', 'Action'), ...]\"; got "
                                   f"{text[:120]!r}")
-        labels = tuple(sorted({classes.lookup(a, where, "action") for _, a in pairs}))
-        sp = tuple(sorted({species.lookup(s, where, "species") for s, _ in pairs}))
-        entries.append(Entry(video.strip(), split, labels, sp, where))
+        ids = sorted({(species.lookup(s, where, "species"), classes.lookup(a, where, "action"))
+                      for s, a in pairs})
+        labels = tuple(sorted({c for _, c in ids}))
+        sp = tuple(sorted({s for s, _ in ids}))
+        entries.append(Entry(video.strip(), split, labels, sp, where, tuple(ids)))
     return entries
 
 

@@ -72,7 +72,9 @@ def cmd_head(a):
          arg("--samples", help="samples.tsv (training counts per class, video paths)"),
          arg("--classes", help="classes.tsv"),
          arg("--train-split", default="train"),
-         arg("--dataset-format", help="dataset.format: a paper's number is cited on its own data set only"),
+         arg("--protocol", help="the run's deciding settings as JSON (pipeline.protocols.run_view): "
+             "a paper's number is cited only beside rows that follow its protocol"),
+         arg("--presets", help="the presets' folder (configs/): the protocols' settings"),
          arg("--videos-root", default="", help="dataset.videos (for the predict commands)"),
          arg("--run", default="results/NAME", help="the run folder (for the predict commands)"),
          arg("--out", required=True, help="reports folder"))
@@ -92,7 +94,8 @@ def cmd_report(a):
         lines = analyse(a.scores, by_head, read_classes(a.classes), read_samples(a.samples),
                         a.train_split, a.out, a.videos_root, a.run)
     path = summary(metrics, a.out, a.linear_probe, info.get("segments_source"), counts, lines,
-                   a.dataset_format)
+                   json.loads(a.protocol) if a.protocol else None,
+                   Path(a.presets) if a.presets else None)
     print(path.read_text())
 
 

@@ -157,7 +157,7 @@ class PromptHead(nn.Module):
     def __init__(self, rgb_dim, motion_dim, n_classes, n_species=0, layers=1, attention_heads=8,
                  dropout=0.1, max_frames=64, use_motion=False, refine="mlp", conditioning=True,
                  species="classifier", relation_prior=True, multilabel=True, coop=None,
-                 video_species=False):
+                 video_species=False, learn_scale=True):
         super().__init__()
         d = rgb_dim
         if d % attention_heads:
@@ -207,7 +207,8 @@ class PromptHead(nn.Module):
         if self.species_mode == "classifier":
             self.species_delta = _zero(nn.Linear(d, n_species))
         self.gamma = nn.Parameter(torch.zeros(()))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(CLIP_SCALE)))
+        # CLIP's scale, learnt, or kept as CLIP's (Animal-CLIP trains with its text side frozen)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(CLIP_SCALE)), requires_grad=learn_scale)
         self.bias = nn.Parameter(torch.zeros(()))
         self.coop = coop
         self.aux = {}

@@ -65,7 +65,7 @@ HEAD_TYPES = {
                             "conditioning": True, "species": "classifier", "relation_prior": True,
                             "video_species": False, "text_mode": "bank", "n_ctx": 4,
                             "softmax_weight": 0.5, "species_weight": 0.5, "anchor_weight": 1.0,
-                            "max_frames": 64, "base_to_novel": None, "novel_seed": 0, "label_smoothing": 0.1,
+                            "max_frames": 64, "learn_scale": True, "base_to_novel": None, "novel_seed": 0, "label_smoothing": 0.1,
                             "pooling": "mean", "weighting": "rows", "species_train": "predicted",
                             **_MOTION}},
 }

@@ -24,7 +24,7 @@ TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, 
                   "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
                   "warmup_epochs": 1, "grad_clip": 1.0, "schedule": "warmup_cosine", "min_lr": 0.0,
                   "select_by": "macro", "batch_rows": None, "betas": [0.9, 0.999],
-                  "eval_scores": "logits"}
+                  "eval_scores": "logits", "weight_decay_1d": True}
 # Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
 TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "motion_source"} | set(BUILT_IN_ONLY)
 
@@ -138,6 +138,18 @@ def head_lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
                   params["warmup_epochs"], params["min_lr"] / params["lr"])
 
 
+def decay_groups(model, weight_decay: float, decay_1d: bool) -> list[dict]:
+    """The optimiser's parameter groups: every trainable parameter decayed, or (``decay_1d``
+    false) 1-D ones and biases exempt, by Animal-CLIP's rule (``len(shape) == 1`` or a name
+    ending in ``.bias``)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay_1d:
+        return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
+    exempt = [p.ndim == 1 or n.endswith(".bias") for n, p in named]
+    return [{"params": [p for (_, p), e in zip(named, exempt) if not e], "weight_decay": weight_decay},
+            {"params": [p for (_, p), e in zip(named, exempt) if e], "weight_decay": 0.0}]
+
+
 def calibrate(model, train: SplitFeatures, params: dict, device) -> None:
     """The zero-shot head's sigmoid bias, fitted on the training split's logits."""
     from .prompt import fit_bias
@@ -188,7 +200,8 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         return model.eval(), []
     if multilabel and isinstance(getattr(model, "bias", None), torch.nn.Parameter):
         init_bias(model, train, params, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"],
+    opt = torch.optim.AdamW(decay_groups(model, params["weight_decay"], params["weight_decay_1d"]),
+                            lr=params["lr"], weight_decay=params["weight_decay"],
                             betas=tuple(params["betas"]))
     def plan(epoch):
         rng = np.random.default_rng([params["seed"], epoch])

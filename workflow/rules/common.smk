@@ -7,6 +7,7 @@ import shlex
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.runtime import trigger_view
+from pipeline.protocols import run_view
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
 from pipeline.freshness import (cache_gaps, file_digest, row_settings, shard_members, stale_outputs,
@@ -206,7 +207,7 @@ def head_settings(name):
     simply its type's name also says its type, group and varied values (under ``_entry``), so
     that plain entries keep the params they had before entries had types."""
     entry = ENTRIES[name]
-    given = dict(entry["settings"])
+    given = trigger_view("heads", entry["settings"])
     if entry["type"] != name or entry["varies"]:
         given["_entry"] = {k: entry[k] for k in ("type", "group", "varies")}
     return json.dumps(given, sort_keys=True)

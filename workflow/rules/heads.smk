@@ -79,7 +79,8 @@ rule report:
                                        if "linear_probe" in input.keys() else ""),
         analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
             ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS),
-            ("dataset-format", DS["format"]))),
+            ("protocol", json.dumps(run_view(config), sort_keys=True)),
+            ("presets", str(Path(workflow.basedir) / "configs")))),
     threads: job_threads("report")
     resources:
         gpu=0,

@@ -13,6 +13,7 @@ from .config import schema, section
 # schema re-runs nothing; setting it to anything else re-runs what it changes.
 NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "precision": "auto",
                                "model": None, "pretrained": None, "padding": "mask",
+                               "window_stride": None,
                                # students trained before it reached them used 32 whatever was set
                                "batch_size": 32},
                     "text": {"description_units": "sentences"},

@@ -403,6 +403,11 @@ def test_the_students_precision_is_a_setting_recorded_in_its_files(feats, tmp_pa
                       section("clip", CLIP), out, CPU, progress=False)
         meta = torch.load(out / "student.pt", weights_only=False)["meta"]
         assert (meta["precision"], meta["device_type"]) == (want, "cpu") and set(seen) == {want}
+        # the export computes in the student's precision too (ViMoCLIP exports in float32)
+        from pipeline.moclip.export import export_motion
+        from pipeline.store import read_attrs
+        export_motion(out / "student.pt", feats["paths"][("flow", "val")], out / "m.h5", CPU)
+        assert read_attrs(out / "m.h5")["precision"] == want
 
 
 def test_a_student_tower_other_than_the_teachers_and_repeat_last_windows(feats, tmp_path):

@@ -167,13 +167,41 @@ def test_a_species_that_does_every_action_keeps_its_graph_edges():
     mammalnet = torch.tensor([[1.0] * 4, [1, 0, 0, 0], [0, 1, 1, 0]])  # class 3: species 0 only
     edges = relation_graph(mammalnet)[:3, 3:]
     assert edges.sum() == 7 and edges[:, 3].tolist() == [1, 0, 0]  # 4 + 1 + 2 edges
-    # a head saved when "nothing known" was written as ones (no relation_format) loads with its
-    # old graph
+    # a head saved when "nothing known" was written as ones (no relation_format): a row of ones
+    # cannot be read back, so it is refused; one without loads as saved
     head = _prompt(refine="gcn")
     old = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0], [1, 1, 1, 1, 1]])  # species 2: ones
     saved = {k: v for k, v in head.state_dict().items() if k != "relation_format"}
-    head.load_state_dict({**saved, "relation": old})
-    assert head.relation[2].tolist() == [UNKNOWN] * C and head.relation[:2].tolist() == old[:2].tolist()
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        head.load_state_dict({**saved, "relation": old})
+    head.load_state_dict({**saved, "relation": old[:2].repeat(2, 1)[:3]})
+    assert head.relation.tolist() == old[:2].repeat(2, 1)[:3].tolist()
+
+
+def test_a_head_of_the_previous_format_is_upgraded_once_from_its_runs_relation(tmp_path):
+    """MammalNet's panthera does every behaviour: an old checkpoint wrote it as ones, as it wrote
+    a species nothing is known of. load_head reads the run's relation.tsv, keeps panthera's
+    edges, and rewrites the checkpoint once; without relation.tsv it refuses."""
+    from pipeline.heads.run import load_head
+    head = _prompt(refine="gcn")
+    state = {k: v for k, v in head.state_dict().items() if k != "relation_format"}
+    state["relation"] = torch.tensor([[1.0] * C, [0, 0, 1, 1, 0], [1.0] * C])  # 0: every; 2: unknown
+    ckpt = {"state_dict": state, "type": "prompt", "name": "prompt",
+            "params": head_params("prompt", {"attention_heads": 4, "motion": True, "refine": "gcn"}),
+            "dims": {"rgb": D, "motion": 8}, "n_classes": C, "n_species": S, "multilabel": True,
+            "class_names": [f"c{i}" for i in range(C)], "text": {"attrs": {}}}
+    path = tmp_path / "run" / "heads" / "prompt" / "head.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="relation.tsv"):
+        load_head(path)
+    (tmp_path / "run" / "species.tsv").write_text("id\tname\n0\tpanthera\n1\tvulpes\n2\tlynx\n")
+    (tmp_path / "run" / "relation.tsv").write_text(
+        "species\tclass\n" + "".join(f"0\t{c}\n" for c in range(C)) + "1\t2\n1\t3\n")
+    model, _ = load_head(path)
+    assert model.relation[0].tolist() == [1.0] * C and model.relation[2].tolist() == [UNKNOWN] * C
+    again = torch.load(path, weights_only=False)["state_dict"]
+    assert int(again["relation_format"]) == 2 and torch.equal(again["relation"], model.relation)
 
 
 def test_a_trained_prompt_head_round_trips_its_relation(tmp_path):

@@ -237,6 +237,14 @@ def test_animal_clips_schedule_decay_and_scale_are_theirs():
     assert f[0] == 0.0 and f[25] == 0.5  # timm warms up from warmup_lr_init = 0
     assert abs(f[50] - 0.5 * (1 + math.cos(math.pi * 50 / 300))) < 1e-12 and 0.93 < f[50] < 0.934
     assert lr_factor(50, steps, 30, "warmup_cosine", 5, 0.0) == 1.0  # ours restarts the cosine
+    from timm.scheduler.cosine_lr import CosineLRScheduler  # ptlflow installs timm
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=8e-5)
+    timm = CosineLRScheduler(opt, t_initial=300, lr_min=8e-8, warmup_lr_init=0, warmup_t=50,
+                             cycle_limit=1, t_in_epochs=False)  # as Animal-CLIP builds it
+    for s in range(300):
+        timm.step_update(s)
+        want = opt.param_groups[0]["lr"]
+        assert abs(8e-5 * lr_factor(s, steps, 30, "warmup_cosine_timm", 5, 8e-8 / 8e-5) - want) < 1e-12, s
     head = head_params("prompt", {"attention_heads": 4, "weight_decay_1d": False, "learn_scale": False})
     from pipeline.heads.prompt import PromptHead
     model = PromptHead(8, 0, 3, attention_heads=4, learn_scale=False)
@@ -249,8 +257,8 @@ def test_animal_clips_schedule_decay_and_scale_are_theirs():
     assert len(decay_groups(model, 1e-3, True)) == 1
     for preset in ("animal_kingdom_species", "mammalnet_animal_clip", "lote_animal_clip"):
         p = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())["heads"]["prompt"]
-        assert (p["schedule"], p["weight_decay_1d"], p["learn_scale"], p["eval_scores"]) == \
-            ("warmup_cosine_timm", False, False, "softmax"), preset
+        assert (p["schedule"], p["weight_decay_1d"], p["learn_scale"], p["eval_scores"], p["conditioning"]) == \
+            ("warmup_cosine_timm", False, False, "softmax", "species"), preset
 
 
 def test_a_frozen_logit_scale_does_not_move_in_training():
@@ -263,3 +271,93 @@ def test_a_frozen_logit_scale_does_not_move_in_training():
     params["learn_scale"] = True
     model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
     assert model.logit_scale.item() != pytest.approx(math.log(CLIP_SCALE))
+
+
+def test_species_conditioning_attends_to_the_species_text_only(monkeypatch):
+    """conditioning: species: the class tokens' memory is the species token alone (Animal-CLIP's
+    prompt generator), not the frames with it."""
+    import pipeline.heads.prompt as prompt
+    from pipeline.heads.prompt import PromptHead
+    seen, real = [], prompt.attention
+    monkeypatch.setattr(prompt, "attention", lambda m, q, mem, pad: seen.append(mem.shape) or real(m, q, mem, pad))
+    rgb, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    for c in (True, "species"):
+        h = PromptHead(8, 0, 3, n_species=2, attention_heads=4, conditioning=c)
+        h.set_species(torch.nn.functional.normalize(torch.randn(2, 8), dim=-1), torch.ones(2, 3))
+        h.set_classes(torch.nn.functional.normalize(torch.randn(3, 8), dim=-1))
+        assert h(rgb, None, mask).shape == (2, 3)
+    assert [tuple(x)[:2] for x in seen] == [(2, 6), (2, 1)]  # 5 frames + species; species alone
+
+
+def test_per_frame_work_rendering_floors_the_peak_at_a_source_pixel():
+    """A uniform 0.8-px motion of a 360-px clip stored at 224 renders as ptlflow renders it on the
+    source frame (1, .2, .2); per_frame floors at a stored pixel (1.6 source pixels): (1, .5, .5)."""
+    from ptlflow.utils.flow_utils import flow_to_rgb as ptlflow_rgb
+    from pipeline.moclip.model import MotionStudent, per_frame_rgb
+    source = torch.zeros(1, 2, 36, 36)
+    source[:, 0] = 0.8
+    theirs = ptlflow_rgb(source)[0, :, 0, 0]
+    stored = source * 224 / 360
+    ours = per_frame_rgb(stored, floor=224 / 360)[0, :, 0, 0]
+    assert torch.allclose(ours, theirs, atol=1 / 255) and abs(float(theirs[1]) - 0.2) < 0.01
+    assert float(per_frame_rgb(stored)[0, 1, 0, 0]) > 0.45  # the stored-pixel floor: paler
+    visual = torch.nn.Identity()
+    visual.output_dim = 8
+    student = MotionStudent(visual, 2, 8, [0, 0, 0], [1, 1, 1], 20.0, flow_norm="per_frame_work",
+                            floor=224 / 360)
+    assert student.floor == 224 / 360
+    assert MotionStudent(visual, 2, 8, [0, 0, 0], [1, 1, 1], 20.0, flow_norm="per_frame",
+                         floor=224 / 360).floor == 1.0
+
+
+def test_vimoclips_windows_start_every_30_rows_and_hold_29():
+    from pipeline.moclip.train import epoch_plan
+    plan = sorted(epoch_plan(["a"], {"a": 95}, 29, 0, 0, "all_windows", stride=30))
+    assert plan == [("a", 0), ("a", 30), ("a", 60), ("a", 90)]
+    assert sorted(epoch_plan(["a"], {"a": 95}, 29, 0, 0, "all_windows"))[1] == ("a", 29)
+    header = (ROOT / "configs" / "animal_kingdom.yaml").read_text().split("\ndataset:")[0]
+    assert "window_stride: 30" in header
+
+
+def test_the_protocol_tables_say_what_each_preset_resolves_to():
+    """docs/protocols.md: each table's "this preset" column is the preset's resolved value."""
+    import re
+    import yaml
+    from pipeline.config import resolve_config
+    text = (ROOT / "docs" / "protocols.md").read_text()
+    tables = re.split(r"\n### ", text.split("## Each preset against the released code")[1])[1:]
+    checked = 0
+    for table in tables:
+        presets = re.findall(r"`configs/([a-z_]+)\.yaml`", table.splitlines()[0])
+        for preset in presets:
+            config, _ = resolve_config([ROOT / "configs" / f"{preset}.yaml"], {})
+            for line in table.splitlines():
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                m = re.fullmatch(r"`([\w.]+): (.+)`", cells[3]) if len(cells) == 5 else None
+                if not m:
+                    continue
+                key, want = m.group(1), yaml.safe_load(m.group(2))
+                parts = key.split(".")
+                if parts[0] == "heads":
+                    got = head_params(parts[1], config["heads"][parts[1]])[parts[2]]
+                else:
+                    got = config
+                    for part in parts:
+                        got = got[part]
+                assert got == want, (preset, key, got, want)
+                checked += 1
+    assert checked > 60, checked
+
+
+def test_each_difference_in_the_tables_is_stated_in_its_presets_header():
+    import re
+    text = (ROOT / "docs" / "protocols.md").read_text()
+    for table in re.split(r"\n### ", text.split("## Each preset against the released code")[1])[1:]:
+        presets = re.findall(r"`configs/([a-z_]+)\.yaml`", table.splitlines()[0])
+        for line in table.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 5 and cells[4].startswith("no"):
+                key = re.match(r"`([\w.]+)", cells[3]).group(1).split(".")[-1]
+                for preset in presets:
+                    header = (ROOT / "configs" / f"{preset}.yaml").read_text().split("\ndataset:")[0]
+                    assert key in header, (preset, key)

@@ -138,13 +138,17 @@ RELATION_FORMAT = 2  # saved in each head: 2 writes "nothing known" as UNKNOWN, 
 
 
 def _upgrade_saved_relation(state, prefix, *args):
-    """A head saved before its relation's format was recorded wrote "nothing known" as ones:
-    read those as unknown. A head that records the format loads as saved (a species that does
-    every action keeps its edges)."""
+    """A head saved before its relation's format was recorded wrote "nothing known" as ones, as
+    it wrote a species that does every action: a row or column of ones cannot be read back, so
+    such a head is refused (:func:`pipeline.heads.run.load_head` upgrades it from its run's
+    relation.tsv first). A head that records the format loads as saved."""
     key, fmt = prefix + "relation", prefix + "relation_format"
     if fmt not in state:
-        if key in state:
-            state[key] = upgrade_relation(state[key])
+        if key in state and not torch.equal(upgrade_relation(state[key]), state[key]):
+            raise ValueError("a prompt head saved before its relation's format was recorded: a "
+                             "row or column of ones is 'nothing known' or 'every action', which "
+                             "cannot be told apart; load it with load_head from its run folder "
+                             "(relation.tsv beside heads/), or train it again")
         state[fmt] = torch.tensor(RELATION_FORMAT)
 
 class PromptHead(nn.Module):
@@ -186,6 +190,9 @@ class PromptHead(nn.Module):
         self.refine_scale = nn.Parameter(torch.full((d,), 0.1))
         # video-conditioned prompts (X-CLIP)
         self.cond = None
+        # class tokens attend to the frame (and motion) tokens and the species token, or
+        # ("species") to the species token only, as Animal-CLIP's prompt generator does
+        self.cond_memory = "species" if conditioning == "species" else "frames"
         if conditioning:
             self.cond_norm = nn.LayerNorm(d)
             self.cond = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
@@ -299,9 +306,11 @@ class PromptHead(nn.Module):
 
         base, refined = self.class_embeddings(p_species, b)
         cls = refined if refined.dim() == 3 else refined[None].expand(b, -1, -1)
-        if self.cond is not None:
+        if self.cond is not None and (token is not None or self.cond_memory == "frames"):
             memory, mem_mask = h, tok_mask
-            if token is not None:
+            if self.cond_memory == "species":
+                memory, mem_mask = token.to(h.dtype), torch.ones(b, 1, dtype=torch.bool, device=mask.device)
+            elif token is not None:
                 memory = torch.cat([memory, token.to(memory.dtype)], 1)
                 mem_mask = torch.cat([mem_mask, torch.ones(b, 1, dtype=torch.bool, device=mask.device)], 1)
             q = self.cond_norm(cls)

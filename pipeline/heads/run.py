@@ -344,7 +344,37 @@ def load_head(path, device="cpu"):
                 "species_protos": torch.zeros(s, d) if s else None, "relation": None,
                 "clip": (clip_for(ckpt["text"]["attrs"], device)
                          if ckpt["params"].get("text_mode") == "learnable" else None)}
+    state = ckpt["state_dict"]
+    if "relation" in state and "relation_format" not in state:
+        ckpt = upgrade_relation_once(Path(path), ckpt)
     model = build_head(head_type, ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
                        model_kwargs(ckpt["params"]), text, ckpt["multilabel"], ckpt["class_names"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device), ckpt
+
+
+def upgrade_relation_once(path: Path, ckpt: dict) -> dict:
+    """A prompt head saved before its relation's format was recorded wrote "nothing known" and
+    "every action" both as ones: its relation is read again from its run's relation.tsv and the
+    checkpoint rewritten in the current format, once; without that file it is refused."""
+    from ..annotations import read_species
+    from .prompt import RELATION_FORMAT
+    from .text_bank import relation_matrix
+    run = path.parent.parent.parent  # <run>/heads/<name>/head.pt
+    state = ckpt["state_dict"]
+    if not (run / "relation.tsv").exists():
+        raise ValueError(f"{path}: a prompt head saved before its relation's format was recorded "
+                         f"('nothing known' and 'every action' were both written as ones), and no "
+                         f"{run / 'relation.tsv'} to read its relation from; train it again")
+    _, pairs = read_species(run / "species.tsv", run / "relation.tsv")
+    relation = relation_matrix(pairs, *state["relation"].shape)
+    known = (relation > 0).any(1)[:, None] & (relation > 0).any(0)[None]  # pairs both agree on
+    if not torch.equal((relation > 0)[known], (state["relation"] > 0)[known]):
+        raise ValueError(f"{path}: its relation is not {run / 'relation.tsv'}'s; train it again")
+    state = {**state, "relation": relation, "relation_format": torch.tensor(RELATION_FORMAT)}
+    ckpt = {**ckpt, "state_dict": state}
+    with replacing(path) as partial:
+        torch.save(ckpt, partial)
+    log.info("%s: relation upgraded from %s (saved before its format was recorded)", path,
+             run / "relation.tsv")
+    return ckpt

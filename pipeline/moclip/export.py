@@ -59,8 +59,11 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
         diff = {k: (got[k], meta["flow"].get(k)) for k in FLOW_KEYS if got[k] != meta["flow"].get(k)}
         raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
                          f"trained on (here vs student): {diff}; re-run moclip_train")
-    from ..compute import autocast, batched, compute_precision, prefetch
-    attrs = {"device_type": device.type, "precision": compute_precision("auto", device),
+    from ..compute import batched, compute_precision, precision_context, prefetch
+    # the student's own precision (moclip.precision: a float32 student exports in float32, as
+    # ViMoCLIP's); auto: float16 on a GPU, as every frozen model's rows
+    precision = compute_precision(meta["config"].get("precision", "auto"), device)
+    attrs = {"device_type": device.type, "precision": precision,
              "model": f"{'clip-on-flow' if meta.get('frozen') else 'moclip'}:{meta['clip_model']}",
              "teacher": meta["teacher"],
              "student": meta["config_hash"], "embedding": "after adapter" if after_adapter
@@ -69,7 +72,7 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
 
     @torch.inference_mode()
     def embed(x):
-        with autocast(device):
+        with precision_context(precision, device):
             e = student.embed(x)
             return student.adapter(e) if after_adapter else e
 

@@ -62,16 +62,16 @@ def _ptlflow_wheel() -> torch.Tensor:
 _PTLFLOW_WHEEL = _ptlflow_wheel()
 
 
-def per_frame_rgb(flow: torch.Tensor) -> torch.Tensor:
+def per_frame_rgb(flow: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
     """(B, 2, H, W) flow in pixels -> (B, 3, H, W) image in [0, 1], as ptlflow's
     ``flow_to_rgb(flow)`` renders it (ViMoCLIP's rendering): hue the direction of ``u + iv``,
-    saturation the magnitude over the frame's largest one, that peak floored at 1 px (sub-pixel
-    noise stays pale), zero flow white."""
+    saturation the magnitude over the frame's largest one, that peak floored at ``floor`` pixels
+    (1 in ptlflow: sub-pixel noise stays pale), zero flow white."""
     wheel = _PTLFLOW_WHEEL.to(flow.device, flow.dtype)
     wheel = torch.cat([wheel, wheel[:1]])  # cyclic, for the interpolation
     u, v = flow[:, 0], flow[:, 1]
     radius = torch.sqrt(u * u + v * v)
-    peak = radius.flatten(1).amax(1).clamp(min=1).view(-1, 1, 1)
+    peak = radius.flatten(1).amax(1).clamp(min=floor).view(-1, 1, 1)
     radius = radius / peak
     angle = torch.atan2(v, u)
     angle = torch.where(angle < 0, angle + 2 * math.pi, angle) * ((len(wheel) - 2) / (2 * math.pi))
@@ -102,14 +102,19 @@ class Adapter(nn.Module):
         return x + self.alpha * self.mlp(x)
 
 
+FLOW_NORMS = ("bound", "per_frame", "per_frame_work")
+
+
 class MotionStudent(nn.Module):
     def __init__(self, visual: nn.Module, n_classes: int, input_size: int, mean, std,
                  bound: float, train_blocks="all", adapter_alpha: float = 1.0,
-                 flow_norm: str = "bound", classifier: str = "linear", adapter: str = "default"):
+                 flow_norm: str = "bound", classifier: str = "linear", adapter: str = "default",
+                 floor: float = 1.0):
         super().__init__()
-        if flow_norm not in ("bound", "per_frame"):
-            raise ValueError(f"flow_norm must be 'bound' or 'per_frame'; got {flow_norm!r}")
-        self.flow_norm = flow_norm
+        if flow_norm not in FLOW_NORMS:
+            raise ValueError(f"flow_norm must be one of {', '.join(FLOW_NORMS)}; got {flow_norm!r}")
+        # per_frame_work: ptlflow's 1-px floor in working pixels (``floor`` stored pixels)
+        self.flow_norm, self.floor = flow_norm, (floor if flow_norm == "per_frame_work" else 1.0)
         self.visual = visual
         dim = visual.output_dim
         self.adapter = Adapter(dim, adapter_alpha, adapter)
@@ -138,8 +143,8 @@ class MotionStudent(nn.Module):
         the same) or ptlflow's ``flow_to_rgb`` (ViMoCLIP's README rendering: relative to each
         frame's largest magnitude, floored at 1 px; :func:`per_frame_rgb`)."""
         n, _, h, w = flow_uint8.shape
-        if self.flow_norm == "per_frame":
-            rgb = per_frame_rgb(dequantise(flow_uint8, self.bound))
+        if self.flow_norm != "bound":
+            rgb = per_frame_rgb(dequantise(flow_uint8, self.bound), self.floor)
         else:
             index = flow_uint8[:, 0].long() * 256 + flow_uint8[:, 1].long()
             table = self._wheel_table(flow_uint8.device)

@@ -69,13 +69,14 @@ def collate(batch, seq_len: int, padding: str = "mask"):
 
 
 def epoch_plan(videos: list[str], lengths: dict, seq_len: int, seed: int, epoch: int,
-               windows: str = "one_window"):
+               windows: str = "one_window", stride: int | None = None):
     """(video, first row) of every training window of an epoch, in a seeded order.
-    ``one_window``: one random window per video; ``all_windows``: every non-overlapping
-    window of every video (the last one may be short), so an epoch sees every stored row."""
+    ``one_window``: one random window per video; ``all_windows``: a window every ``stride``
+    rows (None: ``seq_len``, non-overlapping; the last one may be short), so an epoch sees every
+    stored row; ViMoCLIP's windows start every 30 rows and hold 29."""
     rng = np.random.default_rng([seed, epoch])
     if windows == "all_windows":
-        items = [(v, s) for v in videos for s in range(0, max(1, lengths[v]), seq_len)]
+        items = [(v, s) for v in videos for s in range(0, max(1, lengths[v]), stride or seq_len)]
         return [items[i] for i in rng.permutation(len(items))]
     order = [videos[i] for i in rng.permutation(len(videos))]
     return [(v, int(rng.integers(0, max(1, lengths[v] - seq_len + 1)))) for v in order]
@@ -132,7 +133,9 @@ def build_student(clip_model: str, pretrained, flow_attrs: dict, n_classes: int,
     return MotionStudent(visual, n_classes, pcfg["size"], pcfg["mean"], pcfg["std"],
                          flow_attrs["bound"], cfg["train_blocks"], cfg["adapter_alpha"],
                          cfg.get("flow_norm", "bound"), cfg.get("classifier", "linear"),
-                         cfg.get("adapter", "default"))
+                         cfg.get("adapter", "default"),
+                         floor=(flow_attrs["size"] / flow_attrs["work_size"]
+                                if cfg.get("flow_norm") == "per_frame_work" else 1.0))
 
 
 def load_targets(samples: list[dict], n_classes: int, multilabel: bool) -> dict:
@@ -207,7 +210,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
                          f"the teacher ({clip_cfg['model']}) in {teacher_dim}: distillation needs "
                          f"one size; choose a tower of the teacher's embedding size")
     train_videos, val_videos = data["train_videos"], data["val_videos"]
-    n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"]))
+    n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"],
+                               cfg.get("window_stride")))
     steps_per_epoch = math.ceil(math.ceil(n_windows / cfg["batch_size"]) / cfg["accumulate"])
     opt, sched = optimiser(student, cfg, steps_per_epoch)
     pos_weight = None
@@ -244,7 +248,8 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
         curves(row)
     for epoch in range(start_epoch, cfg["epochs"]):
         student.train()
-        plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch, cfg["epoch"])
+        plan = epoch_plan(train_videos, lengths, cfg["seq_len"], cfg["seed"], epoch, cfg["epoch"],
+                          cfg.get("window_stride"))
         bar = tqdm(loader(plan), desc=f"moclip epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
                    leave=False)
         row = {"epoch": epoch + 1, **train_epoch(student, bar, losses, opt, sched, cfg),
@@ -307,7 +312,7 @@ def validate(student, loader, losses, videos, lengths, cfg, data) -> dict:
         return {"val_distill_loss": None, "val_loss": None, "val_mAP": None, "val_micro": None}
     student.eval()
     d_sum, c_sum, n, scores, targets = 0.0, 0.0, 0, [], []
-    plan = (sorted(epoch_plan(videos, lengths, cfg["seq_len"], 0, 0, "all_windows"))
+    plan = (sorted(epoch_plan(videos, lengths, cfg["seq_len"], 0, 0, "all_windows", cfg.get("window_stride")))
             if cfg.get("val_windows") == "all" else centre_plan(videos, lengths, cfg["seq_len"]))
     for batch in loader(plan):
         d, c, logits = losses(batch)

@@ -192,11 +192,12 @@ def _bench_student(b: _Session, clip_cfg: dict, flow_cfg: dict, transform) -> di
     return _rounds(measures, b.repeats)
 
 
-def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict) -> dict:
+def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict, precision: str = "auto") -> dict:
     """The student's training, as ``plan`` needs it: a training step's images/s (forward and
-    backward of the tower and the adapter, in moclip.precision's ``auto``, optimiser step
-    included) on windows of the flow shard, and the flow rows/s one data-loading worker reads
-    and batches (the student's DataLoader inflates nothing else: colours come on the device)."""
+    backward of the tower and the adapter in ``precision``, moclip.precision's values, optimiser
+    step included) on a batch of moclip.batch_size windows of the flow shard (4 on a CPU), and
+    the flow rows/s one data-loading worker reads and batches (the student's DataLoader
+    inflates nothing else: colours come on the device)."""
     from .compute import compute_precision, precision_context
     from .config import section
     from .moclip.train import Windows, build_student, collate
@@ -207,11 +208,13 @@ def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict) -> dict
     videos = [v for v in flow.video_ids if v in clip]
     student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow.attrs, 2, cfg).to(b.device)
     opt = torch.optim.AdamW([q for q in student.parameters() if q.requires_grad], lr=1e-5)
-    precision = compute_precision("auto", b.device, "bfloat16")
+    precision = compute_precision(precision, b.device, "bfloat16")
     seq = cfg["seq_len"]
     items = [(v, s) for v in videos for s in range(0, max(1, flow.n_rows(v)), seq)]
     targets = {v: np.zeros(2, np.float32) for v in videos}
-    batch = collate([Windows(items, flow, clip, targets, seq)[i] for i in range(min(4, len(items)))], seq)
+    windows = cfg["batch_size"] if b.device.type == "cuda" else 4  # the bench videos' windows, cycled
+    ds = Windows(items, flow, clip, targets, seq)
+    batch = collate([ds[i % len(items)] for i in range(windows)], seq)
     x, mask = batch[0].to(b.device), batch[2].to(b.device)
 
     def step():
@@ -237,7 +240,7 @@ def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict) -> dict
 
 def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, baseline: bool = True,
               repeats: int = 3, baseline_flow_frames: int = 128, decoder: str = "opencv",
-              budget: float | None = 600):
+              budget: float | None = 600, student_precision: str = "auto"):
     """Rows of the benchmark table, the unreadable videos, and what was sampled. The
     pair-by-pair flow baseline (and the student baseline that reads its mp4s) is timed on the
     first ``baseline_flow_frames`` frames only: at the videos' own resolution it runs at a few
@@ -271,7 +274,7 @@ def run_bench(videos, clip_cfg: dict, flow_cfg: dict, sampling: dict, device, ba
         _log_rows(rows)
         rows["extract"] = _bench_extract(b, clip_cfg, flow_cfg, rows["clip"], rows["flow"])
         rows["student"] = _bench_student(b, clip_cfg, flow_cfg, transform)
-        rows.update(_bench_student_training(b, clip_cfg, flow_cfg))
+        rows.update(_bench_student_training(b, clip_cfg, flow_cfg, student_precision))
         for stage, r in rows.items():
             r["peak"] = max(b.peaks[stage])
             r["passes"] = max(b.passes[stage])

@@ -24,11 +24,13 @@ from .heads.registry import motion_sources, run_entries
 from .layout import shard_path
 from .errors import PipelineError
 from .plan_disk import shard_bytes, stream_layouts
+from .plan_student import student_rate, training_precision
 
 # frames/s on one H100 with random weights (docs/benchmarks.md, commit 8a26edf): CLIP ViT-B-32
 # at 224 px, RAFT at a 256 px working size (its cost grows with the working pixels)
 H100 = {"clip": {"ViT-B-32": 811.0}, "flow": {"raft": 97.0}, "flow_work_size": 256}
 H100_SOURCE = "one H100 (docs/benchmarks.md, commit 8a26edf)"
+# (the student's training, never timed on an H100 here, is modelled: pipeline/plan_student.py)
 
 
 def _probe_tables(results: Path, split: str) -> list[Path]:
@@ -115,11 +117,13 @@ BENCH_COLUMNS = ["stage", "frames", "frames_per_s", "floor_frames_per_s", "basel
                  "settings"]
 
 
-def write_bench(rows: list[dict], path, clip_model: str, flow_model: str, flow_work_size: int) -> None:
+def write_bench(rows: list[dict], path, clip_model: str, flow_model: str, flow_work_size: int,
+                student_precision: str = "bfloat16") -> None:
     """``bench``'s table as CSV, each row with the settings that decide its rate, which
     :func:`read_bench` reads back for a plan (one place for the file's format)."""
     rows = [{**r, "settings": json.dumps(stage_settings(r["stage"], clip_model, flow_model,
-                                                         flow_work_size), sort_keys=True)}
+                                                         flow_work_size, None, student_precision),
+                                         sort_keys=True)}
             for r in rows]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=BENCH_COLUMNS, extrasaction="ignore")
@@ -128,14 +132,16 @@ def write_bench(rows: list[dict], path, clip_model: str, flow_model: str, flow_w
 
 
 def stage_settings(stage: str, clip_model: str, flow_model: str, flow_work_size: int,
-                   student_model: str | None = None) -> dict:
-    """What decides a bench stage's rate: the models (and flow's working size) it ran. A bench
-    CSV records it per row; a plan uses a rate only where its config's are the same."""
+                   student_model: str | None = None, student_precision: str = "bfloat16") -> dict:
+    """What decides a bench stage's rate: the models (and flow's working size, the student's
+    training precision) it ran. A bench CSV records it per row; a plan uses a rate only where
+    its config's are the same."""
     clip = {"clip_model": clip_model}
     flow = {"flow_model": flow_model, "flow_work_size": int(flow_work_size)}
     return {"clip": clip, "flow": flow, "extract": {**clip, **flow},
             "student": {"student_model": student_model or clip_model},
-            "student_train": {"student_model": student_model or clip_model},
+            "student_train": {"student_model": student_model or clip_model,
+                              "student_precision": student_precision},
             "student_read": {"flow_work_size": int(flow_work_size)}}.get(stage, {})
 
 
@@ -143,7 +149,8 @@ def config_settings(stage: str, config: dict) -> dict:
     flow = config["flow"]
     return stage_settings(stage, config["clip"]["model"],
                           flow["model"] if flow["backend"] == "ptlflow" else flow["backend"],
-                          flow["work_size"], config["moclip"].get("model"))
+                          flow["work_size"], config["moclip"].get("model"),
+                          training_precision(config["moclip"].get("precision", "auto")))
 
 
 def read_bench(path) -> dict:
@@ -204,20 +211,28 @@ def rates(config: dict, bench: dict | None) -> tuple[dict, str]:
             elif rate is not None and measured is None:
                 said.append(f"{stage} assumed measured with this config's models (the CSV does not say)")
             got[stage] = rate
-        if not got["student_train"]:  # a CSV from before bench timed a training step
-            got["student_train"] = got["student"] and got["student"] / 3
+        if not got["student_train"]:  # not timed at this config's model and precision
+            got["student_train"], how = student_rate(_student_model(config), _precision(config))
+            said.append(how)
         return got, "; ".join(["the bench CSV given (its device, models and sizes)"] + said)
     clip = H100["clip"].get(config["clip"]["model"])
     flow_cfg = config["flow"]
     flow = None
     if flow_cfg["backend"] == "ptlflow" and flow_cfg["model"] in H100["flow"]:
         flow = H100["flow"][flow_cfg["model"]] * (H100["flow_work_size"] / flow_cfg["work_size"]) ** 2
-    got = {"clip": clip, "flow": flow, "student": clip, "student_train": clip and clip / 3,
+    train, how = student_rate(_student_model(config), _precision(config))
+    got = {"clip": clip, "flow": flow, "student": clip, "student_train": train,
            "student_read": None, "extract": 1 / (1 / clip + 1 / flow) if clip and flow else None}
     return got, (f"{H100_SOURCE}; flow scaled by working pixels; the student's export at CLIP's "
-                 f"extraction rate and its training step assumed at a third of it (no training "
-                 f"step timed on an H100 yet: a decode-bound rate, so the student's hours are an "
-                 f"upper bound); no figure for other models: pass --bench")
+                 f"extraction rate; {how}; no figure for other models: pass --bench")
+
+
+def _student_model(config: dict) -> str:
+    return config["moclip"].get("model") or config["clip"]["model"]
+
+
+def _precision(config: dict) -> str:
+    return config["moclip"].get("precision", "auto")
 
 
 def _differ(measured: dict, want: dict) -> str:

@@ -1,7 +1,8 @@
 """The published protocols a summary row may be set beside. Each is a paper's number, the data
 set it was published on, and the preset (``configs/<preset>.yaml``) that follows the released
 code: what decides the result is the preset's resolved values (its head entry, and the run's
-sampling, models, student and text). A row is cited only when its settings are those; otherwise
+sampling, models, student and text; the head is the type whose ``paper`` it is in the
+registry). A row is cited only when its settings are those; otherwise
 the summary names the settings that differ."""
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from functools import lru_cache
 from pathlib import Path
 
 PROTOCOLS = (
-    {"paper": "vimoclip", "format": "animal_kingdom", "preset": "animal_kingdom", "head": "fusion",
+    {"paper": "vimoclip", "format": "animal_kingdom", "preset": "animal_kingdom",
      "cite": "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)",
      "sections": ("sampling", "clip", "flow", "moclip")},
     {"paper": "animal_clip", "format": "animal_kingdom_species", "preset": "animal_kingdom_species",
-     "head": "prompt", "cite": "Animal-CLIP (trained and tested on the true species, as the paper)",
+     "cite": "Animal-CLIP (trained and tested on the true species, as the paper)",
      "sections": ("sampling", "clip", "text")},
     {"paper": "animal_clip", "format": "mammalnet", "preset": "mammalnet_animal_clip",
-     "head": "prompt", "cite": "Animal-CLIP (MammalNet composition split, true genus, as the paper)",
+     "cite": "Animal-CLIP (MammalNet composition split, true genus, as the paper)",
      "sections": ("sampling", "clip", "text")},
-    {"paper": "animal_clip", "format": "lote", "preset": "lote_animal_clip", "head": "prompt",
+    {"paper": "animal_clip", "format": "lote", "preset": "lote_animal_clip",
      "cite": "Animal-CLIP (LoTE-Animal, true species, as the paper)",
      "sections": ("sampling", "clip", "text")},
 )
@@ -44,12 +45,13 @@ def run_view(config: dict) -> dict:
 def differences(protocol: dict, settings: dict, run: dict, presets: Path) -> list[str]:
     """``key (this run's value; the protocol's)`` for each deciding setting of a row (its head
     entry's resolved ``settings`` and the run's :func:`run_view`) that is not the preset's."""
+    from .heads.registry import HEAD_TYPES
     from .heads.trainer import head_params
-    want_settings, want_run = _preset(str(Path(presets) / f"{protocol['preset']}.yaml"),
-                                      protocol["head"])
-    given = _flat(head_params(protocol["head"], settings))
+    head = next(t for t, h in HEAD_TYPES.items() if h.get("paper") == protocol["paper"])
+    want_settings, want_run = _preset(str(Path(presets) / f"{protocol['preset']}.yaml"), head)
+    given = _flat(head_params(head, settings))
     out = []
-    for key, want in _flat(head_params(protocol["head"], want_settings)).items():
+    for key, want in _flat(head_params(head, want_settings)).items():
         if key != "seed" and not _same(given.get(key), want):
             out.append(f"{key} ({_fmt(given.get(key))}; {_fmt(want)})")
     got = _flat(run)

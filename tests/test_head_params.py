@@ -25,11 +25,12 @@ ALT = {"lr": 3e-2, "weight_decay": 0.9, "epochs": 3, "batch_size": 5, "frames": 
        "anchor_weight": 0.0, "schedule": "none", "min_lr": 1e-3, "select_by": "val_loss",
        "standardise": False, "variant": "reference", "batch_rows": 8, "video_species": True,
        "temporal": "windows", "windows": 2, "betas": [0.5, 0.9], "species_train": "oracle",
-       "classifier": "text"}
+       "classifier": "text", "weight_decay_1d": "flip", "learn_scale": "flip"}
 CONTEXT = {"focal_gamma": {"loss": "focal"}, "windows": {"temporal": "windows"}, "semi_dense_k": {"aggregation": "semi_dense"},
            "sparse_n": {"aggregation": "sparse"}, "n_ctx": {"text_mode": "learnable"},
            "patience": {"lr": 1e-12, "epochs": 4}, "layers": {"width": 16},
-           "species_weight": {"species": "classifier"}, "min_lr": {"lr": 1e-2}}
+           "species_weight": {"species": "classifier"}, "min_lr": {"lr": 1e-2},
+           "weight_decay_1d": {"weight_decay": 0.9, "lr": 3e-2}, "learn_scale": {"lr": 3e-2}}
 SINGLE_LABEL = {"label_smoothing"}
 # keys that act outside train_head (run_head scores them) are tested with run_head's callers
 OUTSIDE_TRAINER = {"extra_classes", "base_to_novel", "novel_seed", "pooling", "weighting", "eval_scores",

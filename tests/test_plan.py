@@ -191,3 +191,27 @@ def test_planning_commands_import_neither_torch_nor_opencv(tmp_path, demo_dir):
                                                                          "pretrained": "w.pt"},
                                                          "flow": {"backend": "dis"}}))
     assert loaded("weights", "--check", "--configfile", "local.yaml") == "LOADED []"
+
+
+def test_the_students_hours_are_modelled_from_its_arithmetic_at_its_precision(tmp_path):
+    """No bench: ViT-B/32, 4.4 GMAC a frame, 3x forward and backward, at half an H100's dense
+    float32 peak for the Animal Kingdom preset's float32 student (about 20 hours for 9.7 M
+    frames x 10 epochs), bfloat16's peak for `auto`; a bench row timed in another precision is
+    not used for it, and the statement says so."""
+    from pipeline.config import resolve_config
+    from pipeline.plan import rates, read_bench, student_hours, write_bench
+    config, _ = resolve_config([ROOT / "configs" / "animal_kingdom.yaml"], {})
+    got, said = rates(config, None)
+    assert got["student_train"] == pytest.approx(0.5 * 67e12 / (6 * 4.4e9))
+    assert "ViT-B-32 4.4 GMAC a frame forward, 3x that forward and backward, in float32" in said
+    splits = {"train": {"rows": 9_673_612}, "test": {"rows": 2_456_688}}
+    hours = student_hours(config, splits, got)
+    assert 19 < hours - 2_456_688 * 10 / got["student"] / 3600 < 23
+    auto, _ = resolve_config([ROOT / "configs" / "animal_kingdom.yaml"], {"moclip": {"precision": "auto"}})
+    assert rates(auto, None)[0]["student_train"] == pytest.approx(0.5 * 989e12 / (6 * 4.4e9))
+    write_bench([{"stage": "student_train", "frames_per_s": 5000.0}], tmp_path / "b.csv",
+                "ViT-B-32", "raft", 360, "bfloat16")
+    got, said = rates(config, read_bench(tmp_path / "b.csv"))
+    assert got["student_train"] == pytest.approx(0.5 * 67e12 / (6 * 4.4e9))
+    assert "student_precision 'bfloat16' where this config has 'float32'" in said
+    assert rates(auto, read_bench(tmp_path / "b.csv"))[0]["student_train"] == 5000.0

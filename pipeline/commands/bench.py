@@ -36,6 +36,9 @@ log = logging.getLogger("pipeline")
          arg("--baseline-flow-frames", type=int, default=128,
              help="the pair-by-pair flow baseline is timed on this many frames"),
          DEVICE,
+         arg("--student-precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+             help="the student's training step's precision (moclip.precision; auto: bfloat16 on a "
+             "GPU, float32 on a CPU); a plan uses the rate for configs of the same"),
          arg("--csv", help="also write the table as CSV"))
 def cmd_bench(a):
     from ..bench import device_name, format_table, run_bench
@@ -52,7 +55,8 @@ def cmd_bench(a):
     sampling = params({"mode": "all", "max_frames": a.max_frames}, "sampling")
     rows, bad, sampled = run_bench(a.videos, clip, flow, sampling, device, baseline=not a.no_baseline,
                                    repeats=a.repeats, baseline_flow_frames=a.baseline_flow_frames,
-                                   decoder=a.decoder or "opencv", budget=a.budget)
+                                   decoder=a.decoder or "opencv", budget=a.budget,
+                                   student_precision=a.student_precision)
     for p in bad:
         log.warning("skipped %s: %s", p.path, p.reason)
     print(f"device: {device_name(device)}; clip {a.clip_model} ({a.pretrained or 'random weights'}), "
@@ -60,7 +64,9 @@ def cmd_bench(a):
     print(format_table(rows))
     print(sampled)
     if a.csv:
-        write_bench(rows, a.csv, a.clip_model, a.flow_model, a.flow_size)
+        from ..compute import compute_precision
+        write_bench(rows, a.csv, a.clip_model, a.flow_model, a.flow_size,
+                    compute_precision(a.student_precision, device, "bfloat16"))
 
 
 @command("bench-storage", "bytes a row and one core's encode and decode rows/s of each lossless "

@@ -142,3 +142,15 @@ def test_head_types_are_named_only_in_the_registry():
             found += [f"{path.relative_to(ROOT)}:{n} {name!r}" for name in HEAD_TYPES
                       if re.search(rf"[\"']{name}[\"']", line)]
     assert not found, "head types named outside pipeline/heads/registry.py:\n" + "\n".join(found)
+
+
+def test_docs_heads_lists_every_trainer_key_a_user_head_takes():
+    """docs/heads.md's trainer settings are the schema's trainer keys (with standardise and
+    motion_source), and its built-in-only names are the registry's."""
+    import re
+    from pipeline.heads.registry import BUILT_IN_ONLY, config_trainer_keys
+    text = (ROOT / "docs" / "heads.md").read_text()
+    bullet = text.split("- **trainer settings**")[1].split("\n\n")[0]
+    listed, refused = bullet.split("These go to the trainer")
+    assert set(re.findall(r"`(\w+)`", listed)) == set(config_trainer_keys())
+    assert set(re.findall(r"`(\w+)`", refused)) == set(BUILT_IN_ONLY)

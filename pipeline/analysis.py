@@ -260,24 +260,7 @@ def analyse(score_files, metrics: dict, classes: list[dict], samples: list[dict]
     write_per_class(rows, order, out_dir / "per_class.csv")
     plot_per_class(rows, pair, out_dir / "per_class.png")
     multilabel = heads[order[0]]["multilabel"]
-    lines = ["", "## Where motion helps", ""]
-    if pair["best"] and pair["base"]:
-        scored = [r for r in rows if r["gain"] is not None]
-        helps = [r for r in scored if r["gain"] > 0][:5]
-        hurts = [r for r in reversed(scored) if r["gain"] < 0][:5]
-        chosen = (f"on the validation split `{pair['chosen_on']}`" if pair.get("chosen_on") else
-                  "on the evaluation split: the run has no validation score to choose by")
-        lines.append(f"Per-class AP of `{pair['best']}` (the best motion-aware head, {chosen}) against "
-                     f"`{pair['base']}`: higher on {sum(r['gain'] > 0 for r in scored)} of "
-                     f"{len(scored)} classes (`reports/per_class.csv`, `per_class.png`).")
-        lines.append("")
-        lines.append("- helps most: " + (", ".join(f"{r['class']} ({100 * r['gain']:+.1f})" for r in helps)
-                                         or "no class"))
-        lines.append("- hurts most: " + (", ".join(f"{r['class']} ({100 * r['gain']:+.1f})" for r in hurts)
-                                         or "no class"))
-    else:
-        lines.append("Per-class AP of every head: `reports/per_class.csv` (the comparison needs a "
-                     "motion-aware head and one that reads frames only).")
+    lines = ["", "## Where motion helps", ""] + _gain_lines(rows, pair)
     plot_confusions(heads, order[:3], out_dir / "confusion.png")  # the best heads
     names = heads[order[0]]["class_names"]
     lines += ["", ("Most confused (true → absent class scored above it, videos), "
@@ -304,6 +287,26 @@ def analyse(score_files, metrics: dict, classes: list[dict], samples: list[dict]
     else:
         plot_message("agreement needs two heads or more", out_dir / "agreement.png")
     return lines
+
+
+def _gain_lines(rows: list[dict], pair: dict) -> list[str]:
+    """The classes motion helps and hurts most (the best motion-aware head against the frames
+    baseline), or where to look when a run has no such pair."""
+    if not (pair["best"] and pair["base"]):
+        return ["Per-class AP of every head: `reports/per_class.csv` (the comparison needs a "
+                "motion-aware head and one that reads frames only)."]
+    scored = [r for r in rows if r["gain"] is not None]
+    helps = [r for r in scored if r["gain"] > 0][:5]
+    hurts = [r for r in reversed(scored) if r["gain"] < 0][:5]
+    chosen = (f"on the validation split `{pair['chosen_on']}`" if pair.get("chosen_on") else
+              "on the evaluation split: the run has no validation score to choose by")
+    return [f"Per-class AP of `{pair['best']}` (the best motion-aware head, {chosen}) against "
+            f"`{pair['base']}`: higher on {sum(r['gain'] > 0 for r in scored)} of "
+            f"{len(scored)} classes (`reports/per_class.csv`, `per_class.png`).", "",
+            "- helps most: " + (", ".join(f"{r['class']} ({100 * r['gain']:+.1f})" for r in helps)
+                                or "no class"),
+            "- hurts most: " + (", ".join(f"{r['class']} ({100 * r['gain']:+.1f})" for r in hurts)
+                                or "no class")]
 
 
 def _num(v):

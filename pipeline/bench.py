@@ -200,7 +200,8 @@ def _bench_student_training(b: _Session, clip_cfg: dict, flow_cfg: dict, precisi
     inflates nothing else: colours come on the device)."""
     from .compute import compute_precision, precision_context
     from .config import section
-    from .moclip.train import Windows, build_student, collate
+    from .moclip.train import build_student
+    from .moclip.windows import Windows, collate
     from .store import FeatureReader
     cfg = section("moclip")
     flow = FeatureReader([b.tmp / "flow.h5"], kind="flow")

@@ -15,8 +15,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 from .errors import PipelineError
+from .recipes import SCHEMA_PATH
 
-SCHEMA_PATH = Path(__file__).parent / "resources" / "config.schema.yaml"
 
 
 # Keys renamed since runs were configured: an old name is refused with its new one.

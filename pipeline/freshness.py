@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import time
 from functools import lru_cache
@@ -21,6 +20,7 @@ from glob import glob
 from pathlib import Path
 
 from .layout import EXTRACTED, shard_path
+from .recipes import differs, expected_attrs
 
 
 def _digest(parts) -> str:
@@ -65,34 +65,10 @@ def file_digest(path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:32]
 
 
-def row_settings(kind: str, config: dict) -> dict:
-    """What decides the rows of an extracted stream (``clip`` or ``flow``), by config section:
-    the stream's own section less its speed-only keys, and the sampling. The one definition of
-    a current shard: the extraction rules' params (their rerun trigger) are these sections as
-    JSON, a shard records them (attribute ``settings``), the freshness check (and so the DAG's
-    forced jobs and ``plan``) compares them. The cache keys rows on what these settings resolve
-    to (the weights' content, the precision used, the device type:
-    :func:`pipeline.store.settings_sha256`): it may call alike rows that these settings tell
-    apart (the same weights at another path), and it keeps apart rows of another device type,
-    which these settings (speed only) call alike."""
-    from .runtime import trigger_view
-    return {kind: trigger_view(kind, config[kind]),
-            "sampling": trigger_view("sampling", config["sampling"] or {})}
-
-
-def _settings_differ(got: dict, want: dict) -> str | None:
-    for section, values in want.items():
-        mine = got.get(section) or {}
-        for key in sorted(set(values) | set(mine)):
-            if mine.get(key) != values.get(key):
-                return f"made with {section}.{key}={mine.get(key)!r}, the config says {values.get(key)!r}"
-    return None
-
-
 def stale_reason(path, expect: dict) -> str | None:
     """Why an existing feature shard cannot be current, or None: not HDF5, truncated,
-    incomplete, or made with settings other than ``expect`` (:func:`expected_attrs`: its
-    ``settings``, compared whole with a shard's own, and the attributes the readers check)."""
+    incomplete, or made otherwise than ``expect`` (:func:`pipeline.recipes.expected_attrs`:
+    its recipe, and the attributes the readers check)."""
     import h5py
     from .store import incomplete
     try:
@@ -102,25 +78,7 @@ def stale_reason(path, expect: dict) -> str | None:
                 return why
     except OSError as e:
         return f"not a readable HDF5 file ({str(e).splitlines()[0][:80]})"
-    expect = dict(expect)
-    settings = expect.pop("settings", None)
-    if settings is not None and "settings" in attrs:
-        if why := _settings_differ(_attr(attrs["settings"], {}), settings):
-            return why
-    # the attributes the stages' readers check (model, sampling, flow geometry): what they
-    # would refuse is never current here either (and shards older than `settings` have only these)
-    for key, want in expect.items():
-        got = _attr(attrs.get(key), want)
-        if got != want:
-            return f"made with {key}={got!r}, the config says {want!r}"
-    return None
-
-
-def _attr(got, want):
-    got = got.decode() if isinstance(got, bytes) else got
-    if isinstance(got, str) and got[:1] in "{[" and not isinstance(want, str):
-        got = json.loads(got)
-    return got
+    return differs(attrs, expect)
 
 
 OUT_OF_DATE = "> **Out of date.**"
@@ -155,24 +113,6 @@ def mark_out_of_date(summary, why: str) -> None:
     partial = summary.with_name(f"{summary.name}.{os.getpid()}.partial")  # heads run side by side
     partial.write_text(banner + "\n\n" + text)
     os.replace(partial, summary)
-
-
-def expected_attrs(config: dict) -> dict:
-    """Per kind, what a current shard records (checked without loading a model): the settings
-    that decide its rows (:func:`row_settings`), and the attributes the stages' readers check
-    (all that shards written before ``settings`` existed are compared by)."""
-    from .store import FLOW_QUANTISATION
-    clip, flow = config["clip"], config["flow"]
-    classical = flow["backend"] != "ptlflow"
-    return {"clip": {"kind": "clip", "settings": row_settings("clip", config),
-                     "model": clip["model"], "sampling": config["sampling"]},
-            "flow": {"kind": "flow", "settings": row_settings("flow", config),
-                     "backend": flow["backend"],
-                     "model": flow["backend"] if classical else flow["model"],
-                     "step": flow["step"], "size": flow["size"], "work_size": flow["work_size"],
-                     "bound": float(flow["bound"]), "half": flow["half"],
-                     "quantisation": FLOW_QUANTISATION, "sampling": config["sampling"]},
-            "motion": {"kind": "motion"}, "flow_clip": {"kind": "motion"}}
 
 
 def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path, str, bool]]:

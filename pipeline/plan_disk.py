@@ -65,7 +65,8 @@ def shard_bytes(layout: dict, videos: float, rows: float) -> float:
 def _run_flow_rows(config: dict, workdir: Path, layout: dict) -> tuple[float, int, str] | None:
     """(bytes of rows, rows, backend) of the run's own current flow shards (their files, video
     entries and index left out, as ``layout`` measured them), or None when it has none."""
-    from .freshness import expected_attrs, stale_reason
+    from .freshness import stale_reason
+    from .recipes import expected_attrs
     results = workdir / "results" / config["dataset"]["name"]
     expect = expected_attrs(config)["flow"]
     data, rows = 0.0, 0

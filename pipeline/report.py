@@ -72,18 +72,9 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
         return no_metrics_summary(rows, out_dir, counts)
     rows = [r for r in rows if not r.get("no_metrics")]
     multilabel = "mAP_micro" in rows[0]
-    cols = list(COLUMNS_MULTI if multilabel else COLUMNS_SINGLE)
-    segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
-    cols += [(s, f"{s[4:]} mAP") for s in segs]
-    species = next((r["species"] for r in rows if r.get("species")), None)
-    if species:
-        cols.append(("species_top1", "species top-1"))
-        for r in rows:
-            r["species_top1"] = (r.get("species") or {}).get("top1")
-    main = cols[0][0]
+    cols, segs, species = _columns(rows, multilabel)
+    main = next(k for k, _ in cols if not k.startswith("val:"))
     by_val = all((r.get("val") or {}).get(main) is not None for r in rows)
-    if any(r.get("val") for r in rows):  # what to choose by, beside what is reported
-        cols.insert(0, (f"val:{main}", f"val {cols[0][1]} (`{next(r['val']['split'] for r in rows if r.get('val'))}`)"))
     order = sorted(rows, key=lambda r: -(((r.get("val") or {}).get(main) if by_val else r.get(main)) or 0))
     chance = rows[0].get("chance")
     if chance:  # what uniform scores get: the floor every row is read against
@@ -113,18 +104,40 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     lines += summary_notes(rows, species, linear_probe_file)
     lines += experiments(rows, next(c for c in cols if not c[0].startswith("val:")), out_dir / "experiments.csv")
     lines += list(analysis)
-    mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
-    if mixed:
-        lines += ["", f"**Mixed precision**: the features of split(s) {', '.join(mixed)} were "
-                  f"computed with several device types or precisions "
-                  f"({'; '.join(', '.join(rows[0]['precision'][s]) for s in mixed)}); shards made "
-                  f"on different machines differ slightly. Set `clip.precision` and make them again "
-                  f"on one kind of device for numbers to publish."]
+    lines += _mixed_precision(rows)
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     plot_heads(order, next(c for c in cols if not c[0].startswith("val:")), chance, rows[0]["split"],
                out_dir / "heads.png")
     return path
+
+
+def _columns(rows: list[dict], multilabel: bool) -> tuple[list, list, dict | None]:
+    """The table's (key, title) columns (the validation score first, when rows have one), the
+    segment keys and the species metrics (each row given its ``species_top1``)."""
+    cols = list(COLUMNS_MULTI if multilabel else COLUMNS_SINGLE)
+    segs = [k for k in rows[0] if k.startswith("mAP_") and k not in ("mAP_micro",)]
+    cols += [(s, f"{s[4:]} mAP") for s in segs]
+    species = next((r["species"] for r in rows if r.get("species")), None)
+    if species:
+        cols.append(("species_top1", "species top-1"))
+        for r in rows:
+            r["species_top1"] = (r.get("species") or {}).get("top1")
+    if any(r.get("val") for r in rows):  # what to choose by, beside what is reported
+        split = next(r["val"]["split"] for r in rows if r.get("val"))
+        cols.insert(0, (f"val:{cols[0][0]}", f"val {cols[0][1]} (`{split}`)"))
+    return cols, segs, species
+
+
+def _mixed_precision(rows: list[dict]) -> list[str]:
+    mixed = sorted({s for r in rows for s in r.get("mixed_precision") or []})
+    if not mixed:
+        return []
+    return ["", f"**Mixed precision**: the features of split(s) {', '.join(mixed)} were "
+            f"computed with several device types or precisions "
+            f"({'; '.join(', '.join(rows[0]['precision'][s]) for s in mixed)}); shards made "
+            f"on different machines differ slightly. Set `clip.precision` and make them again "
+            f"on one kind of device for numbers to publish."]
 
 
 def compare_with(row: dict, run: dict | None = None, presets: Path | None = None) -> str:

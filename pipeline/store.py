@@ -32,18 +32,11 @@ import numpy as np
 
 from . import __version__
 from .errors import PipelineError
+from .recipes import settings_sha256
 from .row_codecs import on_disk, read_rows, storage_of
 
 SCHEMA_VERSION = 1
 KINDS = ("clip", "flow", "motion", "text")
-# Attributes that record how a file was made but not what its rows hold: a batch size (speed
-# only), where the weights file lay (its hash is ``weights``), the writing code's version, the
-# config's words for the settings (freshness.row_settings: a path, "auto"), whose resolved
-# values (weights hash, precision, model, sizes) are attributes of their own.
-NOT_SETTINGS = ("batch_size", "weights_source", "producer", "settings", "storage", "row_shape")
-# How flow rows are stored (features.flow.quantise does it): a flow shard records it, and one
-# stored otherwise (before zero flow was exact) is stale.
-FLOW_QUANTISATION = "uint8 = 128 + round(clip(flow, -bound, bound) / bound * 127)"
 
 
 class StoreError(PipelineError, RuntimeError):
@@ -211,15 +204,6 @@ class FeatureWriter:
         else:
             self.abort()
         return False
-
-
-def settings_sha256(kind: str, row_shape, dtype, attrs: dict) -> str:
-    """What decides a video's rows in a store of this kind (model identity, sampling, sizes,
-    precision), as one hash; :data:`NOT_SETTINGS` are left out."""
-    decided = {k: v for k, v in attrs.items() if k not in NOT_SETTINGS}
-    text = json.dumps({"kind": kind, "row_shape": [int(s) for s in row_shape],
-                       "dtype": np.dtype(dtype).str, **decided}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_attrs(path) -> dict:

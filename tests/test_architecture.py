@@ -12,7 +12,8 @@ PACKAGE = ROOT / "pipeline"
 # Below every stage: devices and precision, files, shard paths, the stores, how models and
 # weights are found. They import nothing above them.
 GROUND = {"pipeline", "pipeline.compute", "pipeline.devices", "pipeline.files", "pipeline.layout",
-          "pipeline.store", "pipeline.row_codecs", "pipeline.text_store", "pipeline.factory", "pipeline.weights",
+          "pipeline.store", "pipeline.row_codecs", "pipeline.recipes", "pipeline.text_store", "pipeline.factory",
+          "pipeline.weights",
           "pipeline.demo_convnet", "pipeline.errors", "pipeline.prompts"}
 # the package names the data API (pipeline.open_run), imported only when it is called
 REEXPORTED = {("pipeline", "pipeline.api")}
@@ -154,3 +155,14 @@ def test_docs_heads_lists_every_trainer_key_a_user_head_takes():
     listed, refused = bullet.split("These go to the trainer")
     assert set(re.findall(r"`(\w+)`", listed)) == set(config_trainer_keys())
     assert set(re.findall(r"`(\w+)`", refused)) == set(BUILT_IN_ONLY)
+
+
+def test_no_function_in_the_package_is_longer_than_60_lines():
+    long = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

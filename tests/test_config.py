@@ -49,7 +49,7 @@ def test_keys_added_with_a_neutral_default_stay_out_of_rerun_triggers():
     """A run made before moclip.adapter existed re-runs nothing when its config gains the key at
     its default; another value re-runs the student."""
     from pipeline.config import section
-    from pipeline.runtime import NEUTRAL_DEFAULTS, trigger_view
+    from pipeline.recipes import NEUTRAL_DEFAULTS, trigger_view
     moclip = section("moclip", {})
     assert "adapter" not in trigger_view("moclip", moclip) and "val_windows" not in trigger_view("moclip", moclip)
     assert trigger_view("moclip", {**moclip, "adapter": "vimoclip"})["adapter"] == "vimoclip"
@@ -82,7 +82,8 @@ def test_speed_settings_are_marked_once_and_reach_the_jobs_but_not_the_triggers(
     (moclip.batch_size once reached neither the student nor its trigger)."""
     import json
     from pipeline.config import section
-    from pipeline.runtime import RUNTIME_ENV, runtime_keys, runtime_settings, trigger_view, with_runtime
+    from pipeline.recipes import runtime_keys, trigger_view
+    from pipeline.runtime import RUNTIME_ENV, runtime_settings, with_runtime
     assert runtime_keys() == {"": ("decoder", "device", "tracking"), "clip": ("batch_size", "decode_workers"),
                               "flow": ("batch_size", "decode_workers", "storage"), "moclip": ("num_workers",)}
     assert "batch_size" not in trigger_view("clip", section("clip", {}))

@@ -14,7 +14,8 @@ import torch
 from pipeline import row_codecs, store
 from pipeline.config import section
 from pipeline.features.flow import extract_flow, quantise
-from pipeline.freshness import expected_attrs, stale_reason
+from pipeline.freshness import stale_reason
+from pipeline.recipes import expected_attrs
 from pipeline.row_codecs import storage_of
 from pipeline.store import FeatureReader, FeatureWriter, StoreError
 from pipeline.video import probe_video

@@ -142,7 +142,8 @@ def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the
     from pipeline.runtime import runtime_keys
     from pipeline.features.clip import clip_encoder, clip_writer
     from pipeline.features.flow import flow_computer
-    from pipeline.freshness import expected_attrs, row_settings, stale_reason
+    from pipeline.freshness import stale_reason
+    from pipeline.recipes import expected_attrs, row_settings
     work = copy_run(csv_run, tmp_path / "run", videos="videos")
     monkeypatch.chdir(work)  # the config's relative paths
     raw = yaml.safe_load((work / "config.yaml").read_text())

@@ -15,7 +15,8 @@ from pipeline.features.clip import extract_clip
 from pipeline.features.flow import extract_flow
 from pipeline.moclip.export import export_motion, linear_probe, pooled
 from pipeline.moclip.model import MotionStudent, distill_loss, flow_to_rgb
-from pipeline.moclip.train import Windows, epoch_plan, open_data, train_student
+from pipeline.moclip.train import open_data, train_student
+from pipeline.moclip.windows import Windows, epoch_plan
 from pipeline.store import FeatureReader, StoreError
 from pipeline.video import probe_video
 
@@ -259,7 +260,7 @@ def test_flow_norm_per_frame_saturates_a_small_motion_and_zero_stays_white(micro
 def test_student_protocol_options(feats, tmp_path):
     """ViMoCLIP's settings as options: every window per epoch, constant lr, MLP classifier,
     selection on the total validation loss, no clipping."""
-    from pipeline.moclip.train import epoch_plan
+    from pipeline.moclip.windows import epoch_plan
     lengths = {"a": 7, "b": 3, "c": 12}
     plan = epoch_plan(list(lengths), lengths, 4, 0, 0, "all_windows")
     assert sorted(plan) == [("a", 0), ("a", 4), ("b", 0), ("c", 0), ("c", 4), ("c", 8)]
@@ -413,7 +414,7 @@ def test_the_students_precision_is_a_setting_recorded_in_its_files(feats, tmp_pa
 def test_a_student_tower_other_than_the_teachers_and_repeat_last_windows(feats, tmp_path):
     """ViMoCLIP trains a ViT-B/32 student under a ViT-B/16 teacher: here a CNN tower under the
     ViT teacher (both 64-d); a tower of another size is refused by name."""
-    from pipeline.moclip.train import collate
+    from pipeline.moclip.windows import collate
     from pipeline.moclip.export import load_student
     cfg = section("moclip", {**TINY, "epochs": 1, "model": "demo-tiny-CNN", "padding": "repeat_last"})
     train_student(data_for(feats), cfg, section("clip", CLIP), tmp_path, CPU, progress=False)

@@ -311,7 +311,7 @@ def test_per_frame_work_rendering_floors_the_peak_at_a_source_pixel():
 
 
 def test_vimoclips_windows_start_every_30_rows_and_hold_29():
-    from pipeline.moclip.train import epoch_plan
+    from pipeline.moclip.windows import epoch_plan
     plan = sorted(epoch_plan(["a"], {"a": 95}, 29, 0, 0, "all_windows", stride=30))
     assert plan == [("a", 0), ("a", 30), ("a", 60), ("a", 90)]
     assert sorted(epoch_plan(["a"], {"a": 95}, 29, 0, 0, "all_windows"))[1] == ("a", 29)

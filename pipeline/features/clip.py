@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..compute import batched, compute_precision, precision_context
-from ..freshness import row_settings
+from ..recipes import row_settings
 from ..factory import load_clip, preprocess_cfg, weights_identity
 from ..store import FeatureWriter
 from ..video import Probe

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from ..compute import batched
 from ..factory import WeightsError
 from ..files import sha256_of
-from ..freshness import row_settings
-from ..store import FLOW_QUANTISATION, FeatureWriter
+from ..recipes import FLOW_QUANTISATION, row_settings
+from ..store import FeatureWriter
 from ..video import Probe
 from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import centre_square_tensor, grey, stack, video_decoder

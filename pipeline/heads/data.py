@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from ..annotations import label_targets
+from ..recipes import HEAD_INPUT_KEYS
 from ..store import FeatureReader, StoreError
-
-IDENTITY_KEYS = {"clip": ("model", "weights"), "motion": ("model", "teacher", "student", "embedding")}
 
 
 class Ragged:
@@ -131,7 +130,7 @@ class SplitFeatures:
 
 
 def identity_of(reader: FeatureReader, kind: str) -> dict:
-    return {k: reader.attrs.get(k) for k in IDENTITY_KEYS[kind]}
+    return {k: reader.attrs.get(k) for k in HEAD_INPUT_KEYS[kind]}
 
 
 def _rows(reader: FeatureReader, videos: list[str], lengths: np.ndarray, stream: bool) -> Ragged:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 
 UNKNOWN = -1.0  # a relation entry about which nothing is known (no edge, a neutral prior)
+RELATION_FORMAT = 2  # saved in each head: 2 writes "nothing known" as UNKNOWN, never as ones
 
 
 def relation_graph(relation: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import UNKNOWN, GraphRefiner, relation_graph, relation_prior, upgrade_relation
+from .graph import RELATION_FORMAT, UNKNOWN, GraphRefiner, relation_graph, relation_prior, upgrade_relation
 from .layers import attention, encoder_layer, masked_mean
 from .text_bank import encode_classes
 
@@ -134,9 +134,6 @@ class CoopText(nn.Module):
         return F.normalize(x.float(), dim=-1)
 
 
-RELATION_FORMAT = 2  # saved in each head: 2 writes "nothing known" as UNKNOWN, never as ones
-
-
 def _upgrade_saved_relation(state, prefix, *args):
     """A head saved before its relation's format was recorded wrote "nothing known" as ones, as
     it wrote a species that does every action: a row or column of ones cannot be read back, so
@@ -150,6 +147,7 @@ def _upgrade_saved_relation(state, prefix, *args):
                              "cannot be told apart; load it with load_head from its run folder "
                              "(relation.tsv beside heads/), or train it again")
         state[fmt] = torch.tensor(RELATION_FORMAT)
+
 
 class PromptHead(nn.Module):
     """See the module docstring. ``species``: ``none``, ``zero_shot`` (against the species bank)
@@ -177,17 +175,7 @@ class PromptHead(nn.Module):
         self.type_embed = nn.Parameter(torch.zeros(2, d))
         self.register_buffer("motion_mean", torch.zeros(max(motion_dim, 1)))
         self.register_buffer("motion_std", torch.ones(max(motion_dim, 1)))
-        # prototype refinement, one module for all classes
-        self.refine_kind = refine
-        if refine == "gcn":
-            self.refine = GraphRefiner(d)
-        elif refine == "attention":
-            self.refine_norm = nn.LayerNorm(d)
-            self.refine = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
-            _zero(self.refine.out_proj)
-        else:
-            self.refine = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), _zero(nn.Linear(d, d)))
-        self.refine_scale = nn.Parameter(torch.full((d,), 0.1))
+        self._init_refine(refine, d, attention_heads, dropout)
         # video-conditioned prompts (X-CLIP)
         self.cond = None
         # class tokens attend to the frame (and motion) tokens and the species token, or
@@ -219,6 +207,19 @@ class PromptHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
         self.coop = coop
         self.aux = {}
+
+    def _init_refine(self, refine, d, attention_heads, dropout):
+        """Prototype refinement, one module for all classes."""
+        self.refine_kind = refine
+        if refine == "gcn":
+            self.refine = GraphRefiner(d)
+        elif refine == "attention":
+            self.refine_norm = nn.LayerNorm(d)
+            self.refine = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
+            _zero(self.refine.out_proj)
+        else:
+            self.refine = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), _zero(nn.Linear(d, d)))
+        self.refine_scale = nn.Parameter(torch.full((d,), 0.1))
 
     # -- classes -----------------------------------------------------------------------------
     def set_classes(self, protos, relation=None, names=None):

@@ -20,7 +20,7 @@ from .models import build_head
 from .prompt import add_classes
 from .scores import write_predictions, write_scores
 from .registry import HEAD_TYPES, is_prompt, reads_text, streams
-from .text_bank import clip_for, load_text
+from .text_bank import clip_for, load_text, upgrade_relation_once
 from .trainer import (head_params, main_metric, model_kwargs, predict_logits, predict_species,
                       ranking_scores, train_head)
 
@@ -74,14 +74,13 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     entry = {"type": name, "group": name, "varies": {}, **(entry or {})}
     head_type = entry["type"]
     params = head_params(head_type, given)
-    need_rgb, need_motion = streams(head_type, params)
-    by_id = {r["video_id"]: r for r in samples}
     names = [c["name"] for c in classes]
-    segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
-    text, n_species = None, 0
-
     # every shard opened (and checked) once: a damaged one stops the job now, not after training
     readers = {key: FeatureReader(paths, kind=key[0]) for key, paths in shards.items() if paths}
+    text = _text_for(name, head_type, params, text_path, readers, names, device)
+    n_species = 0 if text is None or text["species_protos"] is None else len(text["species_protos"])
+    by_id = {r["video_id"]: r for r in samples}
+    need_rgb, need_motion = streams(head_type, params)
 
     def load(role, expect=None):
         keys = [k for k in (("clip", role), ("motion", role)) if k in readers]
@@ -90,23 +89,11 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         return load_split(readers.get(("clip", role)), readers.get(("motion", role)), by_id,
                           len(names), multilabel, need_rgb, need_motion, expect, n_species=n_species)
 
-    if reads_text(head_type, params):
-        if not text_path:
-            raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
-        text = text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
-                         params.get("text_mode") == "learnable", device, params.get("pooling", "mean"),
-                         params.get("weighting", "rows"))
-        n_species = 0 if text["species_protos"] is None else len(text["species_protos"])
     train = load("train")
     val = load("val", train.identity)
-    novel = novel_classes(params["base_to_novel"], names, params["novel_seed"]) if params.get("base_to_novel") else []
+    novel = _novel(name, head_type, params, names)
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
-        takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
-        if head_type not in takes:
-            raise ValueError(f"base_to_novel is an option of the {', '.join(takes)} head")
-        log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name, len(base),
-                 len(novel), ", ".join(names[c] for c in novel))
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
     curves = tracker(out / "tensorboard", f"head/{name}")
     try:
@@ -124,7 +111,42 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
             "dims": {"rgb": 0 if train.rgb is None else train.rgb.shape[-1],
                      "motion": 0 if train.motion is None else train.motion.shape[-1]}}
     save_training(out, ckpt, history)
+    splits_of = {"val": val if not novel else load("val", train.identity)}
+    splits_of["eval"] = load("eval", train.identity)
+    return _evaluate(name, entry, params, model, splits_of, (base, novel), names, classes,
+                     multilabel, readers, splits, out, device, text)
 
+
+def _text_for(name, head_type, params, text_path, readers, names, device) -> dict | None:
+    """The class text bank of a head that reads it (None for the others)."""
+    if not reads_text(head_type, params):
+        return None
+    if not text_path:
+        raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
+    return text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
+                     params.get("text_mode") == "learnable", device, params.get("pooling", "mean"),
+                     params.get("weighting", "rows"))
+
+
+def _novel(name, head_type, params, names) -> list[int]:
+    """The classes held out of training by ``base_to_novel`` (none without it)."""
+    if not params.get("base_to_novel"):
+        return []
+    novel = novel_classes(params["base_to_novel"], names, params["novel_seed"])
+    takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
+    if head_type not in takes:
+        raise ValueError(f"base_to_novel is an option of the {', '.join(takes)} head")
+    log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name,
+             len(names) - len(novel), len(novel), ", ".join(names[c] for c in novel))
+    return novel
+
+
+def _evaluate(name, entry, params, model, splits_of, base_novel, names, classes, multilabel,
+              readers, splits, out, device, text) -> dict:
+    """Predictions of the validation and evaluation splits, the scores the report compares,
+    and metrics.json (the validation split's metrics beside, what a sweep is chosen by)."""
+    head_type, (base, novel) = entry["type"], base_novel
+    segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
     all_names = names
     if params.get("extra_classes"):  # open vocabulary: scored and written, not evaluated
         all_names = add_classes(model, names, params["extra_classes"], text["attrs"], device)
@@ -132,7 +154,7 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
                  len(all_names) - len(names), ", ".join(all_names[len(names):]))
     result, selected = None, None
     for role in ("val", "eval"):
-        split = load(role, train.identity) if role == "eval" or novel else val
+        split = splits_of[role]
         if split is None:
             continue
         logits_all = predict_logits(model, split, params, device)
@@ -141,21 +163,22 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
         probs = probabilities(logits_all, multilabel)
         write_predictions(out / "predictions" / f"{splits[role]}.csv", split.video_ids, probs,
                           split.targets, all_names, multilabel)
-        if role == "eval":  # the report compares the heads class by class and video by video
-            write_scores(out / "scores.npz", split.video_ids, probs[:, :len(names)], split.targets,
-                         names, multilabel, streams(head_type, params)[1])
-        if role == "eval":
-            logits = logits_all[:, :len(names)]
-            metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
-                       "split": splits["eval"], "head": name, "type": head_type,
-                       "variant": method_variant(params),
-                       "entry": entry_record(name, entry, params, readers),
-                       **({"val": selected} if selected else {}), **precisions(readers, splits)}
-            if novel:
-                metrics["base_to_novel"] = {**base_to_novel_metrics(logits, split, base, novel, multilabel),
-                                            "novel_seed": params["novel_seed"]}
-            write_metrics(out, metrics, logits, split, names, segments, multilabel)
-            result = metrics
+        if role != "eval":
+            continue
+        # the report compares the heads class by class and video by video
+        write_scores(out / "scores.npz", split.video_ids, probs[:, :len(names)], split.targets,
+                     names, multilabel, streams(head_type, params)[1])
+        logits = logits_all[:, :len(names)]
+        metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
+                   "split": splits["eval"], "head": name, "type": head_type,
+                   "variant": method_variant(params),
+                   "entry": entry_record(name, entry, params, readers),
+                   **({"val": selected} if selected else {}), **precisions(readers, splits)}
+        if novel:
+            metrics["base_to_novel"] = {**base_to_novel_metrics(logits, split, base, novel, multilabel),
+                                        "novel_seed": params["novel_seed"]}
+        write_metrics(out, metrics, logits, split, names, segments, multilabel)
+        result = metrics
     if result is None:  # no readable video to evaluate: the report says so
         result = write_no_metrics(out, name, splits["eval"], all_names)
     return result
@@ -351,30 +374,3 @@ def load_head(path, device="cpu"):
                        model_kwargs(ckpt["params"]), text, ckpt["multilabel"], ckpt["class_names"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device), ckpt
-
-
-def upgrade_relation_once(path: Path, ckpt: dict) -> dict:
-    """A prompt head saved before its relation's format was recorded wrote "nothing known" and
-    "every action" both as ones: its relation is read again from its run's relation.tsv and the
-    checkpoint rewritten in the current format, once; without that file it is refused."""
-    from ..annotations import read_species
-    from .prompt import RELATION_FORMAT
-    from .text_bank import relation_matrix
-    run = path.parent.parent.parent  # <run>/heads/<name>/head.pt
-    state = ckpt["state_dict"]
-    if not (run / "relation.tsv").exists():
-        raise ValueError(f"{path}: a prompt head saved before its relation's format was recorded "
-                         f"('nothing known' and 'every action' were both written as ones), and no "
-                         f"{run / 'relation.tsv'} to read its relation from; train it again")
-    _, pairs = read_species(run / "species.tsv", run / "relation.tsv")
-    relation = relation_matrix(pairs, *state["relation"].shape)
-    known = (relation > 0).any(1)[:, None] & (relation > 0).any(0)[None]  # pairs both agree on
-    if not torch.equal((relation > 0)[known], (state["relation"] > 0)[known]):
-        raise ValueError(f"{path}: its relation is not {run / 'relation.tsv'}'s; train it again")
-    state = {**state, "relation": relation, "relation_format": torch.tensor(RELATION_FORMAT)}
-    ckpt = {**ckpt, "state_dict": state}
-    with replacing(path) as partial:
-        torch.save(ckpt, partial)
-    log.info("%s: relation upgraded from %s (saved before its format was recorded)", path,
-             run / "relation.tsv")
-    return ckpt

@@ -3,12 +3,15 @@
 with (for learnable prompts and classes added after training)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .graph import UNKNOWN
+from .graph import RELATION_FORMAT, UNKNOWN
+
+log = logging.getLogger("pipeline")
 
 
 GROUPS = ("name", "templates", "species", "descriptions")
@@ -124,3 +127,29 @@ def encode_classes(names: list[str], attrs: dict, device="cpu") -> torch.Tensor:
     prompts, _ = build_prompts(names, [t for t in attrs["templates"] if "{species}" not in t])
     bank, mask = encode_bank(clip, attrs["model"], prompts, device)
     return prototypes(bank, mask)
+
+
+def upgrade_relation_once(path: Path, ckpt: dict) -> dict:
+    """A prompt head saved before its relation's format was recorded wrote "nothing known" and
+    "every action" both as ones: its relation is read again from its run's relation.tsv and the
+    checkpoint rewritten in the current format, once; without that file it is refused."""
+    from ..annotations import read_species
+    from ..files import replacing
+    run = path.parent.parent.parent  # <run>/heads/<name>/head.pt
+    state = ckpt["state_dict"]
+    if not (run / "relation.tsv").exists():
+        raise ValueError(f"{path}: a prompt head saved before its relation's format was recorded "
+                         f"('nothing known' and 'every action' were both written as ones), and no "
+                         f"{run / 'relation.tsv'} to read its relation from; train it again")
+    _, pairs = read_species(run / "species.tsv", run / "relation.tsv")
+    relation = relation_matrix(pairs, *state["relation"].shape)
+    known = (relation > 0).any(1)[:, None] & (relation > 0).any(0)[None]  # pairs both agree on
+    if not torch.equal((relation > 0)[known], (state["relation"] > 0)[known]):
+        raise ValueError(f"{path}: its relation is not {run / 'relation.tsv'}'s; train it again")
+    state = {**state, "relation": relation, "relation_format": torch.tensor(RELATION_FORMAT)}
+    ckpt = {**ckpt, "state_dict": state}
+    with replacing(path) as partial:
+        torch.save(ckpt, partial)
+    log.info("%s: relation upgraded from %s (saved before its format was recorded)", path,
+             run / "relation.tsv")
+    return ckpt

@@ -138,6 +138,33 @@ def head_lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
                   params["warmup_epochs"], params["min_lr"] / params["lr"])
 
 
+def _built(name, params, train, n_classes, multilabel, text, class_names):
+    """The head, its input statistics set from the training split's."""
+    rgb_dim = train.rgb.dim if train.rgb is not None else 0
+    motion_dim = train.motion.dim if train.motion is not None else 0
+    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel,
+                       class_names)
+    if params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
+        model.oracle = True
+    for stream in ("rgb", "motion"):
+        feats = getattr(train, stream)
+        if feats is not None:
+            model.set_stats(stream, *feats.mean_std())
+    return model
+
+
+def _validated(model, val, params, multilabel, pos_weight, device) -> dict:
+    """An epoch's validation metric and loss (None without a validation split)."""
+    if val is None:
+        return {"val_metric": None, "val_loss": None}
+    logits = predict_logits(model, val, params, device)
+    # selected on the score the metrics report (a softmax under eval_scores: softmax)
+    return {"val_metric": main_metric(ranking_scores(logits, params), val.targets, multilabel,
+                                      params["select_by"]),
+            "val_loss": float(loss_fn(torch.from_numpy(logits), torch.from_numpy(val.targets), multilabel,
+                                      params, None if pos_weight is None else pos_weight.cpu()))}
+
+
 def decay_groups(model, weight_decay: float, decay_1d: bool) -> list[dict]:
     """The optimiser's parameter groups: every trainable parameter decayed, or (``decay_1d``
     false) 1-D ones and biases exempt, by Animal-CLIP's rule (``len(shape) == 1`` or a name
@@ -183,17 +210,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     from tqdm import tqdm
     return_freed_memory()
     torch.manual_seed(params["seed"])
-    rgb_dim = train.rgb.dim if train.rgb is not None else 0
-    motion_dim = train.motion.dim if train.motion is not None else 0
-    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel,
-                       class_names)
-    if params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
-        model.oracle = True
-    for stream in ("rgb", "motion"):
-        feats = getattr(train, stream)
-        if feats is not None:
-            model.set_stats(stream, *feats.mean_std())
-    model = model.to(device)
+    model = _built(name, params, train, n_classes, multilabel, text, class_names).to(device)
     if params["epochs"] == 0:
         if multilabel and hasattr(model, "scale"):
             calibrate(model, train, params, device)
@@ -221,14 +238,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
         loss = fit_epoch(model, batches(train, params["frames"], epoch_plan, rng, device), opt, sched,
                          params, multilabel, pos_weight, device, where=(entry or name, epoch + 1, n_classes))
         row = {"epoch": epoch + 1, "train_loss": loss, "lr": opt.param_groups[0]["lr"],
-               "val_metric": None, "val_loss": None}
-        if val is not None:
-            logits = predict_logits(model, val, params, device)
-            # selected on the score the metrics report (a softmax under eval_scores: softmax)
-            row["val_metric"] = main_metric(ranking_scores(logits, params), val.targets, multilabel,
-                                            params["select_by"])
-            row["val_loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(val.targets),
-                                            multilabel, params, None if pos_weight is None else pos_weight.cpu()))
+               **_validated(model, val, params, multilabel, pos_weight, device)}
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..store import FeatureReader, FeatureWriter, StoreError
-from .train import FLOW_KEYS, build_student
+from ..recipes import STUDENT_FLOW_KEYS
+from .train import build_student
 
 log = logging.getLogger("pipeline")
 
@@ -33,7 +34,7 @@ def save_flow_clip(clip_cfg: dict, moclip_cfg: dict, flow_shard, out) -> dict:
     from ..factory import weights_identity
     from ..files import replacing
     from ..store import read_attrs
-    flow_attrs = {k: read_attrs(flow_shard).get(k) for k in FLOW_KEYS}
+    flow_attrs = {k: read_attrs(flow_shard).get(k) for k in STUDENT_FLOW_KEYS}
     cfg = {**moclip_cfg, "export": "before_adapter"}
     student = build_student(clip_cfg["model"], clip_cfg["pretrained"], flow_attrs, 1, cfg)
     meta = {"teacher": {"model": clip_cfg["model"], "weights": weights_identity(clip_cfg["pretrained"])},
@@ -54,9 +55,9 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
     if after_adapter is None:
         after_adapter = meta["config"]["export"] == "after_adapter"
     flow = FeatureReader([flow_shard], kind="flow")
-    got = {k: flow.attrs.get(k) for k in FLOW_KEYS}
+    got = {k: flow.attrs.get(k) for k in STUDENT_FLOW_KEYS}
     if got != meta["flow"]:
-        diff = {k: (got[k], meta["flow"].get(k)) for k in FLOW_KEYS if got[k] != meta["flow"].get(k)}
+        diff = {k: (got[k], meta["flow"].get(k)) for k in STUDENT_FLOW_KEYS if got[k] != meta["flow"].get(k)}
         raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
                          f"trained on (here vs student): {diff}; re-run moclip_train")
     from ..compute import batched, compute_precision, precision_context, prefetch

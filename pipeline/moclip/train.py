@@ -18,72 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..annotations import label_targets
 from ..compute import compute_precision, precision_context, return_freed_memory
 from ..files import replacing
 from ..metrics import evaluate_logits
+from ..recipes import STUDENT_FLOW_KEYS
 from ..store import FeatureReader, StoreError, read_attrs
 from ..training import lr_factor, pos_weight as positive_weight
 from .model import MotionStudent, distill_loss
+from .windows import Windows, centre_plan, collate, epoch_plan
 
 log = logging.getLogger("pipeline")
-FLOW_KEYS = ("model", "weights", "backend", "bound", "size", "step", "work_size", "quantisation")
-
-
-class Windows(Dataset):
-    """Items ``(video_id, start)`` -> a window of flow rows, teacher rows and the labels."""
-
-    def __init__(self, items, flow: FeatureReader, clip: FeatureReader, targets: dict, seq_len: int):
-        self.items, self.flow, self.clip = items, flow, clip
-        self.targets, self.seq_len = targets, seq_len
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        vid, start = self.items[i]  # rows aligned per video: checked once by open_data
-        f = self.flow.window(vid, start, self.seq_len)
-        c = self.clip.window(vid, start, self.seq_len)
-        return f.data, c.data.astype(np.float32), self.targets[vid]
-
-
-def collate(batch, seq_len: int, padding: str = "mask"):
-    """Pad windows to ``seq_len`` rows with a validity mask; ``repeat_last``: the last row
-    repeated and counted as a frame (ViMoCLIP's windows)."""
-    b = len(batch)
-    fshape, d = batch[0][0].shape[1:], batch[0][1].shape[1]
-    flow = torch.zeros((b, seq_len, *fshape), dtype=torch.uint8)
-    teacher = torch.zeros((b, seq_len, d))
-    mask = torch.zeros((b, seq_len), dtype=torch.bool)
-    for i, (f, c, _) in enumerate(batch):
-        n = f.shape[0]
-        flow[i, :n] = torch.from_numpy(np.ascontiguousarray(f))
-        teacher[i, :n] = torch.from_numpy(c)
-        mask[i, :n] = True
-        if padding == "repeat_last" and 0 < n < seq_len:
-            flow[i, n:], teacher[i, n:], mask[i, n:] = flow[i, n - 1], teacher[i, n - 1], True
-    targets = torch.from_numpy(np.stack([t for _, _, t in batch]))
-    return flow, teacher, mask, targets
-
-
-def epoch_plan(videos: list[str], lengths: dict, seq_len: int, seed: int, epoch: int,
-               windows: str = "one_window", stride: int | None = None):
-    """(video, first row) of every training window of an epoch, in a seeded order.
-    ``one_window``: one random window per video; ``all_windows``: a window every ``stride``
-    rows (None: ``seq_len``, non-overlapping; the last one may be short), so an epoch sees every
-    stored row; ViMoCLIP's windows start every 30 rows and hold 29."""
-    rng = np.random.default_rng([seed, epoch])
-    if windows == "all_windows":
-        items = [(v, s) for v in videos for s in range(0, max(1, lengths[v]), stride or seq_len)]
-        return [items[i] for i in rng.permutation(len(items))]
-    order = [videos[i] for i in rng.permutation(len(videos))]
-    return [(v, int(rng.integers(0, max(1, lengths[v] - seq_len + 1)))) for v in order]
-
-
-def centre_plan(videos, lengths, seq_len):
-    return [(v, max(0, (lengths[v] - seq_len) // 2)) for v in videos]
 
 
 def loader_workers(cfg: dict, device) -> int:
@@ -194,7 +141,7 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     teacher_id = {"model": data["clip_attrs"]["model"], "weights": data["clip_attrs"]["weights"]}
-    flow_attrs = {k: data["flow_attrs"].get(k) for k in FLOW_KEYS}
+    flow_attrs = {k: data["flow_attrs"].get(k) for k in STUDENT_FLOW_KEYS}
     chash = config_hash(cfg, {**teacher_id, **flow_attrs}, data_key(data))
     multilabel, n_classes = data["multilabel"], data["n_classes"]
     precision = compute_precision(cfg.get("precision", "auto"), device, "bfloat16")
@@ -202,46 +149,20 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
 
     torch.manual_seed(cfg["seed"])
     tower = cfg.get("model") or clip_cfg["model"]  # ViMoCLIP: a ViT-B-32 student whatever the teacher
-    student = build_student(tower, cfg.get("pretrained") or clip_cfg["pretrained"], flow_attrs,
-                            n_classes, cfg).to(device)
-    teacher_dim = data["clip"].row_shape[0]
-    if student.visual.output_dim != teacher_dim:
-        raise ValueError(f"moclip.model {tower!r} embeds in {student.visual.output_dim} dimensions, "
-                         f"the teacher ({clip_cfg['model']}) in {teacher_dim}: distillation needs "
-                         f"one size; choose a tower of the teacher's embedding size")
+    student = _student(tower, cfg, clip_cfg, flow_attrs, n_classes, data["clip"].row_shape[0], device)
     train_videos, val_videos = data["train_videos"], data["val_videos"]
     n_windows = len(epoch_plan(train_videos, data["lengths"], cfg["seq_len"], cfg["seed"], 0, cfg["epoch"],
                                cfg.get("window_stride")))
     steps_per_epoch = math.ceil(math.ceil(n_windows / cfg["batch_size"]) / cfg["accumulate"])
     opt, sched = optimiser(student, cfg, steps_per_epoch)
-    pos_weight = None
-    if multilabel:
-        pos_weight = positive_weight(np.stack([data["targets"][v] for v in train_videos]), cfg["pos_weight"],
-                                     cfg["pos_weight_max"], device)
-
+    pos_weight = positive_weight(np.stack([data["targets"][v] for v in train_videos]), cfg["pos_weight"],
+                                 cfg["pos_weight_max"], device) if multilabel else None
     last, best_path = out_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "best.pt"
     history, best, start_epoch = resume(last, chash, student, opt, sched, device, cfg["epochs"])
 
     lengths = data["lengths"]
-
-    def loader(items):
-        ds = Windows(items, data["flow"], data["clip"], data["targets"], cfg["seq_len"])
-        return DataLoader(ds, batch_size=cfg["batch_size"], shuffle=False,
-                          num_workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
-                          collate_fn=lambda b: collate(b, cfg["seq_len"], cfg.get("padding", "mask")),
-                          persistent_workers=False)
-
-    def losses(batch):
-        flow, teacher, mask, targets = (x.to(device, non_blocking=True) for x in batch)
-        with precision_context(precision, device):
-            emb, adapted, logits = student(flow, mask)
-        d = distill_loss(adapted, teacher, mask, cfg["distill"])
-        if multilabel:
-            c = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
-        else:
-            c = F.cross_entropy(logits.float(), targets)
-        return d, c, logits.float()
-
+    loader = _loader(data, cfg, device)
+    losses = _losses(student, cfg, precision, multilabel, pos_weight, device)
     from ..tracking import tracker
     curves = tracker(out_dir / "tensorboard", "student")
     for row in history:  # a resumed training: the epochs before it, then each new one
@@ -257,29 +178,78 @@ def train_student(data: dict, cfg: dict, clip_cfg: dict, out_dir: str | Path, de
         row.update(validate(student, loader, losses, val_videos, lengths, cfg, data))
         history.append(row)
         curves(row)
-        score = selection_score(row, cfg["select_by"])
-        if best["score"] is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1}
-            save(student.state_dict(), best_path)
-        save({"model": student.state_dict(), "optimizer": opt.state_dict(),
-              "scheduler": sched.state_dict(), "history": history, "best": best,
-              "epoch": epoch, "config_hash": chash}, last)
+        best = _keep(student, opt, sched, row, history, best, cfg, epoch, chash, best_path, last)
         log.info("epoch %d: distill %.4f, cls %.4f, val distill %s, val mAP %s", epoch + 1,
                  row["distill_loss"], row["cls_loss"], _fmt(row["val_distill_loss"]),
                  _fmt(row["val_mAP"]))
 
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
     meta = {"teacher": teacher_id, "flow": flow_attrs, "clip_model": tower,
             "n_classes": n_classes, "multilabel": multilabel, "config": cfg,
             "best_epoch": best["epoch"], "config_hash": chash,
             "device_type": device.type, "precision": precision,
             "input_size": student.input_size, "embed_dim": student.visual.output_dim}
+    _publish(best_path, meta, clip_cfg, history, out_dir)
+    curves.close()
+    return {"history": history, "best_epoch": best["epoch"]}
+
+
+def _loader(data, cfg, device):
+    """Windows ``(video, first row)`` -> a DataLoader of padded batches."""
+    def loader(items):
+        ds = Windows(items, data["flow"], data["clip"], data["targets"], cfg["seq_len"])
+        return DataLoader(ds, batch_size=cfg["batch_size"], shuffle=False,
+                          num_workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
+                          collate_fn=lambda b: collate(b, cfg["seq_len"], cfg.get("padding", "mask")),
+                          persistent_workers=False)
+    return loader
+
+
+def _student(tower, cfg, clip_cfg, flow_attrs, n_classes, teacher_dim, device):
+    """The student on ``device``, its tower checked to embed in the teacher's size."""
+    student = build_student(tower, cfg.get("pretrained") or clip_cfg["pretrained"], flow_attrs,
+                            n_classes, cfg).to(device)
+    if student.visual.output_dim != teacher_dim:
+        raise ValueError(f"moclip.model {tower!r} embeds in {student.visual.output_dim} dimensions, "
+                         f"the teacher ({clip_cfg['model']}) in {teacher_dim}: distillation needs "
+                         f"one size; choose a tower of the teacher's embedding size")
+    return student
+
+
+def _losses(student, cfg, precision, multilabel, pos_weight, device):
+    """A batch -> (distillation loss, classification loss, logits)."""
+    def losses(batch):
+        flow, teacher, mask, targets = (x.to(device, non_blocking=True) for x in batch)
+        with precision_context(precision, device):
+            emb, adapted, logits = student(flow, mask)
+        d = distill_loss(adapted, teacher, mask, cfg["distill"])
+        if multilabel:
+            c = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
+        else:
+            c = F.cross_entropy(logits.float(), targets)
+        return d, c, logits.float()
+    return losses
+
+
+def _keep(student, opt, sched, row, history, best, cfg, epoch, chash, best_path, last) -> dict:
+    """After an epoch: the kept epoch's weights if it is the best so far, and the last epoch's
+    checkpoint (what a resumed training starts from)."""
+    score = selection_score(row, cfg["select_by"])
+    if best["score"] is None or score > best["score"]:
+        best = {"score": score, "epoch": epoch + 1}
+        save(student.state_dict(), best_path)
+    save({"model": student.state_dict(), "optimizer": opt.state_dict(),
+          "scheduler": sched.state_dict(), "history": history, "best": best,
+          "epoch": epoch, "config_hash": chash}, last)
+    return best
+
+
+def _publish(best_path, meta, clip_cfg, history, out_dir) -> None:
+    """student.pt (the kept epoch's weights and what made them), its log and plot."""
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
     save({"state_dict": state, "meta": meta, "clip_pretrained": clip_cfg["pretrained"]},
          out_dir / "student.pt")
     write_log(history, out_dir / "train_log.csv")
     plot_log(history, out_dir / "train_log.png")
-    curves.close()
-    return {"history": history, "best_epoch": best["epoch"]}
 
 
 def train_epoch(student, batches, losses, opt, sched, cfg: dict) -> dict:
@@ -367,7 +337,7 @@ def open_data(clip_train, flow_train, clip_val, flow_val, samples: list[dict], n
                          f"initialised from {want} (clip: in config); re-extract or fix the config")
     clip.require(teacher)
     flow = FeatureReader(list(flow_train) + list(flow_val), kind="flow")
-    flow.require({k: flow.attrs.get(k) for k in FLOW_KEYS})
+    flow.require({k: flow.attrs.get(k) for k in STUDENT_FLOW_KEYS})
     by_id = {r["video_id"]: r for r in samples}
     train_ids, val_ids = clip.videos_in(clip_train), clip.videos_in(clip_val)
     ok = [v for v in clip.video_ids if v in flow and v in by_id and by_id[v]["labels"]]

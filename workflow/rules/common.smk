@@ -6,11 +6,11 @@ import shlex
 
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
-from pipeline.runtime import trigger_view
 from pipeline.protocols import run_view
+from pipeline.recipes import CLIP_IDENTITY, head_recipe, row_params, section_params, student_params
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
-from pipeline.freshness import (cache_gaps, file_digest, row_settings, shard_members, stale_outputs,
+from pipeline.freshness import (cache_gaps, file_digest, shard_members, stale_outputs,
                                 summary_out_of_date)
 from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
 from pipeline.heads.user import HeadTypeError
@@ -37,27 +37,8 @@ HEADS_DIR = f"{RESULTS}/heads"
 SUMMARY = f"{RESULTS}/reports/summary.md"
 
 
-def as_json(section, keys=None, drop=()):
-    """A config section (or its ``keys``, less ``drop``) as compact JSON: the rule's params, and
-    so its rerun trigger; speed-only keys stay out (pipeline.config.trigger_view), so changing
-    them re-runs nothing."""
-    return compact_json({k: v for k, v in trigger_view(section, config[section]).items()
-                         if (keys is None or k in keys) and k not in drop})
-
-
-def compact_json(value):
-    """A rule's params value: keys sorted, no spaces (the text Snakemake records and compares)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def row_params(kind, section):
-    """One section of what decides ``kind``'s rows (pipeline.freshness.row_settings), as an
-    extraction rule's params: the same JSON as :func:`as_json` of the section, so shards made
-    before the function existed stay current."""
-    return compact_json(row_settings(kind, config)[section])
-
-
-CLIP_IDENTITY = ("model", "pretrained")  # what the student and the text bank depend on
+# Each rule's params are its output's recipe (pipeline/recipes.py, the one place that says what
+# decides an output), rendered there as the text Snakemake records and compares.
 # A local checkpoint file is an input of every job that loads CLIP: replacing the file re-runs
 # them, and a rule that makes it (the demo's demo_clip) runs first. An open_clip tag is no file.
 CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"]["pretrained"]) else []
@@ -132,17 +113,6 @@ def probe_content(w):
     return file_digest(checkpoints.probe.get(split=w.split, shard=w.shard).output[0])
 
 
-def student_settings():
-    """What the student depends on: not the export choice, workers or the clip batch size.
-    Students rendered per frame before that rendering became ptlflow's exactly (the peak
-    floored at 1 px) are trained again: the marker is in their trigger."""
-    moclip = {k: v for k, v in trigger_view("moclip", config["moclip"]).items() if k != "export"}
-    if config["moclip"]["flow_norm"] == "per_frame":
-        moclip["rendering"] = "ptlflow flow_to_rgb"
-    return json.dumps({"moclip": moclip, "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
-                      sort_keys=True)
-
-
 def shard_pattern(kind):
     """The path pattern of one shard of ``kind`` (wildcards split and shard; pipeline/layout.py)."""
     return shard_path(RESULTS, kind)
@@ -200,17 +170,6 @@ except HeadTypeError as e:
 HEAD_NAMES = list(ENTRIES)
 # The student is distilled only when a head reads its stream (motion_source: student, the default).
 USES_STUDENT = "student" in motion_sources(config)
-
-
-def head_settings(name):
-    """An entry's settings as the head job's params (its rerun trigger); an entry that is not
-    simply its type's name also says its type, group and varied values (under ``_entry``), so
-    that plain entries keep the params they had before entries had types."""
-    entry = ENTRIES[name]
-    given = trigger_view("heads", entry["settings"])
-    if entry["type"] != name or entry["varies"]:
-        given["_entry"] = {k: entry[k] for k in ("type", "group", "varies")}
-    return json.dumps(given, sort_keys=True)
 
 
 def head_inputs(w):

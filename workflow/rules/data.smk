@@ -12,7 +12,7 @@ if DS["format"] == "demo":
             species_descriptions=str(Path(DS["annotations"]).parent / "species_descriptions.yaml"),
             videos=directory(DS["videos"]),
         params:
-            demo=as_json("demo"),
+            demo=section_params(config, "demo"),
             out=lambda w, output: str(Path(output.annotations).parent),
         threads: job_threads("demo_data")
         resources:
@@ -34,7 +34,7 @@ if DS["format"] == "demo":
             str(Path(DS["annotations"]).parent / "demo_clip.pt"),
         threads: 2  # the training uses 2 threads whatever it gets (same weights everywhere)
         params:
-            demo=as_json("demo"),
+            demo=section_params(config, "demo"),
         resources:
             gpu=0,
             mem_mb=mem_mb("demo_clip"),
@@ -65,7 +65,7 @@ checkpoint samples:
         species=[f"{RESULTS}/species.tsv", f"{RESULTS}/relation.tsv"] if SPECIES_FILES else [],
     params:
         # the split roles (train/val/eval) are the heads' business: changing them re-reads nothing
-        dataset=as_json("dataset", drop=("train_split", "val_split", "eval_split")),
+        dataset=section_params(config, "dataset", drop=("train_split", "val_split", "eval_split")),
         shards=config["shards"],
         out=lambda w, output: str(Path(output.samples).parent),
     threads: job_threads("samples")
@@ -92,7 +92,7 @@ checkpoint probe:
     output:
         shard_pattern("probe"),
     params:
-        sampling=as_json("sampling"),
+        sampling=section_params(config, "sampling"),
         videos=DS["videos"],
         members=shard_videos,
     threads: job_threads("probe")

@@ -28,9 +28,9 @@ rule extract:
         clip=shard_pattern("clip"),
         flow=shard_pattern("flow"),
     params:
-        clip=row_params("clip", "clip"),
-        flow=row_params("flow", "flow"),
-        sampling=row_params("clip", "sampling"),
+        clip=row_params(config, "clip", "clip"),
+        flow=row_params(config, "flow", "flow"),
+        sampling=row_params(config, "clip", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("extract", "clip", "flow")
@@ -58,8 +58,8 @@ rule clip:
     output:
         shard_pattern("clip"),
     params:
-        clip=row_params("clip", "clip"),
-        sampling=row_params("clip", "sampling"),
+        clip=row_params(config, "clip", "clip"),
+        sampling=row_params(config, "clip", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("clip")
@@ -86,8 +86,8 @@ rule flow:
     output:
         shard_pattern("flow"),
     params:
-        flow=row_params("flow", "flow"),
-        sampling=row_params("flow", "sampling"),
+        flow=row_params(config, "flow", "flow"),
+        sampling=row_params(config, "flow", "sampling"),
         videos=probe_content,
         reuse=PARAMS_BEFORE_CACHE,
     threads: job_threads("flow")
@@ -117,8 +117,8 @@ rule text:
     output:
         f"{RESULTS}/features/text.h5",
     params:
-        text=lambda w: as_json("text"),  # a function: its {action} is no wildcard
-        clip=as_json("clip", keys=CLIP_IDENTITY),
+        text=lambda w: section_params(config, "text"),  # a function: its {action} is no wildcard
+        clip=section_params(config, "clip", keys=CLIP_IDENTITY),
     threads: job_threads("text")
     resources:
         gpu=0,

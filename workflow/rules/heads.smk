@@ -22,7 +22,7 @@ rule head:
     wildcard_constraints:
         head="|".join(map(re.escape, HEAD_NAMES)),
     params:
-        head=lambda w: head_settings(w.head),
+        head=lambda w: head_recipe(w.head, ENTRIES[w.head]),
         shards=head_args,
         splits=" ".join(f"--{role}-split {shlex.quote(split)}" for role, split in
                         (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),
@@ -77,7 +77,8 @@ rule report:
         out=lambda w, output: str(Path(output.summary).parent),
         linear_probe=lambda w, input: (f"--linear-probe {shlex.quote(input.linear_probe)}"
                                        if "linear_probe" in input.keys() else ""),
-        analysis=" ".join(f"--{k} {shlex.quote(v)}" for k, v in (
+        # a function: the protocol's text templates hold braces ({action}), no wildcards
+        analysis=lambda w: " ".join(f"--{k} {shlex.quote(v)}" for k, v in (
             ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS),
             ("protocol", json.dumps(run_view(config), sort_keys=True)),
             ("presets", str(Path(workflow.basedir) / "configs")))),

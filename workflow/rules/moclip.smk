@@ -16,7 +16,7 @@ rule moclip_train:
         log=f"{MOCLIP}/train_log.csv",
         plot=report(f"{MOCLIP}/train_log.png", category="MoCLIP"),
     params:
-        cfg=student_settings(),
+        cfg=student_params(config),
         out=lambda w, output: str(Path(output.student).parent),
         summary=SUMMARY,
     threads: job_threads("moclip_train")
@@ -46,10 +46,10 @@ rule moclip_export:
     output:
         shard_pattern("motion"),
     params:
-        moclip=as_json("moclip", keys=("export",)),
+        moclip=section_params(config, "moclip", keys=("export",)),
         # the student's settings: changing them re-exports even when the re-training that
         # follows is killed and leaves no student.pt behind
-        student=student_settings(),
+        student=student_params(config),
     threads: job_threads("moclip_export")
     resources:
         gpu=gpus(),
@@ -110,8 +110,8 @@ rule flow_clip_model:
     output:
         f"{RESULTS}/models/flow_clip/model.pt",
     params:
-        clip=as_json("clip", keys=CLIP_IDENTITY),
-        moclip=as_json("moclip", keys=("flow_norm",)),
+        clip=section_params(config, "clip", keys=CLIP_IDENTITY),
+        moclip=section_params(config, "moclip", keys=("flow_norm",)),
     threads: 1
     resources:
         gpu=0,

@@ -82,7 +82,7 @@ rule all:
 onstart:
     # holding the lock, a real run: set aside the shards outside the plan, and make sure the
     # cache holds the rows of every current shard (deleted, or copied without its links)
-    from pipeline.features.reuse import adopt_into_cache
+    from pipeline.cache.reuse import adopt_into_cache
     for _line in adopt_into_cache(RESULTS, OUT_OF_PLAN, CACHE):
         print(_line, file=sys.stderr)
     # One GPU job per visible GPU on a workstation unless --resources gpu=N says otherwise (the

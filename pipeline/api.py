@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import read_classes, read_samples
-from .layout import shard_path
+from .layout import STREAMS, shard_path
 from .store import FeatureReader, StoreError
-
-STREAMS = ("clip", "flow", "motion", "flow_clip")
 
 
 class Run:

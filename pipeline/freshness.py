@@ -120,7 +120,7 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
     plan: damaged, made with other settings than the config's, or motion features whose student
     is gone (a real run makes them again: the workflow forces their jobs). Outside it: a split
     or shard number the config no longer has (a real run sets them aside into the cache,
-    pipeline.features.reuse.adopt_into_cache). Reads, never writes."""
+    pipeline.cache.reuse.adopt_into_cache). Reads, never writes."""
     results = Path(results)
     student = results / "models" / "moclip" / "student.pt"
     found = []
@@ -139,7 +139,7 @@ def stale_outputs(results, config: dict, splits, shards: int) -> list[tuple[Path
 
 def cache_gaps(results, cache) -> list[Path]:
     """The run's extracted shards whose rows the cache lacks (a cache deleted or new, a project
-    copied): a run fills them in (pipeline.features.reuse.adopt_into_cache). Reads, never writes."""
+    copied): a run fills them in (pipeline.cache.reuse.adopt_into_cache). Reads, never writes."""
     from .store import read_attrs
     gaps = []
     for path in sorted(Path(p) for kind in EXTRACTED for p in glob(shard_path(results, kind, "*", "*"))):

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-EXTRACTED = ("clip", "flow")  # the kinds whose rows cost a decode: the cache keeps them
+# The one list of a run's feature streams: shards under features/<kind>/.
+STREAMS = ("clip", "flow", "motion", "flow_clip")
+EXTRACTED = STREAMS[:2]  # the kinds whose rows cost a decode: the cache keeps them
+HEAD_INPUTS = ("clip", "motion")  # the shard kinds a head job is given (motion: student's or flow_clip)
 
 
 def shard_path(results, kind: str, split="{split}", shard="{shard}") -> str:
@@ -22,3 +25,14 @@ def results_of(shard) -> Path | None:
     if len(path.parents) < 5 or path.parents[2].name != "features" or not path.name.startswith("shard-"):
         return None
     return path.parents[3]
+
+
+def run_of_head(checkpoint) -> Path:
+    """The run folder of a head's checkpoint (``results/<name>/heads/<head>/head.pt``)."""
+    return Path(checkpoint).resolve().parents[2]
+
+
+def project_of_text(text_bank) -> Path:
+    """The project folder of a run's text bank (``<project>/results/<name>/features/text.h5``):
+    where the config's relative paths (a local CLIP checkpoint) are read from."""
+    return Path(text_bank).resolve().parents[3]

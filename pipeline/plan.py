@@ -21,7 +21,7 @@ import numpy as np
 
 from . import jobs
 from .heads.registry import motion_sources, run_entries
-from .layout import shard_path
+from .layout import EXTRACTED, shard_path
 from .errors import PipelineError
 from .plan_disk import shard_bytes, stream_layouts
 from .plan_student import student_rate, training_precision
@@ -286,8 +286,8 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
     for split, s in splits.items():
         v, r = s["videos"], s["rows"]
         if fused:
-            row("extract", split, shards, v, r, ("clip", "flow"), _hours(r, rate["extract"]), True,
-                ("clip", "flow"))
+            row("extract", split, shards, v, r, EXTRACTED, _hours(r, rate["extract"]), True,
+                EXTRACTED)
         else:
             row("clip", split, shards, v, r, ("clip",), _hours(r, rate["clip"]), True)
             row("flow", split, shards, v, r, ("flow",), _hours(r, rate["flow"]), gpu_flow)
@@ -318,7 +318,7 @@ def make_plan(config: dict, workdir=".", bench: str | None = None, sample: int =
                                                        "motion": ("moclip_export", "flow_clip_export")}[k])}
                for k, v in layouts.items()}
     # extract rows hold clip and flow together: split them again per stream
-    for k in ("clip", "flow"):
+    for k in EXTRACTED:
         n = config["shards"]
         streams[k]["disk_bytes"] = int(sum(n * shard_bytes(layouts[k], s["videos"] / n, s["rows"] / n)
                                            for s in splits.values()))

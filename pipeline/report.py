@@ -156,7 +156,7 @@ def compare_with(row: dict, run: dict | None = None, presets: Path | None = None
         return "CLIP zero-shot"
     if paper == "animal_clip" and row.get("species_source") != "oracle":
         if head.endswith("(oracle species)"):
-            return "none: an ablation (trained on predicted species, tested on the true ones)"
+            return "Animal-CLIP's test-time setting (trained on predicted species: an ablation)"
         return "none: Animal-CLIP's number uses the true species (oracle row); frozen video features"
     if protocol is not None and presets is not None:
         if "settings" not in (row.get("entry") or {}):

@@ -1,6 +1,6 @@
 """How a store's /data lies on disk: the row codecs (flow.storage). Layout only, never what the
 rows hold: a shard of either codec serves the same rows to every reader, and the cache copies
-rows between them (pipeline/features/reuse.py)."""
+rows between them (pipeline/cache/reuse.py)."""
 from __future__ import annotations
 
 import json

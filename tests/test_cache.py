@@ -416,7 +416,7 @@ def test_a_run_of_another_name_decodes_nothing(run):
 
 def test_concurrent_runs_share_one_cache(run, tmp_path):
     """Two projects extract into one cache at once and both finish; a third decodes nothing."""
-    from pipeline.features.reuse import read_index
+    from pipeline.cache.reuse import read_index
     cache = tmp_path / "shared"
     works = []
     for name in ("first", "second", "third"):

@@ -67,7 +67,7 @@ def test_animal_kingdom_preset_is_vimoclips_protocol(tmp_path):
             m["epochs"], m["batch_size"], m["epoch"], m["flow_norm"], m["adapter"], m["val_windows"],
             m["precision"]) == \
         (30, 1e-3, 1e-3, 0.0, "none", None, 0.1, "mlp", 1.0, 10, "val_loss", 10, 32, "all_windows",
-         "per_frame", "vimoclip", "all", "float32")
+         "per_frame_work", "vimoclip", "all", "float32")
     header = (ROOT / "configs" / "animal_kingdom.yaml").read_text().split("\ndataset:")[0]
     assert "ViT-B/16" in header and "clip='{model: ViT-B-16" in header
     f = config["heads"]["fusion"]
@@ -122,7 +122,7 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
             p["eval_scores"], p["lr"], p["betas"], p["weight_decay"], p["warmup_epochs"],
             p["schedule"], p["min_lr"], p["epochs"], p["batch_size"], p["frames"]) == \
         ("gcn", "oracle", "animal_clip", "ce_multi_hot", 0.0, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5,
-         "warmup_cosine", 8e-8, 30, 64, 8)
+         "warmup_cosine_timm", 8e-8, 30, 64, 8)
     # the terms Animal-CLIP has not, off, as the head resolves them
     from pipeline.heads.trainer import head_params
     resolved = head_params("prompt", p)

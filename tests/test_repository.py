@@ -1,16 +1,36 @@
 """The repository itself: one list of dependencies for pip and the jobs' conda env, the
 package found by the rules, its own words, and jobs that use the CPUs they were given."""
+import shutil
+
+import pytest
 import yaml
 
 from conftest import ROOT
 
 
-def test_the_conda_env_holds_dependencies_only_and_rules_find_the_package():
+def test_the_conda_env_holds_dependencies_only():
     env = yaml.safe_load((ROOT / "envs" / "pipeline.yaml").read_text())
     pip = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
     assert not [p for p in pip if p.startswith(("-e", ".", "/"))], pip
-    snakefile = (ROOT / "Snakefile").read_text()
-    assert "export PYTHONPATH={shlex.quote(workflow.basedir)}" in snakefile
+
+
+@pytest.mark.slow
+def test_a_rules_job_runs_the_workflows_own_package(tmp_path):
+    """A job's `python -m pipeline` imports the package beside the Snakefile it runs, not an
+    installed one (a conda env holds the dependencies only), also from a project folder of its
+    own (`-d`): a copy whose package marks its import is the one the samples job ran."""
+    from conftest import copy_workflow, snakemake
+    (tmp_path / "wf").mkdir()
+    work = copy_workflow(tmp_path / "wf", demo_clip=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "config.yaml", project / "config.yaml")
+    mark = tmp_path / "imported"
+    init = work / "pipeline" / "__init__.py"
+    init.write_text(init.read_text() + f"\nimport sys as _s\nif _s.argv[:1] == ['-m']:\n"
+                    f"    open({str(mark)!r}, 'a').write(__file__ + '\\n')\n")
+    snakemake(tmp_path, "-s", work / "Snakefile", "-d", project, "results/demo/samples.tsv")
+    assert mark.read_text().splitlines()[0] == str(init), mark.read_text()
 
 
 def test_the_repository_says_things_in_its_own_words_without_symlinks():

@@ -12,7 +12,7 @@ import torch
 from pipeline.config import section
 from pipeline.features.extract import extract_both
 from pipeline.features.flow import extract_flow
-from pipeline.features.reuse import read_index
+from pipeline.cache.reuse import read_index
 from pipeline.row_codecs import storage_of
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video
@@ -146,7 +146,7 @@ def test_other_settings_are_not_reused(videos, micro_clip, tmp_path, opens):
 
 
 def test_prune_keeps_what_a_run_uses_and_drops_the_rest(videos, micro_clip, tmp_path):
-    from pipeline.cache import Run, prune, unused
+    from pipeline.cache.usage import Run, prune, unused
     _, flow_cfg = _cfgs(micro_clip)
     pool = tmp_path / "pool"
     a, b = _probes(videos, ["v0", "v1"]), _probes(videos, ["v2"])
@@ -188,7 +188,7 @@ def test_without_hard_links_the_cache_copies(videos, micro_clip, tmp_path, monke
 
 def test_a_size_limit_prunes_the_oldest_rows_and_says_so(videos, micro_clip, tmp_path):
     import os
-    from pipeline.cache import Run, prune
+    from pipeline.cache.usage import Run, prune
     _, flow_cfg = _cfgs(micro_clip)
     pool = tmp_path / "pool"
     for i, name in enumerate(["v0", "v1", "v2"]):

@@ -112,7 +112,7 @@ def test_every_reader_judges_a_shard_whole_or_not_alike(tmp_path, fault):
     """The reader, the cache's index and the workflow's freshness check apply one
     completeness check (pipeline.store.incomplete): they accept and refuse the same files."""
     import shutil
-    from pipeline.features.reuse import read_index
+    from pipeline.cache.reuse import read_index
     from pipeline.freshness import stale_reason
     path = write(tmp_path / "a.h5", [("v1", 3), ("v2", 5)])
     with FeatureWriter(tmp_path / "b.h5", "clip", (4,), np.float16, {"model": "m"}) as w:

@@ -116,7 +116,7 @@ def cmd_probe(a):
 def cmd_cache_adopt(a):
     from pathlib import Path
 
-    from ..features.reuse import adopt_into_cache
+    from ..cache.reuse import adopt_into_cache
     lines = adopt_into_cache(a.results, json.loads(a.set_aside), a.cache)
     for line in lines:
         log.info(line)
@@ -148,7 +148,7 @@ def gigabytes(text: str) -> float:
          arg("--max-gb", type=gigabytes, help="prune: then delete the oldest rows until the "
              "cache's own disk is under this size (rows of no run's current shard; each one named)"))
 def cmd_cache(a):
-    from ..cache import describe, prune, run_of, with_users
+    from ..cache.usage import describe, prune, run_of, with_users
     from ..config import parse_overrides, resolve_config
     configs = [a.configfile or []] + [[f] for f in a.runs]
     runs = [run_of(resolve_config(f, parse_overrides(a.config))[0]) for f in configs]

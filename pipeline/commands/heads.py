@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..heads.registry import DEFAULT_HEAD
+from ..layout import HEAD_INPUTS, STREAMS
 from . import (DATASET_FILES, DEVICE, SUMMARY, PipelineError, arg, command, dataset_info,
                mark_summary, positive_int)
 
@@ -21,7 +22,7 @@ log = logging.getLogger("pipeline")
          arg("--params", help="the entry's settings (heads.<name> in config, less type, grid and "
              "seeds) as JSON"),
          *(arg(f"--{kind}-{role}", nargs="*", help=f"{kind} feature shards of the {role} split")
-           for kind in ("clip", "motion") for role in ("train", "val", "eval")),
+           for kind in HEAD_INPUTS for role in ("train", "val", "eval")),
          arg("--train-split", default="train"),
          arg("--val-split", default=None, help="none: select on the training loss"),
          arg("--eval-split", default="test"),
@@ -35,7 +36,7 @@ def cmd_head(a):
     from ..compute import pick_device
     from ..heads.run import run_head
     samples, _, multilabel = dataset_info(a)
-    shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in ("clip", "motion")
+    shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in HEAD_INPUTS
               for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
     splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
     given = json.loads(a.params or "{}")
@@ -137,7 +138,7 @@ def cmd_predict(a):
          "index.csv with each video's labels and species, for use outside the pipeline",
          arg("--run", required=True, help="a run folder: results/<name>"),
          arg("--split", required=True),
-         arg("--stream", required=True, choices=("clip", "flow", "motion", "flow_clip")),
+         arg("--stream", required=True, choices=STREAMS),
          arg("--format", choices=("npy", "npz"), default="npy"),
          arg("--out", required=True, help="folder to write"))
 def cmd_export(a):

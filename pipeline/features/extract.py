@@ -16,7 +16,7 @@ from .clip import clip_encoder, clip_writer
 from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import stack, video_decoder
 from .flow import flow_computer
-from .reuse import shard_job
+from ..cache.reuse import shard_job
 
 
 def extract_both(probes: list[Probe], clip_out: str | Path, flow_out: str | Path, clip_cfg: dict,

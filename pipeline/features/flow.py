@@ -27,7 +27,7 @@ from ..store import FeatureWriter
 from ..video import Probe
 from .common import decode_ahead, decode_workers, skip_failed
 from .decoding import centre_square_tensor, grey, stack, video_decoder
-from .reuse import shard_job
+from ..cache.reuse import shard_job
 
 log = logging.getLogger("pipeline")
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..files import replacing
+from ..layout import HEAD_INPUTS, project_of_text
 from ..metrics import evaluate_logits, probabilities, species_top1
 from ..store import FeatureReader
 from ..tracking import tracker
@@ -211,7 +212,7 @@ def precisions(readers: dict, splits: dict) -> dict:
                 f"{kind} {attrs.get('device_type', 'unrecorded')}/{attrs.get('precision', 'unrecorded')}")
     mixed = sorted(split for split, kinds in found.items()
                    if any(len({k for k in kinds if k.startswith(kind + " ")}) > 1
-                          for kind in ("clip", "motion")))
+                          for kind in HEAD_INPUTS))
     if mixed:
         log.warning("features of split(s) %s were computed with several precisions: %s",
                     ", ".join(mixed), "; ".join(f"{s}: {', '.join(sorted(found[s]))}" for s in mixed))
@@ -242,8 +243,7 @@ def text_bank(path, clip_id: dict, names: list[str], learnable: bool, device, po
     these classes; its local CLIP checkpoint, if any, is found in the run's project folder."""
     from ..files import local_path
     text = load_text(path, clip_id, learnable, device, pooling, weighting)
-    text["attrs"]["pretrained"] = local_path(text["attrs"].get("pretrained"),
-                                             Path(path).resolve().parents[3])  # results/<name>/..
+    text["attrs"]["pretrained"] = local_path(text["attrs"].get("pretrained"), project_of_text(path))
     if text["class_names"] != names:
         raise ValueError(f"{path}: its classes differ from classes.tsv; re-run the text stage")
     return text

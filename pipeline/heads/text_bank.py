@@ -135,7 +135,8 @@ def upgrade_relation_once(path: Path, ckpt: dict) -> dict:
     checkpoint rewritten in the current format, once; without that file it is refused."""
     from ..annotations import read_species
     from ..files import replacing
-    run = path.parent.parent.parent  # <run>/heads/<name>/head.pt
+    from ..layout import run_of_head
+    run = run_of_head(path)
     state = ckpt["state_dict"]
     if not (run / "relation.tsv").exists():
         raise ValueError(f"{path}: a prompt head saved before its relation's format was recorded "

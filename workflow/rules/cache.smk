@@ -1,4 +1,4 @@
-# Stage group "cache": the bookkeeping that keeps extracted rows safe (pipeline/features/reuse.py).
+# Stage group "cache": the bookkeeping that keeps extracted rows safe (pipeline/cache/reuse.py).
 # A finished run plans neither rule.
 
 

@@ -44,7 +44,7 @@ SUMMARY = f"{RESULTS}/reports/summary.md"
 CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"]["pretrained"]) else []
 
 
-# extracted rows kept for re-made shards and other runs (pipeline/features/reuse.py)
+# extracted rows kept for re-made shards and other runs (pipeline/cache/reuse.py)
 CACHE = config["cache"] or f"{RESULTS}/features/.reuse"
 if _why := unwritable(CACHE):  # before any job: an extraction job would do its work, then fail
     sys.exit(f"error: cache {CACHE}: {_why}; make it writable, or point cache: at a writable folder")

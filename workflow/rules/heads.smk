@@ -81,7 +81,8 @@ rule report:
         analysis=lambda w: " ".join(f"--{k} {shlex.quote(v)}" for k, v in (
             ("train-split", TRAIN), ("videos-root", DS["videos"]), ("run", RESULTS),
             ("protocol", json.dumps(run_view(config), sort_keys=True)),
-            ("presets", str(Path(workflow.basedir) / "configs")))),
+            # relative: a project copied or moved keeps its report's params
+            ("presets", os.path.relpath(Path(workflow.basedir) / "configs")))),
     threads: job_threads("report")
     resources:
         gpu=0,

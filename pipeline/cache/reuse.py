@@ -8,7 +8,7 @@ looks up each of its videos by what decides its rows (the file's fingerprint and
 settings hash), copies the rows it finds, from the cache or any current shard of the run, and
 decodes only the rest. One cache may serve many runs (config ``cache:``); its files are only
 ever added, never rewritten, so runs read and write it side by side. Nothing deletes from it
-but ``python -m pipeline cache prune`` (pipeline/cache.py).
+but ``python -m pipeline cache prune`` (pipeline/cache/usage.py).
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def shard_job(writers: dict[str, FeatureWriter], probes: list, desc: str, progre
     copied, the rest handed to the block as ``(todo, stats, done)`` under a progress bar; then
     the videos the block skipped recorded in each shard (the report counts them), the shards
     published and linked into the pool. ``stats["reused"]`` counts the copied videos."""
-    from .common import stage_run
+    from ..features.common import stage_run
     with contextlib.ExitStack() as stack:
         for w in writers.values():
             stack.enter_context(w)

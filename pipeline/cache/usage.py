@@ -1,7 +1,7 @@
 """``python -m pipeline cache``: what the cache of extracted rows holds, what the runs use, and
 the one way anything is deleted from it (``cache prune``).
 
-A cache entry (``<cache>/<kind>/<content>.h5``, pipeline/features/reuse.py) is *used* by a run
+A cache entry (``<cache>/<kind>/<content>.h5``, pipeline/cache/reuse.py) is *used* by a run
 when it is one of the run's current shards (a hard link to it, or a copy), or when it holds rows
 (a video fingerprint with a settings hash) that the run's shards or probe tables name and no
 other kept entry holds. The runs counted are the configs given and every run folder the cache
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 
-from .layout import shard_path
-
-KINDS = ("clip", "flow")
+from ..layout import EXTRACTED, shard_path
 
 
 @dataclass
@@ -49,14 +47,14 @@ def run_of(config: dict, workdir: Path = Path(".")) -> Run:
 def run_at(results: Path, cache: Path, name: str | None = None) -> Run:
     """What the run in folder ``results`` uses of ``cache``: its current shards and the rows its
     shards and probe tables name."""
-    from .features.reuse import read_index
-    from .store import read_attrs
+    from .reuse import read_index
+    from ..store import read_attrs
     run = Run(name or Path(results).name, Path(results), Path(cache))
     probed = set()
     for table in glob(shard_path(results, "probe", "*", "*")):
         with open(table, newline="", encoding="utf-8") as f:
             probed |= {r.get("fingerprint") for r in csv.DictReader(f, delimiter="\t")} - {None, ""}
-    for kind in KINDS:
+    for kind in EXTRACTED:
         settings = set()
         for path in glob(shard_path(results, kind, "*", "*")):
             got = read_index(Path(path))
@@ -70,9 +68,9 @@ def run_at(results: Path, cache: Path, name: str | None = None) -> Run:
 
 
 def with_users(cache: Path, runs: list[Run]) -> tuple[list[Run], list[Path]]:
-    """``runs`` and every other run the cache records as a user (pipeline/features/reuse.py),
+    """``runs`` and every other run the cache records as a user (pipeline/cache/reuse.py),
     and the recorded run folders that are gone."""
-    from .features.reuse import users
+    from .reuse import users
     given = {r.results.resolve() for r in runs}
     more, gone = [], []
     for results in users(cache):
@@ -84,9 +82,9 @@ def with_users(cache: Path, runs: list[Run]) -> tuple[list[Run], list[Path]]:
 
 
 def entries(cache: Path) -> list[Entry]:
-    from .features.reuse import read_index
+    from .reuse import read_index
     out = []
-    for kind in KINDS:
+    for kind in EXTRACTED:
         for path in sorted((Path(cache) / kind).glob("*.h5")):
             st = path.stat()
             got = read_index(path)
@@ -134,7 +132,7 @@ def describe(cache: Path, runs: list[Run], gone: list[Path] = ()) -> str:
     free = sum(e.bytes for e, _ in unused(cache, runs) if not e.shared)
     lines = [f"cache {cache}: {len(items)} file(s), {_gb(own)} of its own disk, {_gb(shared)} "
              f"shared with shards (hard links, no extra disk)"]
-    for kind in KINDS:
+    for kind in EXTRACTED:
         n = [e for e in items if e.kind == kind]
         lines.append(f"  {kind}: {len(n)} file(s), {sum(len(e.fingerprints) for e in n)} video rows")
     for r in runs:
@@ -148,7 +146,7 @@ def describe(cache: Path, runs: list[Run], gone: list[Path] = ()) -> str:
 
 def prune(cache: Path, runs: list[Run], dry_run: bool, max_bytes: int | None = None,
           gone: list[Path] = ()) -> list[str]:
-    from .features.reuse import forget_user
+    from .reuse import forget_user
     lines, freed = [], 0
     for results in gone:
         lines.append(f"{'would forget' if dry_run else 'forgot'} run folder {results} (gone)")

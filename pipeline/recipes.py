@@ -134,9 +134,10 @@ def expected_attrs(config: dict) -> dict:
             "motion": {"kind": "motion"}, "flow_clip": {"kind": "motion"}}
 
 
-def differs(recorded: dict, expected: dict) -> str | None:
-    """The one comparison: why what an output recorded is not the recipe ``expected`` (a
-    section's keys, or attributes), in the config's words, or None."""
+def differs(recorded: dict, expected: dict, says: str = "the config says") -> str | None:
+    """The one comparison: why what an output recorded is not the recipe ``expected`` (its
+    ``settings`` section by section, and attributes), in the config's words, or None. ``says``
+    names who expects it (a reader: "the student was trained on")."""
     for key, want in expected.items():
         got = _decoded(recorded.get(key), want)
         if key == "settings" and got is None:
@@ -146,9 +147,9 @@ def differs(recorded: dict, expected: dict) -> str | None:
                 mine = got.get(section) or {}
                 for k in sorted(set(values) | set(mine)):
                     if mine.get(k) != values.get(k):
-                        return f"made with {section}.{k}={mine.get(k)!r}, the config says {values.get(k)!r}"
+                        return f"made with {section}.{k}={mine.get(k)!r}, {says} {values.get(k)!r}"
         elif got != want:
-            return f"made with {key}={got!r}, the config says {want!r}"
+            return f"made with {key}={got!r}, {says} {want!r}"
     return None
 
 

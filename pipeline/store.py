@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PipelineError
-from .recipes import settings_sha256
+from .recipes import differs, settings_sha256
 from .row_codecs import on_disk, read_rows, storage_of
 
 SCHEMA_VERSION = 1
@@ -67,10 +67,8 @@ def check_kind(path, attrs: dict, kind: str | None) -> None:
 def check_expected(path, attrs: dict, expect: dict | None,
                    fix: str = "re-extract the features or point at matching ones") -> None:
     """Refuse a store whose attributes differ from ``expect`` (e.g. the model identity)."""
-    for key, want in (expect or {}).items():
-        if attrs.get(key) != want:
-            raise StoreError(f"{path}: was made with {key}={attrs.get(key)!r}, but {want!r} is "
-                             f"expected here; {fix}")
+    if why := differs(attrs, expect or {}, "but this needs"):
+        raise StoreError(f"{path}: {why}; {fix}")
 
 
 def decode_attr(value):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..store import FeatureReader, FeatureWriter, StoreError
-from ..recipes import STUDENT_FLOW_KEYS
+from ..recipes import STUDENT_FLOW_KEYS, differs
 from .train import build_student
 
 log = logging.getLogger("pipeline")
@@ -56,10 +56,8 @@ def export_motion(student_path, flow_shard, out, device, after_adapter: bool | N
         after_adapter = meta["config"]["export"] == "after_adapter"
     flow = FeatureReader([flow_shard], kind="flow")
     got = {k: flow.attrs.get(k) for k in STUDENT_FLOW_KEYS}
-    if got != meta["flow"]:
-        diff = {k: (got[k], meta["flow"].get(k)) for k in STUDENT_FLOW_KEYS if got[k] != meta["flow"].get(k)}
-        raise StoreError(f"{flow_shard}: flow made with other settings than the student was "
-                         f"trained on (here vs student): {diff}; re-run moclip_train")
+    if why := differs(got, {k: meta["flow"].get(k) for k in STUDENT_FLOW_KEYS}, "the student was trained on"):
+        raise StoreError(f"{flow_shard}: flow {why}; re-run moclip_train")
     from ..compute import batched, compute_precision, precision_context, prefetch
     # the student's own precision (moclip.precision: a float32 student exports in float32, as
     # ViMoCLIP's); auto: float16 on a GPU, as every frozen model's rows

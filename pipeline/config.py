@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 from .errors import PipelineError
-from .recipes import SCHEMA_PATH
+from .recipes import schema_file
 
 
 
@@ -31,7 +31,7 @@ class ConfigError(PipelineError, ValueError):
 def schema() -> dict:
     """The config schema, its list of data set formats taken from the readers."""
     from .annotations import FORMATS
-    sch = yaml.safe_load(SCHEMA_PATH.read_text())
+    sch = copy.deepcopy(schema_file())
     sch["properties"]["dataset"]["properties"]["format"]["enum"] = list(FORMATS)
     return sch
 

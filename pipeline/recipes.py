@@ -52,10 +52,17 @@ NOT_SETTINGS = ("batch_size", "weights_source", "producer", "settings", "storage
 
 
 @lru_cache(maxsize=1)
+def schema_file() -> dict:
+    """The config schema as the file says it, read once per process (LibYAML's loader where
+    installed: every job and every parse of the workflow reads it)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@lru_cache(maxsize=1)
 def runtime_keys() -> dict:
     """``{section: (key, ...)}`` of the speed-only settings (the schema marks them
     ``x-runtime``); section ``""`` is the top level."""
-    props = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    props = schema_file()["properties"]
     keys = {"": tuple(k for k, v in props.items() if v.get("x-runtime"))}
     for name, sub in props.items():
         found = tuple(k for k, v in sub.get("properties", {}).items() if v.get("x-runtime"))

@@ -158,7 +158,9 @@ def compare_with(row: dict, run: dict | None = None, presets: Path | None = None
         if head.endswith("(oracle species)"):
             return "Animal-CLIP's test-time setting (trained on predicted species: an ablation)"
         return "none: Animal-CLIP's number uses the true species (oracle row); frozen video features"
-    if protocol is not None and presets is not None:
+    if protocol is not None and not (presets and Path(presets, f"{protocol['preset']}.yaml").is_file()):
+        return f"none: its protocol's preset (configs/{protocol['preset']}.yaml) is not here to compare with"
+    if protocol is not None:
         if "settings" not in (row.get("entry") or {}):
             return "none: this row's settings are not recorded (train the head again to compare)"
         return cell(protocol, differences(protocol, row["entry"]["settings"], run, presets))

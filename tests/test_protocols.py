@@ -361,3 +361,11 @@ def test_each_difference_in_the_tables_is_stated_in_its_presets_header():
                 for preset in presets:
                     header = (ROOT / "configs" / f"{preset}.yaml").read_text().split("\ndataset:")[0]
                     assert key in header, (preset, key)
+
+
+def test_without_the_presets_no_number_is_cited(tmp_path):
+    from pipeline.report import compare_with
+    rows, run = _protocol_row("animal_kingdom", "fusion")
+    got = compare_with(rows[0], run, tmp_path)  # a folder without the presets
+    assert "77.09" not in got and "is not here to compare with" in got
+    assert "77.09" not in compare_with(rows[0], run, None)

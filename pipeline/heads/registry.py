@@ -176,8 +176,6 @@ def check_entries(config: dict, where: str = ".") -> dict[str, dict]:
 def config_trainer_keys() -> tuple:
     """The trainer's keys of every head (the schema's trainer_keys, standardise, motion_source):
     read from the schema file itself (pipeline.config imports this module)."""
-    from pathlib import Path
-
-    import yaml
-    defs = yaml.safe_load((Path(__file__).parents[1] / "resources" / "config.schema.yaml").read_text())["definitions"]
+    from ..recipes import schema_file
+    defs = schema_file()["definitions"]
     return (*defs["trainer_keys"], *defs["standardise_key"], *defs["motion_source_key"])

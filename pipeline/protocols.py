@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from .recipes import runtime_keys
+
 PROTOCOLS = (
     {"paper": "vimoclip", "format": "animal_kingdom", "preset": "animal_kingdom",
      "cite": "ViMoCLIP (micro mAP; 77.09 on Animal Kingdom)",
@@ -38,7 +40,7 @@ def run_view(config: dict) -> dict:
     dataset keys above and the sections every protocol reads, without speed-only keys."""
     view = {"dataset": {k: _get(config["dataset"], k) for k in DATASET_KEYS}}
     for name in sorted({s for p in PROTOCOLS for s in p["sections"]}):
-        view[name] = {k: v for k, v in (config.get(name) or {}).items() if k not in _runtime(name)}
+        view[name] = {k: v for k, v in (config.get(name) or {}).items() if k not in runtime_keys().get(name, ())}
     return view
 
 
@@ -77,11 +79,6 @@ def _preset(path: str, head: str) -> tuple[dict, dict]:
     config = load_config(path)
     entry = next(e for e in run_entries(config).values() if e["type"] == head)
     return entry["settings"], run_view(config)
-
-
-def _runtime(section: str) -> tuple:
-    from .runtime import runtime_keys
-    return runtime_keys().get(section, ())
 
 
 def _get(d: dict, dotted: str):

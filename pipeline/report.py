@@ -73,7 +73,8 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
     rows = [r for r in rows if not r.get("no_metrics")]
     multilabel = "mAP_micro" in rows[0]
     cols, segs, species = _columns(rows, multilabel)
-    main = next(k for k, _ in cols if not k.startswith("val:"))
+    main_col = next(c for c in cols if not c[0].startswith("val:"))  # what the eval split reports
+    main = main_col[0]
     by_val = all((r.get("val") or {}).get(main) is not None for r in rows)
     order = sorted(rows, key=lambda r: -(((r.get("val") or {}).get(main) if by_val else r.get(main)) or 0))
     chance = rows[0].get("chance")
@@ -102,12 +103,12 @@ def summary(metrics_files, out_dir, linear_probe_file=None, segments_source: str
               "(not every row has a validation score): read it as a report, not as a choice.")
               + " Plots per head: `heads/<head>/*.png`; comparison: `reports/heads.png`."]
     lines += summary_notes(rows, species, linear_probe_file)
-    lines += experiments(rows, next(c for c in cols if not c[0].startswith("val:")), out_dir / "experiments.csv")
+    lines += experiments(rows, main_col, out_dir / "experiments.csv")
     lines += list(analysis)
     lines += _mixed_precision(rows)
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
-    plot_heads(order, next(c for c in cols if not c[0].startswith("val:")), chance, rows[0]["split"],
+    plot_heads(order, main_col, chance, rows[0]["split"],
                out_dir / "heads.png")
     return path
 

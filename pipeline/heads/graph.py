@@ -35,14 +35,12 @@ def relation_prior(relation: torch.Tensor) -> torch.Tensor:
     return torch.where(relation == UNKNOWN, torch.ones_like(relation), relation)
 
 
-def upgrade_relation(relation: torch.Tensor) -> torch.Tensor:
-    """A relation saved before :data:`UNKNOWN` existed wrote "nothing known" as a species row
-    or a class column of ones: read them as unknown, so such a head scores as it was trained."""
-    if (relation == UNKNOWN).any():
-        return relation
+def ambiguous_ones(relation: torch.Tensor) -> bool:
+    """Whether a relation saved before :data:`UNKNOWN` existed cannot be read back: it wrote
+    "nothing known" as a species row or a class column of ones, as it wrote a species that
+    does every action."""
     ones = relation > 0
-    return torch.where(ones.all(1, keepdim=True) | ones.all(0, keepdim=True),
-                       torch.full_like(relation, UNKNOWN), relation)
+    return not (relation == UNKNOWN).any() and bool(ones.all(1).any() or ones.all(0).any())
 
 
 class GraphRefiner(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import RELATION_FORMAT, UNKNOWN, GraphRefiner, relation_graph, relation_prior, upgrade_relation
+from .graph import RELATION_FORMAT, UNKNOWN, GraphRefiner, ambiguous_ones, relation_graph, relation_prior
 from .layers import attention, encoder_layer, masked_mean
 from .text_bank import encode_classes
 
@@ -141,7 +141,7 @@ def _upgrade_saved_relation(state, prefix, *args):
     relation.tsv first). A head that records the format loads as saved."""
     key, fmt = prefix + "relation", prefix + "relation_format"
     if fmt not in state:
-        if key in state and not torch.equal(upgrade_relation(state[key]), state[key]):
+        if key in state and ambiguous_ones(state[key]):
             raise ValueError("a prompt head saved before its relation's format was recorded: a "
                              "row or column of ones is 'nothing known' or 'every action', which "
                              "cannot be told apart; load it with load_head from its run folder "

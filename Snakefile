@@ -55,7 +55,7 @@ RUNTIME = json.dumps(runtime_settings(config), sort_keys=True)
 # Rules run `python -m pipeline`: the package is found in this workflow's own folder, so a
 # conda env (--software-deployment-method conda) needs only the dependencies, not the package.
 # GPU jobs running side by side each claim their own device from a pool in the run's folder.
-_pool = f"results/{config['dataset']['name']}/.devices"
+_pool = RUN.devices
 _prefix = (f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
            f"export {RUNTIME_ENV}={shlex.quote(RUNTIME)}; "
            f"export PIPELINE_DEVICE_POOL={shlex.quote(_pool)}; "

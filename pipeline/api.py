@@ -15,28 +15,30 @@ torch is imported by :meth:`Run.dataset` only.
 from __future__ import annotations
 
 from functools import lru_cache
-from glob import glob
 from pathlib import Path
 
 import numpy as np
 
 from .annotations import read_classes, read_samples
-from .layout import STREAMS, shard_path
+from .layout import STREAMS, RunFolder
 from .store import FeatureReader, StoreError
 
 
 class Run:
-    """A finished run folder (``results/<name>``): its classes, samples and feature shards."""
+    """A run (``results/<name>``) whose samples stage has run: its classes, samples and feature
+    shards; ``folder`` (:class:`~pipeline.layout.RunFolder`) says where each output lies. The
+    one notion of a run: ``predict`` and ``export`` open one too."""
 
     def __init__(self, path):
         self.path = Path(path)
-        if not (self.path / "samples.tsv").is_file():
+        self.folder = RunFolder(str(path))
+        if not Path(self.folder.samples).is_file():
             raise StoreError(f"{self.path}: no samples.tsv; give a run folder (results/<name>) "
                              f"whose samples stage has run")
-        self.classes = [c["name"] for c in read_classes(self.path / "classes.tsv")]
-        species_tsv = self.path / "species.tsv"
+        self.classes = [c["name"] for c in read_classes(self.folder.classes)]
+        species_tsv = Path(self.folder.species)
         self.species = [c["name"] for c in read_classes(species_tsv)] if species_tsv.is_file() else []
-        self._samples = read_samples(self.path / "samples.tsv")
+        self._samples = read_samples(self.folder.samples)
         self._stats: dict = {}
 
     @property
@@ -52,12 +54,11 @@ class Run:
     def shards(self, split: str, stream: str) -> list[Path]:
         if stream not in STREAMS:
             raise ValueError(f"stream {stream!r}: one of {', '.join(STREAMS)}")
-        found = sorted(Path(p) for p in glob(shard_path(self.path, stream, split, "*")))
+        found = self.folder.shards(stream, split)
         if not found:
             raise StoreError(f"{self.path}: no {stream} shards of split {split!r} (run the stage "
                              f"that makes them; splits here: {', '.join(self.splits)})")
-        tables = sorted(glob(shard_path(self.path, "probe", split, "*")))
-        shard_no = {Path(t).stem for t in tables}  # shard-<k>: every probed shard has rows
+        shard_no = {t.stem for t in self.folder.shards("probe", split)}  # shard-<k>: every probed shard has rows
         missing = sorted(shard_no - {p.stem for p in found})
         if missing:
             raise StoreError(f"{self.path}: {stream} {split}/{missing[0]}.h5 is missing ({len(missing)} "

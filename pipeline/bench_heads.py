@@ -67,13 +67,13 @@ def _run_one(args: dict, queue) -> None:
 
     from .compute import pick_device
     from .heads.data import load_split
-    from .heads.registry import streams
-    from .heads.trainer import head_params, train_head
+    from .heads.entry import resolve_head
+    from .heads.trainer import train_head
     device = pick_device(args["device"])
     name = args["head"]
-    params = head_params(name, {"epochs": 1, "frames": args["frames"], "batch_size": args["batch_size"],
-                                "warmup_epochs": 0, "batch_rows": args["batch_rows"]})
-    need_rgb, need_motion = streams(name, params)
+    head = resolve_head(name, {"epochs": 1, "frames": args["frames"], "batch_size": args["batch_size"],
+                               "warmup_epochs": 0, "batch_rows": args["batch_rows"]})
+    need_rgb, need_motion = head.rgb, head.motion
     store = args["store"]
     split = load_split([store["paths"]["clip"]], [store["paths"]["motion"]], store["samples"],
                        args["classes"], True, need_rgb, need_motion)
@@ -86,7 +86,7 @@ def _run_one(args: dict, queue) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    train_head(name, params, sub, None, args["classes"], True, device, progress=False)
+    train_head(head, sub, None, args["classes"], True, device, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import csv
 import json
-from glob import glob
 from pathlib import Path
 
 import numpy as np
 
 from . import jobs
-from .heads.registry import motion_sources, run_entries
-from .layout import EXTRACTED, shard_path
+from .heads.entry import run_heads
+from .layout import EXTRACTED, RunFolder
 from .errors import PipelineError
 from .plan_disk import shard_bytes, stream_layouts
 from .plan_student import student_rate, training_precision
@@ -31,11 +30,6 @@ from .plan_student import student_rate, training_precision
 H100 = {"clip": {"ViT-B-32": 811.0}, "flow": {"raft": 97.0}, "flow_work_size": 256}
 H100_SOURCE = "one H100 (docs/benchmarks.md, commit 8a26edf)"
 # (the student's training, never timed on an H100 here, is modelled: pipeline/plan_student.py)
-
-
-def _probe_tables(results: Path, split: str) -> list[Path]:
-    """The split's probe tables the run has written, for any shard count."""
-    return sorted(Path(p) for p in glob(shard_path(results, "probe", split, "*")))
 
 
 def _per_video(probes: list) -> tuple[list, float, float, float]:
@@ -60,7 +54,7 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
     from .annotations import listed_videos
     from .video import probe_video, read_probes, sampling_plan
     ds = config["dataset"]
-    results = workdir / "results" / ds["name"]
+    run = RunFolder.of_config(config, workdir)
     if ds["format"] == "demo" and not Path(ds["annotations"]).is_file():
         from .demo import demo_split  # the run writes the demo's videos: the config sizes them
         demo = config["demo"]
@@ -72,7 +66,7 @@ def split_rows(config: dict, workdir: Path, sample: int, assume: tuple[int, floa
     for split in sorted({v["split"] for v in listed}):
         videos = [v for v in listed if v["split"] == split]
         present = [v for v in videos if v["present"]]
-        tables = _probe_tables(results, split)
+        tables = run.shards("probe", split)  # those the run has written, for any shard count
         info = {"listed": len(videos), "present": len(present)}
         listed_ids = {v.get("video_id") for v in videos}
         got = [p for t in tables for p in read_probes(t) if p.video_id in listed_ids]
@@ -291,7 +285,8 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
         else:
             row("clip", split, shards, v, r, ("clip",), _hours(r, rate["clip"]), True)
             row("flow", split, shards, v, r, ("flow",), _hours(r, rate["flow"]), gpu_flow)
-    sources = motion_sources(config)  # the stages this config's run makes, as the workflow decides
+    heads = run_heads(config)  # the stages this config's run makes, as the workflow decides
+    sources = {h.motion_source for h in heads.values() if h.motion}
     if "student" in sources:
         row("moclip_train", "all", 1, 0, 0, (), student_hours(config, splits, rate), True)
     for source in sorted(sources):
@@ -299,7 +294,7 @@ def stage_rows(config: dict, splits: dict, layouts: dict, rate: dict) -> list[di
         for split, s in splits.items():
             row(stage, split, shards, s["videos"], s["rows"], ("motion",),
                 _hours(s["rows"], rate["student"]), True, ("moclip_export",))
-    for head in run_entries(config):
+    for head in heads:
         row("head", head, 1, 0, 0, (), None, True)
     row("report", "all", 1, 0, 0)
     return out

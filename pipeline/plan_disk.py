@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from glob import glob
 from pathlib import Path
 
 import numpy as np
 
-from .layout import shard_path
+from .layout import RunFolder
 
 SAMPLE_ROWS = 16  # flow rows computed per sample video to measure compression
 # What a flow row keeps of its raw bytes per storage where nothing was measured: DIS at 224 px on
@@ -67,10 +66,9 @@ def _run_flow_rows(config: dict, workdir: Path, layout: dict) -> tuple[float, in
     entries and index left out, as ``layout`` measured them), or None when it has none."""
     from .freshness import stale_reason
     from .recipes import expected_attrs
-    results = workdir / "results" / config["dataset"]["name"]
     expect = expected_attrs(config)["flow"]
     data, rows = 0.0, 0
-    for path in sorted(map(Path, glob(shard_path(results, "flow", "*", "*")))):
+    for path in RunFolder.of_config(config, workdir).shards("flow"):
         if stale_reason(path, expect) is None:
             import h5py
             from .row_codecs import storage_of

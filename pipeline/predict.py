@@ -11,20 +11,18 @@ import dataclasses
 
 import logging
 import tempfile
-from glob import glob
 from pathlib import Path
 
 import numpy as np
 
-from .annotations import read_classes
+from .api import Run, open_run
 from .factory import weights_identity
 from .features.clip import extract_clip
 from .features.extract import extract_both
 from .heads.run import load_head
 from .heads.data import SplitFeatures
-from .heads.registry import DEFAULT_HEAD, HEAD_TYPES, is_prompt, streams
+from .heads.registry import DEFAULT_HEAD, HEAD_TYPES, is_prompt
 from .heads.trainer import predict_logits
-from .layout import shard_path
 from .metrics import probabilities
 from .files import local_path
 from .moclip.export import export_motion
@@ -39,23 +37,23 @@ class RunError(PipelineError, RuntimeError):
     pass
 
 
-def _first_shard(run: Path, kind: str) -> Path:
-    found = sorted(glob(shard_path(run, kind, "*", "*")))
+def _first_shard(run: Run, kind: str) -> Path:
+    found = run.folder.shards(kind)
     if not found:
-        raise RunError(f"{run}: no {kind} features; is this a finished run (results/<name>)?")
-    return Path(found[0])
+        raise RunError(f"{run.path}: no {kind} features; is this a finished run (results/<name>)?")
+    return found[0]
 
 
-def load_run(run, head: str) -> dict:
-    """The settings and models of a finished run, read from its files."""
-    run = Path(run)
-    head_path = run / "heads" / head / "head.pt"
+def predictor(run: Run, head: str) -> dict:
+    """What predict needs of a finished run (an opened :class:`~pipeline.api.Run`): the trained
+    head and its entry, and the settings and models that made its features."""
+    head_path = Path(run.folder.head(head))
     if not head_path.exists():
-        trained = sorted(p.parent.name for p in run.glob("heads/*/head.pt"))
-        raise RunError(f"{head_path} not found; trained heads in {run}: {', '.join(trained) or 'none'}")
-    model, ckpt = load_head(head_path)
-    _, need_motion = streams(ckpt.get("type", ckpt["name"]), ckpt["params"])
-    student = run / "models" / "moclip" / "student.pt"
+        trained = run.folder.trained_heads()
+        raise RunError(f"{head_path} not found; trained heads in {run.path}: {', '.join(trained) or 'none'}")
+    model, ckpt, entry = load_head(head_path)
+    need_motion = entry.motion
+    student = Path(run.folder.student)
     if need_motion and not student.exists():
         raise RunError(f"{student} not found: head {head!r} needs the motion student; finish the "
                        f"run (snakemake --cores N) or predict with a head that sees frames only "
@@ -63,11 +61,11 @@ def load_run(run, head: str) -> dict:
     clip_shard = FeatureReader([_first_shard(run, "clip")], kind="clip")
     clip_attrs = clip_shard.attrs
     if clip_attrs.get("sampling") is None:
-        raise RunError(f"{run}: its features carry no sampling provenance (made by an older "
+        raise RunError(f"{run.path}: its features carry no sampling provenance (made by an older "
                        f"version); re-run the clip and flow stages")
     # a local checkpoint named relative to the run's own folder (data/demo/demo_clip.pt) is
     # found there, wherever predict runs from
-    workdir = run.resolve().parent.parent
+    workdir = run.path.resolve().parent.parent
     source = local_path(clip_attrs["weights_source"], workdir)
     if ckpt.get("text"):
         attrs = ckpt["text"]["attrs"]
@@ -85,15 +83,15 @@ def load_run(run, head: str) -> dict:
                                                "batch_size", "half")}
         flow_cfg.update({"model": flow_attrs["model"], "checkpoint": local_path(flow_attrs["weights_source"], workdir),
                          "decode_workers": None})
-    return {"run": run, "head": head, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
+    return {"run": run, "head": head, "entry": entry, "model": model, "ckpt": ckpt, "clip_cfg": clip_cfg,
             "flow_cfg": flow_cfg, "sampling": clip_attrs["sampling"], "student": student,
-            "classes": [c["name"] for c in read_classes(run / "classes.tsv")]}
+            "classes": list(run.classes)}
 
 
 def compute_features(probes, r: dict, device, tmp: Path) -> dict:
     """clip / flow / motion readers for ``probes``, made by the stage functions; ``failed``:
     (video id, reason) of the videos whose decoding failed (the others go on)."""
-    _, need_motion = streams(r["ckpt"].get("type", r["ckpt"]["name"]), r["ckpt"]["params"])
+    need_motion = r["entry"].motion
     out = {}
     if need_motion:  # one decode of each video for both
         stats = extract_both(probes, tmp / "clip.h5", tmp / "flow.h5", r["clip_cfg"], r["flow_cfg"],
@@ -132,7 +130,7 @@ def open_vocabulary(r: dict, names: list[str], device) -> None:
     run's CLIP text tower and templates."""
     from .heads.prompt import add_classes as add_to_head
     ckpt = r["ckpt"]
-    if not is_prompt(ckpt.get("type", ckpt["name"])):
+    if not r["entry"].prompt:
         kinds = [t for t in HEAD_TYPES if is_prompt(t)]
         raise RunError(f"head {ckpt['name']!r} has a fixed set of classes; new classes need a "
                        f"head of type {' or '.join(kinds)} (--head {kinds[-1]})")
@@ -149,7 +147,7 @@ def predict_videos(paths, run: str | Path, head: str = DEFAULT_HEAD, top_k: int 
                    extra_classes: list[str] | None = None) -> list[dict]:
     import torch
     device = device or torch.device("cpu")
-    r = load_run(run, head)
+    r = predictor(open_run(run), head)
     r["model"].to(device)
     if extra_classes:
         open_vocabulary(r, extra_classes, device)

@@ -47,8 +47,8 @@ def run_view(config: dict) -> dict:
 def differences(protocol: dict, settings: dict, run: dict, presets: Path) -> list[str]:
     """``key (this run's value; the protocol's)`` for each deciding setting of a row (its head
     entry's resolved ``settings`` and the run's :func:`run_view`) that is not the preset's."""
+    from .heads.entry import head_params
     from .heads.registry import HEAD_TYPES
-    from .heads.trainer import head_params
     head = next(t for t, h in HEAD_TYPES.items() if h.get("paper") == protocol["paper"])
     want_settings, want_run = _preset(str(Path(presets) / f"{protocol['preset']}.yaml"), head)
     given = _flat(head_params(head, settings))
@@ -75,10 +75,10 @@ def cell(protocol: dict, diffs: list[str]) -> str:
 @lru_cache(maxsize=8)
 def _preset(path: str, head: str) -> tuple[dict, dict]:
     from .config import load_config
-    from .heads.registry import run_entries
+    from .heads.entry import run_heads
     config = load_config(path)
-    entry = next(e for e in run_entries(config).values() if e["type"] == head)
-    return entry["settings"], run_view(config)
+    entry = next(h for h in run_heads(config).values() if h.type == head)
+    return entry.given, run_view(config)
 
 
 def _get(d: dict, dotted: str):

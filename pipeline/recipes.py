@@ -115,13 +115,22 @@ def student_params(config: dict) -> str:
                       sort_keys=True)
 
 
-def head_recipe(name: str, entry: dict) -> str:
-    """A head entry's recipe as its job's params: its settings and, for an entry that is not
-    simply its type's name, its type, group and varied values."""
-    given = trigger_view("heads", entry["settings"])
-    if entry["type"] != name or entry["varies"]:
-        given["_entry"] = {k: entry[k] for k in ("type", "group", "varies")}
+def head_recipe(head) -> str:
+    """A head entry's recipe (a resolved :class:`~pipeline.heads.entry.Head`) as its job's
+    params: its settings as the config gives them and, for an entry that is not simply its
+    type's name, its type, group and varied values (under ``_entry``: :func:`entry_of` reads
+    them back)."""
+    given = trigger_view("heads", head.given)
+    if head.type != head.name or head.varies:
+        given["_entry"] = {"type": head.type, "group": head.group, "varies": head.varies}
     return json.dumps(given, sort_keys=True)
+
+
+def entry_of(params: dict, entry: dict | None = None) -> tuple[dict, dict]:
+    """A head job's (settings, entry) from its params (:func:`head_recipe`), or from an
+    ``entry`` given by hand (type, group, varies) beside bare settings."""
+    given = dict(params)
+    return given, given.pop("_entry", None) or dict(entry or {})
 
 
 def expected_attrs(config: dict) -> dict:

@@ -145,6 +145,28 @@ def test_head_types_are_named_only_in_the_registry():
     assert not found, "head types named outside pipeline/heads/registry.py:\n" + "\n".join(found)
 
 
+def test_a_head_entry_is_resolved_in_one_place():
+    """A head entry is resolved once (pipeline/heads/entry.py: its type, class, streams, text
+    and settings) and the stages take the object: no other module or rule imports a user's
+    class, works out what a head reads, or fills a head's settings with defaults."""
+    resolving = ("user_class", "head_params", "is_user_type", "streams", "reads_text",
+                 "check_entries", "run_entries")
+    allowed = {PACKAGE / "heads" / name for name in ("entry.py", "registry.py", "user.py")}
+    allowed |= {PACKAGE / "config.py", PACKAGE / "protocols.py"}  # config checks, a record compared
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in resolving:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    for path in sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "Snakefile"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            found += [f"{path.relative_to(ROOT)}:{n} {name}" for name in resolving
+                      if re.search(rf"\b{name}\(", line)]
+    assert not found, "head entries resolved outside pipeline/heads/entry.py:\n" + "\n".join(found)
+
+
 def test_docs_heads_lists_every_trainer_key_a_user_head_takes():
     """docs/heads.md's trainer settings are the schema's trainer keys (with standardise and
     motion_source), and its built-in-only names are the registry's."""

@@ -57,7 +57,7 @@ def test_keys_added_with_a_neutral_default_stay_out_of_rerun_triggers():
     for name, keys in NEUTRAL_DEFAULTS.items():  # each is the schema's default (heads: the code's)
         if name == "heads":
             from pipeline.heads.registry import HEAD_TYPES
-            from pipeline.heads.trainer import head_params
+            from pipeline.heads.entry import head_params
             for kind in HEAD_TYPES:
                 got = head_params(kind, {})
                 assert {k: got[k] for k in keys if k in got} == {k: v for k, v in keys.items() if k in got}

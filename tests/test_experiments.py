@@ -183,7 +183,8 @@ def test_curves_are_written_while_a_head_trains(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from pipeline.runtime import RUNTIME_ENV
     from pipeline.heads.data import Ragged, SplitFeatures
-    from pipeline.heads.trainer import head_params, train_head
+    from pipeline.heads.entry import as_resolved, head_params
+    from pipeline.heads.trainer import train_head
     from pipeline.tracking import tracker
     monkeypatch.setenv(RUNTIME_ENV, json.dumps({"tracking": "tensorboard"}))
     rng, lengths = np.random.default_rng(0), np.full(8, 5)
@@ -197,7 +198,7 @@ def test_curves_are_written_while_a_head_trains(tmp_path, monkeypatch):
         acc = EventAccumulator(str(tmp_path / "tb"))
         acc.Reload()
         seen.append([e.step for e in acc.Scalars("head/live/train_loss")])
-    train_head("motion_linear", head_params("motion_linear", {"epochs": 3, "batch_size": 4, "frames": 3}),
+    train_head(as_resolved("motion_linear", head_params("motion_linear", {"epochs": 3, "batch_size": 4, "frames": 3})),
                split, None, 2, True, torch.device("cpu"), progress=False, on_epoch=on_epoch)
     curves.close()
     assert seen == [[1], [1, 2], [1, 2, 3]]
@@ -241,16 +242,17 @@ def test_a_setting_a_user_class_refuses_stops_the_run_at_start(tmp_path):
     """The class is built once, with the run's embedding size, when the entries are checked
     (config, dry run, plan): its own refusal names the entry; the trainer's keys never reach it."""
     from pipeline.config import validate_config
-    from pipeline.heads.registry import check_entries
+    from pipeline.heads.entry import run_heads
     from pipeline.heads.user import HeadTypeError
     (tmp_path / "colour.py").write_text(COLOUR)
     cfg = {"dataset": {"name": "x", "format": "csv", "videos": "v", "classes": "c.csv", "annotations": "a.csv"},
            "heads": {"mine": {"type": "colour.py:H", "colour": "red", "epochs": 2}}}
     with pytest.raises(HeadTypeError, match=r"heads\.mine: .*its constructor refused the entry's settings "
                                             r"\{'colour': 'red'\} \(ValueError: colour must be blue, not red\)"):
-        check_entries(validate_config(cfg), tmp_path)
+        run_heads(validate_config(cfg), tmp_path, check=True)
     cfg["heads"]["mine"]["colour"] = "blue"
-    assert check_entries(validate_config(cfg), tmp_path)["mine"]["settings"]["epochs"] == 2
+    head = run_heads(validate_config(cfg), tmp_path, check=True)["mine"]
+    assert head.given["epochs"] == 2 and head.cls.__name__ == "H" and head.params["epochs"] == 2
 
 
 COLOUR = '''
@@ -439,16 +441,17 @@ def test_logits_a_head_cannot_train_on_stop_it_naming_the_entry_and_epoch(tmp_pa
     import numpy as np
     import torch
     from pipeline.heads.data import Ragged, SplitFeatures
-    from pipeline.heads.trainer import HeadOutputError, head_params, train_head
+    from pipeline.heads.entry import resolve_head
+    from pipeline.heads.trainer import HeadOutputError, train_head
     (tmp_path / "bad.py").write_text(BAD_HEADS)
     rng = np.random.default_rng(0)
     lengths = np.full(8, 5)
     split = SplitFeatures([f"v{i}" for i in range(8)], Ragged.from_padded(rng.standard_normal((8, 5, 6)).astype(np.float32), lengths),
                           None, lengths, np.eye(2, dtype=np.float32)[np.arange(8) % 2], {})
     head_type = f"{tmp_path / 'bad.py'}:{cls}"
-    params = head_params(head_type, {"epochs": 2, "batch_size": 4, "frames": 3})
+    head = resolve_head("mine", {"epochs": 2, "batch_size": 4, "frames": 3}, head_type)
     with pytest.raises(HeadOutputError, match=r"^heads\.mine: .*" + words):
-        train_head(head_type, params, split, None, 2, True, torch.device("cpu"), progress=False, entry="mine")
+        train_head(head, split, None, 2, True, torch.device("cpu"), progress=False)
 
 
 def test_grids_and_seeds_expand_into_named_entries():

@@ -74,10 +74,11 @@ def test_torchcodec_on_nvdec_against_opencv(probes, tmp_path, micro_clip):
 
 def test_heads_train_on_cuda_as_on_the_cpu():
     from test_heads import SMALL, make_split
-    from pipeline.heads.trainer import head_params, main_metric, predict_logits, train_head
+    from pipeline.heads.entry import as_resolved, head_params
+    from pipeline.heads.trainer import main_metric, predict_logits, train_head
     train, val = make_split(), make_split(seed=1)
     params = head_params("motion_only", {**SMALL, "epochs": 15, "lr": 3e-3, "frames": 6, "batch_size": 8})
-    model, _ = train_head("motion_only", params, train, val, 4, True, CUDA, progress=False)
+    model, _ = train_head(as_resolved("motion_only", params), train, val, 4, True, CUDA, progress=False)
     assert next(model.parameters()).is_cuda
     assert main_metric(predict_logits(model, val, params, CUDA), val.targets, True) > 0.8
 
@@ -103,7 +104,8 @@ def test_coop_trains_on_cuda_and_scores_as_on_the_cpu(micro_clip):
     their context there, and score as the same weights do on the CPU."""
     from dataclasses import replace
     from pipeline.factory import load_clip, open_clip_module
-    from pipeline.heads.trainer import head_params, train_head
+    from pipeline.heads.entry import as_resolved, head_params
+    from pipeline.heads.trainer import train_head
     from test_prompt import C, _split, _text
     clip = load_clip(micro_clip, None)
     text = {**_text(), "protos": None, "species_protos": None,
@@ -112,7 +114,7 @@ def test_coop_trains_on_cuda_and_scores_as_on_the_cpu(micro_clip):
     split = replace(split, rgb=np.random.default_rng(0).standard_normal((48, 6, 32)).astype(np.float16))
     params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
-    model, history = train_head("prompt", params, split, None, C, False, CUDA, progress=False, text=text)
+    model, history = train_head(as_resolved("prompt", params), split, None, C, False, CUDA, progress=False, text=text)
     assert model.coop.ctx.is_cuda and np.isfinite(history[-1]["train_loss"])
     rgb = torch.from_numpy(split.rgb.padded()[:8].astype(np.float32))
     mask = torch.ones(8, 6, dtype=torch.bool)

@@ -8,7 +8,8 @@ from pipeline.config import ConfigError, schema, validate_config
 from pipeline.heads.data import SplitFeatures
 from pipeline.heads.registry import HEAD_TYPES
 from pipeline.heads.text_bank import relation_matrix
-from pipeline.heads.trainer import TRAIN_DEFAULTS, head_params, predict_logits, train_head
+from pipeline.heads.entry import TRAIN_DEFAULTS, as_resolved, head_params
+from pipeline.heads.trainer import predict_logits, train_head
 
 CPU = torch.device("cpu")
 D, C, S = 32, 4, 2  # 32: the micro CLIP's width (the learnable text mode runs its tower)
@@ -76,7 +77,7 @@ def _fingerprint(name, params, multilabel):
     train, val = _split(multilabel=multilabel), _split(seed=1, multilabel=multilabel)
     text = (_text(params.get("text_mode") == "learnable")
             if name in ("prompt", "zero_shot") or params.get("classifier") == "text" else None)
-    model, history = train_head(name, params, train, val, C, multilabel, CPU, progress=False, text=text)
+    model, history = train_head(as_resolved(name, params), train, val, C, multilabel, CPU, progress=False, text=text)
     scores = predict_logits(model, val, params, CPU)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return model, history, scores, shapes
@@ -134,7 +135,7 @@ def test_select_by_keeps_the_epoch_its_score_prefers():
     kept = {}
     for rule in ("macro", "val_loss"):
         params = head_params(name, {**base, "select_by": rule})
-        model, history = train_head(name, params, train, val, C, True, CPU, progress=False, text=text)
+        model, history = train_head(as_resolved(name, params), train, val, C, True, CPU, progress=False, text=text)
         losses = [h["val_loss"] for h in history]
         metrics = [h["val_metric"] for h in history]
         kept[rule] = predict_logits(model, val, params, CPU)

@@ -8,7 +8,8 @@ from conftest import run_cli
 from pipeline.heads.data import SplitFeatures, sample_indices
 from pipeline.heads.models import InterleaveHead, aggregation_steps, build_head
 from pipeline.heads.registry import HEAD_TYPES
-from pipeline.heads.trainer import head_params, loss_fn, model_kwargs, predict_logits, train_head
+from pipeline.heads.entry import as_resolved, head_params, resolve_head
+from pipeline.heads.trainer import loss_fn, predict_logits, train_head
 
 SMALL = {"layers": 1, "attention_heads": 2, "width": 16, "dropout": 0.0}
 
@@ -43,7 +44,7 @@ def _text(d=8, c=4):
 @pytest.mark.parametrize("name", sorted(HEAD_TYPES))
 def test_padding_never_changes_a_prediction(name):
     torch.manual_seed(0)
-    model = build_head(name, 8, 8, 4, model_kwargs(small(name)), _text()).eval()
+    model = build_head(as_resolved(name, small(name)), 8, 8, 4, _text()).eval()
     rgb, motion = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
     mask = torch.ones(1, 5, dtype=torch.bool)
     with torch.no_grad():
@@ -61,7 +62,7 @@ def test_padding_never_changes_a_prediction(name):
 
 def test_dropout_reaches_the_model():
     for name in ("fusion", "interleave", "rgb_only", "prompt"):
-        model = build_head(name, 8, 8, 4, model_kwargs(small(name, dropout=0.37)), _text())
+        model = build_head(as_resolved(name, small(name, dropout=0.37)), 8, 8, 4, _text())
         rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
         assert rates == {0.37}, (name, rates)
 
@@ -130,7 +131,7 @@ def test_losses_single_and_multi_label():
 def test_training_learns_and_keeps_the_best_epoch(multilabel):
     train, val = make_split(multilabel=multilabel), make_split(seed=1, multilabel=multilabel)
     params = head_params("motion_only", {**SMALL, "epochs": 25, "lr": 3e-3, "frames": 6, "batch_size": 8})
-    model, history = train_head("motion_only", params, train, val, 4, multilabel, torch.device("cpu"),
+    model, history = train_head(as_resolved("motion_only", params), train, val, 4, multilabel, torch.device("cpu"),
                                 progress=False)
     scores = predict_logits(model, val, params, torch.device("cpu"))
     assert scores.shape == (40, 4)
@@ -171,20 +172,19 @@ def test_learning_rate_schedules():
     assert warm[0] == 0.2 and warm[4] == 1.0 and warm[-1] < 0.05  # warm-up, then cosine per step
     train, val = make_split(), make_split(seed=1)
     params = head_params("motion_linear", {"epochs": 3, "lr": 1e-2, "schedule": "none", "frames": 6})
-    _, history = train_head("motion_linear", params, train, val, 4, True, torch.device("cpu"), progress=False)
+    _, history = train_head(as_resolved("motion_linear", params), train, val, 4, True, torch.device("cpu"), progress=False)
     assert [h["lr"] for h in history] == [1e-2] * 3 and all(h["val_loss"] > 0 for h in history)
 
 
 def test_reference_tfam_and_standardisation_switch():
     from pipeline.heads.models import build_head
-    params = model_kwargs(head_params("fusion", {"variant": "reference", "standardise": False}))
-    model = build_head("fusion", 512, 512, 140, params)
+    model = build_head(resolve_head("fusion", {"variant": "reference", "standardise": False}), 512, 512, 140)
     acts = {type(m).__name__ for m in model.head.blocks[0].ff}
     assert "ReLU" in acts and "GELU" not in acts
     assert [m.out_features for m in model.head.classifier if hasattr(m, "out_features")] == [256, 140]
     model.set_stats("rgb", np.full(512, 3.0), np.full(512, 2.0))  # ignored: standardise false
     assert float(model.rgb_mean.abs().max()) == 0.0 and float(model.rgb_std.min()) == 1.0
-    default = build_head("fusion", 512, 512, 140, model_kwargs(head_params("fusion", {})))
+    default = build_head(resolve_head("fusion"), 512, 512, 140)
     default.set_stats("rgb", np.full(512, 3.0), np.full(512, 2.0))
     assert float(default.rgb_mean[0]) == 3.0
 
@@ -226,7 +226,7 @@ def test_windows_of_a_short_clip_train_without_nan():
     torch.manual_seed(0)
     params = small("interleave", temporal="windows", windows=4, aggregation="all", epochs=2, loss="ce")
     train = make_split(t=3)  # fewer rows than windows
-    model, history = train_head("interleave", params, train, make_split(seed=1, t=3), 4, True,
+    model, history = train_head(as_resolved("interleave", params), train, make_split(seed=1, t=3), 4, True,
                                 torch.device("cpu"), progress=False)
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert np.isfinite(predict_logits(model, train, params, torch.device("cpu"))).all()
@@ -242,7 +242,7 @@ def test_cross_entropy_shares_the_target_among_positives():
 
 def test_windowed_interleave_ignores_padding():
     torch.manual_seed(0)
-    model = build_head("interleave", 8, 8, 4, model_kwargs(small("interleave", temporal="windows")), None).eval()
+    model = build_head(as_resolved("interleave", small("interleave", temporal="windows")), 8, 8, 4, None).eval()
     rgb, motion, mask = torch.randn(1, 7, 8), torch.randn(1, 7, 8), torch.ones(1, 7, dtype=torch.bool)
     with torch.no_grad():
         alone = model(rgb, motion, mask)

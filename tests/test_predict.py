@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import garbage_middle, run_cli
-from pipeline.predict import compute_features, load_run, predict_videos
+from pipeline.api import open_run
+from pipeline.predict import compute_features, predict_videos, predictor
 from pipeline.store import FeatureReader
 from pipeline.video import probe_video, read_probes
 
@@ -40,7 +41,7 @@ def Path_(p):
 
 def test_predict_features_equal_the_pipeline_features(demo_run, tmp_path):
     run = demo_run / "results" / "demo"
-    r = load_run(run, "fusion")
+    r = predictor(open_run(run), "fusion")
     stage = [p for p in read_probes(run / "probe" / "test" / "shard-1.tsv")][:3]
     probes = [probe_video(p.path if Path_(p.path).is_absolute() else demo_run / p.path, p.video_id,
                           r["sampling"]) for p in stage]

@@ -124,7 +124,7 @@ def test_animal_kingdom_species_preset_is_animal_clips_protocol(tmp_path):
         ("gcn", "oracle", "animal_clip", "ce_multi_hot", 0.0, "softmax", 8e-5, [0.9, 0.98], 1e-3, 5,
          "warmup_cosine_timm", 8e-8, 30, 64, 8)
     # the terms Animal-CLIP has not, off, as the head resolves them
-    from pipeline.heads.trainer import head_params
+    from pipeline.heads.entry import head_params
     resolved = head_params("prompt", p)
     assert (resolved["relation_prior"], resolved["softmax_weight"], resolved["anchor_weight"],
             resolved["species_weight"], resolved["grad_clip"]) == (False, 0.0, 0.0, 0.0, None)

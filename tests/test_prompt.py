@@ -14,7 +14,8 @@ from pipeline.heads.models import build_head
 from pipeline.heads.graph import UNKNOWN, relation_graph, relation_prior
 from pipeline.heads.prompt import ZeroShotHead
 from pipeline.heads.text_bank import prototypes, relation_matrix
-from pipeline.heads.trainer import head_params, model_kwargs, train_head
+from pipeline.heads.entry import as_resolved, head_params, resolve_head
+from pipeline.heads.trainer import train_head
 from pipeline.text_store import read_text_bank
 
 CPU = torch.device("cpu")
@@ -92,13 +93,13 @@ def _batch(b=4, t=6, seed=1):
 
 
 def _prompt(**overrides):
-    params = model_kwargs(head_params("prompt", {"attention_heads": 4, "motion": True, **overrides}))
-    return build_head("prompt", D, 8, C, params, _text(), multilabel=True).eval()
+    head = resolve_head("prompt", {"attention_heads": 4, "motion": True, **overrides})
+    return build_head(head, D, 8, C, _text(), multilabel=True).eval()
 
 
 def test_prompt_head_equals_zero_shot_at_initialisation():
     rgb, motion, mask = _batch()
-    zs = build_head("zero_shot", D, 0, C, {}, _text()).eval()
+    zs = build_head(resolve_head("zero_shot"), D, 0, C, _text()).eval()
     for refine in ("mlp", "attention"):
         head = _prompt(refine=refine)
         torch.testing.assert_close(head(rgb, motion, mask), zs(rgb, None, mask).float(), atol=1e-4, rtol=1e-5)
@@ -198,7 +199,7 @@ def test_a_head_of_the_previous_format_is_upgraded_once_from_its_runs_relation(t
     (tmp_path / "run" / "species.tsv").write_text("id\tname\n0\tpanthera\n1\tvulpes\n2\tlynx\n")
     (tmp_path / "run" / "relation.tsv").write_text(
         "species\tclass\n" + "".join(f"0\t{c}\n" for c in range(C)) + "1\t2\n1\t3\n")
-    model, _ = load_head(path)
+    model, _, _ = load_head(path)
     assert model.relation[0].tolist() == [1.0] * C and model.relation[2].tolist() == [UNKNOWN] * C
     again = torch.load(path, weights_only=False)["state_dict"]
     assert int(again["relation_format"]) == 2 and torch.equal(again["relation"], model.relation)
@@ -232,7 +233,7 @@ def _split(n=48, seed=0, species=True):
 def test_a_class_added_after_training_is_scored_without_retraining():
     params = head_params("prompt", {"attention_heads": 4, "epochs": 3, "batch_size": 16, "frames": 6, "lr": 1e-3})
     text = {**_text(), "species_protos": None, "relation": None}
-    model, history = train_head("prompt", params, _split(species=False), _split(seed=1, species=False),
+    model, history = train_head(as_resolved("prompt", params), _split(species=False), _split(seed=1, species=False),
                                 C, False, CPU, progress=False, text=text)
     assert len(history) == 3
     rgb = torch.from_numpy(_split(seed=2).rgb.padded().astype(np.float32))[:8]
@@ -258,7 +259,7 @@ def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
                                     "text_mode": "learnable", "n_ctx": 3, "lr": 1e-2})
     from pipeline.heads.prompt import CoopText
     ctx0 = CoopText(clip, text["clip"][1], text["class_names"], 3).ctx.detach().clone()
-    model, _ = train_head("prompt", params, split, None, C, False, CPU, progress=False,
+    model, _ = train_head(as_resolved("prompt", params), split, None, C, False, CPU, progress=False,
                           text={**text, "species_protos": None})
     assert model.coop.ctx.shape == ctx0.shape and not torch.equal(model.coop.ctx, ctx0)
     for k, v in clip.state_dict().items():
@@ -272,7 +273,7 @@ def test_learnable_mode_trains_only_the_context_vectors(micro_clip):
 
 def test_zero_shot_needs_no_training_and_is_clips_classifier():
     params = head_params("zero_shot", {"frames": 6})
-    model, history = train_head("zero_shot", params, _split(), None, C, False, CPU,
+    model, history = train_head(as_resolved("zero_shot", params), _split(), None, C, False, CPU,
                                 progress=False, text=_text())
     assert history == [] and isinstance(model, ZeroShotHead)
     assert not [p for p in model.parameters() if p.requires_grad]  # nothing to train
@@ -317,12 +318,12 @@ def test_gcn_moves_class_text_along_the_relation_graph():
 def test_gcn_and_species_conditioned_video_train(tmp_path):
     params = head_params("prompt", {"attention_heads": 4, "epochs": 6, "batch_size": 16, "frames": 6, "lr": 3e-3,
                                     "refine": "gcn", "video_species": True})
-    model, history = train_head("prompt", params, _split(), _split(seed=1), C, False, CPU,
+    model, history = train_head(as_resolved("prompt", params), _split(), _split(seed=1), C, False, CPU,
                                 progress=False, text=_text())
     assert model.video_cond is not None and model.refine_kind == "gcn"
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"], history
     torch.manual_seed(params["seed"])  # the trainer's initial weights
-    fresh = build_head("prompt", D, 0, C, model_kwargs(params), _text(), multilabel=False)
+    fresh = build_head(as_resolved("prompt", params), D, 0, C, _text(), multilabel=False)
     for name in ("refine.w1", "refine.w2", "video_cond.out_proj.weight"):
         assert not torch.equal(model.state_dict()[name], fresh.state_dict()[name]), name
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pipeline.heads.run import evaluate_head
-from pipeline.heads.trainer import head_params, loss_fn, main_metric, predict_logits, ranking_scores, train_head
+from pipeline.heads.entry import as_resolved, head_params
+from pipeline.heads.trainer import loss_fn, main_metric, predict_logits, ranking_scores, train_head
 from pipeline.metrics import evaluate_logits
 from pipeline.report import summary_rows
 from test_prompt import C, CPU, _split, _text
@@ -27,7 +28,7 @@ def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path
     monkeypatch.setattr(prompt.PromptHead, "species_distribution", spy)
     params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "lr": 1e-3, "species_train": "oracle"})
-    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    model, _ = train_head(as_resolved("prompt", params), _split(), None, C, False, CPU, progress=False, text=_text())
     training = [(p, s) for t, p, s in seen if t]
     assert training and all(torch.equal(p, s.float()) for p, s in training)  # weight 1 per species
     split = _split(seed=1)
@@ -37,7 +38,7 @@ def test_species_train_oracle_trains_and_tests_on_the_annotated_species(tmp_path
     assert [r["head"] for r in rows] == ["prompt (oracle species)"]
     # the default predicts species and reports the oracle beside it, as an ablation
     params = head_params("prompt", {"attention_heads": 4, "epochs": 1, "batch_size": 16, "frames": 6})
-    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    model, _ = train_head(as_resolved("prompt", params), _split(), None, C, False, CPU, progress=False, text=_text())
     metrics = evaluate_head(model, split, predict_logits(model, split, params, CPU), params, False, None, CPU)
     assert metrics["species_source"] == "predicted" and "oracle_species" in metrics
     rows = summary_rows([_write(tmp_path, {**metrics, "head": "prompt", "split": "test"})])
@@ -73,7 +74,7 @@ def test_epochs_are_selected_on_the_score_that_is_reported():
         params = head_params("rgb_linear", {"epochs": 1, "batch_size": 8, "frames": 4,
                                             "eval_scores": scores})
         torch.manual_seed(0)
-        model, history = train_head("rgb_linear", params, train, val, classes, True, CPU, progress=False)
+        model, history = train_head(as_resolved("rgb_linear", params), train, val, classes, True, CPU, progress=False)
         logits = predict_logits(model, val, params, CPU)
         reported = main_metric(ranking_scores(logits, params), val.targets, True)
         other = main_metric(ranking_scores(logits, {"eval_scores": "logits" if scores == "softmax"
@@ -91,7 +92,7 @@ def test_adamw_betas_and_smoothed_cross_entropy_reach_the_training(monkeypatch):
     monkeypatch.setattr(torch.optim, "AdamW", spy)
     params = head_params("prompt", {"attention_heads": 4, "epochs": 1, "batch_size": 16, "frames": 6,
                                     "betas": [0.9, 0.98], "weight_decay": 1e-3})
-    train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    train_head(as_resolved("prompt", params), _split(), None, C, False, CPU, progress=False, text=_text())
     assert got["betas"] == (0.9, 0.98) and got["weight_decay"] == 1e-3
     logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
     y = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
@@ -264,12 +265,12 @@ def test_animal_clips_schedule_decay_and_scale_are_theirs():
 def test_a_frozen_logit_scale_does_not_move_in_training():
     params = head_params("prompt", {"attention_heads": 4, "epochs": 2, "batch_size": 16, "frames": 6,
                                     "learn_scale": False})
-    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    model, _ = train_head(as_resolved("prompt", params), _split(), None, C, False, CPU, progress=False, text=_text())
     import math
     from pipeline.heads.prompt import CLIP_SCALE
     assert model.logit_scale.item() == pytest.approx(math.log(CLIP_SCALE))
     params["learn_scale"] = True
-    model, _ = train_head("prompt", params, _split(), None, C, False, CPU, progress=False, text=_text())
+    model, _ = train_head(as_resolved("prompt", params), _split(), None, C, False, CPU, progress=False, text=_text())
     assert model.logit_scale.item() != pytest.approx(math.log(CLIP_SCALE))
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.heads.data import batches, load_split, plan_batches
-from pipeline.heads.trainer import head_params, predict_logits, train_head
+from pipeline.heads.entry import as_resolved, head_params
+from pipeline.heads.trainer import predict_logits, train_head
 from pipeline.store import FeatureWriter
 
 D, C = 16, 3
@@ -54,7 +55,7 @@ def test_every_frame_training_equals_padding_to_the_longest(tmp_path, head):
     val = _split(vpaths, vsamples)
     params = head_params(head, {"layers": 1, "attention_heads": 2, "epochs": 20, "lr": 1e-3, "frames": "all",
                                 "batch_size": 4})
-    model, history = train_head(head, params, train, val, C, False, CPU, progress=False)
+    model, history = train_head(as_resolved(head, params), train, val, C, False, CPU, progress=False)
     logits = predict_logits(model, val, params, CPU)
     # the same model on the whole split padded to its longest video, as one batch
     rgb = torch.from_numpy(val.rgb.padded().astype(np.float32))
@@ -75,8 +76,8 @@ def test_streamed_features_train_exactly_like_in_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_FEATURE_MEMORY_MB", "0.001")
     streamed = _split(paths, samples)
     assert memory.motion.in_memory and not streamed.motion.in_memory
-    a, _ = train_head("motion_only", params, memory, None, C, False, CPU, progress=False)
-    b, _ = train_head("motion_only", params, streamed, None, C, False, CPU, progress=False)
+    a, _ = train_head(as_resolved("motion_only", params), memory, None, C, False, CPU, progress=False)
+    b, _ = train_head(as_resolved("motion_only", params), streamed, None, C, False, CPU, progress=False)
     np.testing.assert_array_equal(predict_logits(a, memory, params, CPU), predict_logits(b, streamed, params, CPU))
     mean_m, std_m = memory.motion.mean_std()
     mean_s, std_s = streamed.motion.mean_std()
@@ -126,7 +127,7 @@ def test_batch_rows_trains_the_long_video_in_a_small_batch(tmp_path):
             yield batch
     trainer.batches = spy
     try:
-        _, history = train_head("motion_only", params, train, val, C, False, CPU, progress=False)
+        _, history = train_head(as_resolved("motion_only", params), train, val, C, False, CPU, progress=False)
     finally:
         trainer.batches = real
     assert max(b * t for b, t in seen) == 300 and (1, 300) in seen  # alone, not padding 4 x 300

@@ -8,7 +8,7 @@ import re
 
 from conftest import ROOT
 from pipeline.config import resolve_config
-from pipeline.heads.registry import run_entries
+from pipeline.heads.entry import run_heads
 from pipeline.recipes import (CLIP_IDENTITY, differs, expected_attrs, head_recipe, row_params,
                               section_params, student_params)
 
@@ -32,8 +32,8 @@ def test_a_finished_runs_recorded_params_are_todays_recipes():
             "results/demo/models/moclip/student.pt": [student_params(config)],
             "results/demo/features/motion/test/shard-0.h5": [
                 student_params(config), section_params(config, "moclip", keys=("export",))],
-            **{f"results/demo/heads/{name}/head.pt": [head_recipe(name, e)]
-               for name, e in run_entries(config).items()}}
+            **{f"results/demo/heads/{name}/head.pt": [head_recipe(h)]
+               for name, h in run_heads(config).items()}}
     assert len(want) == 12 and set(want) == set(recorded["params"])
     for path, texts in want.items():
         for text in texts:

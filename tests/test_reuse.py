@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.layout import RunFolder
 from pipeline.config import section
 from pipeline.features.extract import extract_both
 from pipeline.features.flow import extract_flow
@@ -146,7 +147,7 @@ def test_other_settings_are_not_reused(videos, micro_clip, tmp_path, opens):
 
 
 def test_prune_keeps_what_a_run_uses_and_drops_the_rest(videos, micro_clip, tmp_path):
-    from pipeline.cache.usage import Run, prune, unused
+    from pipeline.cache.usage import Usage, prune, unused
     _, flow_cfg = _cfgs(micro_clip)
     pool = tmp_path / "pool"
     a, b = _probes(videos, ["v0", "v1"]), _probes(videos, ["v2"])
@@ -157,9 +158,9 @@ def test_prune_keeps_what_a_run_uses_and_drops_the_rest(videos, micro_clip, tmp_
     (tmp_path / "a.h5").unlink()  # its shard is gone: nothing prunes its rows on its own
     assert sorted((pool / "flow").glob("*.h5")) == files
     settings = read_index(files[0])[0]
-    wants_v1 = Run("r", tmp_path, pool, rows={("flow", settings, a[1].fingerprint)})
+    wants_v1 = Usage(RunFolder(str(tmp_path)), pool, rows={("flow", settings, a[1].fingerprint)})
     assert unused(pool, [wants_v1]) and len(unused(pool, [wants_v1])) == 1  # v2's file only
-    nobody = Run("r", tmp_path, pool)
+    nobody = Usage(RunFolder(str(tmp_path)), pool)
     lines = prune(pool, [nobody], dry_run=True)
     assert len(list((pool / "flow").glob("*.h5"))) == 2 and lines[-1].startswith("would free")
     prune(pool, [wants_v1], dry_run=False)
@@ -188,7 +189,7 @@ def test_without_hard_links_the_cache_copies(videos, micro_clip, tmp_path, monke
 
 def test_a_size_limit_prunes_the_oldest_rows_and_says_so(videos, micro_clip, tmp_path):
     import os
-    from pipeline.cache.usage import Run, prune
+    from pipeline.cache.usage import Usage, prune
     _, flow_cfg = _cfgs(micro_clip)
     pool = tmp_path / "pool"
     for i, name in enumerate(["v0", "v1", "v2"]):
@@ -198,7 +199,7 @@ def test_a_size_limit_prunes_the_oldest_rows_and_says_so(videos, micro_clip, tmp
     for age, path in enumerate(files):  # oldest first
         os.utime(path, (1_000_000 + age, 1_000_000 + age))
     settings = read_index(files[0])[0]
-    wants_all = Run("r", tmp_path, pool, rows={("flow", settings, fp) for f in files for fp in read_index(f)[1]})
+    wants_all = Usage(RunFolder(str(tmp_path)), pool, rows={("flow", settings, fp) for f in files for fp in read_index(f)[1]})
     size = files[0].stat().st_blocks * 512
     lines = prune(pool, [wants_all], dry_run=False, max_bytes=2 * size + size // 2)
     assert not files[0].exists() and files[1].exists() and files[2].exists()

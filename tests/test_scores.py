@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.heads.entry import resolve_head
 from pipeline.heads.run import run_head
 from pipeline.metrics import evaluate, probabilities, species_top1
 from pipeline.store import FeatureWriter
@@ -54,7 +55,7 @@ def _run(tmp_path, multilabel=True):
                     species={"embeddings": sp, "mask": np.ones((S, 1), bool),
                              "prompts": [[f"s{i}"] for i in range(S)], "sources": [["name"]] * S,
                              "class_names": [f"s{i}" for i in range(S)]})
-    metrics = run_head("zero_shot", {"frames": 4}, shards, samples, [{"name": n} for n in names],
+    metrics = run_head(resolve_head("zero_shot", {"frames": 4}), shards, samples, [{"name": n} for n in names],
                        multilabel, tmp_path / "out", torch.device("cpu"), {"eval": "test"},
                        text_path=tmp_path / "text.h5")
     return metrics, tmp_path / "out" / "predictions" / "test.csv"
@@ -135,7 +136,7 @@ def test_weighting_reaches_the_prototypes_run_head_scores_with(tmp_path):
                             "relation": []})
     got = {}
     for weighting in ("rows", "groups"):
-        got[weighting] = run_head("zero_shot", {"frames": 4, "weighting": weighting}, shards, samples,
+        got[weighting] = run_head(resolve_head("zero_shot", {"frames": 4, "weighting": weighting}), shards, samples,
                                   [{"name": n} for n in names], True, tmp_path / weighting,
                                   torch.device("cpu"), {"eval": "test"}, text_path=tmp_path / "text.h5")["mAP"]
     assert got["groups"] > got["rows"] + 0.05, got
@@ -145,13 +146,13 @@ def test_a_head_saved_with_the_old_heads_key_still_loads(tmp_path):
     """Checkpoints written before `heads` (attention heads) was named `attention_heads` load."""
     from pipeline.heads.run import load_head
     shards, samples = _shards(tmp_path)
-    run_head("rgb_only", {"frames": 4, "epochs": 1, "layers": 1, "attention_heads": 2}, shards, samples,
+    run_head(resolve_head("rgb_only", {"frames": 4, "epochs": 1, "layers": 1, "attention_heads": 2}), shards, samples,
              [{"name": f"class {c}"} for c in range(C)], True, tmp_path / "out", torch.device("cpu"),
              {"eval": "test"})
     path = tmp_path / "out" / "head.pt"
     ckpt = torch.load(path, weights_only=False)
     ckpt["params"]["heads"] = ckpt["params"].pop("attention_heads")
     torch.save(ckpt, path)
-    model, loaded = load_head(path)
+    model, loaded, head = load_head(path)
     assert loaded["params"]["attention_heads"] == 2 and "heads" not in loaded["params"]
     assert model.head.blocks[0].self_attn.num_heads == 2

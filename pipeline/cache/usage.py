@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
-from glob import glob
 from pathlib import Path
 
-from ..layout import EXTRACTED, shard_path
+from ..layout import EXTRACTED, RunFolder
 
 
 @dataclass
-class Run:
-    name: str
-    results: Path
+class Usage:
+    """What one run (its :class:`~pipeline.layout.RunFolder`) uses of a cache."""
+    run: RunFolder
     cache: Path
     rows: set = field(default_factory=set)  # (kind, settings, fingerprint) the run wants
     contents: set = field(default_factory=set)  # (kind, content name) of its current shards
@@ -37,26 +36,26 @@ class Entry:
     fingerprints: tuple
 
 
-def run_of(config: dict, workdir: Path = Path(".")) -> Run:
+def usage_of(config: dict, workdir: Path = Path(".")) -> Usage:
     """What one config's run uses, read from its shards and probe tables."""
-    results = workdir / "results" / config["dataset"]["name"]
-    cache = Path(config.get("cache") or results / "features" / ".reuse")
-    return run_at(results, cache if cache.is_absolute() else workdir / cache, config["dataset"]["name"])
+    folder = RunFolder.of_config(config, workdir)
+    cache = Path(config.get("cache") or folder.default_cache)
+    return usage_at(folder, cache if cache.is_absolute() else workdir / cache)
 
 
-def run_at(results: Path, cache: Path, name: str | None = None) -> Run:
-    """What the run in folder ``results`` uses of ``cache``: its current shards and the rows its
-    shards and probe tables name."""
+def usage_at(folder: RunFolder, cache: Path) -> Usage:
+    """What the run in ``folder`` uses of ``cache``: its current shards and the rows its shards
+    and probe tables name."""
     from .reuse import read_index
     from ..store import read_attrs
-    run = Run(name or Path(results).name, Path(results), Path(cache))
+    run = Usage(folder, Path(cache))
     probed = set()
-    for table in glob(shard_path(results, "probe", "*", "*")):
+    for table in folder.shards("probe"):
         with open(table, newline="", encoding="utf-8") as f:
             probed |= {r.get("fingerprint") for r in csv.DictReader(f, delimiter="\t")} - {None, ""}
     for kind in EXTRACTED:
         settings = set()
-        for path in glob(shard_path(results, kind, "*", "*")):
+        for path in folder.shards(kind):
             got = read_index(Path(path))
             if got is None:
                 continue
@@ -67,16 +66,16 @@ def run_at(results: Path, cache: Path, name: str | None = None) -> Run:
     return run
 
 
-def with_users(cache: Path, runs: list[Run]) -> tuple[list[Run], list[Path]]:
+def with_users(cache: Path, runs: list[Usage]) -> tuple[list[Usage], list[Path]]:
     """``runs`` and every other run the cache records as a user (pipeline/cache/reuse.py),
     and the recorded run folders that are gone."""
     from .reuse import users
-    given = {r.results.resolve() for r in runs}
+    given = {Path(r.run.path).resolve() for r in runs}
     more, gone = [], []
     for results in users(cache):
         if results.resolve() in given:
             continue
-        (more.append(run_at(results, cache)) if results.is_dir() else gone.append(results))
+        (more.append(usage_at(RunFolder(str(results)), cache)) if results.is_dir() else gone.append(results))
         given.add(results.resolve())
     return runs + more, gone
 
@@ -94,7 +93,7 @@ def entries(cache: Path) -> list[Entry]:
     return out
 
 
-def unused(cache: Path, runs: list[Run], max_bytes: int | None = None) -> list[tuple[Entry, str]]:
+def unused(cache: Path, runs: list[Usage], max_bytes: int | None = None) -> list[tuple[Entry, str]]:
     """The entries no run uses (with why), then, over ``max_bytes`` of the cache's own disk,
     the oldest of the rest."""
     items = entries(cache)
@@ -125,7 +124,7 @@ def unused(cache: Path, runs: list[Run], max_bytes: int | None = None) -> list[t
     return gone
 
 
-def describe(cache: Path, runs: list[Run], gone: list[Path] = ()) -> str:
+def describe(cache: Path, runs: list[Usage], gone: list[Path] = ()) -> str:
     items = entries(cache)
     own = sum(e.bytes for e in items if not e.shared)
     shared = sum(e.bytes for e in items if e.shared)
@@ -137,14 +136,14 @@ def describe(cache: Path, runs: list[Run], gone: list[Path] = ()) -> str:
         lines.append(f"  {kind}: {len(n)} file(s), {sum(len(e.fingerprints) for e in n)} video rows")
     for r in runs:
         mine = [e for e in items if (e.kind, e.path.stem) in r.contents]
-        lines.append(f"  run {r.name} ({r.results}): {len(r.contents)} current shard(s), "
+        lines.append(f"  run {r.run.name} ({r.run.path}): {len(r.contents)} current shard(s), "
                      f"{len(mine)} of them in the cache")
     lines += [f"  run folder {g}: recorded as a user, gone (prune forgets it)" for g in gone]
     lines.append(f"  `cache prune` would free {_gb(free)} (what none of these runs uses)")
     return "\n".join(lines)
 
 
-def prune(cache: Path, runs: list[Run], dry_run: bool, max_bytes: int | None = None,
+def prune(cache: Path, runs: list[Usage], dry_run: bool, max_bytes: int | None = None,
           gone: list[Path] = ()) -> list[str]:
     from .reuse import forget_user
     lines, freed = [], 0

@@ -148,10 +148,10 @@ def gigabytes(text: str) -> float:
          arg("--max-gb", type=gigabytes, help="prune: then delete the oldest rows until the "
              "cache's own disk is under this size (rows of no run's current shard; each one named)"))
 def cmd_cache(a):
-    from ..cache.usage import describe, prune, run_of, with_users
+    from ..cache.usage import describe, prune, usage_of, with_users
     from ..config import parse_overrides, resolve_config
     configs = [a.configfile or []] + [[f] for f in a.runs]
-    runs = [run_of(resolve_config(f, parse_overrides(a.config))[0]) for f in configs]
+    runs = [usage_of(resolve_config(f, parse_overrides(a.config))[0]) for f in configs]
     caches = {r.cache.resolve(): r.cache for r in runs}
     for cache in caches.values():
         mine = [r for r in runs if r.cache.resolve() == cache.resolve()]

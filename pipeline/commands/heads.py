@@ -39,20 +39,12 @@ def cmd_head(a):
     shards = {(kind, role): getattr(a, f"{kind}_{role}") for kind in HEAD_INPUTS
               for role in ("train", "val", "eval") if getattr(a, f"{kind}_{role}")}
     splits = {"train": a.train_split, "val": a.val_split, "eval": a.eval_split}
-    given = json.loads(a.params or "{}")
-    entry = given.pop("_entry", None) or json.loads(a.entry or "{}")  # the workflow's, or yours
-    head_type = entry.get("type") or a.name
-    from ..heads.registry import HEAD_TYPES
-    from ..heads.user import HeadTypeError, is_user_type
-    if not is_user_type(head_type) and head_type not in HEAD_TYPES:
-        raise PipelineError(f"--name {a.name}: head type {head_type!r} is none of "
-                            f"{', '.join(sorted(HEAD_TYPES))} and no module:Class; give --entry "
-                            f"'{{\"type\": ...}}'")
-    try:
-        m = run_head(a.name, given, shards, samples, read_classes(a.classes),
-                     multilabel, a.out, pick_device(a.device), splits, a.text, entry)
-    except HeadTypeError as e:
-        raise PipelineError(f"heads.{a.name}: {e}") from None
+    from ..heads.entry import resolve_head
+    from ..recipes import entry_of
+    given, entry = entry_of(json.loads(a.params or "{}"), json.loads(a.entry or "{}"))
+    head = resolve_head(a.name, given, **entry)  # the one resolution: every step below takes it
+    m = run_head(head, shards, samples, read_classes(a.classes), multilabel, a.out,
+                 pick_device(a.device), splits, a.text)
     if m.get("no_metrics"):
         return
     keys = ("mAP", "mAP_micro") if multilabel else ("top1", "top5", "mean_class_accuracy")

@@ -11,8 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import attention, masked_mean, sinusoid
-from .registry import head_type, is_prompt, streams
-from .user import is_user_type, user_class
+from .registry import HEAD_TYPES
 
 
 class TextClassifier(nn.Module):
@@ -277,36 +276,34 @@ class Standardised(nn.Module):
         return self.head(rgb, motion, mask)
 
 
-def build_head(name: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
-               text: dict | None = None, multilabel: bool = True,
-               class_names: list[str] | None = None) -> nn.Module:
-    """A head of type ``name`` (:data:`pipeline.heads.registry.HEAD_TYPES` says what builds
-    it). ``text`` (class prototypes etc., see :func:`prompt.build_prompt`) is used by the
-    heads that read the class text."""
-    if is_user_type(name):
-        return _user_head(name, rgb_dim, motion_dim, n_classes, params, text, class_names)
-    module, _, attr = head_type(name)["model"].rpartition(".")
+def build_head(head, rgb_dim: int, motion_dim: int, n_classes: int, text: dict | None = None,
+               multilabel: bool = True, class_names: list[str] | None = None) -> nn.Module:
+    """The model of a resolved head entry (:func:`pipeline.heads.entry.resolve_head`;
+    :data:`pipeline.heads.registry.HEAD_TYPES` says what builds a built-in type). ``text``
+    (class prototypes etc., see :func:`prompt.build_prompt`) is used by the heads that read the
+    class text."""
+    params = head.model_kwargs
+    if head.cls is not None:
+        return _user_head(head.cls, rgb_dim, motion_dim, n_classes, params, text, class_names)
+    module, _, attr = HEAD_TYPES[head.type]["model"].rpartition(".")
     build = getattr(import_module(f"{__package__}.{module}"), attr)
-    if is_prompt(name):
+    if head.prompt:
         return build(rgb_dim, motion_dim, n_classes, params, text, multilabel)
-    reads_rgb, reads_motion = streams(name, params)
-    params = dict(params)
     standardise = params.pop("standardise", True)
-    if reads_rgb and reads_motion:
-        head = build(rgb_dim, motion_dim, n_classes, **params)
+    if head.rgb and head.motion:
+        head_model = build(rgb_dim, motion_dim, n_classes, **params)
         if params.get("classifier") == "text" and text is not None and text.get("protos") is not None:
-            head.step_classifier.protos.copy_(torch.as_tensor(text["protos"], dtype=torch.float32))
+            head_model.step_classifier.protos.copy_(torch.as_tensor(text["protos"], dtype=torch.float32))
     else:
-        head = build(rgb_dim if reads_rgb else motion_dim, n_classes,
-                     stream="rgb" if reads_rgb else "motion", **params)
-    return Standardised(head, rgb_dim, motion_dim, standardise)
+        head_model = build(rgb_dim if head.rgb else motion_dim, n_classes,
+                           stream="rgb" if head.rgb else "motion", **params)
+    return Standardised(head_model, rgb_dim, motion_dim, standardise)
 
 
-def _user_head(head_type: str, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
+def _user_head(cls, rgb_dim: int, motion_dim: int, n_classes: int, params: dict,
                text: dict | None, class_names: list[str] | None) -> nn.Module:
     """A user's head (docs/heads.md): built with the documented keywords, standardised inputs
     unless ``standardise: false``."""
-    cls = user_class(head_type)
     settings = dict(params)
     standardise = settings.pop("standardise", True)
     kwargs = {"rgb_dim": rgb_dim, "motion_dim": motion_dim,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from .user import HeadTypeError, check_user_head, is_user_type, user_class
+from .user import HeadTypeError, is_user_type
 
 ENTRY_KEYS = ("type", "grid", "seeds")  # what an entry says about itself, not its head's settings
 # What the trainer and run_head read besides the schema's trainer keys: settings of the built-in
@@ -21,7 +21,7 @@ ENTRY_KEYS = ("type", "grid", "seeds")  # what an entry says about itself, not i
 BUILT_IN_ONLY = ("softmax_weight", "species_weight", "anchor_weight", "base_to_novel", "novel_seed",
                  "extra_classes", "pooling", "weighting", "species_train")
 
-# every model key a head takes (the trainer's keys are in trainer.TRAIN_DEFAULTS); the config
+# every model key a head takes (the trainer's keys are in entry.TRAIN_DEFAULTS); the config
 # schema lists, per head type (heads.<type>), exactly these keys, so a key meant for another
 # head is refused instead of ignored.
 _TRANSFORMER = {"layers": 2, "attention_heads": 8, "width": None, "ff_mult": 4, "dropout": 0.1}
@@ -90,26 +90,6 @@ def trains(name: str) -> bool:
     return is_user_type(name) or HEAD_TYPES.get(name, {}).get("trains", True)
 
 
-def reads_text(name: str, params: dict, where: str = ".") -> bool:
-    """Whether a head type is scored against the class text (the prompt heads, the interleave
-    head with ``classifier: text``, AnimalMotionCLIP's, and a user head that sets
-    ``reads_text = True``)."""
-    if is_user_type(name):
-        return bool(getattr(user_class(name, where), "reads_text", False))
-    return is_prompt(name) or params.get("classifier") == "text"
-
-
-def streams(name: str, params: dict, where: str = ".") -> tuple[bool, bool]:
-    """(reads rgb, reads motion) of a head type with these settings (the prompt head reads
-    motion with ``motion: true``; a user head says which in its ``streams``)."""
-    if is_user_type(name):
-        declared = getattr(user_class(name, where), "streams", ())
-    else:
-        kind = head_type(name)
-        declared = kind["streams"] + (("motion",) if params.get(kind.get("motion_setting")) else ())
-    return "rgb" in declared, "motion" in declared
-
-
 def entry_type(name: str, entry: dict | None) -> str:
     return (entry or {}).get("type") or name
 
@@ -149,28 +129,6 @@ def run_entries(config: dict) -> dict[str, dict]:
     if not any(entry_type(n, e) == BASELINE for n, e in heads.items()):
         heads[BASELINE] = {}
     return expand(heads)
-
-
-def motion_sources(config: dict, where: str = ".") -> set[str]:
-    """Where the run's motion streams come from: ``student`` (the distilled MoCLIP, whose
-    training and export run only then) and/or ``flow_clip`` (the frozen CLIP on flow images)."""
-    return {e["settings"].get("motion_source", "student") for e in run_entries(config).values()
-            if streams(e["type"], e["settings"], where)[1]}
-
-
-def check_entries(config: dict, where: str = ".") -> dict[str, dict]:
-    """The run's entries, every user type imported and its constructor checked (the run stops
-    at start, naming the entry)."""
-    entries = run_entries(config)
-    users = [(name, e) for name, e in entries.items() if is_user_type(e["type"])]
-    if users:
-        from ..factory import embed_dim
-        dim = embed_dim(config["clip"]["model"]) or 1  # the student's embeddings are the teacher's size
-        trainer = set(config_trainer_keys()) | set(BUILT_IN_ONLY)
-        for name, e in users:
-            check_user_head(name, e["type"], {k: v for k, v in e["settings"].items() if k not in trainer},
-                            where, dims=(dim, dim))
-    return entries
 
 
 def config_trainer_keys() -> tuple:

@@ -20,9 +20,10 @@ from .data import identity_of, load_split
 from .models import build_head
 from .prompt import add_classes
 from .scores import write_predictions, write_scores
-from .registry import HEAD_TYPES, is_prompt, reads_text, streams
+from .entry import as_resolved
+from .registry import HEAD_TYPES
 from .text_bank import clip_for, load_text, upgrade_relation_once
-from .trainer import (head_params, main_metric, model_kwargs, predict_logits, predict_species,
+from .trainer import (main_metric, predict_logits, predict_species,
                       ranking_scores, train_head)
 
 log = logging.getLogger("pipeline")
@@ -63,25 +64,21 @@ def _subset_text(text: dict, keep: list[int]) -> dict:
             "relation": None if text["relation"] is None else text["relation"][:, keep]}
 
 
-def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes: list[dict],
-             multilabel: bool, out: str | Path, device, splits: dict, text_path=None,
-             entry: dict | None = None) -> dict:
-    """``name``: the entry's name (heads.<name>); ``entry``: its type, group and varied values
-    (pipeline/heads/registry.py; type defaults to the name); ``shards``: {(kind, role): [paths]}
-    with kind clip/motion and role train/val/eval; ``splits``: {role: split name};
-    ``text_path``: the text bank, for the heads that read the class text."""
+def run_head(head, shards: dict, samples: list[dict], classes: list[dict], multilabel: bool,
+             out: str | Path, device, splits: dict, text_path=None) -> dict:
+    """``head``: the entry resolved (:func:`pipeline.heads.entry.resolve_head`); ``shards``:
+    {(kind, role): [paths]} with kind clip/motion and role train/val/eval; ``splits``: {role:
+    split name}; ``text_path``: the text bank, for the heads that read the class text."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entry = {"type": name, "group": name, "varies": {}, **(entry or {})}
-    head_type = entry["type"]
-    params = head_params(head_type, given)
+    name, params = head.name, head.params
     names = [c["name"] for c in classes]
     # every shard opened (and checked) once: a damaged one stops the job now, not after training
     readers = {key: FeatureReader(paths, kind=key[0]) for key, paths in shards.items() if paths}
-    text = _text_for(name, head_type, params, text_path, readers, names, device)
+    text = _text_for(head, text_path, readers, names, device)
     n_species = 0 if text is None or text["species_protos"] is None else len(text["species_protos"])
     by_id = {r["video_id"]: r for r in samples}
-    need_rgb, need_motion = streams(head_type, params)
+    need_rgb, need_motion = head.rgb, head.motion
 
     def load(role, expect=None):
         keys = [k for k in (("clip", role), ("motion", role)) if k in readers]
@@ -92,20 +89,20 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
 
     train = load("train")
     val = load("val", train.identity)
-    novel = _novel(name, head_type, params, names)
+    novel = _novel(head, names)
     base = [c for c in range(len(names)) if c not in novel]
     if novel:
         train, val = restrict(train, base, multilabel), restrict(val, base, multilabel)
     curves = tracker(out / "tensorboard", f"head/{name}")
     try:
-        model, history = train_head(head_type, params, train, val, len(base), multilabel, device,
+        model, history = train_head(head, train, val, len(base), multilabel, device,
                                     text=_subset_text(text, base) if novel else text,
-                                    class_names=[names[c] for c in base], entry=name, on_epoch=curves)
+                                    class_names=[names[c] for c in base], on_epoch=curves)
     finally:
         curves.close()
     if novel:
         model.set_classes(text["protos"], text["relation"], names)
-    ckpt = {"state_dict": model.state_dict(), "name": name, "type": head_type, "params": params,
+    ckpt = {"state_dict": model.state_dict(), "name": name, "type": head.type, "params": params,
             "identity": train.identity, "n_classes": len(names), "class_names": names,
             "multilabel": multilabel, "n_species": n_species,
             "text": None if text is None else {k: text[k] for k in ("attrs", "species_names")},
@@ -114,39 +111,41 @@ def run_head(name: str, given: dict, shards: dict, samples: list[dict], classes:
     save_training(out, ckpt, history)
     splits_of = {"val": val if not novel else load("val", train.identity)}
     splits_of["eval"] = load("eval", train.identity)
-    return _evaluate(name, entry, params, model, splits_of, (base, novel), names, classes,
-                     multilabel, readers, splits, out, device, text)
+    return _evaluate(head, model, splits_of, (base, novel), names, classes, multilabel, readers,
+                     splits, out, device, text)
 
 
-def _text_for(name, head_type, params, text_path, readers, names, device) -> dict | None:
+def _text_for(head, text_path, readers, names, device) -> dict | None:
     """The class text bank of a head that reads it (None for the others)."""
-    if not reads_text(head_type, params):
+    params = head.params
+    if not head.reads_text:
         return None
     if not text_path:
-        raise ValueError(f"head {name} needs the text bank: --text features/text.h5")
+        raise ValueError(f"head {head.name} needs the text bank: --text features/text.h5")
     return text_bank(text_path, identity_of(readers[("clip", "train")], "clip"), names,
                      params.get("text_mode") == "learnable", device, params.get("pooling", "mean"),
                      params.get("weighting", "rows"))
 
 
-def _novel(name, head_type, params, names) -> list[int]:
+def _novel(head, names) -> list[int]:
     """The classes held out of training by ``base_to_novel`` (none without it)."""
+    name, params = head.name, head.params
     if not params.get("base_to_novel"):
         return []
     novel = novel_classes(params["base_to_novel"], names, params["novel_seed"])
-    takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
-    if head_type not in takes:
+    if not head.takes("base_to_novel"):
+        takes = [t for t, h in HEAD_TYPES.items() if "base_to_novel" in h["defaults"]]
         raise ValueError(f"base_to_novel is an option of the {', '.join(takes)} head")
     log.info("head %s: base-to-novel, %d base and %d novel classes (%s)", name,
              len(names) - len(novel), len(novel), ", ".join(names[c] for c in novel))
     return novel
 
 
-def _evaluate(name, entry, params, model, splits_of, base_novel, names, classes, multilabel,
-              readers, splits, out, device, text) -> dict:
+def _evaluate(head, model, splits_of, base_novel, names, classes, multilabel, readers, splits,
+              out, device, text) -> dict:
     """Predictions of the validation and evaluation splits, the scores the report compares,
     and metrics.json (the validation split's metrics beside, what a sweep is chosen by)."""
-    head_type, (base, novel) = entry["type"], base_novel
+    name, params, (base, novel) = head.name, head.params, base_novel
     segments = [c["segment"] for c in classes] if classes and "segment" in classes[0] else None
     all_names = names
     if params.get("extra_classes"):  # open vocabulary: scored and written, not evaluated
@@ -168,12 +167,12 @@ def _evaluate(name, entry, params, model, splits_of, base_novel, names, classes,
             continue
         # the report compares the heads class by class and video by video
         write_scores(out / "scores.npz", split.video_ids, probs[:, :len(names)], split.targets,
-                     names, multilabel, streams(head_type, params)[1])
+                     names, multilabel, head.motion)
         logits = logits_all[:, :len(names)]
         metrics = {**evaluate_head(model, split, logits, params, multilabel, segments, device),
-                   "split": splits["eval"], "head": name, "type": head_type,
+                   "split": splits["eval"], "head": name, "type": head.type,
                    "variant": method_variant(params),
-                   "entry": entry_record(name, entry, params, readers),
+                   "entry": entry_record(head, readers),
                    **({"val": selected} if selected else {}), **precisions(readers, splits)}
         if novel:
             metrics["base_to_novel"] = {**base_to_novel_metrics(logits, split, base, novel, multilabel),
@@ -185,7 +184,7 @@ def _evaluate(name, entry, params, model, splits_of, base_novel, names, classes,
     return result
 
 
-def entry_record(name: str, entry: dict, params: dict, readers: dict) -> dict:
+def entry_record(head, readers: dict) -> dict:
     """What made these numbers: the entry's name, type, group, the values its expansion varies,
     its resolved settings and seed, and the identity of every feature stream it read."""
     features: dict = {}
@@ -195,8 +194,8 @@ def entry_record(name: str, entry: dict, params: dict, readers: dict) -> dict:
             got["settings_sha256"].add(attrs.get("settings_sha256"))
             got["model"].add(str(attrs.get("model")))
             got["weights"].add(str(attrs.get("weights", attrs.get("pretrained"))))
-    return {"name": name, "type": entry["type"], "group": entry["group"], "varies": entry["varies"],
-            "seed": params.get("seed"), "settings": params,
+    return {"name": head.name, "type": head.type, "group": head.group, "varies": head.varies,
+            "seed": head.params.get("seed"), "settings": head.params,
             "features": {k: {key: sorted(str(x) for x in v) for key, v in got.items()}
                          for k, got in sorted(features.items())}}
 
@@ -354,14 +353,15 @@ def base_to_novel_metrics(logits, split, base, novel, multilabel) -> dict:
 
 
 def load_head(path, device="cpu"):
-    """A trained head and its checkpoint dict. Prompt heads come back with their classes; a
-    head in the learnable text mode reloads the CLIP model its text bank was made with."""
+    """A trained head, its checkpoint dict and its entry as trained (a
+    :class:`~pipeline.heads.entry.Head` of the checkpoint's own settings). Prompt heads come back with their classes; a head in the
+    learnable text mode reloads the CLIP model its text bank was made with."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "heads" in ckpt["params"]:  # saved before the key was named attention_heads
         ckpt["params"]["attention_heads"] = ckpt["params"].pop("heads")
-    head_type = ckpt.get("type", ckpt["name"])  # heads saved before types were named
+    head = as_resolved(ckpt.get("type") or ckpt["name"], ckpt["params"], ckpt["name"])  # older: no type
     text = None
-    if is_prompt(head_type):
+    if head.prompt:
         d, s = ckpt["dims"]["rgb"], ckpt.get("n_species", 0)
         text = {"protos": torch.zeros(ckpt["n_classes"], d), "class_names": ckpt["class_names"],
                 "species_protos": torch.zeros(s, d) if s else None, "relation": None,
@@ -370,7 +370,8 @@ def load_head(path, device="cpu"):
     state = ckpt["state_dict"]
     if "relation" in state and "relation_format" not in state:
         ckpt = upgrade_relation_once(Path(path), ckpt)
-    model = build_head(head_type, ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
-                       model_kwargs(ckpt["params"]), text, ckpt["multilabel"], ckpt["class_names"])
+    model = build_head(head, ckpt["dims"]["rgb"], ckpt["dims"]["motion"], ckpt["n_classes"],
+                       text, ckpt["multilabel"], ckpt["class_names"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval().to(device), ckpt
+    return model.eval().to(device), ckpt, head
+

@@ -16,33 +16,8 @@ from ..metrics import evaluate_logits
 from ..training import lr_factor, pos_weight as positive_weight
 from .data import SplitFeatures, batches, eval_plan, plan_batches
 from .models import build_head
-from .registry import BUILT_IN_ONLY, head_type
 
 log = logging.getLogger("pipeline")
-
-TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "frames": 16, "patience": 15, "loss": "bce",
-                  "pos_weight": None, "focal_gamma": 2.0, "label_smoothing": 0.0, "seed": 0,
-                  "warmup_epochs": 1, "grad_clip": 1.0, "schedule": "warmup_cosine", "min_lr": 0.0,
-                  "select_by": "macro", "batch_rows": None, "betas": [0.9, 0.999],
-                  "eval_scores": "logits", "weight_decay_1d": True}
-# Keys the trainer (and run_head) read; everything else in a head's parameters builds its model.
-TRAIN_KEYS = set(TRAIN_DEFAULTS) | {"lr", "weight_decay", "motion_source"} | set(BUILT_IN_ONLY)
-
-
-def head_params(name: str, given: dict | None) -> dict:
-    """Defaults of the head type ``name``, then the trainer's, overridden by the config's.
-    ``given`` is checked against the type's own schema: a key that does not reach this head is
-    an error. A user's head takes the trainer's keys and passes the rest to its constructor."""
-    from ..config import head_section
-    from .user import USER_TRAINER_DEFAULTS, is_user_type
-    if is_user_type(name):
-        return {**TRAIN_DEFAULTS, **USER_TRAINER_DEFAULTS, **(given or {})}
-    return {**TRAIN_DEFAULTS, **head_type(name)["defaults"], **head_section(name, given)}
-
-
-def model_kwargs(params: dict) -> dict:
-    return {k: v for k, v in params.items() if k not in TRAIN_KEYS}
-
 
 def loss_fn(logits, targets, multilabel: bool, params: dict, pos_weight=None):
     """BCE, focal, asymmetric loss (``asl``, Ridnik et al.: easy negatives down-weighted and
@@ -138,13 +113,12 @@ def head_lr_factor(step: int, steps_per_epoch: int, params: dict) -> float:
                   params["warmup_epochs"], params["min_lr"] / params["lr"])
 
 
-def _built(name, params, train, n_classes, multilabel, text, class_names):
+def _built(head, train, n_classes, multilabel, text, class_names):
     """The head, its input statistics set from the training split's."""
     rgb_dim = train.rgb.dim if train.rgb is not None else 0
     motion_dim = train.motion.dim if train.motion is not None else 0
-    model = build_head(name, rgb_dim, motion_dim, n_classes, model_kwargs(params), text, multilabel,
-                       class_names)
-    if params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
+    model = build_head(head, rgb_dim, motion_dim, n_classes, text, multilabel, class_names)
+    if head.params.get("species_train") == "oracle":  # Animal-CLIP: trained and tested on the true species
         model.oracle = True
     for stream in ("rgb", "motion"):
         feats = getattr(train, stream)
@@ -199,18 +173,18 @@ def init_bias(model, train: SplitFeatures, params: dict, device) -> None:
     model.bias.fill_(math.log(rate / (1 - rate)) - mean)
 
 
-def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures | None,
-               n_classes: int, multilabel: bool, device, progress: bool = True,
-               text: dict | None = None, class_names: list[str] | None = None, entry: str | None = None,
-               on_epoch=None):
-    """Returns (best model, history). ``name``: the head type; ``params`` as given by
-    :func:`head_params`; ``text`` (class prototypes, species bank) for the heads that read it;
-    ``entry``: the config's name for it, which errors name; ``on_epoch(row)``: called as each
-    epoch ends (a tracker's live curves)."""
+def train_head(head, train: SplitFeatures, val: SplitFeatures | None, n_classes: int,
+               multilabel: bool, device, progress: bool = True, text: dict | None = None,
+               class_names: list[str] | None = None, on_epoch=None):
+    """Returns (best model, history). ``head``: the entry resolved
+    (:func:`pipeline.heads.entry.resolve_head`), whose name errors and logs give; ``text``
+    (class prototypes, species bank) for the heads that read it; ``on_epoch(row)``: called as
+    each epoch ends (a tracker's live curves)."""
     from tqdm import tqdm
+    name, params = head.name, head.params
     return_freed_memory()
     torch.manual_seed(params["seed"])
-    model = _built(name, params, train, n_classes, multilabel, text, class_names).to(device)
+    model = _built(head, train, n_classes, multilabel, text, class_names).to(device)
     if params["epochs"] == 0:
         if multilabel and hasattr(model, "scale"):
             calibrate(model, train, params, device)
@@ -236,7 +210,7 @@ def train_head(name: str, params: dict, train: SplitFeatures, val: SplitFeatures
     for epoch in bar:
         rng, epoch_plan = plan(epoch)
         loss = fit_epoch(model, batches(train, params["frames"], epoch_plan, rng, device), opt, sched,
-                         params, multilabel, pos_weight, device, where=(entry or name, epoch + 1, n_classes))
+                         params, multilabel, pos_weight, device, where=(name, epoch + 1, n_classes))
         row = {"epoch": epoch + 1, "train_loss": loss, "lr": opt.param_groups[0]["lr"],
                **_validated(model, val, params, multilabel, pos_weight, device)}
         history.append(row)

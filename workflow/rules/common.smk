@@ -12,12 +12,13 @@ from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
 from pipeline.freshness import (cache_gaps, file_digest, shard_members, stale_outputs,
                                 summary_out_of_date)
-from pipeline.heads.registry import check_entries, motion_sources, reads_text, streams
+from pipeline.heads.entry import run_heads
 from pipeline.heads.user import HeadTypeError
-from pipeline.layout import shard_path
+from pipeline.layout import RunFolder, shard_path
 
 DS = config["dataset"]
-RESULTS = f"results/{DS['name']}"
+RUN = RunFolder.of_config(config)  # where every output of this run lies (pipeline/layout.py)
+RESULTS = RUN.path
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 SHARDS = list(range(config["shards"]))
@@ -32,9 +33,9 @@ except AnnotationError as e:  # named against the user's own config files
 for _note in _notes:
     print(f"note: {_note}", file=sys.stderr)
 TRAIN, EVAL = DS["train_split"], DS["eval_split"]
-MOCLIP = f"{RESULTS}/models/moclip"
-HEADS_DIR = f"{RESULTS}/heads"
-SUMMARY = f"{RESULTS}/reports/summary.md"
+MOCLIP = RUN.student_dir
+HEADS_DIR = RUN.heads_dir
+SUMMARY = RUN.summary
 
 
 # Each rule's params are its output's recipe (pipeline/recipes.py, the one place that says what
@@ -45,13 +46,13 @@ CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"][
 
 
 # extracted rows kept for re-made shards and other runs (pipeline/cache/reuse.py)
-CACHE = config["cache"] or f"{RESULTS}/features/.reuse"
+CACHE = config["cache"] or RUN.default_cache
 if _why := unwritable(CACHE):  # before any job: an extraction job would do its work, then fail
     sys.exit(f"error: cache {CACHE}: {_why}; make it writable, or point cache: at a writable folder")
 # The extraction rules' --reuse: always this value, so that their params and command (rerun
 # triggers) stay those of shards made before `cache:` existed; the jobs take the cache from
 # $PIPELINE_CACHE, which wins over --reuse (pipeline/commands/features.py).
-PARAMS_BEFORE_CACHE = f"{RESULTS}/features/.reuse"
+PARAMS_BEFORE_CACHE = RUN.default_cache
 
 # Shards that cannot be current (pipeline/freshness.py), read once while the DAG is planned; the
 # jobs a cluster runs plan nothing of their own.
@@ -161,30 +162,28 @@ def annotation_inputs():
     return files
 
 
-# The run's heads by name (grids and seeds expanded; a user's head imported and checked now,
-# so that a head that cannot be built stops the run before any job).
+# The run's heads by name, each resolved once (grids and seeds expanded; a user's head imported
+# and built now, so that a head that cannot be built stops the run before any job).
 try:
-    ENTRIES = check_entries(config)
+    HEADS = run_heads(config, check=True)
 except HeadTypeError as e:
     sys.exit(f"error: {e}")
-HEAD_NAMES = list(ENTRIES)
+HEAD_NAMES = list(HEADS)
 # The student is distilled only when a head reads its stream (motion_source: student, the default).
-USES_STUDENT = "student" in motion_sources(config)
+USES_STUDENT = any(h.motion_source == "student" for h in HEADS.values())
 
 
 def head_inputs(w):
-    entry = ENTRIES[w.head]
-    params = entry["settings"]
-    rgb, motion = streams(entry["type"], params)
-    kinds = (["clip"] if rgb else []) + (["motion"] if motion else [])
+    head = HEADS[w.head]
+    kinds = (["clip"] if head.rgb else []) + (["motion"] if head.motion else [])
     roles = {"train": TRAIN, "eval": EVAL, **({"val": VAL} if VAL else {})}
     # the motion stream: the student's, or the frozen CLIP's on the flow images (flow_clip)
-    folder = {"clip": "clip", "motion": params.get("motion_source", "student").replace("student", "motion")}
+    folder = {"clip": "clip", "motion": (head.motion_source or "").replace("student", "motion")}
     files = {f"{k}_{role}": split_shards(folder[k], split) for k in kinds for role, split in roles.items()}
-    if reads_text(entry["type"], params):
-        files["text"] = f"{RESULTS}/features/text.h5"
-    if entry["type"].split(":")[0].endswith(".py"):  # a user's head in a file: editing it re-runs
-        files["code"] = entry["type"].rsplit(":", 1)[0]
+    if head.reads_text:
+        files["text"] = RUN.text_bank
+    if head.code:  # a user's head in a file: editing it re-runs
+        files["code"] = head.code
     return files
 
 

@@ -58,8 +58,8 @@ checkpoint samples:
     input:
         annotation_inputs(),
     output:
-        samples=f"{RESULTS}/samples.tsv",
-        classes=f"{RESULTS}/classes.tsv",
+        samples=RUN.samples,
+        classes=RUN.classes,
         missing=f"{RESULTS}/missing.tsv",
         info=f"{RESULTS}/dataset.json",
         species=[f"{RESULTS}/species.tsv", f"{RESULTS}/relation.tsv"] if SPECIES_FILES else [],

@@ -115,7 +115,7 @@ rule text:
         descriptions=[config["text"][k] for k in ("descriptions", "species_descriptions")
                       if config["text"].get(k)],
     output:
-        f"{RESULTS}/features/text.h5",
+        RUN.text_bank,
     params:
         text=lambda w: section_params(config, "text"),  # a function: its {action} is no wildcard
         clip=section_params(config, "clip", keys=CLIP_IDENTITY),
@@ -141,4 +141,4 @@ rule features:
         ADOPT,
         per_shard("clip"),
         per_shard("flow"),
-        f"{RESULTS}/features/text.h5",
+        RUN.text_bank,

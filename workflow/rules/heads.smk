@@ -22,7 +22,7 @@ rule head:
     wildcard_constraints:
         head="|".join(map(re.escape, HEAD_NAMES)),
     params:
-        head=lambda w: head_recipe(w.head, ENTRIES[w.head]),
+        head=lambda w: head_recipe(HEADS[w.head]),
         shards=head_args,
         splits=" ".join(f"--{role}-split {shlex.quote(split)}" for role, split in
                         (("train", TRAIN), ("val", VAL), ("eval", EVAL)) if split),

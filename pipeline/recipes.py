@@ -12,8 +12,10 @@ rows of another device type are kept apart.
 
 Changing what a recipe holds re-runs every output made before: a key added later stays out of
 the recipe while it holds the value that reproduces what older outputs did
-(:data:`NEUTRAL_DEFAULTS`, the one table that maps older recipes to today's). Ground floor:
-plain dicts, no config validation, no torch.
+(:data:`NEUTRAL_DEFAULTS`, the one table that maps older recipes to today's). A change of the
+*code* that changes an output for the same settings raises its kind's version
+(:data:`RECIPE_VERSIONS`): the recipe then holds it, and what an earlier version made is made
+again, saying why. Ground floor: plain dicts, no config validation, no torch.
 """
 from __future__ import annotations
 
@@ -36,6 +38,17 @@ NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "p
                                "batch_size": 32},
                     "text": {"description_units": "sentences"},
                     "heads": {"weight_decay_1d": True, "learn_scale": True}}
+
+# Each kind of output's recipe version: raise one when a change of the code changes what that
+# kind holds for the same settings (a fixed rendering, a new rounding), so that every output an
+# earlier version made is made again. Version 1 is each recipe as outputs recorded it before
+# recipes had versions; it is not written, so those outputs stay current.
+RECIPE_VERSIONS = {"clip": 1, "flow": 1, "student": 1, "text": 1, "head": 1}
+VERSION_KEY = "recipe"
+# The student's recipe before versions: students rendered per frame before that rendering became
+# ptlflow's exactly carry no such mark and were trained again (version 2 of the per_frame
+# student, in effect, written as its runs recorded it).
+RENDERING_MARK = "rendering"
 
 CLIP_IDENTITY = ("model", "pretrained")  # what of clip: the student and the text bank depend on
 # A flow shard's attributes a student is trained on: its export refuses flow made otherwise.
@@ -80,22 +93,37 @@ def trigger_view(name: str, values: dict) -> dict:
             if k not in drop and not (k in neutral and v == neutral[k])}
 
 
+def versioned(kind: str, recipe: dict) -> dict:
+    """A recipe of ``kind`` with its version (:data:`RECIPE_VERSIONS`; version 1 unwritten)."""
+    version = RECIPE_VERSIONS[kind]
+    return {**recipe, VERSION_KEY: version} if version > 1 else recipe
+
+
+def settings_of(recipe: dict | str | None) -> dict:
+    """A section's settings from its recipe (a rule's params, dict or JSON): without the
+    recipe's version and the student's rendering marker, which are no settings."""
+    recipe = json.loads(recipe) if isinstance(recipe, str) else dict(recipe or {})
+    return {k: v for k, v in recipe.items() if k not in (VERSION_KEY, RENDERING_MARK)}
+
+
 def compact_json(value) -> str:
     """A rule's params value: keys sorted, no spaces (the text Snakemake records and compares)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def section_params(config: dict, section: str, keys=None, drop=()) -> str:
-    """A config section (or its ``keys``, less ``drop``) as a rule's params."""
-    return compact_json({k: v for k, v in trigger_view(section, config[section]).items()
-                         if (keys is None or k in keys) and k not in drop})
+def section_params(config: dict, section: str, keys=None, drop=(), kind: str | None = None) -> str:
+    """A config section (or its ``keys``, less ``drop``) as a rule's params; ``kind``: the
+    output it is the recipe of, whose version it then holds."""
+    values = {k: v for k, v in trigger_view(section, config[section]).items()
+              if (keys is None or k in keys) and k not in drop}
+    return compact_json(versioned(kind, values) if kind else values)
 
 
 def row_settings(kind: str, config: dict) -> dict:
     """The recipe of an extracted stream's rows (``clip`` or ``flow``): its own section and the
     sampling. The extraction rules' params are its sections (:func:`row_params`), a shard
     records it whole (attribute ``settings``), freshness and ``plan`` compare it."""
-    return {kind: trigger_view(kind, config[kind]),
+    return {kind: versioned(kind, trigger_view(kind, config[kind])),
             "sampling": trigger_view("sampling", config["sampling"] or {})}
 
 
@@ -106,12 +134,11 @@ def row_params(config: dict, kind: str, section: str) -> str:
 
 def student_params(config: dict) -> str:
     """The student's recipe as its rules' params: its section (not the export choice) and the
-    teacher. Students rendered per frame before that rendering became ptlflow's exactly carry
-    no marker and are trained again."""
+    teacher (and :data:`RENDERING_MARK` for a per_frame student)."""
     moclip = {k: v for k, v in trigger_view("moclip", config["moclip"]).items() if k != "export"}
     if config["moclip"]["flow_norm"] == "per_frame":
-        moclip["rendering"] = "ptlflow flow_to_rgb"
-    return json.dumps({"moclip": moclip, "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
+        moclip[RENDERING_MARK] = "ptlflow flow_to_rgb"
+    return json.dumps({"moclip": versioned("student", moclip), "clip": {k: config["clip"][k] for k in CLIP_IDENTITY}},
                       sort_keys=True)
 
 
@@ -120,7 +147,7 @@ def head_recipe(head) -> str:
     params: its settings as the config gives them and, for an entry that is not simply its
     type's name, its type, group and varied values (under ``_entry``: :func:`entry_of` reads
     them back)."""
-    given = trigger_view("heads", head.given)
+    given = versioned("head", trigger_view("heads", head.given))
     if head.type != head.name or head.varies:
         given["_entry"] = {"type": head.type, "group": head.group, "varies": head.varies}
     return json.dumps(given, sort_keys=True)
@@ -129,7 +156,7 @@ def head_recipe(head) -> str:
 def entry_of(params: dict, entry: dict | None = None) -> tuple[dict, dict]:
     """A head job's (settings, entry) from its params (:func:`head_recipe`), or from an
     ``entry`` given by hand (type, group, varies) beside bare settings."""
-    given = dict(params)
+    given = settings_of(params)
     return given, given.pop("_entry", None) or dict(entry or {})
 
 
@@ -161,6 +188,9 @@ def differs(recorded: dict, expected: dict, says: str = "the config says") -> st
         if key == "settings":
             for section, values in want.items():
                 mine = got.get(section) or {}
+                if mine.get(VERSION_KEY, 1) != values.get(VERSION_KEY, 1):
+                    return (f"made by version {mine.get(VERSION_KEY, 1)} of the {section} recipe; "
+                            f"this pipeline makes version {values.get(VERSION_KEY, 1)}")
                 for k in sorted(set(values) | set(mine)):
                     if mine.get(k) != values.get(k):
                         return f"made with {section}.{k}={mine.get(k)!r}, {says} {values.get(k)!r}"
@@ -174,6 +204,8 @@ def settings_sha256(kind: str, row_shape, dtype, attrs: dict) -> str:
     type): what the cache keys a video's rows on; :data:`NOT_SETTINGS` are left out."""
     import numpy as np
     decided = {k: v for k, v in attrs.items() if k not in NOT_SETTINGS}
+    if RECIPE_VERSIONS.get(kind, 1) > 1:  # rows an earlier version computed are not reused
+        decided[VERSION_KEY] = RECIPE_VERSIONS[kind]
     text = json.dumps({"kind": kind, "row_shape": [int(s) for s in row_shape],
                        "dtype": np.dtype(dtype).str, **decided}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

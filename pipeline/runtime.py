@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .config import schema, section
-from .recipes import runtime_keys
+from .recipes import runtime_keys, settings_of
 
 # Speed-only settings (the schema marks them ``x-runtime``: device, decoder, batch sizes of
 # frozen models, workers, and flow's lossless storage layout) change how fast a job runs or how
@@ -32,7 +32,7 @@ def job_runtime() -> dict:
 def with_runtime(name: str, given: dict | str | None, flags: dict | None = None) -> dict:
     """Section ``name`` as a job uses it: ``given`` (its params, dict or JSON), the job's
     speed-only settings over it, and set command-line ``flags`` over those; defaults filled."""
-    given = json.loads(given) if isinstance(given, str) else dict(given or {})
+    given = settings_of(given)
     runtime = {k: v for k, v in job_runtime().get(name, {}).items() if v is not None}
     return section(name, {**given, **runtime, **{k: v for k, v in (flags or {}).items() if v is not None}})
 

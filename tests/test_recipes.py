@@ -27,7 +27,7 @@ def test_a_finished_runs_recorded_params_are_todays_recipes():
     want = {"results/demo/features/clip/test/shard-0.h5": [row_params(config, "clip", "clip"),
                                                           row_params(config, "flow", "flow"),
                                                           row_params(config, "clip", "sampling")],
-            "results/demo/features/text.h5": [section_params(config, "text"),
+            "results/demo/features/text.h5": [section_params(config, "text", kind="text"),
                                               section_params(config, "clip", keys=CLIP_IDENTITY)],
             "results/demo/models/moclip/student.pt": [student_params(config)],
             "results/demo/features/motion/test/shard-0.h5": [
@@ -49,7 +49,33 @@ def test_a_finished_runs_shards_are_current_and_a_changed_setting_is_named():
         "made with flow.bound=4, the config says 8"
 
 
-DECIDING = {"NEUTRAL_DEFAULTS", "CLIP_IDENTITY", "STUDENT_FLOW_KEYS", "HEAD_INPUT_KEYS",
+def test_raising_a_recipes_version_makes_again_what_the_earlier_version_made(monkeypatch):
+    """A change of the code that changes flow rows raises the flow recipe's version: the flow
+    rule's params change (Snakemake re-runs it), a recorded flow shard is named stale with the
+    versions, the cache keys flow rows apart; clip rows, the student and heads are untouched."""
+    import pipeline.recipes as recipes
+    config, recorded = _record()
+    before = {"flow": row_params(config, "flow", "flow"), "clip": row_params(config, "clip", "clip"),
+              "student": student_params(config),
+              "cache": recipes.settings_sha256("flow", (2, 8, 8), "uint8", {"model": "dis"})}
+    monkeypatch.setitem(recipes.RECIPE_VERSIONS, "flow", 2)
+    assert row_params(config, "flow", "flow") != before["flow"]
+    assert row_params(config, "clip", "clip") == before["clip"]
+    assert student_params(config) == before["student"]
+    assert recipes.settings_sha256("flow", (2, 8, 8), "uint8", {"model": "dis"}) != before["cache"]
+    assert differs(recorded["attrs"]["flow"], expected_attrs(config)["flow"]) == \
+        "made by version 1 of the flow recipe; this pipeline makes version 2"
+    assert differs(recorded["attrs"]["clip"], expected_attrs(config)["clip"]) is None
+    # the job reads the settings, not the version, from its params
+    assert recipes.settings_of(row_params(config, "flow", "flow")) == json.loads(before["flow"])
+    monkeypatch.setitem(recipes.RECIPE_VERSIONS, "head", 3)
+    heads = run_heads(config)
+    assert all('"recipe": 3' in head_recipe(h) for h in heads.values())
+    assert recipes.entry_of(json.loads(head_recipe(heads["fusion"])))[0] == heads["fusion"].given
+
+
+DECIDING = {"NEUTRAL_DEFAULTS", "RECIPE_VERSIONS", "VERSION_KEY", "RENDERING_MARK", "versioned",
+            "settings_of", "entry_of", "CLIP_IDENTITY", "STUDENT_FLOW_KEYS", "HEAD_INPUT_KEYS",
             "NOT_SETTINGS", "FLOW_QUANTISATION", "row_settings", "expected_attrs",
             "settings_sha256", "trigger_view", "student_params", "head_recipe", "row_params",
             "section_params", "compact_json", "differs", "runtime_keys"}

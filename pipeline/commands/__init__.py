@@ -31,7 +31,8 @@ def command(name: str, help_: str, *args):
 def params(text, name: str) -> dict:
     """A config section from its JSON (or a dict), validated, defaults filled."""
     from ..config import section
-    return section(name, text or "{}")
+    from ..recipes import settings_of
+    return section(name, settings_of(text))
 
 
 def optional_int(text: str):

@@ -30,9 +30,7 @@ def cmd_moclip_train(a):
                     "previous student")
     from ..moclip.train import open_data, train_student
     given = json.loads(a.params)
-    settings = dict(given.get("moclip", {}))
-    settings.pop("rendering", None)  # the workflow's marker of the per-frame rendering (a trigger)
-    cfg = with_runtime("moclip", settings, {"num_workers": a.num_workers})
+    cfg = with_runtime("moclip", given.get("moclip", {}), {"num_workers": a.num_workers})
     clip = params(given.get("clip"), "clip")
     samples, n_classes, multilabel = dataset_info(a)
     data = open_data(a.clip_train, a.flow_train, a.clip_val or [], a.flow_val or [], samples,

@@ -117,7 +117,7 @@ rule text:
     output:
         RUN.text_bank,
     params:
-        text=lambda w: section_params(config, "text"),  # a function: its {action} is no wildcard
+        text=lambda w: section_params(config, "text", kind="text"),  # a function: its {action} is no wildcard
         clip=section_params(config, "clip", keys=CLIP_IDENTITY),
     threads: job_threads("text")
     resources:

@@ -95,7 +95,9 @@ onstart:
         _n = visible_gpus()
         if _n:
             workflow.register_resource("gpu", _n)
-            _scheduler = getattr(workflow, "scheduler", None)  # made before onstart: tell it too
+            # register_resource updates the scheduler's `resources`, which Snakemake 9's scheduler
+            # does not read (it reads `global_resources`): without this the limit is not kept
+            _scheduler = getattr(workflow, "scheduler", None)
             if _scheduler is not None and isinstance(getattr(_scheduler, "global_resources", None), dict):
                 _scheduler.global_resources["gpu"] = _n
             print(f"note: at most {_n} GPU job(s) at once ({_n} visible GPU(s)); "

@@ -131,8 +131,3 @@ def run_heads(config: dict, where=".", check: bool = False) -> dict[str, Head]:
                                 where, dims=(dim, dim))
     return heads
 
-
-def motion_sources(config: dict, where=".") -> set[str]:
-    """Where the run's motion streams come from: ``student`` (the distilled MoCLIP, whose
-    training and export run only then) and/or ``flow_clip`` (the frozen CLIP on flow images)."""
-    return {h.motion_source for h in run_heads(config, where).values() if h.motion}

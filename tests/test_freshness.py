@@ -128,7 +128,8 @@ def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the
     """Change each setting once on a finished run and ask each part what it does, not the
     function they share: Snakemake (a dry run: the jobs it plans because their recorded params
     differ), the DAG's freshness notes (shards it names stale) and the cache's
-    row identity (the writers' own, on the config's device). Speed settings move none of them.
+    row identity (the writers' own, on the config's device) and ``plan`` (it measures flow on
+    the run's current flow shards only). Speed settings move none of them.
     A setting that decides rows makes Snakemake re-run exactly the jobs of the shards named
     stale (a fused job makes a clip and a flow shard: both are re-made, the other's rows from
     the cache). Layout settings (shards, cache, extraction) name nothing stale and move no
@@ -149,6 +150,7 @@ def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the
     from pipeline.runtime import runtime_keys
     from pipeline.features.clip import clip_encoder, clip_writer
     from pipeline.features.flow import flow_computer
+    from pipeline.plan import make_plan
     work = copy_run(csv_run, tmp_path / "run", videos="videos")
     monkeypatch.chdir(work)  # the config's relative paths
     raw = yaml.safe_load((work / "config.yaml").read_text())
@@ -221,22 +223,33 @@ def test_each_setting_re_extracts_alike_in_the_rules_the_freshness_check_and_the
                  if re.search(rf"^note: {re.escape(path)}: .*; a run makes it again$", out.stderr, re.M)}
         return {k for k, path in shards.items() if rerun(path)}, stale
 
-    assert look(raw) == (set(), set())  # the finished run is current
+    def plan(cfg) -> set:
+        """{"flow"} when ``plan`` no longer measures flow on the run's own flow shards (it
+        measures only current ones); it computes nothing and writes no file."""
+        source = make_plan(validate_config(cfg), work)["streams"]["flow"]["source"]
+        return set() if source.startswith("measured: the run's own") else {"flow"}
+
+    assert look(raw) == (set(), set()) and plan(raw) == set()  # the finished run is current
     base = identity(raw)
     table, wrong = [], []
     for name, value in cases.items():
         cfg = changed(name, value)
         rules, fresh = look(cfg)
         cache = {k for k, h in identity(cfg).items() if h != base[k]}
-        table.append(f"{name:26} rules {sorted(rules)!s:18} freshness {sorted(fresh)!s:18} cache {sorted(cache)}")
+        planned = plan(cfg)
+        table.append(f"{name:26} rules {sorted(rules)!s:18} freshness {sorted(fresh)!s:18} "
+                     f"cache {sorted(cache)!s:18} plan {sorted(planned)}")
         speed = name in runtime_keys()[""] or name.split(".")[-1] in runtime_keys().get(name.split(".")[0], ())
         fused = cfg.get("extraction", "fused") == "fused"
+        if name == "flow.storage":  # plan measures flow's bytes in the storage it will write
+            planned = set()
         if speed:
-            ok = not (rules or fresh or cache)
+            ok = not (rules or fresh or cache or planned)
         elif name in LAYOUT:
-            ok = not (fresh or cache)
+            ok = not (fresh or cache or planned)
         else:
             ok = rules == ({"clip", "flow"} if fused and fresh else fresh) and cache <= fresh
+            ok = ok and planned == fresh & {"flow"}
         if not ok:
             wrong.append(table[-1])
     print("\n".join(table))

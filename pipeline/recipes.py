@@ -45,9 +45,14 @@ NEUTRAL_DEFAULTS = {"moclip": {"adapter": "default", "val_windows": "centre", "p
 # recipes had versions; it is not written, so those outputs stay current.
 RECIPE_VERSIONS = {"clip": 1, "flow": 1, "student": 1, "text": 1, "head": 1}
 VERSION_KEY = "recipe"
-# The student's recipe before versions: students rendered per frame before that rendering became
-# ptlflow's exactly carry no such mark and were trained again (version 2 of the per_frame
-# student, in effect, written as its runs recorded it).
+
+# What finished runs recorded beside their settings, written as they wrote it so that they stay
+# current (Snakemake re-runs a job whose params text changed); with NEUTRAL_DEFAULTS, the one
+# table that maps recorded params to recipes. ENTRY_KEY: a head entry's type, group and varied
+# values (:func:`head_recipe`). RENDERING_MARK: students rendered per frame before that
+# rendering became ptlflow's exactly carry no such mark and were trained again (version 2 of the
+# per_frame student, in effect). The extraction rules' ``--reuse`` (:func:`recorded_reuse`).
+ENTRY_KEY = "_entry"
 RENDERING_MARK = "rendering"
 
 CLIP_IDENTITY = ("model", "pretrained")  # what of clip: the student and the text bank depend on
@@ -99,6 +104,12 @@ def versioned(kind: str, recipe: dict) -> dict:
     return {**recipe, VERSION_KEY: version} if version > 1 else recipe
 
 
+def recorded_reuse(default_cache: str) -> str:
+    """The extraction rules' ``--reuse`` param: always the run's default cache folder, as
+    before ``cache:`` existed (the jobs take the cache from $PIPELINE_CACHE, which wins)."""
+    return default_cache
+
+
 def settings_of(recipe: dict | str | None) -> dict:
     """A section's settings from its recipe (a rule's params, dict or JSON): without the
     recipe's version and the student's rendering marker, which are no settings."""
@@ -145,11 +156,11 @@ def student_params(config: dict) -> str:
 def head_recipe(head) -> str:
     """A head entry's recipe (a resolved :class:`~pipeline.heads.entry.Head`) as its job's
     params: its settings as the config gives them and, for an entry that is not simply its
-    type's name, its type, group and varied values (under ``_entry``: :func:`entry_of` reads
-    them back)."""
+    type's name, its type, group and varied values (under :data:`ENTRY_KEY`: :func:`entry_of`
+    reads them back)."""
     given = versioned("head", trigger_view("heads", head.given))
     if head.type != head.name or head.varies:
-        given["_entry"] = {"type": head.type, "group": head.group, "varies": head.varies}
+        given[ENTRY_KEY] = {"type": head.type, "group": head.group, "varies": head.varies}
     return json.dumps(given, sort_keys=True)
 
 
@@ -157,7 +168,7 @@ def entry_of(params: dict, entry: dict | None = None) -> tuple[dict, dict]:
     """A head job's (settings, entry) from its params (:func:`head_recipe`), or from an
     ``entry`` given by hand (type, group, varies) beside bare settings."""
     given = settings_of(params)
-    return given, given.pop("_entry", None) or dict(entry or {})
+    return given, given.pop(ENTRY_KEY, None) or dict(entry or {})
 
 
 def expected_attrs(config: dict) -> dict:

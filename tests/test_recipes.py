@@ -75,6 +75,7 @@ def test_raising_a_recipes_version_makes_again_what_the_earlier_version_made(mon
 
 
 DECIDING = {"NEUTRAL_DEFAULTS", "RECIPE_VERSIONS", "VERSION_KEY", "RENDERING_MARK", "versioned",
+            "ENTRY_KEY", "recorded_reuse",
             "settings_of", "entry_of", "CLIP_IDENTITY", "STUDENT_FLOW_KEYS", "HEAD_INPUT_KEYS",
             "NOT_SETTINGS", "FLOW_QUANTISATION", "row_settings", "expected_attrs",
             "settings_sha256", "trigger_view", "student_params", "head_recipe", "row_params",

@@ -7,7 +7,8 @@ import shlex
 from pipeline import jobs
 from pipeline.annotations import AnnotationError, plan_splits, segment_file
 from pipeline.protocols import run_view
-from pipeline.recipes import CLIP_IDENTITY, head_recipe, row_params, section_params, student_params
+from pipeline.recipes import (CLIP_IDENTITY, head_recipe, recorded_reuse, row_params, section_params,
+                              student_params)
 from pipeline.factory import is_weights_file
 from pipeline.files import unwritable
 from pipeline.freshness import (cache_gaps, file_digest, shard_members, stale_outputs,
@@ -49,10 +50,8 @@ CLIP_WEIGHTS = [config["clip"]["pretrained"]] if is_weights_file(config["clip"][
 CACHE = config["cache"] or RUN.default_cache
 if _why := unwritable(CACHE):  # before any job: an extraction job would do its work, then fail
     sys.exit(f"error: cache {CACHE}: {_why}; make it writable, or point cache: at a writable folder")
-# The extraction rules' --reuse: always this value, so that their params and command (rerun
-# triggers) stay those of shards made before `cache:` existed; the jobs take the cache from
-# $PIPELINE_CACHE, which wins over --reuse (pipeline/commands/features.py).
-PARAMS_BEFORE_CACHE = RUN.default_cache
+# The extraction rules' --reuse, as finished runs recorded it (pipeline/recipes.py)
+PARAMS_BEFORE_CACHE = recorded_reuse(RUN.default_cache)
 
 # Shards that cannot be current (pipeline/freshness.py), read once while the DAG is planned; the
 # jobs a cluster runs plan nothing of their own.

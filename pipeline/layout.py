@@ -74,7 +74,7 @@ class RunFolder:
 
     @property
     def student(self) -> str:
-        return self.file("models", "moclip", "student.pt")
+        return f"{self.student_dir}/student.pt"
 
     @property
     def heads_dir(self) -> str:
@@ -82,7 +82,7 @@ class RunFolder:
 
     def head(self, name: str) -> str:
         """A head's checkpoint (its metrics, predictions and plots lie beside it)."""
-        return self.file("heads", name, "head.pt")
+        return f"{self.heads_dir}/{name}/head.pt"
 
     def trained_heads(self) -> list[str]:
         return sorted(Path(p).parent.name for p in glob(self.head("*")))

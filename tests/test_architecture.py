@@ -124,6 +124,21 @@ def test_the_readme_keeps_to_the_users_path_and_every_link_leads_somewhere():
                 assert anchor in headings, f"{page.name}: link to {target}: no such heading"
 
 
+def _scan(skip: set, in_module, in_rule_line) -> list[str]:
+    """``path:line what`` of every hit in the package's modules but ``skip`` (``in_module(node)``
+    of each syntax-tree node: what it holds, or a false value) and in the workflow's rule files
+    (``in_rule_line(line)``: the hits of one line)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path not in skip:
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {what}"
+                      for node in ast.walk(ast.parse(path.read_text())) if (what := in_module(node))]
+    for path in sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "Snakefile"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            found += [f"{path.relative_to(ROOT)}:{n} {what}" for what in in_rule_line(line)]
+    return found
+
+
 def test_head_types_are_named_only_in_the_registry():
     """One registry of heads: no module of the package or rule of the workflow names a
     built-in head type but pipeline/heads/registry.py (what a type is and does is asked there)."""
@@ -131,17 +146,9 @@ def test_head_types_are_named_only_in_the_registry():
     from pipeline.heads.registry import HEAD_TYPES
     schema = yaml.safe_load((PACKAGE / "resources" / "config.schema.yaml").read_text())
     assert set(schema["properties"]["heads"]["properties"]) == set(HEAD_TYPES)  # a section each
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path == PACKAGE / "heads" / "registry.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in HEAD_TYPES:
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
-    for path in sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "Snakefile"]:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            found += [f"{path.relative_to(ROOT)}:{n} {name!r}" for name in HEAD_TYPES
-                      if re.search(rf"[\"']{name}[\"']", line)]
+    found = _scan({PACKAGE / "heads" / "registry.py"},
+                  lambda node: isinstance(node, ast.Constant) and node.value in HEAD_TYPES and repr(node.value),
+                  lambda line: [repr(name) for name in HEAD_TYPES if re.search(rf"[\"']{name}[\"']", line)])
     assert not found, "head types named outside pipeline/heads/registry.py:\n" + "\n".join(found)
 
 
@@ -153,17 +160,11 @@ def test_a_head_entry_is_resolved_in_one_place():
                  "check_entries", "run_entries")
     allowed = {PACKAGE / "heads" / name for name in ("entry.py", "registry.py", "user.py")}
     allowed |= {PACKAGE / "config.py", PACKAGE / "protocols.py"}  # config checks, a record compared
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path in allowed:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in resolving:
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    for path in sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "Snakefile"]:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            found += [f"{path.relative_to(ROOT)}:{n} {name}" for name in resolving
-                      if re.search(rf"\b{name}\(", line)]
+    def called(node):
+        name = getattr(node.func, "id", getattr(node.func, "attr", None)) if isinstance(node, ast.Call) else None
+        return name in resolving and name
+
+    found = _scan(allowed, called, lambda line: [name for name in resolving if re.search(rf"\b{name}\(", line)])
     assert not found, "head entries resolved outside pipeline/heads/entry.py:\n" + "\n".join(found)
 
 

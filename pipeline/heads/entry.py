@@ -43,10 +43,6 @@ class Head:
         return is_prompt(self.type)
 
     @property
-    def trains(self) -> bool:
-        return self.cls is not None or HEAD_TYPES[self.type].get("trains", True)
-
-    @property
     def motion_source(self) -> str | None:
         """Where its motion stream comes from (``student`` or ``flow_clip``); None without one."""
         return self.params.get("motion_source", "student") if self.motion else None
